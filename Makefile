@@ -1,0 +1,58 @@
+# payflow: `make demo` and `make test` work on a fresh machine with nothing typed first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STACK := scripts/stack.sh
+export PAYFLOW_CACHE_DIR ?= $(CURDIR)/.cache
+
+.PHONY: help install up down status test test-unit chaos demo bench lint clean
+
+help:
+	@echo "make demo    run the whole pipeline on local Kafka + DuckDB and reconcile"
+	@echo "make test    install everything, start Kafka + BigQuery emulator, run all tests, stop them"
+	@echo "make bench   throughput / latency / memory benchmark (prints a table, writes bench-results.json)"
+	@echo "make up | down | status   the local stack"
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check --upgrade pip==26.3
+	$(PIP) install -q --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+	scripts/kafka.sh fetch
+	scripts/bqemulator.sh install
+
+up: install
+	$(STACK) up
+
+down:
+	$(STACK) down
+
+status:
+	@$(STACK) status
+
+# Unit, integration, end-to-end and fault tests against the real broker and emulator.
+test: install
+	$(STACK) run -- $(PY) -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+chaos: install
+	$(STACK) run -- $(PY) -m pytest -ra -m fault $(PYTEST_ARGS)
+
+demo: install
+	$(STACK) run --no-bq -- $(PY) -m payflow.demo
+
+bench: install
+	$(STACK) run --no-bq -- $(PY) -m payflow.bench
+
+lint: install
+	$(VENV)/bin/hadolint Dockerfile
+
+clean: down
+	rm -rf var $(VENV)

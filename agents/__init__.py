@@ -1,0 +1,1 @@
+"""Faust agents: thin glue around the pure stages in payflow/."""

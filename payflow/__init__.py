@@ -1,0 +1,4 @@
+"""payflow: streaming payment pipeline with masking on first touch, exactly-once dedup,
+real-time fraud scoring and a PII-free, audit-grade warehouse."""
+
+__version__ = "0.1.0"

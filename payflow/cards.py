@@ -1,0 +1,111 @@
+"""Card-number facts: Luhn check, brands, and a scanner for PANs hidden in any text.
+
+The scanner is what enforces invariant 3: it finds Luhn-valid 13 to 19 digit runs,
+also when written in the usual groups with spaces or dashes (4-4-4-4[-3], 4-6-5, 4-6-4).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    parity = len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def luhn_check_digit(partial: str) -> str:
+    for d in "0123456789":
+        if luhn_valid(partial + d):
+            return d
+    raise AssertionError("unreachable")
+
+
+# brand -> (IIN prefixes, PAN length, CVV length)
+BRANDS: dict[str, tuple[tuple[str, ...], int, int]] = {
+    "visa": (("4",), 16, 3),
+    "mastercard": (("51", "52", "53", "54", "55", "2221", "2720"), 16, 3),
+    "discover": (("6011", "644", "65"), 16, 3),
+    "amex": (("34", "37"), 15, 4),
+    "diners": (("36", "38"), 14, 3),
+    "visa19": (("4",), 19, 3),
+    "unionpay19": (("62",), 19, 3),
+}
+
+
+def brand_of(pan: str) -> str:
+    n = len(pan)
+    if pan.startswith(("34", "37")) and n == 15:
+        return "amex"
+    if pan.startswith(("36", "38", "300", "301", "302", "303", "304", "305")) and n == 14:
+        return "diners"
+    if pan.startswith("4"):
+        return "visa"
+    if pan[:2] in {"51", "52", "53", "54", "55"} or 2221 <= int(pan[:4]) <= 2720:
+        return "mastercard"
+    if pan.startswith(("6011", "644", "645", "646", "647", "648", "649", "65")):
+        return "discover"
+    if pan.startswith("62"):
+        return "unionpay"
+    return "other"
+
+
+_CONTIGUOUS = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+_GROUPED = re.compile(
+    r"(?<![\d])(?:"
+    r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"  # 4-4-4-4 and 4-4-4-4-3
+    r"|\d{4}([ -])\d{6}\2\d{4,5}"  # amex 4-6-5, diners 4-6-4
+    r")(?![\d])(?![ -]\d)"
+)
+
+
+@dataclass(frozen=True)
+class PanHit:
+    start: int
+    end: int
+    digits: str
+
+    @property
+    def masked(self) -> str:
+        return mask_digits(self.digits)
+
+
+def mask_digits(digits: str) -> str:
+    return "X" * (len(digits) - 4) + digits[-4:]
+
+
+def find_pans(text: str) -> list[PanHit]:
+    """Every Luhn-valid 13-19 digit run in text (contiguous or card-grouped)."""
+    hits: list[PanHit] = []
+    for m in _CONTIGUOUS.finditer(text):
+        if luhn_valid(m.group()):
+            hits.append(PanHit(m.start(), m.end(), m.group()))
+    for m in _GROUPED.finditer(text):
+        digits = re.sub(r"[ -]", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            hits.append(PanHit(m.start(), m.end(), digits))
+    return hits
+
+
+_ANY_LONG_DIGITS = re.compile(r"\d(?:[ -]?\d){11,}")
+
+
+def redact_card_like(text: str) -> str:
+    """Mask every run of 12 or more digits (with or without separators), Luhn-valid or not.
+
+    Used on the remains of garbage messages before they go to the DLQ: a broken message
+    may hold a PAN that no parser recognised, so anything card-shaped is masked.
+    """
+    def _mask(m: re.Match[str]) -> str:
+        digits = re.sub(r"[ -]", "", m.group())
+        return mask_digits(digits)
+
+    return _ANY_LONG_DIGITS.sub(_mask, text)

@@ -1,0 +1,81 @@
+"""The `payflow` command line (click, which Faust already depends on)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from payflow.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="payflow")
+def main() -> None:
+    """payflow: streaming payments, card data masked on first touch, every payment counted once."""
+
+
+@main.command()
+@click.option("--count", default=20_000, show_default=True, help="messages to send (all kinds)")
+@click.option("--seed", default=42, show_default=True, help="same seed + options = same bytes")
+@click.option("--start-time", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+              default=None, help="event_time of the first payment (UTC); default: the stream ends about now")
+@click.option("--rate", type=float, default=None, help="events per second; default unlimited")
+@click.option("--accounts", default=10_000, show_default=True, help="sender population")
+@click.option("--merchants", default=500, show_default=True)
+@click.option("--business-tps", default=5.0, show_default=True, help="payments per simulated second of event time")
+@click.option("--duplicate-ratio", default=0.05, show_default=True, help="share of messages re-sent as client double-submits")
+@click.option("--late-ratio", default=0.01, show_default=True, help="share of events more than 1 h behind the stream")
+@click.option("--malformed-ratio", default=0.01, show_default=True, help="share of malformed messages (19 kinds, cycled)")
+@click.option("--fraud-ratio", default=0.005, show_default=True, help="share of slots that start a fraud scenario")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=Path("var/manifest.json"),
+              show_default=True, help="ground-truth manifest (no card data)")
+@click.option("--topic", default=None, help="default: payment-events")
+@click.option("--no-idempotence", is_flag=True, help="turn the idempotent producer off (for fault tests only)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def simulate(count, seed, start_time, rate, accounts, merchants, business_tps, duplicate_ratio, late_ratio,
+             malformed_ratio, fraud_ratio, manifest_path, topic, no_idempotence, quiet) -> None:
+    """Produce realistic payment events (with card data) to the raw topic, and a manifest."""
+    from payflow.simulator.generator import SimOptions
+    from payflow.simulator.producer import simulate as run
+
+    settings = Settings.from_env()
+    if start_time is not None and start_time.tzinfo is None:
+        from datetime import timezone
+        start_time = start_time.replace(tzinfo=timezone.utc)
+    options = SimOptions(count=count, seed=seed, start_time=start_time, accounts=accounts, merchants=merchants,
+                         business_tps=business_tps, duplicate_ratio=duplicate_ratio, late_ratio=late_ratio,
+                         malformed_ratio=malformed_ratio, fraud_ratio=fraud_ratio)
+    manifest = asyncio.run(run(options, bootstrap=settings.kafka_bootstrap, topic=topic or settings.topics.raw,
+                               partitions=settings.partitions, manifest_path=manifest_path, rate=rate,
+                               progress=not quiet, idempotent=not no_idempotence))
+    d = manifest.to_dict()
+    tp = d["throughput"]
+    click.echo(
+        f"sent {d['messages_sent']} messages in {tp['seconds']} s ({tp['events_per_second']:.0f} events/s): "
+        f"{d['unique_valid_on_time']} unique valid, {d['expected_duplicates']} duplicates, {d['late']} late, "
+        f"{d['malformed']['total']} malformed, {len(d['fraud_labels'])} fraud-labelled"
+        + (" (interrupted)" if d["interrupted"] else "")
+    )
+    click.echo(f"manifest: {manifest_path}  replay: payflow simulate --seed {seed} --count {count} "
+               f"--start-time {d['start_time'][:19]}+0000")
+    if tp["unconfirmed"]:
+        click.echo(f"{tp['unconfirmed']} messages were not confirmed by the broker", err=True)
+        sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run the pipeline worker (same as `faust -A payflow.app worker`); extra args go to Faust."""
+    from payflow.app import app
+
+    sys.argv = ["payflow-worker", "worker", *ctx.args]
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Prometheus metrics (prometheus_client), named by Prometheus conventions."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("payflow_stage_events_in_total", "Events entering a stage", ["stage"])
+EVENTS_OUT = Counter("payflow_stage_events_out_total", "Events leaving a stage towards the next", ["stage"])
+DUPLICATES = Counter("payflow_duplicates_dropped_total", "Duplicates dropped by dedup (audited)")
+REPLAYS = Counter("payflow_replays_passed_total", "Same message read again after a restart, passed through")
+LATE = Counter("payflow_late_events_total", "Events older than the watermark, sent to the late topic")
+DLQ = Counter("payflow_dlq_events_total", "Messages sent to the dead-letter topic", ["reason"])
+ROWS_LANDED = Counter("payflow_warehouse_rows_landed_total", "Rows newly inserted into the warehouse", ["table"])
+HIGH_RISK = Counter("payflow_high_risk_payments_total", "Payments scored above 60")
+SCORED = Counter("payflow_scored_payments_total", "Payments scored by fraud enrichment")
+UNMASKED_PAN = Counter("payflow_unmasked_pan_detections_total",
+                       "Card numbers caught by the last-line scrubbers in logs or outputs (must stay 0)")
+DEDUP_KEYS = Gauge("payflow_dedup_table_keys", "Keys held in the dedup table index")
+WATERMARK_LAG = Gauge("payflow_watermark_lag_seconds", "Wall clock minus the watermark", ["partition"])
+CONSUMER_LAG = Gauge("payflow_consumer_lag_messages", "High-water mark minus the committed offset", ["partition"])
+LAST_COMMIT_AGE = Gauge("payflow_last_commit_age_seconds", "Seconds since the sink's offsets were last acknowledged")
+SINK_BATCH = Histogram("payflow_sink_batch_rows", "Rows per warehouse batch",
+                       buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000))
+SINK_FLUSH = Histogram("payflow_sink_flush_seconds", "Warehouse batch latency, retries included",
+                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+SINK_RETRIES = Counter("payflow_sink_retries_total", "Transient warehouse errors retried")
+SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy, 0 when it has stopped")
+SINK_UP.set(1)

@@ -1,0 +1,1 @@
+"""The payment simulator: realistic, deterministic traffic with injected faults and fraud."""

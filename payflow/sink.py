@@ -1,0 +1,79 @@
+"""The warehouse sink: lands one batch, off the event loop, with retries.
+
+Blocking warehouse calls run in a worker thread. Transient errors are retried with
+exponential backoff and jitter (tenacity) for up to PAYFLOW_SINK_MAX_RETRY_SECONDS; a
+permanent error, or retries running out, stops the sink loudly: it never returns, so the
+batch is never acknowledged and its offsets are never committed. Nothing is dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from payflow import metrics
+from payflow.warehouse.base import LandingBatch, TransientWarehouseError, Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (TransientWarehouseError, ConnectionError, TimeoutError)):
+        return True
+    try:
+        from google.api_core import exceptions as gexc
+        return isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.RetryError))
+    except ImportError:  # pragma: no cover
+        return False
+
+
+class SinkStopped(RuntimeError):
+    pass
+
+
+class WarehouseSink:
+    def __init__(self, warehouse: Warehouse, *, max_retry_seconds: float = 300.0,
+                 initial_backoff: float = 0.2, max_backoff: float = 10.0):
+        self.warehouse = warehouse
+        self.max_retry_seconds = max_retry_seconds
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.healthy = True
+        self.last_ack = time.monotonic()
+        self.failure: str | None = None
+
+    async def land(self, batch: LandingBatch) -> dict[str, int]:
+        if not self.healthy:
+            raise SinkStopped(self.failure or "sink stopped")
+        started = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transient),
+                wait=wait_exponential_jitter(initial=self.initial_backoff, max=self.max_backoff),
+                stop=stop_after_delay(self.max_retry_seconds),
+                before_sleep=self._before_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    inserted = await asyncio.to_thread(self.warehouse.land, batch)
+        except Exception as exc:
+            self.healthy = False
+            self.failure = f"{type(exc).__name__}: {exc}"
+            metrics.SINK_UP.set(0)
+            log.critical("warehouse sink stopped: %s; the batch stays unacknowledged and its offsets "
+                         "uncommitted; fix the warehouse and restart the worker", self.failure)
+            raise SinkStopped(self.failure) from exc
+        metrics.SINK_FLUSH.observe(time.perf_counter() - started)
+        metrics.SINK_BATCH.observe(len(batch))
+        for table, n in inserted.items():
+            metrics.ROWS_LANDED.labels(table).inc(n)
+        self.last_ack = time.monotonic()
+        return inserted
+
+    @staticmethod
+    def _before_retry(state) -> None:
+        metrics.SINK_RETRIES.inc()
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("warehouse unavailable (%s), retry %d", type(exc).__name__ if exc else "?", state.attempt_number)

@@ -1,0 +1,52 @@
+"""Keeping state tables bounded: an in-memory index of keys by age, per partition.
+
+Tables hold only what the watermark window needs. Each write notes (event time, key); after
+a batch, keys whose newest event time fell behind the horizon are deleted from the table,
+which sends a changelog tombstone, so the changelog compacts away too. After a restart the
+index is rebuilt once from the table itself.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from typing import Callable, Iterable, MutableMapping
+
+
+class ExpiryIndex:
+    def __init__(self, store: MutableMapping, *, ts_of: Callable[[bytes], float],
+                 partition_of: Callable[[bytes], int]):
+        self.store = store
+        self.ts_of = ts_of
+        self.partition_of = partition_of
+        self._heaps: dict[int, list[tuple[float, str]]] = defaultdict(list)
+        self._rebuilt = False
+
+    def rebuild(self, items: Iterable[tuple[object, bytes]]) -> int:
+        n = 0
+        for key, value in items:
+            k = key.decode() if isinstance(key, (bytes, bytearray)) else str(key)
+            self.note(self.partition_of(value), self.ts_of(value), k)
+            n += 1
+        self._rebuilt = True
+        return n
+
+    @property
+    def rebuilt(self) -> bool:
+        return self._rebuilt
+
+    def note(self, partition: int, ts: float, key: str) -> None:
+        heapq.heappush(self._heaps[partition], (ts, key))
+
+    def expired(self, partition: int, horizon: float) -> list[str]:
+        """Keys of this partition whose newest write is older than horizon (and still stored)."""
+        heap = self._heaps.get(partition)
+        out: list[str] = []
+        while heap and heap[0][0] < horizon:
+            ts, key = heapq.heappop(heap)
+            value = self.store.get(key)
+            if value is not None and self.ts_of(value) < horizon:
+                out.append(key)
+        return out
+
+    def size(self) -> int:
+        return sum(len(h) for h in self._heaps.values())

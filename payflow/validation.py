@@ -1,0 +1,177 @@
+"""Decode and validate one raw message of the event contract (ARCHITECTURE.md).
+
+Pure: bytes in, a ValidatedPayment or a Rejection out; never raises on bad input.
+A ValidatedPayment still holds the raw card fields: masking.mask() must be the next call,
+and it never leaves the masking step's memory. Rejection details name fields, never values.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from payflow import currencies
+from payflow.cards import luhn_valid
+from payflow.masking_remains import masked_remains
+from payflow.models import Rejection
+
+SCHEMA_VERSION = 1
+
+REQUIRED_STRINGS = (
+    "transaction_id", "event_time", "sender_account_id", "receiver_account_id", "amount",
+    "currency", "credit_card", "cvv", "card_expiry", "ip_address", "geo_region", "device_id",
+    "merchant_id",
+)
+
+# Every reason code a Rejection can carry (the DLQ's vocabulary; metrics label by it).
+REASONS = (
+    "empty_message", "oversized_payload", "invalid_utf8", "invalid_json", "not_an_object",
+    "missing_field", "wrong_type", "unknown_schema_version", "invalid_field",
+    "invalid_pan_length", "pan_luhn_failed", "invalid_cvv", "invalid_expiry",
+    "invalid_amount", "amount_not_positive", "amount_not_finite", "amount_over_scale",
+    "unknown_currency", "invalid_event_time", "event_time_in_future",
+)
+
+_DIGITS = re.compile(r"\d+")
+_EXPIRY = re.compile(r"(0[1-9]|1[0-2])/(\d{2})")
+_AMOUNT = re.compile(r"-?\d+(\.\d+)?")
+MAX_ID_LENGTH = 128
+
+
+@dataclass(slots=True)
+class ValidatedPayment:
+    transaction_id: str
+    event_time: datetime
+    sender_account_id: str
+    receiver_account_id: str
+    amount: Decimal
+    currency: str
+    ip_address: str
+    geo_region: str
+    device_id: str
+    merchant_id: str
+    user_email: str | None
+    pan: str = field(repr=False)
+    cvv: str = field(repr=False)
+    expiry: str = field(repr=False)
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        self.detail = detail
+
+
+def decode(raw: bytes | None, *, now: datetime, max_bytes: int = 65536,
+           max_future: timedelta = timedelta(minutes=15)) -> ValidatedPayment | Rejection:
+    if not raw:
+        return Rejection("empty_message", "the message has no bytes", remains="")
+    if len(raw) > max_bytes:
+        return Rejection("oversized_payload", f"the message has {len(raw)} bytes; the limit is {max_bytes}",
+                         remains=masked_remains(raw[:512]))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("invalid_utf8", f"the message is not UTF-8 (bad byte at position {exc.start})",
+                         remains=masked_remains(raw))
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return Rejection("invalid_json", "the message is not valid JSON", remains=masked_remains(text))
+    if not isinstance(doc, dict):
+        return Rejection("not_an_object", f"the message is a JSON {type(doc).__name__}, not an object",
+                         remains=masked_remains(doc))
+    try:
+        return _validate(doc, now, max_future)
+    except _Reject as rej:
+        txn = doc.get("transaction_id")
+        return Rejection(rej.reason, rej.detail, remains=masked_remains(doc),
+                         transaction_id=txn if isinstance(txn, str) and len(txn) <= MAX_ID_LENGTH else None)
+
+
+def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> ValidatedPayment:
+    version = doc.get("schema_version")
+    if version is None:
+        raise _Reject("missing_field", "schema_version is missing")
+    if type(version) is not int:
+        raise _Reject("wrong_type", "schema_version must be an integer")
+    if version != SCHEMA_VERSION:
+        raise _Reject("unknown_schema_version", f"schema_version {version} is not supported (expected {SCHEMA_VERSION})")
+    missing = [f for f in REQUIRED_STRINGS if doc.get(f) is None]
+    if missing:
+        raise _Reject("missing_field", "missing field(s): " + ", ".join(missing))
+    wrong = [f for f in REQUIRED_STRINGS if not isinstance(doc[f], str)]
+    email = doc.get("user_email")
+    if email is not None and not isinstance(email, str):
+        wrong.append("user_email")
+    if wrong:
+        raise _Reject("wrong_type", "must be strings: " + ", ".join(wrong))
+    for f in ("transaction_id", "sender_account_id", "receiver_account_id"):
+        if not doc[f].strip() or len(doc[f]) > MAX_ID_LENGTH:
+            raise _Reject("invalid_field", f"{f} must be 1 to {MAX_ID_LENGTH} characters")
+
+    pan = doc["credit_card"].replace(" ", "").replace("-", "")
+    if not pan.isdigit() or not pan.isascii():
+        raise _Reject("invalid_pan_length", "credit_card must be 13 to 19 digits")
+    if not 13 <= len(pan) <= 19:
+        raise _Reject("invalid_pan_length", f"credit_card has {len(pan)} digits; a PAN has 13 to 19")
+    if not luhn_valid(pan):
+        raise _Reject("pan_luhn_failed", "credit_card fails the Luhn check")
+    cvv = doc["cvv"]
+    if not (cvv.isascii() and cvv.isdigit() and len(cvv) in (3, 4)):
+        raise _Reject("invalid_cvv", "cvv must be 3 or 4 digits")
+    expiry = doc["card_expiry"]
+    if not _EXPIRY.fullmatch(expiry):
+        raise _Reject("invalid_expiry", "card_expiry must be MM/YY")
+
+    amount = _parse_amount(doc["amount"], doc["currency"])
+    event_time = _parse_time(doc["event_time"], now, max_future)
+    return ValidatedPayment(
+        transaction_id=doc["transaction_id"], event_time=event_time,
+        sender_account_id=doc["sender_account_id"], receiver_account_id=doc["receiver_account_id"],
+        amount=amount, currency=doc["currency"], ip_address=doc["ip_address"],
+        geo_region=doc["geo_region"], device_id=doc["device_id"], merchant_id=doc["merchant_id"],
+        user_email=email, pan=pan, cvv=cvv, expiry=expiry,
+    )
+
+
+def _parse_amount(text: str, currency: str) -> Decimal:
+    scale = currencies.minor_units(currency)
+    if scale is None:
+        raise _Reject("unknown_currency", "currency is not a supported ISO 4217 code")
+    lowered = text.strip().lower()
+    if lowered in {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}:
+        raise _Reject("amount_not_finite", "amount must be a finite decimal")
+    if not _AMOUNT.fullmatch(text):
+        raise _Reject("invalid_amount", "amount must be a plain decimal string such as 12.50")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise _Reject("invalid_amount", "amount must be a plain decimal string such as 12.50") from None
+    if not amount.is_finite():
+        raise _Reject("amount_not_finite", "amount must be a finite decimal")
+    if amount <= 0:
+        raise _Reject("amount_not_positive", "amount must be greater than zero")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > scale:
+        raise _Reject("amount_over_scale", f"amount has more than {scale} decimal places for {currency}")
+    if amount >= Decimal(10) ** 20:
+        raise _Reject("invalid_amount", "amount is too large for NUMERIC(38, 9)")
+    return amount
+
+
+def _parse_time(text: str, now: datetime, max_future: timedelta) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Reject("invalid_event_time", "event_time must be RFC 3339 with a UTC offset") from None
+    if parsed.tzinfo is None:
+        raise _Reject("invalid_event_time", "event_time has no UTC offset")
+    parsed = parsed.astimezone(timezone.utc)
+    if parsed - now > max_future:
+        raise _Reject("event_time_in_future", "event_time is further in the future than the allowed clock skew")
+    return parsed

@@ -1,0 +1,19 @@
+"""Layer 4: the warehouse (DuckDB embedded by default, BigQuery in production)."""
+from __future__ import annotations
+
+from payflow.settings import Settings
+from payflow.warehouse.base import Warehouse
+
+
+def open_warehouse(settings: Settings, url: str | None = None) -> Warehouse:
+    url = url or settings.warehouse_url
+    if url.startswith("duckdb://"):
+        from payflow.warehouse.duck import DuckDBWarehouse
+        return DuckDBWarehouse(url[len("duckdb://"):] or ":memory:")
+    if url.startswith("bigquery://"):
+        from payflow.warehouse.bq import BigQueryWarehouse
+        project, _, dataset = url[len("bigquery://"):].partition("/")
+        if not project or not dataset:
+            raise ValueError("PAYFLOW_WAREHOUSE for BigQuery must look like bigquery://PROJECT/DATASET")
+        return BigQueryWarehouse(project, dataset, endpoint=settings.bigquery_endpoint or None)
+    raise ValueError(f"PAYFLOW_WAREHOUSE {url!r}: expected duckdb:///PATH or bigquery://PROJECT/DATASET")

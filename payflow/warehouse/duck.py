@@ -1,0 +1,173 @@
+"""The embedded DuckDB warehouse (default for `make demo`)."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import sqlglot
+
+from payflow.warehouse import schema
+from payflow.warehouse.base import (
+    ERASABLE, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse,
+)
+
+_DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
+              "INT64": "BIGINT", "BOOL": "BOOLEAN"}
+_AMOUNT_AS_TEXT = {"NUMERIC"}  # Decimals travel as text and are cast exactly, never via float
+ERASURE_MODES = ("delete", "anonymize")
+
+
+class DuckDBWarehouse(Warehouse):
+    name = "duckdb"
+
+    def __init__(self, path: str):
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(path)
+        except duckdb.IOException as exc:
+            raise TransientWarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.Lock()
+        self._insert_sql: dict[str, str] = {}
+
+    def ensure_schema(self) -> None:
+        with self._lock:
+            for statement in schema.duckdb_statements():
+                self.con.execute(statement)
+
+    # -- landing -------------------------------------------------------------------------
+    def _insert_statement(self, table: str) -> str:
+        if table in self._insert_sql:
+            return self._insert_sql[table]
+        cols = schema.tables()[table]
+        names = [c.name for c in cols]
+        unnest = ", ".join(
+            f"CAST(UNNEST(${i + 1}::VARCHAR[]) AS DECIMAL(38,9)) AS {c.name}" if c.bq_type in _AMOUNT_AS_TEXT
+            else f"UNNEST(${i + 1}::{_DUCK_TYPE[c.bq_type]}[]) AS {c.name}"
+            for i, c in enumerate(cols))
+        if table in ERASABLE:
+            links = set(LINK_COLUMNS[table])
+            select = []
+            for n in names:
+                if n in links:
+                    select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} END AS {n}")
+                elif n == "anonymized_at":
+                    select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} ELSE now() END AS {n}")
+                elif n == "erasure_requested":
+                    select.append(f"(e.mode IS NOT NULL) AS {n}")
+                elif n == "erasure_timestamp":
+                    select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} ELSE now() END AS {n}")
+                else:
+                    select.append(f"s.{n}")
+            sql = (f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) SELECT {', '.join(select)} "
+                   f"FROM (SELECT {unnest}) AS s "
+                   f"LEFT JOIN (SELECT pii_hash, max(mode) AS mode FROM gdpr_erasures GROUP BY pii_hash) AS e "
+                   f"ON e.pii_hash = s.pii_hash "
+                   f"WHERE e.mode IS NULL OR e.mode = 'anonymize'")
+        else:
+            sql = f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) SELECT {unnest}"
+        self._insert_sql[table] = sql
+        return sql
+
+    def land(self, batch: LandingBatch) -> dict[str, int]:
+        inserted: dict[str, int] = {}
+        with self._lock:
+            try:
+                self.con.execute("BEGIN TRANSACTION")
+                for table in LANDING_ORDER:
+                    rows = batch.rows.get(table) or []
+                    if not rows:
+                        continue
+                    cols = schema.tables()[table]
+                    params = [[(str(r[c.name]) if r[c.name] is not None else None) if c.bq_type in _AMOUNT_AS_TEXT
+                               else r[c.name] for r in rows] for c in cols]
+                    result = self.con.execute(self._insert_statement(table), params).fetchone()
+                    inserted[table] = int(result[0]) if result else 0
+                self.con.execute("COMMIT")
+            except duckdb.TransactionException as exc:
+                self.con.execute("ROLLBACK")
+                raise TransientWarehouseError(str(exc)) from exc
+            except Exception:
+                try:
+                    self.con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+        return inserted
+
+    # -- reading -------------------------------------------------------------------------
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        duck_sql = sqlglot.transpile(sql, read="bigquery", write="duckdb")[0]
+        with self._lock:
+            cur = self.con.execute(duck_sql, params or {})
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def string_columns(self) -> dict[str, list[str]]:
+        return {t: [c.name for c in cols if c.bq_type == "STRING"] for t, cols in schema.tables().items()}
+
+    # -- GDPR erasure --------------------------------------------------------------------
+    def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str | None = None) -> ErasureReceipt:
+        if mode not in ERASURE_MODES:
+            raise ValueError(f"erasure mode must be one of {ERASURE_MODES}")
+        request_id = request_id or str(uuid.uuid4())
+        started = time.perf_counter()
+        hashes = [h for _, h in pii_hashes]
+        now = datetime.now(timezone.utc)
+        affected: dict[str, int] = {}
+        with self._lock:
+            c = self.con
+            c.execute("BEGIN TRANSACTION")
+            try:
+                for key_id, h in pii_hashes:
+                    c.execute("INSERT OR IGNORE INTO gdpr_erasures (request_id, pii_hash, pii_key_id, mode, requested_at) "
+                              "VALUES (?, ?, ?, ?, ?)", [request_id, h, key_id, mode, now])
+                c.execute("CREATE OR REPLACE TEMP TABLE erased_txn AS SELECT transaction_id FROM pii_masking_audit "
+                          "WHERE list_contains(?, pii_hash) UNION SELECT transaction_id FROM payment_transactions "
+                          "WHERE list_contains(?, pii_hash)", [hashes, hashes])
+                for table in ("payment_transactions", "payment_transactions_fraud"):
+                    if mode == "delete":
+                        sql = f"DELETE FROM {table} WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)"
+                    else:
+                        sets = ", ".join(f"{col} = NULL" for col in LINK_COLUMNS[table])
+                        sql = (f"UPDATE {table} SET {sets}, anonymized_at = ? "
+                               f"WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)")
+                    affected[table] = _count(c.execute(sql, [now] if mode == "anonymize" else []))
+                if mode == "delete":
+                    affected["deduplication_audit"] = _count(c.execute(
+                        "DELETE FROM deduplication_audit WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)"))
+                    affected["late_events"] = _count(c.execute(
+                        "DELETE FROM late_events WHERE list_contains(?, pii_hash)", [hashes]))
+                else:
+                    affected["late_events"] = _count(c.execute(
+                        "UPDATE late_events SET pii_hash = NULL WHERE list_contains(?, pii_hash)", [hashes]))
+                # the masking audit keeps the fact of masking and shows the erasure, not the person
+                affected["pii_masking_audit"] = _count(c.execute(
+                    "UPDATE pii_masking_audit SET pii_hash = NULL, pii_key_id = NULL, user_email = NULL, "
+                    "erasure_requested = TRUE, erasure_timestamp = ? "
+                    "WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)", [now]))
+                seconds = time.perf_counter() - started
+                import json
+                c.execute("UPDATE gdpr_erasures SET completed_at = ?, rows_affected = ? WHERE request_id = ?",
+                          [datetime.now(timezone.utc), json.dumps(affected), request_id])
+                c.execute("COMMIT")
+            except Exception:
+                c.execute("ROLLBACK")
+                raise
+        return ErasureReceipt(mode, hashes, affected, time.perf_counter() - started, request_id)
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()
+
+
+def _count(cursor: Any) -> int:
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0

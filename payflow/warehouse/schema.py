@@ -1,0 +1,108 @@
+"""The warehouse schema from sql/*.sql (BigQuery dialect), rendered per backend with sqlglot.
+
+DuckDB: NOT ENFORCED is dropped (DuckDB enforces the key, which insert-or-ignore relies on),
+and PARTITION BY / CLUSTER BY are dropped (DuckDB has no such storage options).
+BigQuery: every table is qualified with project.dataset; against the emulator, which rejects
+PRIMARY KEY ... NOT ENFORCED, the key clause is left out.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from payflow.settings import ROOT
+
+
+def sql_dir() -> Path:
+    return Path(os.environ.get("PAYFLOW_SQL_DIR", ROOT / "sql"))
+
+
+@lru_cache(maxsize=1)
+def parsed() -> tuple[exp.Expression, ...]:
+    out = []
+    for path in sorted(sql_dir().glob("*.sql")):
+        for statement in sqlglot.parse(path.read_text(), read="bigquery"):
+            if statement is not None:
+                statement.comments = None
+                out.append(statement)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    bq_type: str  # STRING, NUMERIC, TIMESTAMP, INT64, BOOL
+    nullable: bool
+
+
+_BQ_TYPE = {
+    exp.DataType.Type.TEXT: "STRING", exp.DataType.Type.DECIMAL: "NUMERIC",
+    exp.DataType.Type.TIMESTAMPTZ: "TIMESTAMP", exp.DataType.Type.BIGINT: "INT64",
+    exp.DataType.Type.BOOLEAN: "BOOL",
+}
+
+
+@lru_cache(maxsize=1)
+def tables() -> dict[str, list[Column]]:
+    """Table name -> columns, in DDL order."""
+    out: dict[str, list[Column]] = {}
+    for statement in parsed():
+        if isinstance(statement, exp.Create) and statement.kind == "TABLE":
+            name = statement.this.this.name
+            cols = []
+            for col in statement.this.expressions:
+                if isinstance(col, exp.ColumnDef):
+                    not_null = any(isinstance(c.kind, exp.NotNullColumnConstraint) for c in col.constraints or [])
+                    cols.append(Column(col.name, _BQ_TYPE[col.kind.this], not not_null))
+            out[name] = cols
+    return out
+
+
+@lru_cache(maxsize=1)
+def primary_keys() -> dict[str, list[str]]:
+    out = {}
+    for statement in parsed():
+        if isinstance(statement, exp.Create) and statement.kind == "TABLE":
+            for e in statement.this.expressions:
+                if isinstance(e, exp.PrimaryKey):
+                    out[statement.this.this.name] = [i.name for i in e.expressions]
+    return out
+
+
+def views() -> list[str]:
+    return [s.this.name for s in parsed() if isinstance(s, exp.Create) and s.kind == "VIEW"]
+
+
+def duckdb_statements() -> list[str]:
+    out = []
+    for statement in parsed():
+        s = statement.copy()
+        for pk in s.find_all(exp.PrimaryKey):
+            pk.set("options", None)
+        props = s.args.get("properties")
+        if props is not None:
+            kept = [p for p in props.expressions
+                    if not isinstance(p, (exp.PartitionedByProperty, exp.ClusterProperty))]
+            s.set("properties", exp.Properties(expressions=kept) if kept else None)
+        out.append(s.sql("duckdb"))
+    return out
+
+
+def bigquery_statements(project: str, dataset: str, *, primary_keys: bool = True) -> list[str]:
+    out = []
+    for statement in parsed():
+        s = statement.copy()
+        for table in s.find_all(exp.Table):
+            if not table.args.get("db"):
+                table.set("db", exp.to_identifier(dataset))
+                table.set("catalog", exp.to_identifier(project))
+        if not primary_keys:
+            for pk in list(s.find_all(exp.PrimaryKey)):
+                pk.pop()
+        out.append(s.sql("bigquery"))
+    return out

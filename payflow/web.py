@@ -1,0 +1,71 @@
+"""Worker web endpoints on PAYFLOW_WEB_PORT: /metrics (Prometheus), /healthz, /readyz,
+and a timer that keeps lag and commit-age gauges current."""
+from __future__ import annotations
+
+import time
+
+from faust import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from payflow import metrics
+from payflow.app import app
+
+
+def _runtime():
+    import agents.pipeline as pipeline
+    return pipeline.current_runtime
+
+
+@app.page("/metrics")
+async def metrics_page(self: web.View, request: web.Request) -> web.Response:
+    return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+@app.page("/healthz")
+async def health_page(self: web.View, request: web.Request) -> web.Response:
+    runtime = _runtime()
+    sink_ok = runtime is None or runtime.sink.healthy
+    return self.json({"status": "ok" if sink_ok else "failed",
+                      "sink": "ok" if sink_ok else runtime.sink.failure},
+                     status=200 if sink_ok else 503)
+
+
+@app.page("/readyz")
+async def ready_page(self: web.View, request: web.Request) -> web.Response:
+    runtime = _runtime()
+    checks = {
+        "pipeline_started": runtime is not None,
+        "warehouse": bool(runtime and runtime.sink.healthy),
+        "broker": _broker_connected(),
+        "partitions_assigned": len(app.consumer.assignment()) > 0 if app.consumer else False,
+    }
+    ready = all(checks.values())
+    return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+def _broker_connected() -> bool:
+    try:
+        client = app.producer._ensure_producer().client  # aiokafka client under Faust's producer
+        return any(conn.connected() for conn in client._conns.values())
+    except Exception:  # noqa: BLE001 - not started yet or no connection: not ready
+        return False
+
+
+@app.timer(interval=5.0)
+async def refresh_gauges() -> None:
+    runtime = _runtime()
+    if runtime is not None:
+        metrics.LAST_COMMIT_AGE.set(time.monotonic() - runtime.sink.last_ack)
+        now = time.time()
+        for partition, wm in runtime.processor._watermarks.items():
+            metrics.WATERMARK_LAG.labels(str(partition)).set(max(0.0, now - wm / 1e6))
+    consumer = app.consumer
+    try:
+        committed = consumer._committed_offset  # Faust keeps what it last committed per TP
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                done = committed.get(tp)
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - (done + 1 if done is not None else 0)))
+    except Exception:  # noqa: BLE001 - gauges are best effort while rebalancing
+        pass

@@ -1,0 +1,41 @@
+-- Views for finance, fraud and audit (BigQuery dialect; transpiled for DuckDB).
+
+CREATE OR REPLACE VIEW daily_summary AS
+SELECT
+  DATE(event_time) AS day,
+  currency,
+  COUNT(*) AS payments,
+  SUM(amount) AS total_amount,
+  COUNT(DISTINCT sender_account_id) AS senders
+FROM payment_transactions
+GROUP BY day, currency;
+
+CREATE OR REPLACE VIEW fraud_summary AS
+SELECT
+  DATE(event_time) AS day,
+  COUNT(*) AS payments,
+  COUNTIF(is_high_risk) AS high_risk_payments,
+  ROUND(SAFE_DIVIDE(COUNTIF(is_high_risk), COUNT(*)), 4) AS high_risk_share,
+  ROUND(AVG(fraud_score), 2) AS avg_fraud_score,
+  COUNTIF(risk_flags LIKE '%VELOCITY_SPIKE%') AS velocity_spikes,
+  COUNTIF(risk_flags LIKE '%IMPOSSIBLE_TRAVEL%') AS impossible_travel,
+  COUNTIF(risk_flags LIKE '%DEVICE_ANOMALY%') AS device_anomalies,
+  COUNTIF(risk_flags LIKE '%CARD_TESTING%') AS card_testing,
+  COUNTIF(risk_flags LIKE '%HIGH_AMOUNT%') AS high_amounts
+FROM payment_transactions_fraud
+GROUP BY day;
+
+CREATE OR REPLACE VIEW deduplication_effectiveness AS
+SELECT
+  p.day,
+  p.unique_payments,
+  COALESCE(d.duplicates_dropped, 0) AS duplicates_dropped,
+  ROUND(SAFE_DIVIDE(COALESCE(d.duplicates_dropped, 0), p.unique_payments + COALESCE(d.duplicates_dropped, 0)), 4) AS duplicate_rate
+FROM (
+  SELECT DATE(event_time) AS day, COUNT(*) AS unique_payments
+  FROM payment_transactions GROUP BY day
+) AS p
+LEFT JOIN (
+  SELECT DATE(first_event_time) AS day, COUNT(*) AS duplicates_dropped
+  FROM deduplication_audit GROUP BY day
+) AS d ON p.day = d.day;

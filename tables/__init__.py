@@ -1,0 +1,1 @@
+"""Faust tables (RocksDB via rocksdict, changelog-backed)."""
