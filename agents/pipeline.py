@@ -71,6 +71,9 @@ async def process_payments(stream):
     t = settings.topics
     if runtime_factory is default_runtime:
         await ensure_topics(settings.kafka_bootstrap, [t.enriched, t.dlq, t.late, t.dedup_audit], settings.partitions)
+    # Faust flushes its changelog buffer 100 messages at a time, waiting on each, once it
+    # holds more than max_messages; a batch writes thousands of keys, so make room for it.
+    app.producer.buffer.max_messages = 8 * settings.batch_size
     runtime = current_runtime = await asyncio.to_thread(runtime_factory) if runtime_factory is default_runtime \
         else runtime_factory()
     log.info("stages decode -> mask -> dedup (watermark %ss) -> fraud -> sink: consuming %s",
@@ -91,6 +94,8 @@ async def process_payments(stream):
             # nothing of this batch is acked: its offsets stay uncommitted; stop the worker
             await app.crash(exc)
             return
+        # changelog writes of this batch reach Kafka before its offsets can be committed
+        await app.producer.buffer.flush()
         for event in events:
             await stream.ack(event)
         metrics.DEDUP_KEYS.set(runtime.processor.dedup_index.size())

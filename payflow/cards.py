@@ -58,7 +58,8 @@ def brand_of(pan: str) -> str:
     return "other"
 
 
-_CONTIGUOUS = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+# a run right after "<digit>." is the fraction of a decimal number (0.006739377975463867), never a PAN
+_CONTIGUOUS = re.compile(r"(?<!\d)(?<!\d\.)\d{13,19}(?!\d)")
 _GROUPED = re.compile(
     r"(?<![\d])(?:"
     r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"  # 4-4-4-4 and 4-4-4-4-3

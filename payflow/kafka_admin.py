@@ -45,3 +45,30 @@ async def list_topics(bootstrap: str) -> set[str]:
         return set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """partition -> messages not yet committed by the consumer group (end offset - committed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="payflow-lag", enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps) if tps else {}
+        lag = {}
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag[tp.partition] = max(0, ends[tp] - done)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()

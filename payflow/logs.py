@@ -18,6 +18,26 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING
 pan_detections = 0
 
 
+def install_record_scrubber() -> None:
+    """Scrub every log record at creation, whoever logs it and whichever handler writes it.
+
+    Faust and mode set up their own handlers at worker start; a record factory is the one
+    place every record passes through.
+    """
+    base = logging.getLogRecordFactory()
+    if getattr(base, "_payflow", False):
+        return
+    scrubber = PanScrubber()
+
+    def factory(*args, **kwargs):
+        record = base(*args, **kwargs)
+        scrubber.filter(record)
+        return record
+
+    factory._payflow = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 class PanScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         global pan_detections
@@ -56,6 +76,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings, stream=None) -> None:
+    install_record_scrubber()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(PanScrubber())
     if settings.log_format == "json":

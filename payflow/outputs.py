@@ -7,7 +7,7 @@ transaction_id or (partition, offset)).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -38,8 +38,9 @@ class KafkaOutputs:
             futures.append(await send(t.dlq, key, r.to_dlq_json(now), None, None, None))
         for p in result.late:
             wm = result.watermarks.get(p.source_partition)
+            watermark = datetime.fromtimestamp(wm / 1e6, timezone.utc) if wm else None
             futures.append(await send(t.late, p.sender_account_id.encode(),
-                                      p.to_masked_json(watermark_us=wm, received_at=now), None, None, None))
+                                      p.to_masked_json(watermark=watermark, received_at=now), None, None, None))
         for d in result.duplicates:
             futures.append(await send(t.dedup_audit, d.transaction_id.encode(), dumps(d), None, None, None))
         if futures:

@@ -6,7 +6,7 @@ The README's settings table is generated from SETTINGS_DOC below (tests check th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +22,7 @@ class Setting:
 SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers; when set in the environment, the local scripts start no broker"),
     Setting("PAYFLOW_APP_ID", "payflow", "Faust app id: consumer group and prefix of changelog topics"),
+    Setting("PAYFLOW_TOPIC_PREFIX", "", "prefix for every topic name (several pipelines, or tests, on one cluster)"),
     Setting("PAYFLOW_PARTITIONS", "4", "partitions of the topics payflow creates"),
     Setting("PAYFLOW_WAREHOUSE", "duckdb:///var/payflow.duckdb", "warehouse URL: duckdb:///PATH or bigquery://PROJECT/DATASET"),
     Setting("PAYFLOW_BIGQUERY_ENDPOINT", "", "BigQuery API endpoint override (the emulator: http://127.0.0.1:9050); empty = Google"),
@@ -79,7 +80,11 @@ class Settings:
     log_level: str
     max_message_bytes: int
     max_future_seconds: int
-    topics: "Topics" = field(default_factory=lambda: Topics())
+    topic_prefix: str = ""
+
+    @property
+    def topics(self) -> "Topics":
+        return Topics.with_prefix(self.topic_prefix)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -113,6 +118,7 @@ class Settings:
             log_level=_env("PAYFLOW_LOG_LEVEL"),
             max_message_bytes=int(_env("PAYFLOW_MAX_MESSAGE_BYTES")),
             max_future_seconds=int(_env("PAYFLOW_MAX_FUTURE_SECONDS")),
+            topic_prefix=_env("PAYFLOW_TOPIC_PREFIX"),
         )
 
 
@@ -123,6 +129,11 @@ class Topics:
     late: str = "payment-events-late"
     enriched: str = "payments-enriched"
     dedup_audit: str = "payflow-dedup-audit"
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> "Topics":
+        base = cls()
+        return cls(**{f: prefix + getattr(base, f) for f in base.__dataclass_fields__})
 
 
 def kafka_url(bootstrap: str) -> list[str]:
