@@ -77,5 +77,43 @@ def worker(ctx: click.Context) -> None:
     app.main()
 
 
+@main.command()
+@click.option("--manifest", "manifest_path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
+def reconcile(manifest_path: Path, warehouse: str | None) -> None:
+    """Compare the warehouse with a simulator manifest; exit 1 on any mismatch."""
+    from payflow.reconcile import reconcile as run
+    from payflow.simulator.manifest import load
+    from payflow.warehouse import open_warehouse
+
+    wh = open_warehouse(Settings.from_env(), warehouse)
+    try:
+        result = run(wh, load(manifest_path))
+    finally:
+        wh.close()
+    click.echo(result.report())
+    sys.exit(0 if result.ok else 1)
+
+
+@main.command("fraud-report")
+@click.option("--manifest", "manifest_path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
+def fraud_report(manifest_path: Path, warehouse: str | None) -> None:
+    """Fraud quality against the simulator's labels: recall and false-positive rate."""
+    from payflow.reconcile import fraud_quality
+    from payflow.simulator.manifest import load
+    from payflow.warehouse import open_warehouse
+
+    wh = open_warehouse(Settings.from_env(), warehouse)
+    try:
+        q = fraud_quality(wh, load(manifest_path))
+    finally:
+        wh.close()
+    click.echo(json.dumps(q, indent=2))
+    ok = q["recall"] is not None and q["recall"] >= 0.90 and (q["false_positive_rate"] or 0) <= 0.05
+    click.echo("fraud quality: " + ("meets the targets (recall >= 0.90, FPR <= 5%)" if ok else "BELOW TARGET"))
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     main()

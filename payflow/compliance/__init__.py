@@ -1,0 +1,1 @@
+"""Compliance: the PCI scan and GDPR erasure."""
