@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +28,9 @@ from payflow.warehouse.base import build_batch
 from tables.state import card_table, dedup_table, sender_table, watermark_table
 
 log = logging.getLogger("payflow.pipeline")
+# Fault injection for the tests only: hard-exit right after the Nth batch landed in the
+# warehouse and before its offsets are acked (the crash window the sink must survive).
+FAULT_EXIT_AFTER_LAND = int(os.environ.get("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0"))
 
 
 def enter_event(event: Any) -> None:
@@ -57,7 +61,7 @@ def default_runtime() -> Runtime:
         card_table=card_table, watermark_seconds=settings.watermark_seconds,
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
         enter=enter_event)
-    return Runtime(processor, KafkaOutputs(app.producer.send, settings.topics),
+    return Runtime(processor, KafkaOutputs(app.producer.send, settings.topics, app.producer.buffer.flush),
                    WarehouseSink(warehouse, max_retry_seconds=settings.sink_max_retry_seconds))
 
 
@@ -78,6 +82,7 @@ async def process_payments(stream):
         else runtime_factory()
     log.info("stages decode -> mask -> dedup (watermark %ss) -> fraud -> sink: consuming %s",
              settings.watermark_seconds, settings.topics.raw)
+    batches = 0
     async for events in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
         now = datetime.now(timezone.utc)
         items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
@@ -94,8 +99,12 @@ async def process_payments(stream):
             # nothing of this batch is acked: its offsets stay uncommitted; stop the worker
             await app.crash(exc)
             return
+        batches += 1
+        if FAULT_EXIT_AFTER_LAND and batches == FAULT_EXIT_AFTER_LAND:
+            log.warning("fault injection: exiting after landing batch %d, before acking its offsets", batches)
+            os._exit(86)
         # changelog writes of this batch reach Kafka before its offsets can be committed
-        await app.producer.buffer.flush()
+        await runtime.outputs.flush_changelogs()
         for event in events:
             await stream.ack(event)
         metrics.DEDUP_KEYS.set(runtime.processor.dedup_index.size())

@@ -21,9 +21,14 @@ Send = Callable[..., Awaitable[Awaitable[Any]]]
 
 
 class KafkaOutputs:
-    def __init__(self, send: Send, topics: Topics):
+    def __init__(self, send: Send, topics: Topics, flush: Callable[[], Awaitable[None]] | None = None):
         self._send = send
+        self._flush = flush
         self.topics = topics
+
+    async def flush_changelogs(self) -> None:
+        if self._flush is not None:
+            await self._flush()
 
     async def publish(self, result: BatchResult, keys: dict[tuple[int, int], bytes | None], now: datetime) -> None:
         t = self.topics
@@ -52,6 +57,9 @@ class RecordingOutputs:
 
     def __init__(self) -> None:
         self.published: dict[str, list[dict]] = {"enriched": [], "dlq": [], "late": [], "dedup_audit": []}
+
+    async def flush_changelogs(self) -> None:
+        pass
 
     async def publish(self, result: BatchResult, keys: dict, now: datetime) -> None:
         self.published["enriched"] += [orjson.loads(e.to_enriched_json()) for e in result.enriched]

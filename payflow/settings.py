@@ -35,6 +35,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SINK_BATCH_SECONDS", "0.5", "longest wait to fill a batch"),
     Setting("PAYFLOW_SINK_MAX_RETRY_SECONDS", "300", "how long transient warehouse errors are retried (backoff with jitter) before the sink stops loudly"),
     Setting("PAYFLOW_PROCESSING_GUARANTEE", "at_least_once", "at_least_once (with offset-aware dedup and idempotent sink)"),
+    Setting("PAYFLOW_SESSION_TIMEOUT_SECONDS", "10", "Kafka consumer session timeout: how soon a killed worker's partitions move on"),
     Setting("PAYFLOW_WEB_PORT", "6066", "worker web port: /metrics, /healthz, /readyz"),
     Setting("PAYFLOW_LOG_FORMAT", "json", "json (one object a line) or text"),
     Setting("PAYFLOW_LOG_LEVEL", "info", "debug, info, warn, error"),
@@ -75,6 +76,7 @@ class Settings:
     batch_seconds: float
     sink_max_retry_seconds: float
     processing_guarantee: str
+    session_timeout_seconds: float
     web_port: int
     log_format: str
     log_level: str
@@ -113,6 +115,7 @@ class Settings:
             batch_seconds=float(_env("PAYFLOW_SINK_BATCH_SECONDS")),
             sink_max_retry_seconds=float(_env("PAYFLOW_SINK_MAX_RETRY_SECONDS")),
             processing_guarantee=guarantee,
+            session_timeout_seconds=float(_env("PAYFLOW_SESSION_TIMEOUT_SECONDS")),
             web_port=int(_env("PAYFLOW_WEB_PORT")),
             log_format=log_format,
             log_level=_env("PAYFLOW_LOG_LEVEL"),

@@ -1,0 +1,87 @@
+"""The pipeline agent under Faust's test context (memory tables, recorded outputs, DuckDB)."""
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+os.environ.setdefault("PAYFLOW_HMAC_KEYS", "unit-1:" + "33" * 32)
+
+from payflow.app import app  # noqa: E402
+import agents.pipeline as pipeline  # noqa: E402
+from payflow.keys import KeyRing  # noqa: E402
+from payflow.outputs import RecordingOutputs  # noqa: E402
+from payflow.pipeline import BatchProcessor  # noqa: E402
+from payflow.sink import WarehouseSink  # noqa: E402
+from payflow.warehouse.duck import DuckDBWarehouse  # noqa: E402
+from tables.state import card_table, dedup_table, sender_table, watermark_table  # noqa: E402
+from tests.unit.cards_fixtures import event  # noqa: E402
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def runtime(monkeypatch):
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    warehouse = DuckDBWarehouse(":memory:")
+    warehouse.ensure_schema()
+    outputs = RecordingOutputs()
+    rt = pipeline.Runtime(
+        BatchProcessor(keyring=KeyRing.parse(os.environ["PAYFLOW_HMAC_KEYS"]), dedup_table=dedup_table,
+                       watermark_table=watermark_table, sender_table=sender_table, card_table=card_table,
+                       enter=pipeline.enter_event),
+        outputs, WarehouseSink(warehouse))
+    monkeypatch.setattr(pipeline, "runtime_factory", lambda: rt)
+    for table in (dedup_table, watermark_table, sender_table, card_table):
+        table.data.data.clear()  # memory store: each test starts from empty state
+    yield rt
+    warehouse.close()
+
+
+def raw(txn: str, minutes: float = 0, **kw) -> bytes:
+    t = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    return orjson.dumps(event(transaction_id=txn, event_time=t, **kw))
+
+
+async def feed(messages):
+    """Put (value, partition[, offset]) messages through the real agent, then let its batch flush."""
+    async with pipeline.process_payments.test_context() as agent:
+        for value, partition, *offset in messages:
+            if offset:
+                agent.sent_offset = offset[0]  # a re-delivery of the same (partition, offset)
+            await agent.put(value, key=b"acct_sender", partition=partition, wait=False)
+        # the agent batches with a time bound (PAYFLOW_SINK_BATCH_SECONDS); let the batch close
+        await asyncio.sleep(pipeline.settings.batch_seconds + 1.0)
+
+
+async def test_agent_masks_dedups_audits_and_lands(runtime):
+    pan = "4111111111111111"
+    await feed([(raw("txn_aaaa"), 0), (raw("txn_bbbb", 1), 0), (raw("txn_aaaa", 2), 0),
+                (b"{not json " + pan.encode(), 0), (raw("txn_late", -120), 0)])
+    out = runtime.outputs.published
+    assert [e["transaction_id"] for e in out["enriched"]] == ["txn_aaaa", "txn_bbbb"]
+    assert [d["transaction_id"] for d in out["dedup_audit"]] == ["txn_aaaa"]
+    assert out["dedup_audit"][0]["first_offset"] != out["dedup_audit"][0]["duplicate_offset"]
+    assert [d["reason"] for d in out["dlq"]] == ["invalid_json"]
+    assert [x["transaction_id"] for x in out["late"]] == ["txn_late"]
+    assert pan not in orjson.dumps(out).decode()
+    rows = runtime.sink.warehouse.query("SELECT transaction_id FROM payment_transactions ORDER BY 1")
+    assert [r["transaction_id"] for r in rows] == ["txn_aaaa", "txn_bbbb"]
+    assert dedup_table.get("txn_aaaa") is not None
+
+
+async def test_replay_at_the_same_offset_passes_through_once(runtime):
+    # the same message read again after a crash (same partition and offset) passes through;
+    # the idempotent warehouse keeps one row. The same id at another offset is a duplicate.
+    value = raw("txn_replay")
+    await feed([(value, 1, 500), (value, 1, 500), (value, 1, 501)])
+    out = runtime.outputs.published
+    assert [e["transaction_id"] for e in out["enriched"]] == ["txn_replay", "txn_replay"]
+    assert len(out["dedup_audit"]) == 1 and out["dedup_audit"][0]["duplicate_offset"] == 501
+    rows = runtime.sink.warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions")
+    assert rows[0]["n"] == 1

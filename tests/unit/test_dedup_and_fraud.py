@@ -1,0 +1,107 @@
+"""Dedup decisions, the watermark, and each fraud signal (pure functions)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from payflow import dedup, fraud
+from payflow.models import MaskedPayment
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+
+def test_replay_versus_duplicate():
+    first = dedup.FirstSeen(2, 100, 5)
+    assert dedup.classify(None, 2, 100) is dedup.Verdict.NEW
+    assert dedup.classify(first, 2, 100) is dedup.Verdict.REPLAY
+    assert dedup.classify(first, 2, 101) is dedup.Verdict.DUPLICATE
+    assert dedup.classify(first, 3, 100) is dedup.Verdict.DUPLICATE
+    assert dedup.FirstSeen.unpack(first.pack()) == first
+
+
+def test_watermark_is_one_hour_behind_the_highest_event_time():
+    hour = 3600 * 1_000_000
+    wm = 10 * hour
+    assert not dedup.is_late(wm - hour, wm, hour)
+    assert dedup.is_late(wm - hour - 1, wm, hour)
+    assert not dedup.is_late(0, None, hour)
+
+
+def payment(n: int = 0, *, at: timedelta = timedelta(0), amount: str = "40.00", region: str = "us-east",
+            device: str = "dev_a", card: str = "hash_a", sender: str = "acct_s") -> MaskedPayment:
+    return MaskedPayment(
+        transaction_id=f"txn_{n}", event_time=T0 + at, sender_account_id=sender, receiver_account_id="mrch_x",
+        amount=Decimal(amount), currency="USD", credit_card_masked="XXXX-XXXX-XXXX-1111", cvv_masked="XXX",
+        card_expiry_masked="08/XX", card_brand="visa", pii_hash=card, pii_key_id="k1", masked_at=T0,
+        masking_reason="r", ip_address="3.1.1.1", geo_region=region, device_id=device, merchant_id="mrch_x")
+
+
+def run(payments):
+    """Score in order, keeping history per sender and per card as the pipeline does."""
+    senders: dict[str, list] = {}
+    cards: dict[str, list] = {}
+    out = []
+    for p in payments:
+        s = fraud.score(p, senders.get(p.sender_account_id, []), cards.get(p.pii_hash, []))
+        senders[p.sender_account_id], cards[p.pii_hash] = s.sender_history, s.card_history
+        out.append(s.assessment)
+    return out
+
+
+def test_clean_payment_scores_low():
+    a = run([payment(0)])[0]
+    assert a.fraud_score == 0 and a.risk_flags == [] and not a.is_high_risk
+
+
+def test_high_amount_is_high_risk_in_usd_terms():
+    assert run([payment(0, amount="5000.01")])[0].risk_flags == ["HIGH_AMOUNT"]
+    assert run([payment(0, amount="5000.00")])[0].risk_flags == ["ELEVATED_AMOUNT"]
+    jpy = payment(0, amount="700000")
+    jpy.currency = "JPY"  # ~4,690 USD: not high
+    assert "HIGH_AMOUNT" not in run([jpy])[0].risk_flags
+
+
+def test_velocity_spike_within_five_minutes():
+    out = run([payment(i, at=timedelta(seconds=30 * i)) for i in range(6)])
+    assert [("VELOCITY_SPIKE" in a.risk_flags) for a in out] == [False, False, False, False, True, True]
+    assert out[-1].is_high_risk
+    slow = run([payment(i, at=timedelta(minutes=6 * i)) for i in range(6)])
+    assert not any(a.is_high_risk for a in slow)
+
+
+def test_impossible_travel():
+    out = run([payment(0), payment(1, at=timedelta(minutes=5), region="eu-west")])
+    assert "IMPOSSIBLE_TRAVEL" in out[1].risk_flags and out[1].geographic_risk > 0 and out[1].is_high_risk
+    ok = run([payment(0), payment(1, at=timedelta(hours=2), region="eu-west")])
+    assert not ok[1].is_high_risk
+
+
+def test_device_anomaly():
+    out = run([payment(i, at=timedelta(minutes=i), device=f"dev_{i}") for i in range(4)])
+    assert "DEVICE_ANOMALY" in out[3].risk_flags and out[3].is_high_risk
+    assert not out[1].is_high_risk
+
+
+def test_card_testing_counts_small_amounts_per_card():
+    out = run([payment(i, at=timedelta(minutes=2 * i), amount="1.50") for i in range(4)])
+    assert "CARD_TESTING" in out[3].risk_flags
+    other_cards = run([payment(i, at=timedelta(minutes=2 * i), amount="1.50", card=f"h{i}") for i in range(4)])
+    assert not any("CARD_TESTING" in a.risk_flags for a in other_cards)
+
+
+def test_replay_does_not_count_twice():
+    p = payment(0)
+    s1 = fraud.score(p, [], [])
+    s2 = fraud.score(p, s1.sender_history, s1.card_history)
+    assert s2.assessment.velocity_5m == 1 and len(s2.sender_history) == 1
+
+
+@pytest.mark.parametrize("n", range(1, 12))
+def test_score_is_bounded(n):
+    many = [payment(i, at=timedelta(seconds=i), amount="9000" if i % 2 else "1.00", region="eu-west" if i % 3 else "us-east",
+                    device=f"d{i}") for i in range(n)]
+    for a in run(many):
+        assert 0 <= a.fraud_score <= 100
+        assert a.is_high_risk == (a.fraud_score > 60)
