@@ -53,6 +53,7 @@ raw_events = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes,
 
 def _register() -> None:
     # imported for their side effect of registering tables, agents and web views
+    import agents.erasure  # noqa: F401
     import agents.pipeline  # noqa: F401
     import payflow.web  # noqa: F401
     import tables.state  # noqa: F401

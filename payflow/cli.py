@@ -95,6 +95,74 @@ def reconcile(manifest_path: Path, warehouse: str | None) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@main.group()
+def gdpr() -> None:
+    """GDPR data-subject requests."""
+
+
+@gdpr.command("erase")
+@click.option("--card", default=None, help="the subject's PAN (hashed with every key version, never stored)")
+@click.option("--expiry", default=None, help="the card's expiry, MM/YY (part of the hash)")
+@click.option("--pii-hash", default=None, help="or the subject's pii_hash, as stored in the warehouse")
+@click.option("--mode", type=click.Choice(["delete", "anonymize"]), required=True,
+              help="delete: remove the subject's rows; anonymize: keep the financial facts, remove every link")
+@click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
+@click.option("--no-state", is_flag=True, help="do not send the state-table erasure request to the worker")
+def gdpr_erase(card, expiry, pii_hash, mode, warehouse, no_state) -> None:
+    """Erase a data subject everywhere payflow keeps them, and print a receipt."""
+    from payflow.compliance.gdpr import ErasureError, erase, subject_hashes
+    from payflow.keys import KeyRing
+    from payflow.warehouse import open_warehouse
+
+    settings = Settings.from_env()
+    try:
+        hashes = subject_hashes(KeyRing.from_settings(settings), card=card, expiry=expiry, pii_hash=pii_hash)
+    except ErasureError as exc:
+        raise click.UsageError(str(exc)) from None
+    wh = open_warehouse(settings, warehouse)
+    try:
+        wh.ensure_schema()
+        result = erase(settings, wh, hashes, mode, send_state_requests=not no_state)
+    finally:
+        wh.close()
+    click.echo(result.render())
+
+
+@main.group()
+def audit() -> None:
+    """Compliance audits."""
+
+
+@audit.command("pci")
+@click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
+@click.option("--log-file", "log_files", multiple=True, type=click.Path(path_type=Path),
+              help="log files to scan (default: the worker's log under PAYFLOW_DATA_DIR)")
+@click.option("--topics/--no-topics", default=True, help="scan the DLQ, output, audit and changelog topics")
+@click.option("--max-per-topic", default=100_000, show_default=True, help="records scanned per topic at most")
+def audit_pci(warehouse, log_files, topics, max_per_topic) -> None:
+    """Scan warehouse, topics and logs for card data; exit 1 on any finding."""
+    from payflow.compliance.pci import scan_all
+    from payflow.kafka_admin import list_topics
+    from payflow.warehouse import open_warehouse
+
+    settings = Settings.from_env()
+    files = list(log_files) or [settings.data_dir / "logs" / "worker.log"]
+    names: list[str] = []
+    if topics:
+        t = settings.topics
+        existing = asyncio.run(list_topics(settings.kafka_bootstrap))
+        wanted = {t.dlq, t.late, t.enriched, t.dedup_audit, t.erasure_requests}
+        names = sorted(n for n in existing if n in wanted or n.startswith(settings.app_id + "-"))
+    wh = open_warehouse(settings, warehouse)
+    try:
+        result = scan_all(wh, log_files=files, bootstrap=settings.kafka_bootstrap if names else None,
+                          topics=names, max_per_topic=max_per_topic)
+    finally:
+        wh.close()
+    click.echo(result.summary())
+    sys.exit(0 if result.ok else 1)
+
+
 @main.command("fraud-report")
 @click.option("--manifest", "manifest_path", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")

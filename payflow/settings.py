@@ -132,6 +132,7 @@ class Topics:
     late: str = "payment-events-late"
     enriched: str = "payments-enriched"
     dedup_audit: str = "payflow-dedup-audit"
+    erasure_requests: str = "payflow-erasure-requests"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> "Topics":

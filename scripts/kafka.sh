@@ -13,8 +13,12 @@ fetch() {
   fi
   log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
   rm -rf "$KAFKA_LIBS" && mkdir -p "$KAFKA_LIBS"
-  mvn -q -B --no-transfer-progress -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+  if ! mvn -B --no-transfer-progress -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" > "$CACHE_DIR/kafka-mvn.log" 2>&1; then
+    tail -n 30 "$CACHE_DIR/kafka-mvn.log" >&2
+    log "mvn could not fetch the Kafka jars (log: $CACHE_DIR/kafka-mvn.log)"
+    return 1
+  fi
   touch "$KAFKA_LIBS/.complete"
 }
 

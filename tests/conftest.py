@@ -55,3 +55,22 @@ def bq_client(bq_endpoint):
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(params=["duckdb", "bigquery"])
+def warehouse(request, tmp):
+    """A fresh warehouse on each backend: DuckDB file, or a BigQuery dataset on the emulator."""
+    from payflow.warehouse.bq import BigQueryWarehouse
+    from payflow.warehouse.duck import DuckDBWarehouse
+    from tests.helpers import unique
+
+    if request.param == "duckdb":
+        w = DuckDBWarehouse(str(tmp / "w.duckdb"))
+    else:
+        endpoint = request.getfixturevalue("bq_endpoint")
+        w = BigQueryWarehouse(BQ_PROJECT, unique("wh_"), endpoint=endpoint)
+    w.ensure_schema()
+    yield w
+    if isinstance(w, BigQueryWarehouse):
+        w.client.delete_dataset(f"{w.project}.{w.dataset}", delete_contents=True, not_found_ok=True)
+    w.close()

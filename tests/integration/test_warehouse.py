@@ -21,20 +21,6 @@ pytestmark = pytest.mark.integration
 RING = KeyRing.parse(TEST_HMAC_KEYS)
 
 
-@pytest.fixture(params=["duckdb", "bigquery"])
-def warehouse(request, tmp):
-    if request.param == "duckdb":
-        w = DuckDBWarehouse(str(tmp / "w.duckdb"))
-    else:
-        endpoint = request.getfixturevalue("bq_endpoint")
-        w = BigQueryWarehouse(BQ_PROJECT, unique("wh_"), endpoint=endpoint)
-    w.ensure_schema()
-    yield w
-    if isinstance(w, BigQueryWarehouse):
-        w.client.delete_dataset(f"{w.project}.{w.dataset}", delete_contents=True, not_found_ok=True)
-    w.close()
-
-
 def processed(count: int = 600, seed: int = 5, start=datetime(2026, 11, 18, 22, 0, tzinfo=timezone.utc), **kw):
     stream = EventStream(SimOptions(count=count, seed=seed, start_time=start, **kw))
     msgs = list(stream)

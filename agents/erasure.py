@@ -1,0 +1,42 @@
+"""The erasure agent: deletes a GDPR subject's keys from the state tables.
+
+Requests are keyed by sender account, like the raw topic, so each lands in the partition
+whose tables hold that sender's state; deleting a key writes a changelog tombstone.
+"""
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from payflow.app import app, settings
+from tables.state import card_table, dedup_table, sender_table
+
+log = logging.getLogger("payflow.erasure")
+
+erasure_requests = app.topic(settings.topics.erasure_requests, key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+
+
+def forget(request: dict) -> int:
+    deleted = 0
+    keys = [(card_table, h) for h in request.get("pii_hashes", [])]
+    keys += [(dedup_table, t) for t in request.get("transaction_ids", [])]
+    keys.append((sender_table, request["sender_account_id"]))
+    for table, key in keys:
+        if table.get(key) is not None:
+            del table[key]
+            deleted += 1
+    return deleted
+
+
+@app.agent(erasure_requests, name="erase-state")
+async def erase_state(stream):
+    async for value in stream:
+        try:
+            request = orjson.loads(value)
+            n = forget(request)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.error("erasure request ignored: not a payflow erasure request (%s)", type(exc).__name__)
+            continue
+        log.info("stage gdpr: erasure %s removed %d state key(s) for one sender partition", request.get("request_id"), n)
