@@ -25,6 +25,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 	scripts/kafka.sh fetch
 	scripts/bqemulator.sh install
+	scripts/helm.sh >/dev/null
 
 up: install
 	$(STACK) up
@@ -53,6 +54,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/hadolint Dockerfile
+	$$(scripts/helm.sh) lint --strict --kube-version 1.31.0 helm/payflow --set secrets.create.hmacKeys=lint-1:$$(printf '0%.0s' {1..64})
 
 clean: down
 	rm -rf var $(VENV)

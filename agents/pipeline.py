@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,32 +83,58 @@ async def process_payments(stream):
         else runtime_factory()
     log.info("stages decode -> mask -> dedup (watermark %ss) -> fraud -> sink: consuming %s",
              settings.watermark_seconds, settings.topics.raw)
-    batches = 0
-    async for events in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
-        now = datetime.now(timezone.utc)
-        items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
-        keys = {(e.message.partition, e.message.offset): e.message.key for e in events}
-        result = runtime.processor.process(items)
-        enter_event(None)
-        _count(len(items), result)
-        await runtime.outputs.publish(result, keys, now)
-        batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
-                            result.watermarks, now)
+    landed = 0
+    landing: asyncio.Task | None = None
+
+    async def land_then_ack(batch, events, started: float) -> None:
+        """Land one batch, then flush its changelog writes, then ack its offsets, in that order."""
+        nonlocal landed
         try:
             await runtime.sink.land(batch)
         except SinkStopped as exc:
             # nothing of this batch is acked: its offsets stay uncommitted; stop the worker
             await app.crash(exc)
-            return
-        batches += 1
-        if FAULT_EXIT_AFTER_LAND and batches == FAULT_EXIT_AFTER_LAND:
-            log.warning("fault injection: exiting after landing batch %d, before acking its offsets", batches)
+            raise
+        landed_at = time.time()
+        metrics.STAGE_SECONDS.labels("sink").inc(time.perf_counter() - started)
+        for e in events:
+            metrics.END_TO_END.observe(landed_at - e.message.timestamp)
+        landed += 1
+        if FAULT_EXIT_AFTER_LAND and landed == FAULT_EXIT_AFTER_LAND:
+            log.warning("fault injection: exiting after landing batch %d, before acking its offsets", landed)
             os._exit(86)
         # changelog writes of this batch reach Kafka before its offsets can be committed
         await runtime.outputs.flush_changelogs()
         for event in events:
             await stream.ack(event)
         metrics.DEDUP_KEYS.set(runtime.processor.dedup_index.size())
+
+    async for events in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
+        now = datetime.now(timezone.utc)
+        items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
+        keys = {(e.message.partition, e.message.offset): e.message.key for e in events}
+        clock = runtime.processor.clock.seconds
+        before = dict(clock)
+        result = runtime.processor.process(items)
+        enter_event(None)
+        _count(len(items), result)
+        for stage, seconds in clock.items():
+            metrics.STAGE_SECONDS.labels(stage).inc(seconds - before[stage])
+        t_publish = time.perf_counter()
+        await runtime.outputs.publish(result, keys, now)
+        metrics.STAGE_SECONDS.labels("publish").inc(time.perf_counter() - t_publish)
+        batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                            result.watermarks, now)
+        # One batch lands (in a thread) while the next is processed; at most one in flight,
+        # and batches land and ack in order, so memory stays bounded and commits stay ordered.
+        if landing is not None:
+            try:
+                await landing
+            except SinkStopped:
+                return
+        landing = asyncio.create_task(land_then_ack(batch, events, time.perf_counter()))
+    if landing is not None:
+        await landing
 
 
 def _count(n_in: int, result) -> None:
@@ -129,3 +156,6 @@ def _count(n_in: int, result) -> None:
     high = sum(1 for e in result.enriched if e.fraud.is_high_risk)
     metrics.HIGH_RISK.inc(high)
     metrics.SCORED.inc(len(result.enriched))
+    scored = metrics.SCORED._value.get()
+    if scored:
+        metrics.HIGH_RISK_SHARE.set(metrics.HIGH_RISK._value.get() / scored)

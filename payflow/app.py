@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import faust
 
-from payflow.logs import configure_logging
+from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
 
 settings = Settings.from_env()
@@ -43,6 +43,7 @@ app = faust.App(
     web_in_thread=False,
     table_cleanup_interval=60.0,
     autodiscover=False,
+    logging_config=worker_logging_config(settings),
     key_serializer="raw",
     value_serializer="raw",
 )

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from payflow.cards import find_pans
 from payflow.masking_remains import mask_text
@@ -52,7 +53,8 @@ class PanScrubber(logging.Filter):
             pan_detections += 1
             from payflow import metrics
             metrics.UNMASKED_PAN.inc()
-        record.msg, record.args = mask_text(message), None
+        # args () not None: mode's formatter wraps None into (None,) and formats again
+        record.msg, record.args = mask_text(message), ()
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             record.exc_info, record.exc_text = None, mask_text(text)
@@ -75,25 +77,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(settings, stream=None) -> None:
-    install_record_scrubber()
+def stderr_handler(log_format: str = "json", stream=None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(PanScrubber())
-    if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._payflow = True  # type: ignore[attr-defined]
+    return handler
+
+
+def file_handler(path: str) -> logging.Handler:
+    """The worker's log file, always JSON lines (what `payflow audit pci` scans)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.addFilter(PanScrubber())
+    handler.setFormatter(JsonFormatter())
+    handler._payflow = True  # type: ignore[attr-defined]
+    return handler
+
+
+def level_of(settings) -> int:
+    return _LEVELS.get(settings.log_level.lower(), logging.INFO)
+
+
+def worker_logging_config(settings) -> dict:
+    """dictConfig for Faust's worker, which replaces the root handlers when it starts."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "stderr": {"()": "payflow.logs.stderr_handler", "log_format": settings.log_format},
+            "file": {"()": "payflow.logs.file_handler", "path": str(settings.data_dir / "logs" / "worker.log")},
+        },
+        "root": {"level": level_of(settings), "handlers": ["stderr", "file"]},
+    }
+
+
+def configure_logging(settings, stream=None) -> None:
+    """Logging for payflow's own commands; the worker gets worker_logging_config via Faust."""
+    install_record_scrubber()
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_payflow", False):
             root.removeHandler(h)
-    handler._payflow = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(_LEVELS.get(settings.log_level.lower(), logging.INFO))
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(log_dir / "worker.log")
-    file_handler.addFilter(PanScrubber())
-    file_handler.setFormatter(JsonFormatter())
-    file_handler._payflow = True  # type: ignore[attr-defined]
-    root.addHandler(file_handler)
+    root.addHandler(stderr_handler(settings.log_format, stream))
+    root.addHandler(file_handler(str(settings.data_dir / "logs" / "worker.log")))
+    root.setLevel(level_of(settings))

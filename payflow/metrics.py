@@ -17,11 +17,19 @@ UNMASKED_PAN = Counter("payflow_unmasked_pan_detections_total",
 DEDUP_KEYS = Gauge("payflow_dedup_table_keys", "Keys held in the dedup table index")
 WATERMARK_LAG = Gauge("payflow_watermark_lag_seconds", "Wall clock minus the watermark", ["partition"])
 CONSUMER_LAG = Gauge("payflow_consumer_lag_messages", "High-water mark minus the committed offset", ["partition"])
+CONSUMER_LAG_SECONDS = Gauge("payflow_consumer_lag_seconds", "Seconds a partition has been behind (0 when caught up)", ["partition"])
+HIGH_RISK_SHARE = Gauge("payflow_high_risk_share", "High-risk payments / scored payments since the worker started")
+LAST_ACK_TIME = Gauge("payflow_sink_last_ack_timestamp_seconds", "Unix time of the last warehouse acknowledgement")
 LAST_COMMIT_AGE = Gauge("payflow_last_commit_age_seconds", "Seconds since the sink's offsets were last acknowledged")
 SINK_BATCH = Histogram("payflow_sink_batch_rows", "Rows per warehouse batch",
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000))
 SINK_FLUSH = Histogram("payflow_sink_flush_seconds", "Warehouse batch latency, retries included",
                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STAGE_SECONDS = Counter("payflow_stage_seconds_total", "CPU-bound seconds spent per pipeline stage", ["stage"])
+# produce (Kafka record timestamp) to warehouse acknowledgement, per landed event
+END_TO_END = Histogram("payflow_produce_to_land_seconds", "Seconds from produce to warehouse acknowledgement",
+                       buckets=(0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25,
+                                1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0))
 SINK_RETRIES = Counter("payflow_sink_retries_total", "Transient warehouse errors retried")
 SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy, 0 when it has stopped")
 SINK_UP.set(1)

@@ -40,6 +40,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_LOG_FORMAT", "json", "json (one object a line) or text"),
     Setting("PAYFLOW_LOG_LEVEL", "info", "debug, info, warn, error"),
     Setting("PAYFLOW_MAX_MESSAGE_BYTES", "65536", "raw messages larger than this go to the DLQ as oversized"),
+    Setting("PAYFLOW_SQL_DIR", "sql", "the warehouse DDL (BigQuery dialect) the schema is built from; the image sets /app/sql"),
     Setting("PAYFLOW_MAX_FUTURE_SECONDS", "900", "event_time further ahead of the worker's clock than this goes to the DLQ"),
 )
 

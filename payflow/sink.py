@@ -70,6 +70,7 @@ class WarehouseSink:
         for table, n in inserted.items():
             metrics.ROWS_LANDED.labels(table).inc(n)
         self.last_ack = time.monotonic()
+        metrics.LAST_ACK_TIME.set(time.time())
         return inserted
 
     @staticmethod

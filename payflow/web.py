@@ -8,7 +8,7 @@ from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from payflow import metrics
-from payflow.app import app
+from payflow.app import app, settings
 
 
 def _runtime():
@@ -51,6 +51,9 @@ def _broker_connected() -> bool:
         return False
 
 
+_behind_since: dict[int, float] = {}
+
+
 @app.timer(interval=5.0)
 async def refresh_gauges() -> None:
     runtime = _runtime()
@@ -63,9 +66,14 @@ async def refresh_gauges() -> None:
     try:
         committed = consumer._committed_offset  # Faust keeps what it last committed per TP
         for tp in consumer.assignment():
+            if tp.topic != settings.topics.raw:
+                continue  # changelog and erasure partitions are not the pipeline's lag
             high = consumer.highwater(tp)
             if high is not None:
                 done = committed.get(tp)
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - (done + 1 if done is not None else 0)))
+                lag = max(0, high - (done + 1 if done is not None else 0))
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+                since = _behind_since.setdefault(tp.partition, time.time()) if lag else _behind_since.pop(tp.partition, None)
+                metrics.CONSUMER_LAG_SECONDS.labels(str(tp.partition)).set(time.time() - since if lag else 0.0)
     except Exception:  # noqa: BLE001 - gauges are best effort while rebalancing
         pass

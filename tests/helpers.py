@@ -106,6 +106,29 @@ class Worker:
             return self.lag() == 0
         wait_until(done, timeout, interval=1.0, what="the worker to commit every offset")
 
+    def get(self, path: str) -> tuple[int, bytes]:
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def get_json(self, path: str) -> dict:
+        import json
+        return json.loads(self.get(path)[1])
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """/metrics parsed: (sample name, sorted labels) -> value; {} while the web server starts."""
+        from prometheus_client.parser import text_string_to_metric_families
+        try:
+            status, body = self.get("/metrics")
+        except OSError:
+            return {}
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(body.decode()) for s in fam.samples}
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import sqlglot
 
 from payflow.warehouse import schema
@@ -20,6 +21,20 @@ _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIM
               "INT64": "BIGINT", "BOOL": "BOOLEAN"}
 _AMOUNT_AS_TEXT = {"NUMERIC"}  # Decimals travel as text and are cast exactly, never via float
 ERASURE_MODES = ("delete", "anonymize")
+_ARROW_TYPE = {"STRING": pa.string(), "NUMERIC": pa.string(), "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+               "INT64": pa.int64(), "BOOL": pa.bool_()}
+
+
+def _arrow_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as a typed Arrow table: columnar conversion in C, which DuckDB scans without copying."""
+    cols = schema.tables()[table]
+    arrays = {}
+    for c in cols:
+        values = [r[c.name] for r in rows]
+        if c.bq_type in _AMOUNT_AS_TEXT:
+            values = [str(v) if v is not None else None for v in values]
+        arrays[c.name] = pa.array(values, type=_ARROW_TYPE[c.bq_type])
+    return pa.table(arrays)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -48,10 +63,10 @@ class DuckDBWarehouse(Warehouse):
             return self._insert_sql[table]
         cols = schema.tables()[table]
         names = [c.name for c in cols]
+        # the batch arrives as an Arrow table registered as `landing` (zero-copy scan)
         unnest = ", ".join(
-            f"CAST(UNNEST(${i + 1}::VARCHAR[]) AS DECIMAL(38,9)) AS {c.name}" if c.bq_type in _AMOUNT_AS_TEXT
-            else f"UNNEST(${i + 1}::{_DUCK_TYPE[c.bq_type]}[]) AS {c.name}"
-            for i, c in enumerate(cols))
+            f"CAST({c.name} AS DECIMAL(38,9)) AS {c.name}" if c.bq_type in _AMOUNT_AS_TEXT else c.name
+            for c in cols) + " FROM landing"
         if table in ERASABLE:
             links = set(LINK_COLUMNS[table])
             select = []
@@ -85,10 +100,11 @@ class DuckDBWarehouse(Warehouse):
                     rows = batch.rows.get(table) or []
                     if not rows:
                         continue
-                    cols = schema.tables()[table]
-                    params = [[(str(r[c.name]) if r[c.name] is not None else None) if c.bq_type in _AMOUNT_AS_TEXT
-                               else r[c.name] for r in rows] for c in cols]
-                    result = self.con.execute(self._insert_statement(table), params).fetchone()
+                    self.con.register("landing", _arrow_table(table, rows))
+                    try:
+                        result = self.con.execute(self._insert_statement(table)).fetchone()
+                    finally:
+                        self.con.unregister("landing")
                     inserted[table] = int(result[0]) if result else 0
                 self.con.execute("COMMIT")
             except duckdb.TransactionException as exc:

@@ -19,7 +19,8 @@ from payflow.settings import ROOT
 
 
 def sql_dir() -> Path:
-    return Path(os.environ.get("PAYFLOW_SQL_DIR", ROOT / "sql"))
+    p = Path(os.environ.get("PAYFLOW_SQL_DIR", "sql"))
+    return p if p.is_absolute() else ROOT / p
 
 
 @lru_cache(maxsize=1)

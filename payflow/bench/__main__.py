@@ -1,0 +1,338 @@
+"""Run the benchmark: `python -m payflow.bench` (or `make bench`, which starts Kafka).
+
+1. pre-fill a fresh raw topic with N simulated events (duplicates, late, malformed and
+   fraud included, as in production traffic);
+2. baseline A: raw aiokafka consumption + JSON decoding of that topic, in-process;
+3. baseline B: an empty Faust agent over the same batches (payflow.bench.faust_baseline);
+4. the pipeline: one `payflow worker` through every stage into DuckDB, timed from its
+   first consumed event until the warehouse acknowledged the last batch and every
+   offset is committed; then reconciled against the simulator's manifest;
+5. latency: a fresh worker fed by the simulator at a steady rate; produce-to-warehouse
+   latency from the worker's histogram (Kafka record timestamp to warehouse ack).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from tabulate import tabulate
+
+from payflow.kafka_admin import delete_topics, group_lag, list_topics
+from payflow.settings import ROOT, Settings
+
+TARGETS = {"throughput_events_per_s": 10_000, "latency_p99_s": 2.0, "peak_rss_mb": 512}
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict, float]]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, list[tuple[dict, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == w for k, w in labels.items()))
+
+
+def histogram_quantile(samples: dict, name: str, q: float) -> float:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket."""
+    buckets = sorted((float(lab["le"]), v) for lab, v in samples.get(name + "_bucket", []))
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+class WorkerRun:
+    """One `payflow worker` process on its own topics, state and DuckDB file."""
+
+    def __init__(self, workdir: Path, prefix: str, settings: Settings):
+        self.workdir = workdir
+        self.prefix = prefix
+        self.app_id = prefix + "app"
+        self.port = _free_port()
+        self.bootstrap = settings.kafka_bootstrap
+        self.warehouse = f"duckdb:///{workdir / 'warehouse.duckdb'}"
+        self.env = {**os.environ, "PAYFLOW_APP_ID": self.app_id, "PAYFLOW_TOPIC_PREFIX": prefix,
+                    "PAYFLOW_WAREHOUSE": self.warehouse, "PAYFLOW_DATA_DIR": str(workdir / "data"),
+                    "PAYFLOW_WEB_PORT": str(self.port), "PAYFLOW_LOG_FORMAT": "json",
+                    "PAYFLOW_HMAC_KEYS": os.environ.get("PAYFLOW_HMAC_KEYS", "bench-1:" + "3c" * 32)}
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = open(workdir / "worker.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"], cwd=ROOT,
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise click.ClickException(f"worker exited with {self.proc.returncode}: see {self.workdir / 'worker.log'}")
+
+    def scrape(self) -> dict:
+        return scrape(self.port)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise click.ClickException("worker not ready in time")
+
+    def lag(self) -> int:
+        return sum(asyncio.run(group_lag(self.bootstrap, self.app_id, self.prefix + "payment-events")).values())
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+async def raw_baseline(bootstrap: str, topic: str, expected: int) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, started = 0, None
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    try:
+                        orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        pass
+                seen += len(records)
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def faust_baseline(settings: Settings, topic: str, expected: int, workdir: Path) -> float:
+    result = workdir / "faust-baseline.json"
+    env = {**os.environ, "BENCH_TOPIC": topic, "BENCH_COUNT": str(expected), "BENCH_RESULT": str(result),
+           "BENCH_APP_ID": f"{topic}-faust-baseline", "BENCH_KAFKA": settings.kafka_bootstrap,
+           "BENCH_BATCH": str(settings.batch_size), "BENCH_WEB_PORT": str(_free_port()),
+           "BENCH_DATADIR": str(workdir / "faust-baseline-data")}
+    with open(workdir / "faust-baseline.log", "wb") as log:
+        proc = subprocess.run([sys.executable, "-m", "payflow.bench.faust_baseline", "worker", "-l", "warn"], cwd=ROOT, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, timeout=900)
+    if not result.exists():
+        raise click.ClickException(f"Faust baseline failed ({proc.returncode}): see {workdir / 'faust-baseline.log'}")
+    figures = json.loads(result.read_text())
+    return figures["events"] / figures["seconds"]
+
+
+def prefill(settings: Settings, topic: str, count: int, manifest: Path) -> None:
+    from payflow.simulator.generator import SimOptions
+    from payflow.simulator.producer import simulate
+
+    asyncio.run(simulate(SimOptions(count=count, seed=2026), bootstrap=settings.kafka_bootstrap, topic=topic,
+                         partitions=settings.partitions, manifest_path=manifest, progress=True))
+
+
+def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, manifest: Path) -> dict:
+    from payflow.reconcile import reconcile
+    from payflow.simulator.manifest import load
+    from payflow.warehouse import open_warehouse
+
+    worker = WorkerRun(workdir / "pipeline", prefix, settings)
+    try:
+        first_seen = None
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline:
+            worker.check_alive()
+            try:
+                samples = worker.scrape()
+            except OSError:
+                time.sleep(0.2)
+                continue
+            consumed = metric(samples, "payflow_stage_events_in_total", stage="decode")
+            if first_seen is None and consumed > 0:
+                first_seen = time.time()
+            if consumed >= count and worker.lag() == 0:
+                break
+            time.sleep(0.05 if first_seen is None else 0.25)
+        else:
+            raise click.ClickException("pipeline did not finish in 20 minutes")
+        samples = worker.scrape()
+        finished = metric(samples, "payflow_sink_last_ack_timestamp_seconds")
+        seconds = finished - first_seen
+        stage_us = {s: metric(samples, "payflow_stage_seconds_total", stage=s) / count * 1e6
+                    for s in ("decode", "mask", "dedup", "fraud", "publish", "sink")}
+        peak = worker.peak_rss_mb()
+        dedup_keys = metric(samples, "payflow_dedup_table_keys")
+    finally:
+        worker.stop()
+    state = workdir / "pipeline" / "data" / "state"
+    dedup_bytes = sum(f.stat().st_size for f in state.rglob("*") if f.is_file() and "dedup" in str(f.relative_to(state)))
+    wh = open_warehouse(settings, worker.warehouse)
+    try:
+        reconciled = reconcile(wh, load(manifest)).ok
+    finally:
+        wh.close()
+    return {"events": count, "seconds": seconds, "throughput_events_per_s": count / seconds,
+            "peak_rss_mb": peak, "dedup_keys": int(dedup_keys), "dedup_disk_mb": dedup_bytes / 2**20,
+            "stage_us_per_event": stage_us, "reconciled": reconciled}
+
+
+def latency_run(settings: Settings, workdir: Path, prefix: str, rate: int, seconds: int) -> dict:
+    from payflow.kafka_admin import ensure_topics
+
+    # the raw topic exists before the worker subscribes, so its first fetch is not delayed
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, [prefix + "payment-events"], settings.partitions))
+    worker = WorkerRun(workdir / "latency", prefix, settings)
+    try:
+        worker.wait_ready()
+        time.sleep(5)  # partitions assigned before the first event
+        count = rate * seconds
+        sim = subprocess.run([sys.executable, "-m", "payflow.cli", "simulate", "--count", str(count), "--rate",
+                              str(rate), "--seed", "7", "--quiet", "--topic", prefix + "payment-events",
+                              "--manifest", str(workdir / "latency" / "manifest.json")], cwd=ROOT,
+                             env={**os.environ, "PAYFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap})
+        if sim.returncode:
+            raise click.ClickException("simulator failed in the latency run")
+        deadline = time.monotonic() + 300
+        while worker.lag() != 0 or metric(worker.scrape(), "payflow_stage_events_in_total", stage="decode") < count:
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                raise click.ClickException("latency run did not catch up")
+            time.sleep(0.5)
+        samples = worker.scrape()
+        return {"rate_events_per_s": rate, "events": count,
+                "latency_p50_s": histogram_quantile(samples, "payflow_produce_to_land_seconds", 0.50),
+                "latency_p99_s": histogram_quantile(samples, "payflow_produce_to_land_seconds", 0.99),
+                "peak_rss_mb": worker.peak_rss_mb()}
+    finally:
+        worker.stop()
+
+
+@click.command()
+@click.option("--events", default=200_000, show_default=True, help="events pre-filled for the throughput run")
+@click.option("--latency-rate", default=2_000, show_default=True, help="events per second in the latency run")
+@click.option("--latency-seconds", default=30, show_default=True, help="length of the latency run")
+@click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench-results.json", show_default=True)
+@click.option("--keep", is_flag=True, help="keep the benchmark's topics and files")
+def main(events: int, latency_rate: int, latency_seconds: int, output: Path, keep: bool) -> None:
+    settings = Settings.from_env()
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    prefix = f"bench{run_id}-"
+    workdir = ROOT / "var" / "bench" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    topic = prefix + "payment-events"
+    manifest = workdir / "manifest.json"
+    try:
+        click.echo(f"pre-filling {topic} with {events} simulated events")
+        prefill(settings, topic, events, manifest)
+        click.echo("baseline A: raw aiokafka consumption + JSON decoding")
+        raw = asyncio.run(raw_baseline(settings.kafka_bootstrap, topic, events))
+        click.echo("baseline B: empty Faust agent with the pipeline's batching")
+        empty_faust = faust_baseline(settings, topic, events, workdir)
+        click.echo("pipeline: one payflow worker, every stage, DuckDB warehouse")
+        pipe = pipeline_run(settings, workdir, prefix, events, manifest)
+        click.echo(f"latency: a fresh worker fed at {latency_rate} events/s for {latency_seconds} s")
+        lat = latency_run(settings, workdir, f"bench{run_id}lat-", latency_rate, latency_seconds)
+    finally:
+        if not keep:
+            names = [n for n in asyncio.run(list_topics(settings.kafka_bootstrap)) if n.startswith(f"bench{run_id}")]
+            asyncio.run(delete_topics(settings.kafka_bootstrap, names))
+
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "kafka": settings.kafka_bootstrap, "batch_size": settings.batch_size},
+        "baseline_raw_aiokafka_events_per_s": raw,
+        "baseline_empty_faust_events_per_s": empty_faust,
+        "pipeline": pipe,
+        "ratio_pipeline_to_raw": pipe["throughput_events_per_s"] / raw,
+        "ratio_pipeline_to_empty_faust": pipe["throughput_events_per_s"] / empty_faust,
+        "latency": lat,
+        "targets": TARGETS,
+    }
+    met = {
+        "throughput_events_per_s": pipe["throughput_events_per_s"] >= TARGETS["throughput_events_per_s"],
+        "latency_p99_s": lat["latency_p99_s"] <= TARGETS["latency_p99_s"],
+        "peak_rss_mb": max(pipe["peak_rss_mb"], lat["peak_rss_mb"]) <= TARGETS["peak_rss_mb"],
+        "reconciled": pipe["reconciled"],
+    }
+    results["targets_met"] = met
+    output.write_text(json.dumps(results, indent=2))
+
+    rows = [
+        ["raw aiokafka consume + decode", f"{raw:,.0f} events/s", ""],
+        ["empty Faust agent (same batching)", f"{empty_faust:,.0f} events/s", ""],
+        ["payflow pipeline end to end (DuckDB)", f"{pipe['throughput_events_per_s']:,.0f} events/s",
+         f">= {TARGETS['throughput_events_per_s']:,}"],
+        ["  pipeline / raw aiokafka", f"{results['ratio_pipeline_to_raw']:.2f}", ""],
+        ["  pipeline / empty Faust", f"{results['ratio_pipeline_to_empty_faust']:.2f}", ""],
+        [f"latency p50 at {latency_rate}/s (produce to warehouse)", f"{lat['latency_p50_s']:.3f} s", ""],
+        [f"latency p99 at {latency_rate}/s", f"{lat['latency_p99_s']:.3f} s", f"<= {TARGETS['latency_p99_s']}"],
+        ["peak RSS (throughput run / latency run)", f"{pipe['peak_rss_mb']:.0f} / {lat['peak_rss_mb']:.0f} MB",
+         f"<= {TARGETS['peak_rss_mb']}"],
+        ["dedup table keys / disk", f"{pipe['dedup_keys']:,} / {pipe['dedup_disk_mb']:.1f} MB", ""],
+        *[[f"  cost: {stage}", f"{us:.1f} µs/event", ""] for stage, us in pipe["stage_us_per_event"].items()],
+        ["reconciled against the manifest", "yes" if pipe["reconciled"] else "NO", ""],
+    ]
+    click.echo(tabulate(rows, headers=["figure", "value", "target"], tablefmt="simple"))
+    click.echo(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; results in {output}")
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    missed = [k for k, ok in met.items() if not ok]
+    if missed:
+        click.echo(f"targets missed: {', '.join(missed)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
