@@ -14,8 +14,11 @@ from tables.state import card_table, dedup_table, sender_table
 
 log = logging.getLogger("payflow.erasure")
 
+# internal: the worker creates the topic at start, so its subscription holds from the
+# first rebalance (a topic created later by the CLI would wait for a metadata refresh)
 erasure_requests = app.topic(settings.topics.erasure_requests, key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+                             key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+                             internal=True)
 
 
 def forget(request: dict) -> int:

@@ -79,6 +79,9 @@ async def process_payments(stream):
     # Faust flushes its changelog buffer 100 messages at a time, waiting on each, once it
     # holds more than max_messages; a batch writes thousands of keys, so make room for it.
     app.producer.buffer.max_messages = 8 * settings.batch_size
+    # the app's LeanMonitor skips Faust's per-event hooks; its stalled-stream detector
+    # reads stream_inbound_time, kept current once per batch below
+    monitor = app.monitor
     runtime = current_runtime = await asyncio.to_thread(runtime_factory) if runtime_factory is default_runtime \
         else runtime_factory()
     log.info("stages decode -> mask -> dedup (watermark %ss) -> fraud -> sink: consuming %s",
@@ -111,6 +114,9 @@ async def process_payments(stream):
 
     async for events in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
         now = datetime.now(timezone.utc)
+        inbound_at = time.monotonic()
+        for tp in {e.message.tp for e in events}:
+            monitor.stream_inbound_time[tp] = inbound_at
         items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
         keys = {(e.message.partition, e.message.offset): e.message.key for e in events}
         clock = runtime.processor.clock.seconds

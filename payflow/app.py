@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faust
 
+from payflow.faust_monitor import LeanMonitor
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
 
@@ -43,6 +44,7 @@ app = faust.App(
     web_in_thread=False,
     table_cleanup_interval=60.0,
     autodiscover=False,
+    monitor=LeanMonitor(),
     logging_config=worker_logging_config(settings),
     key_serializer="raw",
     value_serializer="raw",

@@ -23,8 +23,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TransientWarehouseError, ConnectionError, TimeoutError)):
         return True
     try:
+        import requests
         from google.api_core import exceptions as gexc
-        return isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.RetryError))
+        return isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.RetryError,
+                                requests.ConnectionError, requests.Timeout))
     except ImportError:  # pragma: no cover
         return False
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from payflow import currencies
-from payflow.cards import luhn_valid
+from payflow.cards import find_pans, luhn_valid
 from payflow.masking_remains import masked_remains
 from payflow.models import Rejection
 
@@ -33,8 +33,11 @@ REASONS = (
     "missing_field", "wrong_type", "unknown_schema_version", "invalid_field",
     "invalid_pan_length", "pan_luhn_failed", "invalid_cvv", "invalid_expiry",
     "invalid_amount", "amount_not_positive", "amount_not_finite", "amount_over_scale",
-    "unknown_currency", "invalid_event_time", "event_time_in_future",
+    "unknown_currency", "invalid_event_time", "event_time_in_future", "card_data_in_field",
 )
+# fields where a card number never belongs: one found there is a producer bug, and the
+# payment must not land (the field would carry the PAN into the warehouse)
+_NO_CARD_DATA = tuple(f for f in (*REQUIRED_STRINGS, "user_email") if f not in ("credit_card", "cvv", "card_expiry"))
 
 _DIGITS = re.compile(r"\d+")
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/(\d{2})")
@@ -89,8 +92,8 @@ def decode(raw: bytes | None, *, now: datetime, max_bytes: int = 65536,
         return _validate(doc, now, max_future)
     except _Reject as rej:
         txn = doc.get("transaction_id")
-        return Rejection(rej.reason, rej.detail, remains=masked_remains(doc),
-                         transaction_id=txn if isinstance(txn, str) and len(txn) <= MAX_ID_LENGTH else None)
+        keep_txn = isinstance(txn, str) and len(txn) <= MAX_ID_LENGTH and not find_pans(txn)
+        return Rejection(rej.reason, rej.detail, remains=masked_remains(doc), transaction_id=txn if keep_txn else None)
 
 
 def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> ValidatedPayment:
@@ -113,6 +116,10 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
     for f in ("transaction_id", "sender_account_id", "receiver_account_id"):
         if not doc[f].strip() or len(doc[f]) > MAX_ID_LENGTH:
             raise _Reject("invalid_field", f"{f} must be 1 to {MAX_ID_LENGTH} characters")
+
+    carrying = [f for f in _NO_CARD_DATA if isinstance(doc.get(f), str) and find_pans(doc[f])]
+    if carrying:
+        raise _Reject("card_data_in_field", "a card number where none belongs: " + ", ".join(carrying))
 
     pan = doc["credit_card"].replace(" ", "").replace("-", "")
     if not pan.isdigit() or not pan.isascii():

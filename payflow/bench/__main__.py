@@ -265,7 +265,8 @@ def latency_run(settings: Settings, workdir: Path, prefix: str, rate: int, secon
 @click.option("--latency-seconds", default=30, show_default=True, help="length of the latency run")
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench-results.json", show_default=True)
 @click.option("--keep", is_flag=True, help="keep the benchmark's topics and files")
-def main(events: int, latency_rate: int, latency_seconds: int, output: Path, keep: bool) -> None:
+@click.option("--pipeline-only", is_flag=True, help="skip the baselines and the latency run (quick iterations)")
+def main(events: int, latency_rate: int, latency_seconds: int, output: Path, keep: bool, pipeline_only: bool) -> None:
     settings = Settings.from_env()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     prefix = f"bench{run_id}-"
@@ -276,12 +277,16 @@ def main(events: int, latency_rate: int, latency_seconds: int, output: Path, kee
     try:
         click.echo(f"pre-filling {topic} with {events} simulated events")
         prefill(settings, topic, events, manifest)
-        click.echo("baseline A: raw aiokafka consumption + JSON decoding")
-        raw = asyncio.run(raw_baseline(settings.kafka_bootstrap, topic, events))
-        click.echo("baseline B: empty Faust agent with the pipeline's batching")
-        empty_faust = faust_baseline(settings, topic, events, workdir)
+        if not pipeline_only:
+            click.echo("baseline A: raw aiokafka consumption + JSON decoding")
+            raw = asyncio.run(raw_baseline(settings.kafka_bootstrap, topic, events))
+            click.echo("baseline B: empty Faust agent with the pipeline's batching")
+            empty_faust = faust_baseline(settings, topic, events, workdir)
         click.echo("pipeline: one payflow worker, every stage, DuckDB warehouse")
         pipe = pipeline_run(settings, workdir, prefix, events, manifest)
+        if pipeline_only:
+            click.echo(json.dumps(pipe, indent=1))
+            return
         click.echo(f"latency: a fresh worker fed at {latency_rate} events/s for {latency_seconds} s")
         lat = latency_run(settings, workdir, f"bench{run_id}lat-", latency_rate, latency_seconds)
     finally:

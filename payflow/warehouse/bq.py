@@ -25,6 +25,9 @@ from payflow.warehouse.base import ERASABLE, LANDING_ORDER, LINK_COLUMNS, Erasur
 ERASURE_MODES = ("delete", "anonymize")
 
 
+_LAND_RETRY = bigquery.DEFAULT_RETRY.with_deadline(10)
+
+
 class BigQueryWarehouse(Warehouse):
     name = "bigquery"
 
@@ -92,9 +95,11 @@ class BigQueryWarehouse(Warehouse):
             rows = batch.rows.get(table) or []
             if not rows:
                 continue
+            # short client-side retries: the sink's own retry loop (backoff, jitter, metrics,
+            # logs) is the policy, so an outage is visible instead of hidden for ten minutes
             job = self.client.query(self._merge_statement(table), job_config=bigquery.QueryJobConfig(
-                query_parameters=[self._rows_param(table, rows)]))
-            job.result()
+                query_parameters=[self._rows_param(table, rows)]), retry=_LAND_RETRY, job_retry=None, timeout=30)
+            job.result(retry=_LAND_RETRY, timeout=15)
             inserted[table] = int(job.num_dml_affected_rows or 0)
         return inserted
 

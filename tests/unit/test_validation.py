@@ -64,3 +64,14 @@ def test_garbage_with_card_shaped_digits_is_masked_in_the_dlq():
     assert result.reason == "invalid_json"
     text = orjson.dumps(result.remains).decode()
     assert "1111" in text and not find_pans(text) and "123" not in text and "08/29" not in text
+
+
+@pytest.mark.parametrize("field", ["transaction_id", "device_id", "user_email", "merchant_id"])
+def test_a_card_number_outside_the_card_field_is_rejected_and_never_echoed(field):
+    # found by the hypothesis fuzz test: a PAN in transaction_id used to land in the warehouse
+    dashed = "-".join(PAN[i:i + 4] for i in range(0, len(PAN), 4))
+    result = decode(orjson.dumps(event(PAN, **{field: f"x {dashed}"})), now=NOW)
+    assert isinstance(result, Rejection) and result.reason == "card_data_in_field"
+    assert field in result.detail
+    dumped = result.to_dlq_json(NOW).decode()
+    assert PAN not in dumped and dashed not in dumped and not find_pans(dumped)
