@@ -80,9 +80,13 @@ def test_broker_restarted_mid_run(kafka, tmp):
     worker = Worker(tmp, prefix=prefix, extra_env={"PAYFLOW_SINK_BATCH_SIZE": "1000"}).start()
     try:
         wait_until(lambda: consumed(worker) >= m["messages_sent"] * 0.3, 300, interval=0.1, what="30% consumed")
+        pidfile = ROOT / "var" / "run" / "kafka" / "broker.pid"
+        assert pidfile.exists(), "this test restarts the local broker that make test started"
+        broker_before = pidfile.read_text().strip()
         restart = subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "restart"], capture_output=True, text=True,
                                  timeout=180)
         assert restart.returncode == 0, restart.stderr
+        assert pidfile.read_text().strip() != broker_before, "the broker was not restarted"
         # the worker rides out the outage (the clients reconnect); if Faust gave up it would have exited
         worker.wait_caught_up(timeout=600)
         assert worker.alive(), worker.log_tail()
