@@ -87,7 +87,6 @@ async def process_payments(stream):
     log.info("stages decode -> mask -> dedup (watermark %ss) -> fraud -> sink: consuming %s",
              settings.watermark_seconds, settings.topics.raw)
     landed = 0
-    landing: asyncio.Task | None = None
 
     async def land_then_ack(batch, events, started: float) -> None:
         """Land one batch, then flush its changelog writes, then ack its offsets, in that order."""
@@ -131,16 +130,10 @@ async def process_payments(stream):
         metrics.STAGE_SECONDS.labels("publish").inc(time.perf_counter() - t_publish)
         batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
                             result.watermarks, now)
-        # One batch lands (in a thread) while the next is processed; at most one in flight,
-        # and batches land and ack in order, so memory stays bounded and commits stay ordered.
-        if landing is not None:
-            try:
-                await landing
-            except SinkStopped:
-                return
-        landing = asyncio.create_task(land_then_ack(batch, events, time.perf_counter()))
-    if landing is not None:
-        await landing
+        try:
+            await land_then_ack(batch, events, time.perf_counter())
+        except SinkStopped:
+            return
 
 
 def _count(n_in: int, result) -> None:

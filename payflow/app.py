@@ -58,6 +58,7 @@ def _register() -> None:
     # imported for their side effect of registering tables, agents and web views
     import agents.erasure  # noqa: F401
     import agents.pipeline  # noqa: F401
+    import agents.stall_guard  # noqa: F401
     import payflow.web  # noqa: F401
     import tables.state  # noqa: F401
 

@@ -191,6 +191,7 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
     worker = WorkerRun(workdir / "pipeline", prefix, settings)
     try:
         first_seen = None
+        dedup_series: list[tuple[int, int]] = []  # (events consumed, dedup keys): levels off
         deadline = time.monotonic() + 1200
         while time.monotonic() < deadline:
             worker.check_alive()
@@ -202,6 +203,8 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
             consumed = metric(samples, "payflow_stage_events_in_total", stage="decode")
             if first_seen is None and consumed > 0:
                 first_seen = time.time()
+            if consumed and (not dedup_series or consumed - dedup_series[-1][0] >= count / 10):
+                dedup_series.append((int(consumed), int(metric(samples, "payflow_dedup_table_keys"))))
             if consumed >= count and worker.lag() == 0:
                 break
             time.sleep(0.05 if first_seen is None else 0.25)
@@ -225,7 +228,7 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
         wh.close()
     return {"events": count, "seconds": seconds, "throughput_events_per_s": count / seconds,
             "peak_rss_mb": peak, "dedup_keys": int(dedup_keys), "dedup_disk_mb": dedup_bytes / 2**20,
-            "stage_us_per_event": stage_us, "reconciled": reconciled}
+            "stage_us_per_event": stage_us, "reconciled": reconciled, "dedup_keys_over_run": dedup_series}
 
 
 def latency_run(settings: Settings, workdir: Path, prefix: str, rate: int, seconds: int) -> dict:
@@ -326,6 +329,8 @@ def main(events: int, latency_rate: int, latency_seconds: int, output: Path, kee
         ["peak RSS (throughput run / latency run)", f"{pipe['peak_rss_mb']:.0f} / {lat['peak_rss_mb']:.0f} MB",
          f"<= {TARGETS['peak_rss_mb']}"],
         ["dedup table keys / disk", f"{pipe['dedup_keys']:,} / {pipe['dedup_disk_mb']:.1f} MB", ""],
+        ["dedup keys over the run (events: keys)",
+         ", ".join(f"{n // 1000}k: {k:,}" for n, k in pipe["dedup_keys_over_run"]), "levels off"],
         *[[f"  cost: {stage}", f"{us:.1f} µs/event", ""] for stage, us in pipe["stage_us_per_event"].items()],
         ["reconciled against the manifest", "yes" if pipe["reconciled"] else "NO", ""],
     ]
