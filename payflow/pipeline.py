@@ -116,6 +116,7 @@ class BatchProcessor:
         last_item: dict[int, RawItem] = {}
         owner: dict[str, RawItem] = {}  # state key -> item whose partition it is written to
         key = self.keyring.active
+        batch_start_watermarks = {p: self._watermark(p) for p in {i.partition for i in items}}
 
         for item in items:
             last_item[item.partition] = item
@@ -136,15 +137,18 @@ class BatchProcessor:
 
             et_us = _us(payment.event_time)
             watermark = self._watermark(item.partition)
-            if dedup.is_late(et_us, watermark, self.window_us):
+            raw_first = self.dedup_table.get(payment.transaction_id)
+            first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
+            verdict = dedup.classify(first, item.partition, item.offset)
+            # A replay (same partition and offset as first seen) was on time when first
+            # processed; after a crash the recovered watermark may be ahead of it, so it
+            # must not be judged late again (it would leave the payments table).
+            if verdict is not dedup.Verdict.REPLAY and dedup.is_late(et_us, watermark, self.window_us):
                 out.late.append(payment)
                 secs["dedup"] += perf() - t2
                 continue
             if watermark is None or et_us > watermark:
                 self._watermarks[item.partition] = et_us
-            raw_first = self.dedup_table.get(payment.transaction_id)
-            first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
-            verdict = dedup.classify(first, item.partition, item.offset)
             if verdict is dedup.Verdict.DUPLICATE:
                 out.duplicates.append(DedupAudit(
                     transaction_id=payment.transaction_id, first_partition=first.partition,
@@ -201,7 +205,12 @@ class BatchProcessor:
             out.watermarks[partition] = wm
             self.enter(item.handle)
             self.watermark_table[str(partition)] = _WATERMARK.pack(wm)
-            self._expire(partition, wm)
+            # expire against the watermark this batch started from: this batch's own keys
+            # must survive until it has landed, or a crash before landing would replay
+            # its events without their dedup entries (and judge them late)
+            start = batch_start_watermarks.get(partition)
+            if start is not None:
+                self._expire(partition, start)
         secs["fraud"] += perf() - t4
         return out
 

@@ -105,3 +105,24 @@ def test_score_is_bounded(n):
     for a in run(many):
         assert 0 <= a.fraud_score <= 100
         assert a.is_high_risk == (a.fraud_score > 60)
+
+
+def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
+    """A batch processed (state written) but not landed before a crash is read again with
+    the watermark it advanced: its early events are replays, not late events (found by the
+    SIGKILL fault test: one payment went missing)."""
+    import orjson
+
+    from payflow.keys import KeyRing
+    from payflow.pipeline import BatchProcessor, RawItem
+    from tests.unit.cards_fixtures import event
+
+    tables = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    ring = KeyRing.parse("t-1:" + "ab" * 32)
+    items = [RawItem(0, 0, orjson.dumps(event(transaction_id="txn_early_one", event_time="2026-11-20T10:00:00Z"))),
+             RawItem(0, 1, orjson.dumps(event(transaction_id="txn_later_one", event_time="2026-11-20T11:30:00Z")))]
+    first = BatchProcessor(keyring=ring, **tables).process(items)
+    assert [e.payment.transaction_id for e in first.enriched] == ["txn_early_one", "txn_later_one"]
+    replayed = BatchProcessor(keyring=ring, **tables).process(items)  # state recovered, batch read again
+    assert [e.payment.transaction_id for e in replayed.enriched] == ["txn_early_one", "txn_later_one"]
+    assert replayed.late == [] and replayed.replays == 2
