@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -71,10 +72,26 @@ def simulate(count, seed, start_time, rate, accounts, merchants, business_tps, d
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run the pipeline worker (same as `faust -A payflow.app worker`); extra args go to Faust."""
-    from payflow.app import app
+    from payflow.app import app, settings
 
+    # After a crash the dead worker stays in the consumer group until its session times
+    # out, so a quick restart joins, gets partitions, and is rebalanced again moments later;
+    # across such back-to-back rebalances Faust can lose track of offsets it read
+    # (faust-streaming/faust#596; our SIGKILL fault test lost a payment to it). Waiting the
+    # session out first gives one clean assignment. The marker exists only while running.
+    marker = settings.data_dir / "worker.running"
+    if marker.exists():
+        wait = settings.session_timeout_seconds + 1
+        click.echo(f"the previous worker did not stop cleanly: waiting {wait:.0f} s for its group "
+                   "membership to expire before joining", err=True)
+        time.sleep(wait)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     sys.argv = ["payflow-worker", "worker", *ctx.args]
-    app.main()
+    try:
+        app.main()
+    finally:
+        marker.unlink(missing_ok=True)
 
 
 @main.command()
