@@ -4,9 +4,14 @@ from __future__ import annotations
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError,
+    TopicAlreadyExistsError,
+)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 log = logging.getLogger(__name__)
+_COORDINATOR_LOADING = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
 
 
 async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
@@ -62,7 +67,11 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
             partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await consumer.end_offsets(tps) if tps else {}
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps) if tps else {}
+        # right after a broker (re)start the group coordinator is still loading: retry
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(_COORDINATOR_LOADING),
+                                           wait=wait_fixed(0.5), stop=stop_after_delay(60), reraise=True):
+            with attempt:
+                committed = await admin.list_consumer_group_offsets(group, partitions=tps) if tps else {}
         lag = {}
         for tp in tps:
             meta = committed.get(tp)
