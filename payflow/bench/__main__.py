@@ -132,7 +132,11 @@ class WorkerRun:
     def peak_rss_mb(self) -> float:
         """Peak RSS of the worker plus its children (the DuckDB landing process): the sum
         of each process's peak (VmHWM), an upper bound of what the pod holds at once."""
-        return sum(_peak_rss_mb(pid) for pid in [self.proc.pid, *_children(self.proc.pid)])
+        return sum(self.peak_rss_by_process_mb())
+
+    def peak_rss_by_process_mb(self) -> list[float]:
+        """[worker, children...] peak RSS in MB."""
+        return [_peak_rss_mb(pid) for pid in [self.proc.pid, *_children(self.proc.pid)]]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -229,6 +233,7 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
         stage_us = {s: metric(samples, "payflow_stage_seconds_total", stage=s) / count * 1e6
                     for s in ("decode", "mask", "dedup", "fraud", "publish", "sink", "sink_wait")}
         peak = worker.peak_rss_mb()
+        peak_by_process = worker.peak_rss_by_process_mb()
         dedup_keys = metric(samples, "payflow_dedup_table_keys")
     finally:
         worker.stop()
@@ -240,7 +245,7 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
     finally:
         wh.close()
     return {"events": count, "seconds": seconds, "throughput_events_per_s": count / seconds,
-            "peak_rss_mb": peak, "dedup_keys": int(dedup_keys), "dedup_disk_mb": dedup_bytes / 2**20,
+            "peak_rss_mb": peak, "peak_rss_mb_worker_and_children": peak_by_process, "dedup_keys": int(dedup_keys), "dedup_disk_mb": dedup_bytes / 2**20,
             "stage_us_per_event": stage_us, "reconciled": reconciled, "dedup_keys_over_run": dedup_series}
 
 

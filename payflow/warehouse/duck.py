@@ -49,10 +49,6 @@ class DuckDBWarehouse(Warehouse):
         except duckdb.IOException as exc:
             raise TransientWarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
         self.con.execute("SET TimeZone = 'UTC'")
-        # DuckDB checkpoints inside the commit that takes the WAL past this size; at the
-        # default 16 MB that was a 0.5 s stall every ~40k payments (2 s beside the worker),
-        # the largest spike in produce-to-warehouse latency. Fewer, larger checkpoints.
-        self.con.execute("SET checkpoint_threshold = '256MB'")
         self._lock = threading.Lock()
         self._insert_sql: dict[str, str] = {}
 
