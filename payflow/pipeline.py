@@ -1,11 +1,10 @@
 """One batch through decode -> mask -> watermark/dedup -> fraud, against the state tables.
 
-Plain Python over partitioned state (payflow.state_log: Faust tables in the worker, dicts
-in unit tests), so the agents stay thin glue. The stages share the raw topic's partitioning
-(key = sender), so they run in one pass: each extra Kafka hop would be a full pass through
-Faust's per-event machinery (see ARCHITECTURE.md). Per-sender and per-card state is read
-once and written back once per batch; the tables log a batch's changes as one changelog
-record per partition.
+Plain Python over mapping-like stores (Faust tables in the worker, dicts in unit tests),
+so the agents stay thin glue. The stages share the raw topic's partitioning (key = sender),
+so they run in one pass: each extra Kafka hop would be a full pass through Faust's
+per-event machinery (see ARCHITECTURE.md). Per-sender and per-card state is read once and
+written back once per batch, which keeps changelog writes to one per key per batch.
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, MutableMapping
 
 import orjson
 
@@ -22,7 +21,6 @@ from payflow.keys import KeyRing
 from payflow.masking import mask
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
 from payflow.state import ExpiryIndex
-from payflow.state_log import DictState, PartitionedState
 from payflow.validation import decode
 
 STAGES = ("decode", "mask", "dedup", "fraud")
@@ -35,7 +33,7 @@ class RawItem:
     partition: int
     offset: int
     value: bytes | None
-    handle: Any = None  # the Faust event (acked once its batch landed)
+    handle: Any = None  # the Faust event, so table writes go to its changelog partition
 
 
 @dataclass
@@ -46,8 +44,6 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
     replays: int = 0
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (µs)
-    # partition -> watermark this batch started from: expire() with it once the batch landed
-    start_watermarks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,47 +61,44 @@ def _pack_history(partition: int, history: list) -> bytes:
     return orjson.dumps([partition, history])
 
 
-def _as_state(table: Any) -> PartitionedState:
-    return DictState(table) if isinstance(table, dict) else table
-
-
 def _history_ts(value: bytes) -> float:
     hist = orjson.loads(value)[1]
     return max((e[0] for e in hist), default=0.0)
 
 
 class BatchProcessor:
-    def __init__(self, *, keyring: KeyRing, dedup_table: PartitionedState | dict,
-                 watermark_table: PartitionedState | dict, sender_table: PartitionedState | dict,
-                 card_table: PartitionedState | dict, watermark_seconds: int = 3600,
+    def __init__(self, *, keyring: KeyRing, dedup_table: MutableMapping, watermark_table: MutableMapping,
+                 sender_table: MutableMapping, card_table: MutableMapping, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
+                 enter: Callable[[Any], None] = lambda handle: None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.keyring = keyring
-        self.dedup_table = _as_state(dedup_table)
-        self.watermark_table = _as_state(watermark_table)
-        self.sender_table = _as_state(sender_table)
-        self.card_table = _as_state(card_table)
+        self.dedup_table = dedup_table
+        self.watermark_table = watermark_table
+        self.sender_table = sender_table
+        self.card_table = card_table
         self.window_us = watermark_seconds * 1_000_000
         self.max_bytes = max_message_bytes
         self.max_future = timedelta(seconds=max_future_seconds)
+        self.enter = enter
         self.now = now
         self.clock = StageClock()
-        self.dedup_index = ExpiryIndex(self.dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
+        self.dedup_index = ExpiryIndex(dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
-        self.sender_index = ExpiryIndex(self.sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
-        self.card_index = ExpiryIndex(self.card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.sender_index = ExpiryIndex(sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.card_index = ExpiryIndex(card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
         self._watermarks: dict[int, int] = {}
 
     # -- state bootstrap -------------------------------------------------------------------
     def _ensure_indexes(self) -> None:
         if not self.dedup_index.rebuilt:
-            self.dedup_index.rebuild(self.dedup_table.scan())
-            self.sender_index.rebuild(self.sender_table.scan())
-            self.card_index.rebuild(self.card_table.scan())
+            self.dedup_index.rebuild(self.dedup_table.items())
+            self.sender_index.rebuild(self.sender_table.items())
+            self.card_index.rebuild(self.card_table.items())
 
     def _watermark(self, partition: int) -> int | None:
         if partition not in self._watermarks:
-            raw = self.watermark_table.read(partition, str(partition))
+            raw = self.watermark_table.get(str(partition))
             if raw is None:
                 return None
             self._watermarks[partition] = _WATERMARK.unpack(raw)[0]
@@ -120,13 +113,15 @@ class BatchProcessor:
         now = self.now()
         senders: dict[str, list] = {}
         cards: dict[str, list] = {}
-        partitions_seen: dict[int, None] = {}
-        owner: dict[str, int] = {}  # state key -> the partition it is written to
+        last_item: dict[int, RawItem] = {}
+        owner: dict[str, RawItem] = {}  # state key -> item whose partition it is written to
         key = self.keyring.active
         batch_start_watermarks = {p: self._watermark(p) for p in {i.partition for i in items}}
 
         for item in items:
-            partitions_seen[item.partition] = None
+            last_item[item.partition] = item
+            # table reads and writes go to the partition of the event being processed
+            self.enter(item.handle)
             t0 = perf()
             decoded = decode(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
             t1 = perf()
@@ -142,13 +137,9 @@ class BatchProcessor:
 
             et_us = _us(payment.event_time)
             watermark = self._watermark(item.partition)
-            raw_first = self.dedup_table.read(item.partition, payment.transaction_id)
+            raw_first = self.dedup_table.get(payment.transaction_id)
             first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
             verdict = dedup.classify(first, item.partition, item.offset)
-            if verdict is dedup.Verdict.DUPLICATE and dedup.is_late(first.event_time_us, watermark, self.window_us):
-                # first seen outside the window: an entry recovered from the changelog before
-                # expiry caught up; the window decides, as if it had expired
-                verdict, first = dedup.Verdict.NEW, None
             # A replay (same partition and offset as first seen) was on time when first
             # processed; after a crash the recovered watermark may be ahead of it, so it
             # must not be judged late again (it would leave the payments table).
@@ -168,8 +159,7 @@ class BatchProcessor:
                 secs["dedup"] += perf() - t2
                 continue
             if verdict is dedup.Verdict.NEW:
-                self.dedup_table.write(item.partition, payment.transaction_id,
-                                       dedup.FirstSeen(item.partition, item.offset, et_us).pack())
+                self.dedup_table[payment.transaction_id] = dedup.FirstSeen(item.partition, item.offset, et_us).pack()
                 self.dedup_index.note(item.partition, et_us / 1e6, payment.transaction_id)
             else:
                 out.replays += 1
@@ -178,57 +168,71 @@ class BatchProcessor:
 
             sender = payment.sender_account_id
             if sender not in senders:
-                raw = self.sender_table.read(item.partition, sender)
+                raw = self.sender_table.get(sender)
                 senders[sender] = orjson.loads(raw)[1] if raw is not None else []
             card = payment.pii_hash
             if card not in cards:
-                raw = self.card_table.read(item.partition, card)
+                raw = self.card_table.get(card)
                 cards[card] = orjson.loads(raw)[1] if raw is not None else []
             scored = fraud.score(payment, senders[sender], cards[card])
             senders[sender] = scored.sender_history
             cards[card] = scored.card_history
-            owner["s:" + sender] = item.partition
-            owner["c:" + card] = item.partition
+            owner["s:" + sender] = item
+            owner["c:" + card] = item
             out.enriched.append(EnrichedPayment(payment, scored.assessment))
             secs["fraud"] += perf() - t3
         self.clock.events += len(items)
 
         t4 = perf()
         for sender, history in senders.items():
-            partition = owner["s:" + sender]
-            self.sender_table.write(partition, sender, _pack_history(partition, history))
+            item = owner["s:" + sender]
+            self.enter(item.handle)
+            self.sender_table[sender] = _pack_history(item.partition, history)
             if history:
-                self.sender_index.note(partition, max(e[0] for e in history), sender)
+                self.sender_index.note(item.partition, max(e[0] for e in history), sender)
         for card, history in cards.items():
-            partition = owner["c:" + card]
+            item = owner["c:" + card]
+            self.enter(item.handle)
             if history:
-                self.card_table.write(partition, card, _pack_history(partition, history))
-                self.card_index.note(partition, max(e[0] for e in history), card)
-            # a card with no small payments in the window is simply not written; a stored
-            # history of it expires with the card index
-        for partition in partitions_seen:
+                self.card_table[card] = _pack_history(item.partition, history)
+                self.card_index.note(item.partition, max(e[0] for e in history), card)
+            elif card in self.card_table:
+                del self.card_table[card]
+        for partition, item in last_item.items():
             wm = self._watermarks.get(partition)
             if wm is None:
                 continue
             out.watermarks[partition] = wm
-            self.watermark_table.write(partition, str(partition), _WATERMARK.pack(wm))
-        out.start_watermarks = {p: wm for p, wm in batch_start_watermarks.items() if wm is not None}
+            self.enter(item.handle)
+            self.watermark_table[str(partition)] = _WATERMARK.pack(wm)
+            # expire against the watermark this batch started from: this batch's own keys
+            # must survive until it has landed, or a crash before landing would replay
+            # its events without their dedup entries (and judge them late)
+            start = batch_start_watermarks.get(partition)
+            if start is not None:
+                self._expire(partition, start)
         secs["fraud"] += perf() - t4
         return out
 
-    def expire(self, start_watermarks: dict[int, int]) -> None:
-        """Drop state behind the window, judged by the watermark a batch started from.
+    def _expire(self, partition: int, watermark_us: int) -> None:
+        wm = watermark_us / 1e6
+        for index, table, horizon in (
+            (self.dedup_index, self.dedup_table, wm - self.window_us / 1e6),
+            (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
+            (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
+        ):
+            for k in index.expired(partition, horizon):
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
 
-        Called once that batch has landed: a batch's own keys must survive until then, or
-        a crash before landing would replay its events without their dedup entries (and
-        judge them late against the recovered watermark).
-        """
-        for partition, watermark_us in start_watermarks.items():
-            wm = watermark_us / 1e6
-            for index, table, horizon in (
-                (self.dedup_index, self.dedup_table, wm - self.window_us / 1e6),
-                (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
-                (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
-            ):
-                for k in index.expired(partition, horizon):
-                    table.expire(partition, k)
+    def forget(self, keys: list[str]) -> int:
+        """Erasure: delete these state keys (card hashes, transaction ids) wherever held."""
+        n = 0
+        for table in (self.dedup_table, self.card_table):
+            for k in keys:
+                if k in table:
+                    del table[k]
+                    n += 1
+        return n
