@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from faust.streams import _current_event
+from faust.types import TP
 
 from payflow import metrics
 from payflow.app import app, raw_events, settings
@@ -51,6 +52,14 @@ class Runtime:
     sink: WarehouseSink
 
 
+def committed_position(partition: int) -> int | None:
+    """The raw partition's committed position (next offset to read), as the consumer knows it."""
+    try:
+        return app.consumer._committed_offset.get(TP(settings.topics.raw, partition))
+    except Exception:  # noqa: BLE001 - consumer not started yet: nothing known to be committed
+        return None
+
+
 def default_runtime() -> Runtime:
     keyring = KeyRing.from_settings(settings)
     warehouse = open_warehouse(settings)
@@ -61,7 +70,7 @@ def default_runtime() -> Runtime:
         keyring=keyring, dedup_table=dedup_table, watermark_table=watermark_table, sender_table=sender_table,
         card_table=card_table, watermark_seconds=settings.watermark_seconds,
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
-        enter=enter_event)
+        enter=enter_event, committed_offset=committed_position)
     return Runtime(processor, KafkaOutputs(app.producer.send, settings.topics, app.producer.buffer.flush),
                    WarehouseSink(warehouse, max_retry_seconds=settings.sink_max_retry_seconds))
 

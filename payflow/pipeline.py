@@ -8,7 +8,6 @@ written back once per batch, which keeps changelog writes to one per key per bat
 """
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,10 +21,9 @@ from payflow.masking import mask
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
 from payflow.state import ExpiryIndex
 from payflow.validation import decode
+from payflow.watermarks import WatermarkLog
 
 STAGES = ("decode", "mask", "dedup", "fraud")
-# binary, not decimal text: a 16-digit epoch-µs string is exactly what PAN scanners flag
-_WATERMARK = struct.Struct(">q")
 
 
 @dataclass(slots=True)
@@ -71,7 +69,12 @@ class BatchProcessor:
                  sender_table: MutableMapping, card_table: MutableMapping, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
                  enter: Callable[[Any], None] = lambda handle: None,
+                 committed_offset: Callable[[int], int | None] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        """`committed_offset(partition)` is the consumer's committed position (next offset to
+        read; None if nothing is committed yet): a crash replays from there, so state must
+        hold what a replay from there needs. Without it, everything before a batch counts as
+        committed when the batch starts (for use outside a consumer)."""
         self.keyring = keyring
         self.dedup_table = dedup_table
         self.watermark_table = watermark_table
@@ -81,13 +84,16 @@ class BatchProcessor:
         self.max_bytes = max_message_bytes
         self.max_future = timedelta(seconds=max_future_seconds)
         self.enter = enter
+        self.committed_offset = committed_offset
         self.now = now
         self.clock = StageClock()
         self.dedup_index = ExpiryIndex(dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
         self.sender_index = ExpiryIndex(sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
         self.card_index = ExpiryIndex(card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
-        self._watermarks: dict[int, int] = {}
+        self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
+        self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
+        self._seen: dict[int, int] = {}  # partition -> last offset processed
 
     # -- state bootstrap -------------------------------------------------------------------
     def _ensure_indexes(self) -> None:
@@ -96,13 +102,31 @@ class BatchProcessor:
             self.sender_index.rebuild(self.sender_table.items())
             self.card_index.rebuild(self.card_table.items())
 
+    def _log(self, partition: int) -> WatermarkLog:
+        log = self._logs.get(partition)
+        if log is None:
+            log = self._logs[partition] = WatermarkLog.unpack(self.watermark_table.get(str(partition)))
+            if log.watermark is not None:
+                self._watermarks[partition] = log.watermark
+            if log.last_offset is not None:
+                self._seen[partition] = log.last_offset
+        return log
+
     def _watermark(self, partition: int) -> int | None:
-        if partition not in self._watermarks:
-            raw = self.watermark_table.get(str(partition))
-            if raw is None:
-                return None
-            self._watermarks[partition] = _WATERMARK.unpack(raw)[0]
-        return self._watermarks[partition]
+        return self._watermarks.get(partition)
+
+    def _replay_check(self, item: RawItem) -> None:
+        """An offset at or below one already processed is read again (restart, seek back):
+        rewind the watermark to what it was before that offset."""
+        log = self._log(item.partition)
+        seen = self._seen.get(item.partition)
+        if seen is not None and item.offset <= seen:
+            wm = log.rewind(item.offset)
+            if wm is None:
+                self._watermarks.pop(item.partition, None)
+            else:
+                self._watermarks[item.partition] = wm
+        self._seen[item.partition] = item.offset
 
     # -- one batch ---------------------------------------------------------------------
     def process(self, items: list[RawItem]) -> BatchResult:
@@ -116,12 +140,15 @@ class BatchProcessor:
         last_item: dict[int, RawItem] = {}
         owner: dict[str, RawItem] = {}  # state key -> item whose partition it is written to
         key = self.keyring.active
-        batch_start_watermarks = {p: self._watermark(p) for p in {i.partition for i in items}}
+        first_offsets: dict[int, int] = {}
 
         for item in items:
             last_item[item.partition] = item
-            # table reads and writes go to the partition of the event being processed
+            first_offsets.setdefault(item.partition, item.offset)
+            # table reads and writes go to the partition of the event being processed (a
+            # partitioned store finds nothing of another partition: Faust's RocksDB store)
             self.enter(item.handle)
+            self._replay_check(item)
             t0 = perf()
             decoded = decode(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
             t1 = perf()
@@ -203,14 +230,17 @@ class BatchProcessor:
             if wm is None:
                 continue
             out.watermarks[partition] = wm
+            committed = (self.committed_offset(partition) if self.committed_offset is not None
+                         else first_offsets[partition])
             self.enter(item.handle)
-            self.watermark_table[str(partition)] = _WATERMARK.pack(wm)
-            # expire against the watermark this batch started from: this batch's own keys
-            # must survive until it has landed, or a crash before landing would replay
-            # its events without their dedup entries (and judge them late)
-            start = batch_start_watermarks.get(partition)
-            if start is not None:
-                self._expire(partition, start)
+            log = self._log(partition)
+            log.record(item.offset, wm, committed)
+            self.watermark_table[str(partition)] = log.pack()
+            # expire only against the watermark a replay would start from: a replay from the
+            # committed position must find the dedup entries its events found the first time
+            replay_start = log.before(committed) if committed is not None else None
+            if replay_start is not None:
+                self._expire(partition, replay_start)
         secs["fraud"] += perf() - t4
         return out
 
