@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import faust
 
+from payflow import faust_commit
 from payflow.faust_monitor import LeanMonitor
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
@@ -19,6 +20,8 @@ if settings.processing_guarantee != "at_least_once":
         "'Processing guarantee' for what the fault tests found; at_least_once with offset-aware "
         "dedup and the idempotent sink gives one warehouse row per payment"
     )
+
+faust_commit.install()  # never commit over an offset that was not acked (faust#606)
 
 app = faust.App(
     settings.app_id,

@@ -18,7 +18,7 @@ from typing import Hashable
 
 @dataclass(frozen=True)
 class PartitionAcks:
-    committed: int | None   # last committed offset, as Faust's consumer keeps it
+    committed: int | None   # committed position (the next offset to read), as Faust keeps it
     lowest_acked: int | None
     in_flight: bool         # delivered to the agent and not acked yet
 
@@ -37,7 +37,7 @@ class StallGuard:
         to_seek = []
         for tp, acks in partitions.items():
             hole = (acks.committed is not None and acks.lowest_acked is not None
-                    and acks.lowest_acked - acks.committed > 1 and not acks.in_flight)
+                    and acks.lowest_acked > acks.committed and not acks.in_flight)
             if not hole:
                 self._since.pop(tp, None)
                 continue
@@ -45,6 +45,6 @@ class StallGuard:
             if seen is None or seen[0] != acks.lowest_acked:
                 self._since[tp] = (acks.lowest_acked, now)
             elif now - seen[1] >= self.patience_seconds:
-                to_seek.append((tp, acks.committed + 1))
+                to_seek.append((tp, acks.committed))
                 self._since.pop(tp, None)
         return to_seek

@@ -1,27 +1,76 @@
-"""The guard against commits stuck behind offsets Faust never delivers (faust#596)."""
+"""The guard against commits stuck behind offsets Faust never delivers (faust#596), and the
+commit computation that must never step over an offset that was not acked (faust#606)."""
+from types import SimpleNamespace
+
+from intervaltree import IntervalTree
+
+from payflow import faust_commit
 from payflow.stall_guard import PartitionAcks, StallGuard
 
 
 def test_a_hole_at_the_head_that_persists_is_sought_back_to_the_first_missing_offset():
+    # committed is Kafka's committed position: the next offset to read, here 591
     guard = StallGuard(patience_seconds=15)
     stuck = {3: PartitionAcks(committed=591, lowest_acked=593, in_flight=False)}
     assert guard.check(stuck, now=0) == []
     assert guard.check(stuck, now=10) == []
-    # Faust's gap bookkeeping may creep the committed offset: not progress
-    assert guard.check({3: PartitionAcks(committed=591 + 0, lowest_acked=593, in_flight=False)}, now=12) == []
-    assert guard.check(stuck, now=16) == [(3, 592)]
+    assert guard.check(stuck, now=16) == [(3, 591)]
     assert guard.check(stuck, now=17) == []  # patience starts again after a seek
+
+
+def test_a_single_missing_offset_at_the_head_is_a_hole_too():
+    guard = StallGuard(patience_seconds=15)
+    one_missing = {1: PartitionAcks(591, 592, in_flight=False)}  # 591 never acked
+    assert guard.check(one_missing, now=0) == []
+    assert guard.check(one_missing, now=15) == [(1, 591)]
 
 
 def test_progress_work_in_flight_or_no_hole_is_left_alone():
     guard = StallGuard(patience_seconds=15)
     assert guard.check({0: PartitionAcks(591, 593, in_flight=True)}, now=0) == []
     assert guard.check({0: PartitionAcks(591, 593, in_flight=True)}, now=100) == []
-    assert guard.check({1: PartitionAcks(591, 592, in_flight=False)}, now=0) == []  # contiguous
-    assert guard.check({1: PartitionAcks(591, 592, in_flight=False)}, now=100) == []
+    assert guard.check({1: PartitionAcks(591, 591, in_flight=False)}, now=0) == []  # contiguous
+    assert guard.check({1: PartitionAcks(591, 591, in_flight=False)}, now=100) == []
     assert guard.check({2: PartitionAcks(None, None, in_flight=False)}, now=100) == []
     # acks at the head move (real progress): the clock restarts
     assert guard.check({4: PartitionAcks(100, 105, False)}, now=0) == []
     assert guard.check({4: PartitionAcks(100, 205, False)}, now=14) == []
     assert guard.check({4: PartitionAcks(100, 205, False)}, now=20) == []
-    assert guard.check({4: PartitionAcks(100, 205, False)}, now=29) == [(4, 101)]
+    assert guard.check({4: PartitionAcks(100, 205, False)}, now=29) == [(4, 100)]
+
+
+def consumer_state(committed, acked, gaps=()):
+    tree = IntervalTree()
+    for begin, end in gaps:
+        tree.addi(begin, end)
+    return SimpleNamespace(_acked={"tp": list(acked)}, _acked_index={"tp": set(acked)},
+                           _committed_offset={"tp": committed}, _gap={"tp": tree})
+
+
+def test_faust_commits_over_a_single_unacked_offset_at_the_head_and_the_fix_does_not():
+    # committed position 2585, acked 2586..2589: 2585 was never acked (faust#606's example)
+    original = faust_commit.original_new_offset()
+    assert original(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") == 2590  # 2585 lost
+    assert faust_commit.fixed_new_offset(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") is None
+    # and a committed position of 0 is a position, not "nothing committed"
+    assert original(consumer_state(0, [3, 4]), "tp") == 5
+    assert faust_commit.fixed_new_offset(consumer_state(0, [3, 4]), "tp") is None
+
+
+def test_the_fix_commits_contiguous_acks_and_steps_over_known_gaps():
+    fixed = faust_commit.fixed_new_offset
+    assert fixed(consumer_state(2585, [2585, 2586, 2588]), "tp") == 2587
+    assert fixed(consumer_state(None, [7, 8, 9]), "tp") is 10
+    assert fixed(consumer_state(10, []), "tp") is None
+    # offsets 11..14 are known never to arrive (compacted away): they count as acked
+    assert fixed(consumer_state(10, [10, 15, 16], gaps=[(11, 15)]), "tp") == 17
+    # a gap filed right after a seek starts one past the committed position; the broker
+    # skipped the committed offset itself too
+    assert fixed(consumer_state(10, [15, 16], gaps=[(11, 16)]), "tp") == 17
+
+
+def test_the_worker_uses_the_fixed_commit_computation():
+    import faust.transport.consumer
+
+    import payflow.app  # noqa: F401  (installs the fix)
+    assert faust.transport.consumer.Consumer._new_offset is faust_commit.fixed_new_offset

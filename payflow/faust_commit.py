@@ -1,0 +1,63 @@
+"""Faust's commit computation, with its off-by-one at the head of the acked run fixed.
+
+Faust keeps `_committed_offset[tp]` as Kafka does: the next offset to read. Its
+`Consumer._new_offset` withholds a commit only when `min(acked) - committed > 1`, so a single
+offset missing exactly at the head (acked 101, 102, ... with 100 never delivered or still in
+flight) is committed over and lost for good (faust-streaming/faust#606, fix proposed in
+#707, neither released). A committed offset of 0 is also read as "nothing committed"
+(`if committed_offset:`). The SIGKILL fault test lost one or two payments this way.
+
+`fixed_new_offset` is Faust's function with the head check made exact (`min(acked) >
+committed`, 0 included) and the acked list de-duplicated after gap folding (a filed gap
+includes the offset that revealed it, and a repeat ended the consecutive run early);
+otherwise (gap folding for compacted topics, cleanup of the acked list) it is Faust's. `install()` puts it on Faust's Consumer class once.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from faust.transport.consumer import Consumer
+from faust.utils.functional import consecutive_numbers
+
+_ORIGINAL = Consumer._new_offset
+
+
+def fixed_new_offset(self, tp) -> Optional[int]:
+    acked = self._acked[tp]
+    if not acked:
+        return None
+    max_offset = max(acked)
+    committed = self._committed_offset[tp]
+    gap_for_tp = self._gap[tp]
+    if gap_for_tp:
+        # offsets Faust knows will never arrive (compaction, transaction markers) count as acked
+        candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
+        if candidates:
+            filled: list[int] = []
+            if committed is not None and candidates[0].begin == committed + 1:
+                # Faust files a gap seen right after a seek from committed + 1 on, but the
+                # broker skipped `committed` too (its first record came later)
+                filled.append(committed)
+            for entry in candidates:
+                filled.extend(range(entry.begin, entry.end))
+            acked.extend(filled)
+            gap_for_tp.chop(0, max(filled[-1], max_offset + 1))
+    # a filed gap also covers the offset that revealed it, which is acked too: without
+    # de-duplication the run of consecutive offsets would stop at the repeat
+    acked[:] = sorted(set(acked))
+    if committed is not None and acked[0] > committed:
+        # the next offset to commit from was never acked: committing now would skip it
+        return None
+    batch = next(consecutive_numbers(acked))
+    acked[: len(batch)] = []
+    self._acked_index[tp].difference_update(batch)
+    return batch[-1] + 1
+
+
+def install() -> None:
+    Consumer._new_offset = fixed_new_offset
+
+
+def original_new_offset():
+    """Faust's own function, for the test that shows the loss it causes."""
+    return _ORIGINAL
