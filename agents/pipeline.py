@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from faust.types import TP
+
 from payflow import metrics
 from payflow.app import app, raw_events, settings
 from payflow.faust_take import take_batches
@@ -40,6 +42,14 @@ class Runtime:
     sink: WarehouseSink
 
 
+def committed_position(partition: int) -> int | None:
+    """The raw partition's committed position (next offset to read), as the consumer knows it."""
+    try:
+        return app.consumer._committed_offset.get(TP(settings.topics.raw, partition))
+    except Exception:  # noqa: BLE001 - consumer not started yet: nothing known to be committed
+        return None
+
+
 def default_runtime() -> Runtime:
     keyring = KeyRing.from_settings(settings)
     warehouse = open_warehouse(settings, child_process=True)
@@ -49,7 +59,8 @@ def default_runtime() -> Runtime:
     processor = BatchProcessor(
         keyring=keyring, dedup_table=dedup_table, watermark_table=watermark_table, sender_table=sender_table,
         card_table=card_table, watermark_seconds=settings.watermark_seconds,
-        max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds)
+        max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
+        committed_offset=committed_position)
     return Runtime(processor, KafkaOutputs(app.producer._ensure_producer, settings.topics),
                    WarehouseSink(warehouse, max_retry_seconds=settings.sink_max_retry_seconds))
 

@@ -9,7 +9,6 @@ record per partition.
 """
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -24,10 +23,9 @@ from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
 from payflow.state import ExpiryIndex
 from payflow.state_log import DictState, PartitionedState
 from payflow.validation import decode
+from payflow.watermarks import WatermarkLog
 
 STAGES = ("decode", "mask", "dedup", "fraud")
-# binary, not decimal text: a 16-digit epoch-µs string is exactly what PAN scanners flag
-_WATERMARK = struct.Struct(">q")
 
 
 @dataclass(slots=True)
@@ -46,7 +44,8 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
     replays: int = 0
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (µs)
-    # partition -> watermark this batch started from: expire() with it once the batch landed
+    # partition -> watermark a replay from the committed position would start from:
+    # expire() with it once the batch landed
     start_watermarks: dict[int, int] = field(default_factory=dict)
 
 
@@ -79,7 +78,12 @@ class BatchProcessor:
                  watermark_table: PartitionedState | dict, sender_table: PartitionedState | dict,
                  card_table: PartitionedState | dict, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
+                 committed_offset: Callable[[int], int | None] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        """`committed_offset(partition)` is the consumer's committed position (next offset to
+        read; None if nothing is committed yet): a crash replays from there, so state must
+        hold what a replay from there needs. Without it, everything before a batch counts as
+        committed when the batch starts (for use outside a consumer)."""
         self.keyring = keyring
         self.dedup_table = _as_state(dedup_table)
         self.watermark_table = _as_state(watermark_table)
@@ -88,13 +92,16 @@ class BatchProcessor:
         self.window_us = watermark_seconds * 1_000_000
         self.max_bytes = max_message_bytes
         self.max_future = timedelta(seconds=max_future_seconds)
+        self.committed_offset = committed_offset
         self.now = now
         self.clock = StageClock()
         self.dedup_index = ExpiryIndex(self.dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
         self.sender_index = ExpiryIndex(self.sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
         self.card_index = ExpiryIndex(self.card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
-        self._watermarks: dict[int, int] = {}
+        self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
+        self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
+        self._seen: dict[int, int] = {}  # partition -> last offset processed
 
     # -- state bootstrap -------------------------------------------------------------------
     def _ensure_indexes(self) -> None:
@@ -103,13 +110,31 @@ class BatchProcessor:
             self.sender_index.rebuild(self.sender_table.scan())
             self.card_index.rebuild(self.card_table.scan())
 
+    def _log(self, partition: int) -> WatermarkLog:
+        log = self._logs.get(partition)
+        if log is None:
+            log = self._logs[partition] = WatermarkLog.unpack(self.watermark_table.read(partition, str(partition)))
+            if log.watermark is not None:
+                self._watermarks[partition] = log.watermark
+            if log.last_offset is not None:
+                self._seen[partition] = log.last_offset
+        return log
+
     def _watermark(self, partition: int) -> int | None:
-        if partition not in self._watermarks:
-            raw = self.watermark_table.read(partition, str(partition))
-            if raw is None:
-                return None
-            self._watermarks[partition] = _WATERMARK.unpack(raw)[0]
-        return self._watermarks[partition]
+        return self._watermarks.get(partition)
+
+    def _replay_check(self, item: RawItem) -> None:
+        """An offset at or below one already processed is read again (restart, seek back):
+        rewind the watermark to what it was before that offset."""
+        log = self._log(item.partition)
+        seen = self._seen.get(item.partition)
+        if seen is not None and item.offset <= seen:
+            wm = log.rewind(item.offset)
+            if wm is None:
+                self._watermarks.pop(item.partition, None)
+            else:
+                self._watermarks[item.partition] = wm
+        self._seen[item.partition] = item.offset
 
     # -- one batch ---------------------------------------------------------------------
     def process(self, items: list[RawItem]) -> BatchResult:
@@ -120,13 +145,15 @@ class BatchProcessor:
         now = self.now()
         senders: dict[str, list] = {}
         cards: dict[str, list] = {}
-        partitions_seen: dict[int, None] = {}
+        last_offsets: dict[int, int] = {}
+        first_offsets: dict[int, int] = {}
         owner: dict[str, int] = {}  # state key -> the partition it is written to
         key = self.keyring.active
-        batch_start_watermarks = {p: self._watermark(p) for p in {i.partition for i in items}}
 
         for item in items:
-            partitions_seen[item.partition] = None
+            last_offsets[item.partition] = item.offset
+            first_offsets.setdefault(item.partition, item.offset)
+            self._replay_check(item)
             t0 = perf()
             decoded = decode(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
             t1 = perf()
@@ -206,22 +233,30 @@ class BatchProcessor:
                 self.card_index.note(partition, max(e[0] for e in history), card)
             # a card with no small payments in the window is simply not written; a stored
             # history of it expires with the card index
-        for partition in partitions_seen:
+        for partition, last_offset in last_offsets.items():
             wm = self._watermarks.get(partition)
             if wm is None:
                 continue
             out.watermarks[partition] = wm
-            self.watermark_table.write(partition, str(partition), _WATERMARK.pack(wm))
-        out.start_watermarks = {p: wm for p, wm in batch_start_watermarks.items() if wm is not None}
+            committed = (self.committed_offset(partition) if self.committed_offset is not None
+                         else first_offsets[partition])
+            log = self._log(partition)
+            log.record(last_offset, wm, committed)
+            self.watermark_table.write(partition, str(partition), log.pack())
+            # expire only against the watermark a replay would start from: a replay from the
+            # committed position must find the dedup entries its events found the first time
+            replay_start = log.before(committed) if committed is not None else None
+            if replay_start is not None:
+                out.start_watermarks[partition] = replay_start
         secs["fraud"] += perf() - t4
         return out
 
     def expire(self, start_watermarks: dict[int, int]) -> None:
-        """Drop state behind the window, judged by the watermark a batch started from.
+        """Drop state behind the window, judged by the watermark a replay from the committed
+        position would start from (BatchResult.start_watermarks).
 
-        Called once that batch has landed: a batch's own keys must survive until then, or
-        a crash before landing would replay its events without their dedup entries (and
-        judge them late against the recovered watermark).
+        Called once that batch has landed: a replay must find the dedup entries its events
+        found the first time, or it would judge them late or new where they were not.
         """
         for partition, watermark_us in start_watermarks.items():
             wm = watermark_us / 1e6

@@ -1,0 +1,107 @@
+"""Replays are judged by the watermark they were first judged by (payflow/watermarks.py).
+
+Found by the SIGKILL fault test: the stall guard sought a partition back ~20,000 events
+(over an hour of event time); the offsets Faust had never delivered, and replays whose
+dedup entries had expired, were judged late against the advanced watermark: 147 payments
+went to the late topic instead of the payments table.
+"""
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from payflow.keys import KeyRing
+from payflow.pipeline import BatchProcessor, RawItem
+from payflow.watermarks import MAX_ENTRIES, WatermarkLog
+from tests.unit.cards_fixtures import event
+
+RING = KeyRing.parse("t-1:" + "ab" * 32)
+START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+NOW = lambda: datetime(2026, 11, 21, tzinfo=timezone.utc)  # noqa: E731
+
+
+def item(offset: int, minutes: float, txn: str | None = None) -> RawItem:
+    t = START + timedelta(minutes=minutes)
+    doc = event(transaction_id=txn or f"txn_{offset:020d}".replace("0", "a")[:24],
+                event_time=t.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                sender_account_id=f"acct_{offset % 7}")
+    return RawItem(0, offset, orjson.dumps(doc))
+
+
+def stream(n: int) -> list[RawItem]:
+    """One event per simulated minute; every 25th is 70 minutes behind (late by design)."""
+    return [item(o, o - 70 if o % 25 == 24 else o, txn=f"txn_{o:06d}_late" if o % 25 == 24 else f"txn_{o:06d}_ok")
+            for o in range(n)]
+
+
+def processor(tables, committed=None):
+    return BatchProcessor(keyring=RING, now=NOW, committed_offset=committed, **tables)
+
+
+def run(bp, items, size=20):
+    enriched, late = [], []
+    for i in range(0, len(items), size):
+        out = bp.process(items[i:i + size])
+        bp.expire(out.start_watermarks)  # as the agent does once the batch landed
+        enriched += [e.payment.transaction_id for e in out.enriched]
+        late += [p.transaction_id for p in out.late]
+    return enriched, late
+
+
+@pytest.fixture
+def tables():
+    return dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+
+
+def verdicts(items):
+    return run(processor(dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})), items)
+
+
+@pytest.mark.parametrize("restart", [True, False], ids=["after a restart", "after a seek back in process"])
+def test_a_replay_from_the_committed_position_gets_the_verdicts_of_the_first_pass(tables, restart):
+    events = stream(300)  # 300 minutes of event time
+    hole = {45, 46, 130}  # read by the consumer but never delivered the first time (faust#596)
+    bp = processor(tables, committed=lambda p: 40)  # commits stuck at 40 behind the hole
+    first_enriched, first_late = run(bp, [e for e in events if e.offset not in hole])
+    assert first_late  # the stream has late events, and the first pass found them
+
+    again = processor(tables, committed=lambda p: 40) if restart else bp
+    replay_enriched, replay_late = run(again, events[40:])
+
+    expected_enriched, expected_late = verdicts(events)
+    assert set(first_enriched) | set(replay_enriched) == set(expected_enriched)
+    assert set(replay_late) == {t for t in expected_late if int(t[4:10]) >= 40}
+    assert not set(replay_late) & set(first_enriched)
+
+
+def test_without_the_committed_position_state_expires_a_batch_at_a_time(tables):
+    bp = processor(tables)  # outside a consumer: what came before a batch counts as committed
+    run(bp, stream(300))
+    # only the last ~hour of event time (plus the last batch) is kept in the dedup table
+    assert 55 <= len(tables["dedup_table"]) <= 90
+
+
+def test_dedup_entries_after_the_committed_position_never_expire(tables):
+    run(processor(tables, committed=lambda p: 40), stream(300))
+    kept = {k for k in tables["dedup_table"]}
+    assert all(f"txn_{o:06d}_ok" in kept for o in range(40, 300) if o % 25 != 24)
+
+
+def test_the_log_keeps_entries_back_to_the_committed_position():
+    log = WatermarkLog()
+    for batch_end in range(9, 100, 10):
+        log.record(batch_end, batch_end * 1000, committed=35)
+    assert log.entries[0] == (29, 29000)  # the replay from 35 resumes after offset 29's batch
+    assert log.before(35) == 29000 and log.before(0) is None
+    assert log.rewind(35) == 29000 and log.last_offset == 29
+    assert WatermarkLog.unpack(log.pack()) == log
+    assert WatermarkLog.unpack((123).to_bytes(8, "big")).entries == [(-1, 123)]  # written before the log
+    assert WatermarkLog.unpack(None).watermark is None
+
+
+def test_the_log_is_bounded_when_nothing_commits():
+    log = WatermarkLog()
+    for o in range(MAX_ENTRIES + 50):
+        log.record(o, o, committed=None)
+    assert len(log.entries) == MAX_ENTRIES and log.entries[-1] == (MAX_ENTRIES + 49, MAX_ENTRIES + 49)
+
