@@ -52,7 +52,11 @@ def _open_duckdb(path: str) -> Warehouse:
 
 def _start(path: str, parent: int) -> None:
     global _warehouse
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when we stop
+    # the worker decides when we stop: a Ctrl-C or a SIGTERM to the process group must not
+    # kill a landing in flight (it stopped the sink and crashed a worker that was stopping
+    # cleanly); if the worker dies, so do we (below)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
     _warehouse = _open_duckdb(path)
 
