@@ -1,8 +1,9 @@
 """The pipeline agent: raw payment events -> mask -> dedup -> fraud -> outputs + warehouse.
 
-One agent over batches (`noack_take`): the stages share the raw topic's partitioning, so
+One agent over batches (`take_batches`): the stages share the raw topic's partitioning, so
 folding them avoids a Kafka hop (a full pass through Faust) per stage. Offsets are acked
-by hand, only after the batch's outputs are on Kafka and the warehouse acknowledged it.
+by hand, only after the batch's outputs are on Kafka, the warehouse acknowledged it and
+its state changes reached the changelog.
 """
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ import asyncio
 import logging
 import os
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from faust.streams import _current_event
 from faust.types import TP
 
 from payflow import metrics
 from payflow.app import app, raw_events, settings
+from payflow.faust_take import take_batches
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import KeyRing
 from payflow.outputs import KafkaOutputs
@@ -27,22 +27,12 @@ from payflow.pipeline import BatchProcessor, RawItem
 from payflow.sink import SinkStopped, WarehouseSink
 from payflow.warehouse import open_warehouse
 from payflow.warehouse.base import build_batch
-from tables.state import card_table, dedup_table, sender_table, watermark_table
+from tables.state import ALL_TABLES, card_table, dedup_table, sender_table, watermark_table
 
 log = logging.getLogger("payflow.pipeline")
 # Fault injection for the tests only: hard-exit right after the Nth batch landed in the
 # warehouse and before its offsets are acked (the crash window the sink must survive).
 FAULT_EXIT_AFTER_LAND = int(os.environ.get("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0"))
-
-
-def enter_event(event: Any) -> None:
-    """Make `event` Faust's current event, so table reads and changelog writes use its partition.
-
-    Faust finds a table's partition from the current event; in a batch that is not the event
-    being processed, so it is set per event (Faust's own stream loop does the same).
-    """
-    if event is not None:
-        _current_event.set(weakref.ref(event))
 
 
 @dataclass
@@ -62,7 +52,7 @@ def committed_position(partition: int) -> int | None:
 
 def default_runtime() -> Runtime:
     keyring = KeyRing.from_settings(settings)
-    warehouse = open_warehouse(settings)
+    warehouse = open_warehouse(settings, child_process=True)
     warehouse.ensure_schema()
     log.info("stage mask: HMAC key %s active (%d key(s) in ring)", keyring.active.key_id, len(keyring.keys))
     log.info("stage sink: warehouse %s ready (schema ensured)", warehouse.name)
@@ -70,8 +60,8 @@ def default_runtime() -> Runtime:
         keyring=keyring, dedup_table=dedup_table, watermark_table=watermark_table, sender_table=sender_table,
         card_table=card_table, watermark_seconds=settings.watermark_seconds,
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
-        enter=enter_event, committed_offset=committed_position)
-    return Runtime(processor, KafkaOutputs(app.producer.send, settings.topics, app.producer.buffer.flush),
+        committed_offset=committed_position)
+    return Runtime(processor, KafkaOutputs(app.producer._ensure_producer, settings.topics),
                    WarehouseSink(warehouse, max_retry_seconds=settings.sink_max_retry_seconds))
 
 
@@ -85,9 +75,6 @@ async def process_payments(stream):
     t = settings.topics
     if runtime_factory is default_runtime:
         await ensure_topics(settings.kafka_bootstrap, [t.enriched, t.dlq, t.late, t.dedup_audit], settings.partitions)
-    # Faust flushes its changelog buffer 100 messages at a time, waiting on each, once it
-    # holds more than max_messages; a batch writes thousands of keys, so make room for it.
-    app.producer.buffer.max_messages = 8 * settings.batch_size
     # the app's LeanMonitor skips Faust's per-event hooks; its stalled-stream detector
     # reads stream_inbound_time, kept current once per batch below
     monitor = app.monitor
@@ -97,52 +84,89 @@ async def process_payments(stream):
              settings.watermark_seconds, settings.topics.raw)
     landed = 0
 
-    async def land_then_ack(batch, events, started: float) -> None:
-        """Land one batch, then flush its changelog writes, then ack its offsets, in that order."""
+    async def finish(landing: Landing) -> None:
+        """Wait for the warehouse's ack of a batch, then expire state behind it, send the
+        state changes to the changelog, and only then ack the batch's offsets."""
         nonlocal landed
+        waited = time.perf_counter()
         try:
-            await runtime.sink.land(batch)
+            await landing.task
         except SinkStopped as exc:
             # nothing of this batch is acked: its offsets stay uncommitted; stop the worker
             await app.crash(exc)
             raise
         landed_at = time.time()
-        metrics.STAGE_SECONDS.labels("sink").inc(time.perf_counter() - started)
-        for e in events:
+        metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
+        for e in landing.events:
             metrics.END_TO_END.observe(landed_at - e.message.timestamp)
         landed += 1
         if FAULT_EXIT_AFTER_LAND and landed == FAULT_EXIT_AFTER_LAND:
             log.warning("fault injection: exiting after landing batch %d, before acking its offsets", landed)
             os._exit(86)
-        # changelog writes of this batch reach Kafka before its offsets can be committed
-        await runtime.outputs.flush_changelogs()
-        for event in events:
+        runtime.processor.expire(landing.start_watermarks)
+        await runtime.outputs.flush_state(ALL_TABLES)
+        for event in landing.events:
             await stream.ack(event)
         metrics.DEDUP_KEYS.set(runtime.processor.dedup_index.size())
 
-    async for events in stream.noack_take(settings.batch_size, within=settings.batch_seconds):
-        now = datetime.now(timezone.utc)
-        inbound_at = time.monotonic()
-        for tp in {e.message.tp for e in events}:
-            monitor.stream_inbound_time[tp] = inbound_at
-        items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
-        keys = {(e.message.partition, e.message.offset): e.message.key for e in events}
-        clock = runtime.processor.clock.seconds
-        before = dict(clock)
-        result = runtime.processor.process(items)
-        enter_event(None)
-        _count(len(items), result)
-        for stage, seconds in clock.items():
-            metrics.STAGE_SECONDS.labels(stage).inc(seconds - before[stage])
-        t_publish = time.perf_counter()
-        await runtime.outputs.publish(result, keys, now)
-        metrics.STAGE_SECONDS.labels("publish").inc(time.perf_counter() - t_publish)
-        batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
-                            result.watermarks, now)
-        try:
-            await land_then_ack(batch, events, time.perf_counter())
-        except SinkStopped:
-            return
+    # One batch lands (DuckDB: in its own process; BigQuery: network I/O in a thread) while
+    # the next is buffered and processed in this task; a landing that finishes wakes the
+    # loop, so its batch is acked at once rather than after the next batch.
+    in_flight: Landing | None = None
+    landed_event = asyncio.Event()
+    try:
+        async for events in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event):
+            if in_flight is not None and in_flight.task.done():
+                landing, in_flight = in_flight, None
+                landed_event.clear()
+                await finish(landing)
+            if events:
+                batch, start_watermarks = await process_batch(runtime, events, monitor)
+            if in_flight is not None:  # still landing while we processed: wait for it
+                landing, in_flight = in_flight, None
+                await finish(landing)
+                landed_event.clear()
+            if events:
+                task = asyncio.ensure_future(timed_land(runtime.sink, batch))
+                task.add_done_callback(lambda _: landed_event.set())
+                in_flight = Landing(task, events, start_watermarks)
+    except SinkStopped:
+        return
+
+
+async def timed_land(sink: WarehouseSink, batch) -> None:
+    started = time.perf_counter()
+    await sink.land(batch)
+    metrics.STAGE_SECONDS.labels("sink").inc(time.perf_counter() - started)
+
+
+@dataclass
+class Landing:
+    task: asyncio.Future
+    events: list
+    start_watermarks: dict[int, int]
+
+
+async def process_batch(runtime: Runtime, events: list, monitor: Any):
+    """Every stage but the warehouse, and publishing; returns the rows to land."""
+    now = datetime.now(timezone.utc)
+    inbound_at = time.monotonic()
+    for tp in {e.message.tp for e in events}:
+        monitor.stream_inbound_time[tp] = inbound_at
+    items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
+    keys = {(e.message.partition, e.message.offset): e.message.key for e in events}
+    clock = runtime.processor.clock.seconds
+    before = dict(clock)
+    result = runtime.processor.process(items)
+    _count(len(items), result)
+    for stage, seconds in clock.items():
+        metrics.STAGE_SECONDS.labels(stage).inc(seconds - before[stage])
+    t_publish = time.perf_counter()
+    await runtime.outputs.publish(result, keys, now)
+    metrics.STAGE_SECONDS.labels("publish").inc(time.perf_counter() - t_publish)
+    batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                        result.watermarks, now)
+    return batch, result.start_watermarks
 
 
 def _count(n_in: int, result) -> None:

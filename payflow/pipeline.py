@@ -1,17 +1,18 @@
 """One batch through decode -> mask -> watermark/dedup -> fraud, against the state tables.
 
-Plain Python over mapping-like stores (Faust tables in the worker, dicts in unit tests),
-so the agents stay thin glue. The stages share the raw topic's partitioning (key = sender),
-so they run in one pass: each extra Kafka hop would be a full pass through Faust's
-per-event machinery (see ARCHITECTURE.md). Per-sender and per-card state is read once and
-written back once per batch, which keeps changelog writes to one per key per batch.
+Plain Python over partitioned state (payflow.state_log: Faust tables in the worker, dicts
+in unit tests), so the agents stay thin glue. The stages share the raw topic's partitioning
+(key = sender), so they run in one pass: each extra Kafka hop would be a full pass through
+Faust's per-event machinery (see ARCHITECTURE.md). Per-sender and per-card state is read
+once and written back once per batch; the tables log a batch's changes as one changelog
+record per partition.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, MutableMapping
+from typing import Any, Callable
 
 import orjson
 
@@ -20,6 +21,7 @@ from payflow.keys import KeyRing
 from payflow.masking import mask
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
 from payflow.state import ExpiryIndex
+from payflow.state_log import DictState, PartitionedState
 from payflow.validation import decode
 from payflow.watermarks import WatermarkLog
 
@@ -31,7 +33,7 @@ class RawItem:
     partition: int
     offset: int
     value: bytes | None
-    handle: Any = None  # the Faust event, so table writes go to its changelog partition
+    handle: Any = None  # the Faust event (acked once its batch landed)
 
 
 @dataclass
@@ -42,6 +44,9 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
     replays: int = 0
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (µs)
+    # partition -> watermark a replay from the committed position would start from:
+    # expire() with it once the batch landed
+    start_watermarks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,16 +64,20 @@ def _pack_history(partition: int, history: list) -> bytes:
     return orjson.dumps([partition, history])
 
 
+def _as_state(table: Any) -> PartitionedState:
+    return DictState(table) if isinstance(table, dict) else table
+
+
 def _history_ts(value: bytes) -> float:
     hist = orjson.loads(value)[1]
     return max((e[0] for e in hist), default=0.0)
 
 
 class BatchProcessor:
-    def __init__(self, *, keyring: KeyRing, dedup_table: MutableMapping, watermark_table: MutableMapping,
-                 sender_table: MutableMapping, card_table: MutableMapping, watermark_seconds: int = 3600,
+    def __init__(self, *, keyring: KeyRing, dedup_table: PartitionedState | dict,
+                 watermark_table: PartitionedState | dict, sender_table: PartitionedState | dict,
+                 card_table: PartitionedState | dict, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
-                 enter: Callable[[Any], None] = lambda handle: None,
                  committed_offset: Callable[[int], int | None] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         """`committed_offset(partition)` is the consumer's committed position (next offset to
@@ -76,21 +85,20 @@ class BatchProcessor:
         hold what a replay from there needs. Without it, everything before a batch counts as
         committed when the batch starts (for use outside a consumer)."""
         self.keyring = keyring
-        self.dedup_table = dedup_table
-        self.watermark_table = watermark_table
-        self.sender_table = sender_table
-        self.card_table = card_table
+        self.dedup_table = _as_state(dedup_table)
+        self.watermark_table = _as_state(watermark_table)
+        self.sender_table = _as_state(sender_table)
+        self.card_table = _as_state(card_table)
         self.window_us = watermark_seconds * 1_000_000
         self.max_bytes = max_message_bytes
         self.max_future = timedelta(seconds=max_future_seconds)
-        self.enter = enter
         self.committed_offset = committed_offset
         self.now = now
         self.clock = StageClock()
-        self.dedup_index = ExpiryIndex(dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
+        self.dedup_index = ExpiryIndex(self.dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
-        self.sender_index = ExpiryIndex(sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
-        self.card_index = ExpiryIndex(card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.sender_index = ExpiryIndex(self.sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.card_index = ExpiryIndex(self.card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
         self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
         self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
         self._seen: dict[int, int] = {}  # partition -> last offset processed
@@ -98,14 +106,14 @@ class BatchProcessor:
     # -- state bootstrap -------------------------------------------------------------------
     def _ensure_indexes(self) -> None:
         if not self.dedup_index.rebuilt:
-            self.dedup_index.rebuild(self.dedup_table.items())
-            self.sender_index.rebuild(self.sender_table.items())
-            self.card_index.rebuild(self.card_table.items())
+            self.dedup_index.rebuild(self.dedup_table.scan())
+            self.sender_index.rebuild(self.sender_table.scan())
+            self.card_index.rebuild(self.card_table.scan())
 
     def _log(self, partition: int) -> WatermarkLog:
         log = self._logs.get(partition)
         if log is None:
-            log = self._logs[partition] = WatermarkLog.unpack(self.watermark_table.get(str(partition)))
+            log = self._logs[partition] = WatermarkLog.unpack(self.watermark_table.read(partition, str(partition)))
             if log.watermark is not None:
                 self._watermarks[partition] = log.watermark
             if log.last_offset is not None:
@@ -137,17 +145,14 @@ class BatchProcessor:
         now = self.now()
         senders: dict[str, list] = {}
         cards: dict[str, list] = {}
-        last_item: dict[int, RawItem] = {}
-        owner: dict[str, RawItem] = {}  # state key -> item whose partition it is written to
-        key = self.keyring.active
+        last_offsets: dict[int, int] = {}
         first_offsets: dict[int, int] = {}
+        owner: dict[str, int] = {}  # state key -> the partition it is written to
+        key = self.keyring.active
 
         for item in items:
-            last_item[item.partition] = item
+            last_offsets[item.partition] = item.offset
             first_offsets.setdefault(item.partition, item.offset)
-            # table reads and writes go to the partition of the event being processed (a
-            # partitioned store finds nothing of another partition: Faust's RocksDB store)
-            self.enter(item.handle)
             self._replay_check(item)
             t0 = perf()
             decoded = decode(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
@@ -164,9 +169,13 @@ class BatchProcessor:
 
             et_us = _us(payment.event_time)
             watermark = self._watermark(item.partition)
-            raw_first = self.dedup_table.get(payment.transaction_id)
+            raw_first = self.dedup_table.read(item.partition, payment.transaction_id)
             first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
             verdict = dedup.classify(first, item.partition, item.offset)
+            if verdict is dedup.Verdict.DUPLICATE and dedup.is_late(first.event_time_us, watermark, self.window_us):
+                # first seen outside the window: an entry recovered from the changelog before
+                # expiry caught up; the window decides, as if it had expired
+                verdict, first = dedup.Verdict.NEW, None
             # A replay (same partition and offset as first seen) was on time when first
             # processed; after a crash the recovered watermark may be ahead of it, so it
             # must not be judged late again (it would leave the payments table).
@@ -186,7 +195,8 @@ class BatchProcessor:
                 secs["dedup"] += perf() - t2
                 continue
             if verdict is dedup.Verdict.NEW:
-                self.dedup_table[payment.transaction_id] = dedup.FirstSeen(item.partition, item.offset, et_us).pack()
+                self.dedup_table.write(item.partition, payment.transaction_id,
+                                       dedup.FirstSeen(item.partition, item.offset, et_us).pack())
                 self.dedup_index.note(item.partition, et_us / 1e6, payment.transaction_id)
             else:
                 out.replays += 1
@@ -195,74 +205,65 @@ class BatchProcessor:
 
             sender = payment.sender_account_id
             if sender not in senders:
-                raw = self.sender_table.get(sender)
+                raw = self.sender_table.read(item.partition, sender)
                 senders[sender] = orjson.loads(raw)[1] if raw is not None else []
             card = payment.pii_hash
             if card not in cards:
-                raw = self.card_table.get(card)
+                raw = self.card_table.read(item.partition, card)
                 cards[card] = orjson.loads(raw)[1] if raw is not None else []
             scored = fraud.score(payment, senders[sender], cards[card])
             senders[sender] = scored.sender_history
             cards[card] = scored.card_history
-            owner["s:" + sender] = item
-            owner["c:" + card] = item
+            owner["s:" + sender] = item.partition
+            owner["c:" + card] = item.partition
             out.enriched.append(EnrichedPayment(payment, scored.assessment))
             secs["fraud"] += perf() - t3
         self.clock.events += len(items)
 
         t4 = perf()
         for sender, history in senders.items():
-            item = owner["s:" + sender]
-            self.enter(item.handle)
-            self.sender_table[sender] = _pack_history(item.partition, history)
+            partition = owner["s:" + sender]
+            self.sender_table.write(partition, sender, _pack_history(partition, history))
             if history:
-                self.sender_index.note(item.partition, max(e[0] for e in history), sender)
+                self.sender_index.note(partition, max(e[0] for e in history), sender)
         for card, history in cards.items():
-            item = owner["c:" + card]
-            self.enter(item.handle)
+            partition = owner["c:" + card]
             if history:
-                self.card_table[card] = _pack_history(item.partition, history)
-                self.card_index.note(item.partition, max(e[0] for e in history), card)
-            elif card in self.card_table:
-                del self.card_table[card]
-        for partition, item in last_item.items():
+                self.card_table.write(partition, card, _pack_history(partition, history))
+                self.card_index.note(partition, max(e[0] for e in history), card)
+            # a card with no small payments in the window is simply not written; a stored
+            # history of it expires with the card index
+        for partition, last_offset in last_offsets.items():
             wm = self._watermarks.get(partition)
             if wm is None:
                 continue
             out.watermarks[partition] = wm
             committed = (self.committed_offset(partition) if self.committed_offset is not None
                          else first_offsets[partition])
-            self.enter(item.handle)
             log = self._log(partition)
-            log.record(item.offset, wm, committed)
-            self.watermark_table[str(partition)] = log.pack()
+            log.record(last_offset, wm, committed)
+            self.watermark_table.write(partition, str(partition), log.pack())
             # expire only against the watermark a replay would start from: a replay from the
             # committed position must find the dedup entries its events found the first time
             replay_start = log.before(committed) if committed is not None else None
             if replay_start is not None:
-                self._expire(partition, replay_start)
+                out.start_watermarks[partition] = replay_start
         secs["fraud"] += perf() - t4
         return out
 
-    def _expire(self, partition: int, watermark_us: int) -> None:
-        wm = watermark_us / 1e6
-        for index, table, horizon in (
-            (self.dedup_index, self.dedup_table, wm - self.window_us / 1e6),
-            (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
-            (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
-        ):
-            for k in index.expired(partition, horizon):
-                try:
-                    del table[k]
-                except KeyError:
-                    pass
+    def expire(self, start_watermarks: dict[int, int]) -> None:
+        """Drop state behind the window, judged by the watermark a replay from the committed
+        position would start from (BatchResult.start_watermarks).
 
-    def forget(self, keys: list[str]) -> int:
-        """Erasure: delete these state keys (card hashes, transaction ids) wherever held."""
-        n = 0
-        for table in (self.dedup_table, self.card_table):
-            for k in keys:
-                if k in table:
-                    del table[k]
-                    n += 1
-        return n
+        Called once that batch has landed: a replay must find the dedup entries its events
+        found the first time, or it would judge them late or new where they were not.
+        """
+        for partition, watermark_us in start_watermarks.items():
+            wm = watermark_us / 1e6
+            for index, table, horizon in (
+                (self.dedup_index, self.dedup_table, wm - self.window_us / 1e6),
+                (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
+                (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
+            ):
+                for k in index.expired(partition, horizon):
+                    table.expire(partition, k)

@@ -1,6 +1,7 @@
 """The warehouse sink: lands one batch, off the event loop, with retries.
 
-Blocking warehouse calls run in a worker thread. Transient errors are retried with
+Blocking warehouse calls run in a worker thread, each attempt bounded by a timeout. Transient
+errors (a timed-out attempt included) are retried with
 exponential backoff and jitter (tenacity) for up to PAYFLOW_SINK_MAX_RETRY_SECONDS; a
 permanent error, or retries running out, stops the sink loudly: it never returns, so the
 batch is never acknowledged and its offsets are never committed. Nothing is dropped.
@@ -37,8 +38,9 @@ class SinkStopped(RuntimeError):
 
 class WarehouseSink:
     def __init__(self, warehouse: Warehouse, *, max_retry_seconds: float = 300.0,
-                 initial_backoff: float = 0.2, max_backoff: float = 10.0):
+                 initial_backoff: float = 0.2, max_backoff: float = 10.0, attempt_timeout: float = 60.0):
         self.warehouse = warehouse
+        self.attempt_timeout = attempt_timeout
         self.max_retry_seconds = max_retry_seconds
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
@@ -59,7 +61,11 @@ class WarehouseSink:
                 reraise=True,
             ):
                 with attempt:
-                    inserted = await asyncio.to_thread(self.warehouse.land, batch)
+                    # a call that hangs (seen once: an HTTP request to the BigQuery emulator
+                    # that never returned after an outage) counts as a transient failure; the
+                    # abandoned call is harmless if it ever finishes, landing is idempotent
+                    inserted = await asyncio.wait_for(asyncio.to_thread(self.warehouse.land, batch),
+                                                      self.attempt_timeout)
         except Exception as exc:
             self.healthy = False
             self.failure = f"{type(exc).__name__}: {exc}"

@@ -1,19 +1,22 @@
 """Keeping state tables bounded: an in-memory index of keys by age, per partition.
 
 Tables hold only what the watermark window needs. Each write notes (event time, key); after
-a batch, keys whose newest event time fell behind the horizon are deleted from the table,
-which sends a changelog tombstone, so the changelog compacts away too. After a restart the
+a batch, keys whose newest event time fell behind the horizon are deleted from the local
+store (the changelog ages out by retention, see payflow.state_log). After a restart the
 index is rebuilt once from the table itself.
 """
 from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from typing import Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from payflow.state_log import PartitionedState
 
 
 class ExpiryIndex:
-    def __init__(self, store: MutableMapping, *, ts_of: Callable[[bytes], float],
+    def __init__(self, store: "PartitionedState", *, ts_of: Callable[[bytes], float],
                  partition_of: Callable[[bytes], int]):
         self.store = store
         self.ts_of = ts_of
@@ -43,7 +46,7 @@ class ExpiryIndex:
         out: list[str] = []
         while heap and heap[0][0] < horizon:
             ts, key = heapq.heappop(heap)
-            value = self.store.get(key)
+            value = self.store.read(partition, key)
             if value is not None and self.ts_of(value) < horizon:
                 out.append(key)
         return out

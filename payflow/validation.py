@@ -6,6 +6,7 @@ and it never leaves the masking step's memory. Rejection details name fields, ne
 """
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from payflow import currencies
-from payflow.cards import find_pans, luhn_valid
+from payflow.cards import find_pans, luhn_valid, may_hold_pan
 from payflow.masking_remains import masked_remains
 from payflow.models import Rejection
 
@@ -43,6 +44,9 @@ _DIGITS = re.compile(r"\d+")
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/(\d{2})")
 _AMOUNT = re.compile(r"-?\d+(\.\d+)?")
 MAX_ID_LENGTH = 128
+_NOT_FINITE = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
+_REQUIRED = operator.itemgetter(*REQUIRED_STRINGS)
+_NO_CARD_REQUIRED = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in _NO_CARD_DATA))
 
 
 @dataclass(slots=True)
@@ -104,22 +108,25 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
         raise _Reject("wrong_type", "schema_version must be an integer")
     if version != SCHEMA_VERSION:
         raise _Reject("unknown_schema_version", f"schema_version {version} is not supported (expected {SCHEMA_VERSION})")
-    missing = [f for f in REQUIRED_STRINGS if doc.get(f) is None]
-    if missing:
-        raise _Reject("missing_field", "missing field(s): " + ", ".join(missing))
-    wrong = [f for f in REQUIRED_STRINGS if not isinstance(doc[f], str)]
+    try:
+        values = _REQUIRED(doc)
+    except KeyError:
+        values = None
     email = doc.get("user_email")
-    if email is not None and not isinstance(email, str):
-        wrong.append("user_email")
-    if wrong:
-        raise _Reject("wrong_type", "must be strings: " + ", ".join(wrong))
+    # the usual case in one C-level check; bad input takes the slow path for its reason
+    if values is None or set(map(type, values)) != {str} or (email is not None and type(email) is not str):
+        _reject_fields(doc)
     for f in ("transaction_id", "sender_account_id", "receiver_account_id"):
         if not doc[f].strip() or len(doc[f]) > MAX_ID_LENGTH:
             raise _Reject("invalid_field", f"{f} must be 1 to {MAX_ID_LENGTH} characters")
 
-    carrying = [f for f in _NO_CARD_DATA if isinstance(doc.get(f), str) and find_pans(doc[f])]
-    if carrying:
-        raise _Reject("card_data_in_field", "a card number where none belongs: " + ", ".join(carrying))
+    # one pre-check over all fields (NUL-separated, so no digit run spans two fields);
+    # the per-field scan runs only when something card-shaped is there
+    texts = _NO_CARD_REQUIRED(doc)
+    if may_hold_pan("\x00".join((*texts, email) if email is not None else texts)):
+        carrying = [f for f in _NO_CARD_DATA if isinstance(doc.get(f), str) and find_pans(doc[f])]
+        if carrying:
+            raise _Reject("card_data_in_field", "a card number where none belongs: " + ", ".join(carrying))
 
     pan = doc["credit_card"].replace(" ", "").replace("-", "")
     if not pan.isdigit() or not pan.isascii():
@@ -146,14 +153,25 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
     )
 
 
+def _reject_fields(doc: dict[str, Any]) -> None:
+    """The precise reason a document's fields are missing or of the wrong type."""
+    missing = [f for f in REQUIRED_STRINGS if doc.get(f) is None]
+    if missing:
+        raise _Reject("missing_field", "missing field(s): " + ", ".join(missing))
+    wrong = [f for f in REQUIRED_STRINGS if not isinstance(doc[f], str)]
+    email = doc.get("user_email")
+    if email is not None and not isinstance(email, str):
+        wrong.append("user_email")
+    raise _Reject("wrong_type", "must be strings: " + ", ".join(wrong))
+
+
 def _parse_amount(text: str, currency: str) -> Decimal:
     scale = currencies.minor_units(currency)
     if scale is None:
         raise _Reject("unknown_currency", "currency is not a supported ISO 4217 code")
-    lowered = text.strip().lower()
-    if lowered in {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"}:
-        raise _Reject("amount_not_finite", "amount must be a finite decimal")
     if not _AMOUNT.fullmatch(text):
+        if text.strip().lower() in _NOT_FINITE:
+            raise _Reject("amount_not_finite", "amount must be a finite decimal")
         raise _Reject("invalid_amount", "amount must be a plain decimal string such as 12.50")
     try:
         amount = Decimal(text)

@@ -6,24 +6,29 @@ worker holds, for its partitions, exactly the state those partitions need.
 - senders:    sender_account_id -> [partition, recent activity] (velocity, travel, devices)
 - cards:      pii_hash -> [partition, recent small payments] (card testing)
 
-Values are compact bytes (struct / orjson), not faust.Record: one changelog write per
-key per batch, and no per-event model (de)serialisation.
+Values are compact bytes (struct / orjson), not faust.Record. Each table's changelog gets
+one record per partition per batch (payflow.state_log), kept for the state window plus a
+day and then deleted by Kafka's retention.
 """
 from __future__ import annotations
 
 from payflow.app import app, settings
+from payflow.state_log import BatchLoggedTable
+
+DAY = 86_400
 
 
-
-def _table(name: str, help: str):
+def _table(name: str, help: str) -> BatchLoggedTable:
     # A fresh options dict per table: Faust's store pops keys from it. RocksDB's defaults
     # (64 MB memtables x 3, a 2 GB block cache) are per partition database: four tables x
     # N partitions of them would be most of the pod's memory. The state is small (keys
     # expire after an hour of event time), so small buffers bound RSS without costing speed.
     options = {"driver": "rocksdict", "write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2,
                "target_file_size_base": 8 * 2**20, "block_cache_size": 8 * 2**20}
-    return app.Table(name, help=help, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                     options=options)
+    table = BatchLoggedTable(app, name=name, help=help, key_type=bytes, value_type=bytes,
+                             partitions=settings.partitions, options=options, beacon=app.tables.beacon,
+                             retention_seconds=settings.watermark_seconds + DAY)
+    return app.tables.add(table)
 
 
 dedup_table = _table("dedup", "transaction_id -> first seen (partition, offset, event_time)")

@@ -72,6 +72,20 @@ def histogram_quantile(samples: dict, name: str, q: float) -> float:
     return lower_bound
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class WorkerRun:
     """One `payflow worker` process on its own topics, state and DuckDB file."""
 
@@ -116,10 +130,13 @@ class WorkerRun:
         return sum(asyncio.run(group_lag(self.bootstrap, self.app_id, self.prefix + "payment-events")).values())
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Peak RSS of the worker plus its children (the DuckDB landing process): the sum
+        of each process's peak (VmHWM), an upper bound of what the pod holds at once."""
+        return sum(self.peak_rss_by_process_mb())
+
+    def peak_rss_by_process_mb(self) -> list[float]:
+        """[worker, children...] peak RSS in MB."""
+        return [_peak_rss_mb(pid) for pid in [self.proc.pid, *_children(self.proc.pid)]]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -214,8 +231,9 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
         finished = metric(samples, "payflow_sink_last_ack_timestamp_seconds")
         seconds = finished - first_seen
         stage_us = {s: metric(samples, "payflow_stage_seconds_total", stage=s) / count * 1e6
-                    for s in ("decode", "mask", "dedup", "fraud", "publish", "sink")}
+                    for s in ("decode", "mask", "dedup", "fraud", "publish", "sink", "sink_wait")}
         peak = worker.peak_rss_mb()
+        peak_by_process = worker.peak_rss_by_process_mb()
         dedup_keys = metric(samples, "payflow_dedup_table_keys")
     finally:
         worker.stop()
@@ -227,7 +245,7 @@ def pipeline_run(settings: Settings, workdir: Path, prefix: str, count: int, man
     finally:
         wh.close()
     return {"events": count, "seconds": seconds, "throughput_events_per_s": count / seconds,
-            "peak_rss_mb": peak, "dedup_keys": int(dedup_keys), "dedup_disk_mb": dedup_bytes / 2**20,
+            "peak_rss_mb": peak, "peak_rss_mb_worker_and_children": peak_by_process, "dedup_keys": int(dedup_keys), "dedup_disk_mb": dedup_bytes / 2**20,
             "stage_us_per_event": stage_us, "reconciled": reconciled, "dedup_keys_over_run": dedup_series}
 
 
@@ -269,7 +287,9 @@ def latency_run(settings: Settings, workdir: Path, prefix: str, rate: int, secon
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench-results.json", show_default=True)
 @click.option("--keep", is_flag=True, help="keep the benchmark's topics and files")
 @click.option("--pipeline-only", is_flag=True, help="skip the baselines and the latency run (quick iterations)")
-def main(events: int, latency_rate: int, latency_seconds: int, output: Path, keep: bool, pipeline_only: bool) -> None:
+@click.option("--latency-only", is_flag=True, help="only the latency run (quick iterations)")
+def main(events: int, latency_rate: int, latency_seconds: int, output: Path, keep: bool, pipeline_only: bool,
+         latency_only: bool) -> None:
     settings = Settings.from_env()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     prefix = f"bench{run_id}-"
@@ -278,6 +298,10 @@ def main(events: int, latency_rate: int, latency_seconds: int, output: Path, kee
     topic = prefix + "payment-events"
     manifest = workdir / "manifest.json"
     try:
+        if latency_only:
+            lat = latency_run(settings, workdir, f"bench{run_id}lat-", latency_rate, latency_seconds)
+            click.echo(json.dumps(lat, indent=1))
+            return
         click.echo(f"pre-filling {topic} with {events} simulated events")
         prefill(settings, topic, events, manifest)
         if not pipeline_only:

@@ -30,8 +30,6 @@ source = app.topic(TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw"
 
 @app.agent(source)
 async def consume(stream):
-    if os.environ.get("BENCH_NO_MONITOR"):
-        app.sensors.remove(app.monitor)
     seen, started = 0, None
     async for events in stream.noack_take(BATCH, within=0.5):
         if started is None:

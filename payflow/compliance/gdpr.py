@@ -25,7 +25,7 @@ from payflow.keys import KeyRing
 from payflow.settings import Settings
 from payflow.warehouse.base import ErasureReceipt, Warehouse
 
-_HASH = re.compile(r"^[a-z2-7]{52}$")
+_HASH = re.compile(r"^[a-p]{64}$")
 
 
 class ErasureError(ValueError):
@@ -63,7 +63,7 @@ def subject_hashes(keyring: KeyRing, *, card: str | None, expiry: str | None, pi
         return keyring.hashes_for(digits, expiry)
     if pii_hash:
         if not _HASH.match(pii_hash):
-            raise ErasureError("--pii-hash must be a payflow pii_hash (52 base32 characters)")
+            raise ErasureError("--pii-hash must be a payflow pii_hash (64 letters a-p)")
         return [("", pii_hash)]
     raise ErasureError("name the subject with --card and --expiry, or with --pii-hash")
 

@@ -5,11 +5,17 @@ from payflow.settings import Settings
 from payflow.warehouse.base import Warehouse
 
 
-def open_warehouse(settings: Settings, url: str | None = None) -> Warehouse:
+def open_warehouse(settings: Settings, url: str | None = None, *, child_process: bool = False) -> Warehouse:
+    """The warehouse at `url` (default PAYFLOW_WAREHOUSE). `child_process`: run an embedded
+    DuckDB in a process of its own (the worker does, see warehouse/child.py)."""
     url = url or settings.warehouse_url
     if url.startswith("duckdb://"):
+        path = url[len("duckdb://"):] or ":memory:"
+        if child_process:
+            from payflow.warehouse.child import ChildProcessDuckDB
+            return ChildProcessDuckDB(path)
         from payflow.warehouse.duck import DuckDBWarehouse
-        return DuckDBWarehouse(url[len("duckdb://"):] or ":memory:")
+        return DuckDBWarehouse(path)
     if url.startswith("bigquery://"):
         from payflow.warehouse.bq import BigQueryWarehouse
         project, _, dataset = url[len("bigquery://"):].partition("/")

@@ -16,6 +16,7 @@ from payflow.keys import KeyRing  # noqa: E402
 from payflow.outputs import RecordingOutputs  # noqa: E402
 from payflow.pipeline import BatchProcessor  # noqa: E402
 from payflow.sink import WarehouseSink  # noqa: E402
+from payflow.state_log import unpack_changes  # noqa: E402
 from payflow.warehouse.duck import DuckDBWarehouse  # noqa: E402
 from tables.state import card_table, dedup_table, sender_table, watermark_table  # noqa: E402
 from tests.unit.cards_fixtures import event  # noqa: E402
@@ -33,8 +34,7 @@ def runtime(monkeypatch):
     outputs = RecordingOutputs()
     rt = pipeline.Runtime(
         BatchProcessor(keyring=KeyRing.parse(os.environ["PAYFLOW_HMAC_KEYS"]), dedup_table=dedup_table,
-                       watermark_table=watermark_table, sender_table=sender_table, card_table=card_table,
-                       enter=pipeline.enter_event),
+                       watermark_table=watermark_table, sender_table=sender_table, card_table=card_table),
         outputs, WarehouseSink(warehouse))
     monkeypatch.setattr(pipeline, "runtime_factory", lambda: rt)
     for table in (dedup_table, watermark_table, sender_table, card_table):
@@ -69,10 +69,18 @@ async def test_agent_masks_dedups_audits_and_lands(runtime):
     assert out["dedup_audit"][0]["first_offset"] != out["dedup_audit"][0]["duplicate_offset"]
     assert [d["reason"] for d in out["dlq"]] == ["invalid_json"]
     assert [x["transaction_id"] for x in out["late"]] == ["txn_late"]
-    assert pan not in orjson.dumps(out).decode()
+    assert pan not in orjson.dumps({k: v for k, v in out.items() if k != "state"}).decode()
     rows = runtime.sink.warehouse.query("SELECT transaction_id FROM payment_transactions ORDER BY 1")
     assert [r["transaction_id"] for r in rows] == ["txn_aaaa", "txn_bbbb"]
-    assert dedup_table.get("txn_aaaa") is not None
+    assert dedup_table.read(0, "txn_aaaa") is not None
+    # state changes travel as one changelog record per table and partition per batch, PAN-free
+    state = out["state"]
+    # (no card-activity record: the card table keeps small payments only, these are not)
+    assert sorted(name for name, _, _ in state) == ["dedup", "sender-activity", "watermarks"]
+    assert all(partition == 0 for _, partition, _ in state)
+    dedup_record = next(chunk for name, _, chunk in state if name == "dedup")
+    assert sorted(k for k, _ in unpack_changes(dedup_record)) == [b"txn_aaaa", b"txn_bbbb"]
+    assert not any(pan.encode() in chunk for _, _, chunk in state)
 
 
 async def test_replay_at_the_same_offset_passes_through_once(runtime):

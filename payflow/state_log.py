@@ -1,0 +1,204 @@
+"""State tables whose changelog carries one record per partition per batch.
+
+A Faust table sends one changelog message per key change, each with its own producer
+future and callback. The pipeline changed ~4 keys per payment (dedup entry, sender and
+card history, expiry tombstones), so those messages, not payflow's stages, were most of
+its cost. Here a batch's changes to one partition are packed into one record (split
+below the message size limit) and written locally as one RocksDB WriteBatch. Faust's
+recovery and standbys still read the changelog and hand records to
+`apply_changelog_batch`, which unpacks them, so restart and rebalance work as before.
+
+Expiry: the changelog has cleanup.policy=delete with retention = the state window plus a
+day (what Kafka Streams does for window-store changelogs). Old records age out of the log
+by themselves, so expiring a key is a local delete with no tombstone; a key recovered
+from a record that is still retained but already past the window is harmless, because
+every value carries its event time and readers judge it by that.
+Erasure deletes are logged (a delete entry), so a recovery never restores an erased key.
+"""
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from typing import Any, Iterable, Iterator, Protocol
+
+import faust
+
+# One record: MAGIC, then per change: key length, value length (-1 = delete), key, value.
+MAGIC = b"PFS1"
+_ENTRY = struct.Struct(">Hi")
+# well under Kafka's default 1 MB message limit, and the producer's request size
+MAX_RECORD_BYTES = 512 * 1024
+
+
+def pack_changes(changes: dict[bytes, bytes | None], limit: int = MAX_RECORD_BYTES) -> list[bytes]:
+    """Changes as one or more records, each at most `limit` bytes (one entry never splits)."""
+    records: list[bytes] = []
+    parts: list[bytes] = [MAGIC]
+    size = len(MAGIC)
+    for key, value in changes.items():
+        head = _ENTRY.pack(len(key), -1 if value is None else len(value))
+        entry = len(head) + len(key) + (len(value) if value is not None else 0)
+        if size + entry > limit and size > len(MAGIC):
+            records.append(b"".join(parts))
+            parts, size = [MAGIC], len(MAGIC)
+        parts.append(head)
+        parts.append(key)
+        if value is not None:
+            parts.append(value)
+        size += entry
+    if size > len(MAGIC):
+        records.append(b"".join(parts))
+    return records
+
+
+def unpack_changes(record: bytes) -> Iterator[tuple[bytes, bytes | None]]:
+    if not record.startswith(MAGIC):
+        raise ValueError("not a payflow state record")
+    view = memoryview(record)
+    pos = len(MAGIC)
+    end = len(record)
+    size = _ENTRY.size
+    while pos < end:
+        key_len, value_len = _ENTRY.unpack_from(view, pos)
+        pos += size
+        key = bytes(view[pos:pos + key_len])
+        pos += key_len
+        if value_len < 0:
+            yield key, None
+        else:
+            yield key, bytes(view[pos:pos + value_len])
+            pos += value_len
+
+
+class PartitionedState(Protocol):
+    """What the batch processor needs of a state table (see BatchLoggedTable, DictState)."""
+
+    def read(self, partition: int, key: str) -> bytes | None: ...
+    def write(self, partition: int, key: str, value: bytes) -> None: ...
+    def remove(self, partition: int, key: str) -> bool: ...
+    def expire(self, partition: int, key: str) -> None: ...
+    def scan(self) -> Iterable[tuple[str, bytes]]: ...
+
+
+class BatchLoggedTable(faust.Table):
+    """A Faust table read and written per partition, its changelog one record per batch.
+
+    Works over Faust's RocksDB store (the worker) and its memory store (unit tests under
+    Faust's test context). Keys are str (UTF-8 in the store), values bytes.
+    """
+
+    def __init__(self, *args: Any, retention_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._changelog_compacting = False
+        self._changelog_deleting = True
+        self._retention_seconds = retention_seconds
+        self._pending: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
+
+    def _new_changelog_topic(self, *, retention=None, compacting=None, deleting=None):
+        return super()._new_changelog_topic(retention=self._retention_seconds, compacting=False, deleting=True)
+
+    # -- the local store ------------------------------------------------------------------
+    @property
+    def _rocksdb(self) -> bool:
+        return hasattr(self.data, "_db_for_partition")
+
+    def _put_local(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if self._rocksdb:
+            db = self.data._db_for_partition(partition)
+            if value is None:
+                db.delete(key)
+            else:
+                db.put(key, value)
+        elif value is None:
+            self.data.data.pop(key, None)
+        else:
+            self.data.data[key] = value
+
+    def read(self, partition: int, key: str) -> bytes | None:
+        k = key.encode()
+        if self._rocksdb:
+            return self.data._db_for_partition(partition).get(k)
+        return self.data.data.get(k)
+
+    def write(self, partition: int, key: str, value: bytes) -> None:
+        k = key.encode()
+        self._put_local(partition, k, value)
+        self._pending[partition][k] = value
+
+    def remove(self, partition: int, key: str) -> bool:
+        """Delete a key and log the delete (erasure): a recovery will not bring it back."""
+        if self.read(partition, key) is None:
+            return False
+        k = key.encode()
+        self._put_local(partition, k, None)
+        self._pending[partition][k] = None
+        return True
+
+    def expire(self, partition: int, key: str) -> None:
+        """Delete locally only: the changelog record ages out by retention."""
+        self._put_local(partition, key.encode(), None)
+
+    def scan(self) -> Iterator[tuple[str, bytes]]:
+        """Every (key, value) held locally, over all assigned partitions."""
+        if self._rocksdb:
+            offset_key = self.data.offset_key
+            for db in list(self.data._dbs.values()):
+                for k, v in db.items():
+                    if k != offset_key:
+                        yield k.decode(), v
+        else:
+            for k, v in list(self.data.data.items()):
+                yield (k.decode() if isinstance(k, bytes) else str(k)), v
+
+    def partitions_held(self) -> list[int]:
+        return list(self.data._dbs) if self._rocksdb else [0]
+
+    # -- the changelog --------------------------------------------------------------------
+    def take_pending(self) -> dict[int, list[bytes]]:
+        """This batch's changes as changelog records per partition; clears them."""
+        pending, self._pending = self._pending, defaultdict(dict)
+        return {p: pack_changes(changes) for p, changes in pending.items() if changes}
+
+    def note_logged(self, offsets: dict[int, int]) -> None:
+        """The changelog acknowledged records up to these offsets: recovery resumes after them
+        (the local store already holds everything before)."""
+        if self._rocksdb:
+            topic = self.changelog_topic.get_topic_name()
+            for partition, offset in offsets.items():
+                self.data.set_persisted_offset(faust.types.TP(topic, partition), offset)
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Recovery and standbys: unpack each record into its key changes, in log order."""
+        offsets: dict[Any, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(offsets.get(msg.tp, -1), msg.offset)
+            if not msg.value:
+                continue
+            for key, value in unpack_changes(msg.value):
+                self._put_local(msg.partition, key, value)
+        if self._rocksdb:
+            for tp, offset in offsets.items():
+                self.data.set_persisted_offset(tp, offset)
+
+
+class DictState:
+    """A PartitionedState over a plain dict (unit tests of the batch processor)."""
+
+    def __init__(self, data: dict | None = None):
+        self.data: dict[str, bytes] = {} if data is None else data
+
+    def read(self, partition: int, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def write(self, partition: int, key: str, value: bytes) -> None:
+        self.data[key] = value
+
+    def remove(self, partition: int, key: str) -> bool:
+        return self.data.pop(key, None) is not None
+
+    def expire(self, partition: int, key: str) -> None:
+        self.data.pop(key, None)
+
+    def scan(self) -> Iterable[tuple[str, bytes]]:
+        return list(self.data.items())

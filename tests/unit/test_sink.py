@@ -1,0 +1,53 @@
+"""The warehouse sink's retry policy: transient failures and hung calls are retried."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from payflow import metrics
+from payflow.sink import SinkStopped, WarehouseSink
+from payflow.warehouse.base import LandingBatch, TransientWarehouseError
+
+
+class ScriptedWarehouse:
+    """Lands after the scripted failures: 'hang' blocks the call, 'error' raises a transient error."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[str]):
+        self.script = list(script)
+        self.calls = 0
+        self.release = threading.Event()
+
+    def land(self, batch: LandingBatch) -> dict[str, int]:
+        self.calls += 1
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "hang":
+            self.release.wait(10)  # a request that never answers (the test releases it at the end)
+            return {}
+        if step == "error":
+            raise TransientWarehouseError("unavailable")
+        if step == "fatal":
+            raise ValueError("schema mismatch")
+        return {"payment_transactions": len(batch)}
+
+
+async def test_a_hung_attempt_times_out_and_is_retried():
+    warehouse = ScriptedWarehouse(["hang", "error"])
+    sink = WarehouseSink(warehouse, attempt_timeout=0.3, initial_backoff=0.01, max_backoff=0.05)
+    retries_before = metrics.SINK_RETRIES._value.get()
+    try:
+        assert await sink.land(LandingBatch()) == {"payment_transactions": 0}
+    finally:
+        warehouse.release.set()
+    assert warehouse.calls == 3
+    assert metrics.SINK_RETRIES._value.get() - retries_before == 2
+
+
+async def test_a_permanent_error_stops_the_sink():
+    sink = WarehouseSink(ScriptedWarehouse(["fatal"]), initial_backoff=0.01)
+    with pytest.raises(SinkStopped):
+        await sink.land(LandingBatch())
+    assert not sink.healthy
+    metrics.SINK_UP.set(1)  # other tests share the process-wide gauge

@@ -1,0 +1,36 @@
+"""The state tables' changelog format: one record per partition per batch, split under a limit."""
+from __future__ import annotations
+
+import pytest
+
+from payflow.state_log import MAGIC, pack_changes, unpack_changes
+
+
+def test_changes_round_trip_with_deletes_in_order():
+    changes = {b"txn_a": b"\x00\x01first", b"txn_b": None, b"acct_\xc3\xa9": b"", b"k" * 300: b"v" * 70_000}
+    records = pack_changes(changes)
+    assert len(records) == 1 and records[0].startswith(MAGIC)
+    assert list(unpack_changes(records[0])) == list(changes.items())
+
+
+def test_a_large_batch_splits_into_records_under_the_limit_and_nothing_is_lost():
+    changes = {f"txn_{i:06d}".encode(): i.to_bytes(8, "big") * 4 for i in range(5_000)}
+    records = pack_changes(changes, limit=16 * 1024)
+    assert len(records) > 10
+    assert all(len(r) <= 16 * 1024 for r in records)
+    assert dict(kv for r in records for kv in unpack_changes(r)) == changes
+
+
+def test_an_entry_larger_than_the_limit_still_travels_alone():
+    big = {b"a": b"x" * 100, b"b": b"y" * 5_000, b"c": b"z"}
+    records = pack_changes(big, limit=1_000)
+    assert [len(list(unpack_changes(r))) for r in records] == [1, 1, 1]
+
+
+def test_no_changes_no_record():
+    assert pack_changes({}) == []
+
+
+def test_a_foreign_record_is_refused():
+    with pytest.raises(ValueError):
+        list(unpack_changes(b'{"not": "ours"}'))
