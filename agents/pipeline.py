@@ -116,7 +116,9 @@ async def process_payments(stream):
     landed_event = asyncio.Event()
     try:
         async for events in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event):
-            if in_flight is not None and in_flight.task.done():
+            if in_flight is None:
+                landed_event.clear()  # nothing to ack: a stale wake-up must not spin the loop
+            elif in_flight.task.done():
                 landing, in_flight = in_flight, None
                 landed_event.clear()
                 await finish(landing)

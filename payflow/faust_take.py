@@ -13,8 +13,11 @@ task (acking from a second task stalled commits in our restart tests). So this v
   collapsed batches to one or two events whenever a landing took longer than `within`
   (seen against the BigQuery emulator: 0.45 s per landing, ~5 events/s): the caller came
   back after the window had expired and took whatever had trickled in meanwhile;
-- makes a batch due `within` after its first event was buffered (the latency bound), so
-  what piled up while the caller was busy is handed over at once, as one batch.
+- hands over whatever is buffered as soon as the caller asks (after a short `linger` for
+  the first event, to gather a burst): the batch size follows the load, small when the
+  caller keeps up (latency), up to `max_` when it does not (throughput). A fixed window
+  instead (a batch due `within` after its first event) added up to `within` to every
+  event's latency: p99 at 2,000 events/s went from 3.0 s to 3.8 s (`make bench`).
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from mode.utils.aiter import aiter
 
 
 async def take_batches(stream: Any, max_: int, within: float,
-                       wake: asyncio.Event | None = None) -> AsyncIterator[list]:
+                       wake: asyncio.Event | None = None, linger: float = 0.02) -> AsyncIterator[list]:
     buffer: list = []
+    buffer_started = asyncio.Event()  # the first event of a batch is buffered
     buffer_full = asyncio.Event()
     buffer_taken = asyncio.Event()
     first_buffered_at = 0.0
@@ -45,6 +49,7 @@ async def take_batches(stream: Any, max_: int, within: float,
                 await stream.wait(buffer_taken)
             if not buffer:
                 first_buffered_at = loop.time()
+                buffer_started.set()
             buffer.append(event)
             if len(buffer) >= max_:
                 buffer_full.set()
@@ -62,26 +67,28 @@ async def take_batches(stream: Any, max_: int, within: float,
     last_yield = loop.time()
     try:
         while not stream.should_stop:
-            # due: `within` after the batch's first event, or after the last yield when idle
-            due = (first_buffered_at if buffer else last_yield) + within
-            remaining = due - loop.time()
-            if remaining > 0 and not buffer_full.is_set():
-                if wake is None:
-                    await stream.wait_for_stopped(buffer_full, timeout=remaining)
-                elif not wake.is_set():
-                    await stream.wait_first(buffer_full, wake, timeout=remaining)
+            if not buffer:
+                # idle: wait for an event, a landing to ack, or the idle tick (`within`)
+                remaining = last_yield + within - loop.time()
+                if remaining > 0 and not (wake is not None and wake.is_set()):
+                    waits = [buffer_started] if wake is None else [buffer_started, wake]
+                    await stream.wait_first(*waits, timeout=remaining)
+            if buffer and not buffer_full.is_set():
+                gather = first_buffered_at + linger - loop.time()
+                if gather > 0:
+                    await stream.wait_first(buffer_full, timeout=gather)
             now = loop.time()
-            due = (first_buffered_at if buffer else last_yield) + within
-            if buffer_full.is_set() or now >= due:
+            if buffer:
                 batch = buffer[:]
                 buffer.clear()
+                buffer_started.clear()
                 buffer_full.clear()
                 buffer_taken.set()
                 last_yield = now
                 yield batch
-            elif wake is not None and wake.is_set():
+            elif (wake is not None and wake.is_set()) or now >= last_yield + within:
                 last_yield = now
-                yield []  # woken to ack a landing: the batch being buffered keeps filling
+                yield []  # a landing to ack, or the idle tick
     finally:
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)
