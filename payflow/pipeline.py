@@ -120,9 +120,6 @@ class BatchProcessor:
                 self._seen[partition] = log.last_offset
         return log
 
-    def _watermark(self, partition: int) -> int | None:
-        return self._watermarks.get(partition)
-
     def _replay_check(self, item: RawItem) -> None:
         """An offset at or below one already processed is read again (restart, seek back):
         rewind the watermark to what it was before that offset."""
@@ -168,7 +165,7 @@ class BatchProcessor:
             secs["mask"] += t2 - t1
 
             et_us = _us(payment.event_time)
-            watermark = self._watermark(item.partition)
+            watermark = self._watermarks.get(item.partition)
             raw_first = self.dedup_table.read(item.partition, payment.transaction_id)
             first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
             verdict = dedup.classify(first, item.partition, item.offset)

@@ -61,9 +61,9 @@ class WarehouseSink:
                 reraise=True,
             ):
                 with attempt:
-                    # a call that hangs (seen once: an HTTP request to the BigQuery emulator
-                    # that never returned after an outage) counts as a transient failure; the
-                    # abandoned call is harmless if it ever finishes, landing is idempotent
+                    # a call that hangs counts as a transient failure, so the retry policy and
+                    # its logs stay in charge; the abandoned call is harmless if it ever
+                    # finishes, landing is idempotent
                     inserted = await asyncio.wait_for(asyncio.to_thread(self.warehouse.land, batch),
                                                       self.attempt_timeout)
         except Exception as exc:

@@ -150,9 +150,6 @@ class BatchLoggedTable(faust.Table):
             for k, v in list(self.data.data.items()):
                 yield (k.decode() if isinstance(k, bytes) else str(k)), v
 
-    def partitions_held(self) -> list[int]:
-        return list(self.data._dbs) if self._rocksdb else [0]
-
     # -- the changelog --------------------------------------------------------------------
     def take_pending(self) -> dict[int, list[bytes]]:
         """This batch's changes as changelog records per partition; clears them."""

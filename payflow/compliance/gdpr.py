@@ -21,11 +21,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from payflow.kafka_admin import ensure_topics
-from payflow.keys import KeyRing
+from payflow.keys import PII_HASH_LENGTH, KeyRing
 from payflow.settings import Settings
 from payflow.warehouse.base import ErasureReceipt, Warehouse
 
-_HASH = re.compile(r"^[a-p]{64}$")
+_HASH = re.compile(rf"^[a-p]{{{PII_HASH_LENGTH}}}$")
 
 
 class ErasureError(ValueError):
@@ -63,7 +63,7 @@ def subject_hashes(keyring: KeyRing, *, card: str | None, expiry: str | None, pi
         return keyring.hashes_for(digits, expiry)
     if pii_hash:
         if not _HASH.match(pii_hash):
-            raise ErasureError("--pii-hash must be a payflow pii_hash (64 letters a-p)")
+            raise ErasureError(f"--pii-hash must be a payflow pii_hash ({PII_HASH_LENGTH} letters a-p)")
         return [("", pii_hash)]
     raise ErasureError("name the subject with --card and --expiry, or with --pii-hash")
 

@@ -49,7 +49,7 @@ def consumer_state(committed, acked, gaps=()):
 
 def test_faust_commits_over_a_single_unacked_offset_at_the_head_and_the_fix_does_not():
     # committed position 2585, acked 2586..2589: 2585 was never acked (faust#606's example)
-    original = faust_commit.original_new_offset()
+    original = faust_commit.FAUST_NEW_OFFSET
     assert original(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") == 2590  # 2585 lost
     assert faust_commit.fixed_new_offset(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") is None
     # and a committed position of 0 is a position, not "nothing committed"
