@@ -1,4 +1,4 @@
-"""Batches from a Faust stream, with manual acks, that also report idle time.
+"""Batches of raw messages for the pipeline agent, with manual acks, that also report idle time.
 
 Faust's `Stream.noack_take` yields only non-empty batches, and blocks the stream while the
 caller holds a batch. The pipeline agent lands one batch while it processes the next, and
@@ -9,50 +9,96 @@ task (acking from a second task stalled commits in our restart tests). So this v
   set (a landing finished: ack it now, not after the next batch) while the next batch is
   still filling; the caller clears `wake` once it has handled the landing;
 - hands over the buffer and keeps filling a new one while the caller works (bounded: the
-  stream waits once `max_` events are buffered). Blocking instead, as noack_take does,
+  feeder waits once `max_` messages are buffered). Blocking instead, as noack_take does,
   collapsed batches to one or two events whenever a landing took longer than `within`
   (seen against the BigQuery emulator: 0.45 s per landing, ~5 events/s): the caller came
   back after the window had expired and took whatever had trickled in meanwhile;
 - hands over whatever is buffered as soon as the caller asks (after a short `linger` for
-  the first event, to gather a burst): the batch size follows the load, small when the
+  the first message, to gather a burst): the batch size follows the load, small when the
   caller keeps up (latency), up to `max_` when it does not (throughput). A fixed window
   instead (a batch due `within` after its first event) added up to `within` to every
   event's latency: p99 at 2,000 events/s went from 3.0 s to 3.8 s (`make bench`).
+
+The buffer is fed two ways: by the stream (what Faust's conductor delivers, and what test
+contexts put), and, for `direct_topic`, by Faust's fetch loop itself (payflow.faust_fetch),
+which skips Faust's per-event machinery. Batches hold Faust Messages; `ack` them once done.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterable
 
 from mode.utils.aiter import aiter
 
+from payflow import faust_fetch
 
-async def take_batches(stream: Any, max_: int, within: float,
-                       wake: asyncio.Event | None = None, linger: float = 0.02) -> AsyncIterator[list]:
-    buffer: list = []
-    buffer_started = asyncio.Event()  # the first event of a batch is buffered
-    buffer_full = asyncio.Event()
-    buffer_taken = asyncio.Event()
-    first_buffered_at = 0.0
-    channel_it = aiter(stream.channel)
+
+class BatchBuffer:
+    """The messages of the batch being filled; a `faust_fetch.Route`."""
+
+    def __init__(self, max_: int, loop: asyncio.AbstractEventLoop):
+        self.max = max_
+        self.messages: list = []
+        self.first_at = 0.0
+        self.started = asyncio.Event()  # the first message of a batch is buffered
+        self.filled = asyncio.Event()   # max_ messages are buffered
+        self.taken = asyncio.Event()    # a batch was handed over: there is space again
+        self.loop = loop
+
+    def full(self) -> bool:
+        return len(self.messages) >= self.max
+
+    def put(self, message: Any) -> None:
+        messages = self.messages
+        if not messages:
+            self.first_at = self.loop.time()
+            self.started.set()
+        messages.append(message)
+        if len(messages) >= self.max:
+            self.filled.set()
+
+    async def wait_for_space(self) -> None:
+        while self.full():
+            self.taken.clear()
+            await self.taken.wait()
+
+    def take(self) -> list:
+        batch, self.messages = self.messages, []
+        self.started.clear()
+        self.filled.clear()
+        self.taken.set()
+        return batch
+
+    def clear(self) -> None:
+        """Partitions revoked (Faust's flow_control.clear): drop what is buffered, unacked;
+        it is read again from the committed offsets."""
+        self.take()
+
+
+def ack(consumer: Any, messages: Iterable[Any]) -> None:
+    """Ack messages of a finished batch (untracked ones, as in test contexts, have nothing to ack)."""
+    consumer_ack = consumer.ack
+    for message in messages:
+        if message.tracked:
+            consumer_ack(message)
+
+
+async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Event | None = None,
+                       linger: float = 0.02, direct_topic: str | None = None) -> AsyncIterator[list]:
     loop = stream.loop
+    app = stream.app
+    buffer = BatchBuffer(max_, loop)
+    channel_it = aiter(stream.channel)
 
     async def add_to_buffer(value: Any) -> Any:
-        nonlocal first_buffered_at
         try:
             event = stream.current_event
             if event is None:
                 raise RuntimeError("take buffer found current_event is None")
-            while len(buffer) >= max_:
-                # never more than max_ per batch: wait until the full one is taken
-                buffer_taken.clear()
-                await stream.wait(buffer_taken)
-            if not buffer:
-                first_buffered_at = loop.time()
-                buffer_started.set()
-            buffer.append(event)
-            if len(buffer) >= max_:
-                buffer_full.set()
+            while buffer.full():  # never more than max_ per batch: wait until the full one is taken
+                buffer.taken.clear()
+                await stream.wait(buffer.taken)
+            buffer.put(event.message)
         except asyncio.CancelledError:  # pragma: no cover
             raise
         except Exception as exc:  # pragma: no cover - Faust's own handling
@@ -64,31 +110,35 @@ async def take_batches(stream: Any, max_: int, within: float,
     stream.enable_acks = False  # acked by the caller, after the batch landed
     stream.add_processor(add_to_buffer)
     stream._enable_passive(channel_it)
+    if direct_topic is not None:
+        app.flow_control.manage_queue(buffer)  # cleared with Faust's queues on a rebalance
+        faust_fetch.route(direct_topic, buffer)
     last_yield = loop.time()
     try:
         while not stream.should_stop:
-            if not buffer:
-                # idle: wait for an event, a landing to ack, or the idle tick (`within`)
+            if not buffer.messages:
+                # idle: wait for a message, a landing to ack, or the idle tick (`within`)
                 remaining = last_yield + within - loop.time()
                 if remaining > 0 and not (wake is not None and wake.is_set()):
-                    waits = [buffer_started] if wake is None else [buffer_started, wake]
+                    waits = [buffer.started] if wake is None else [buffer.started, wake]
                     await stream.wait_first(*waits, timeout=remaining)
-            if buffer and not buffer_full.is_set():
-                gather = first_buffered_at + linger - loop.time()
+            if buffer.messages and not buffer.filled.is_set():
+                gather = buffer.first_at + linger - loop.time()
                 if gather > 0:
-                    await stream.wait_first(buffer_full, timeout=gather)
+                    await stream.wait_first(buffer.filled, timeout=gather)
             now = loop.time()
-            if buffer:
-                batch = buffer[:]
-                buffer.clear()
-                buffer_started.clear()
-                buffer_full.clear()
-                buffer_taken.set()
+            if buffer.messages:
+                generation = app.consumer_generation_id
+                # a message of an older generation belongs to a revoked assignment (the
+                # stream's own check): it is read again from the committed offset
+                batch = [m for m in buffer.take() if m.generation_id == generation]
                 last_yield = now
                 yield batch
             elif (wake is not None and wake.is_set()) or now >= last_yield + within:
                 last_yield = now
                 yield []  # a landing to ack, or the idle tick
     finally:
+        if direct_topic is not None:
+            faust_fetch.unroute(direct_topic, buffer)
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)

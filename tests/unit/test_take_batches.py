@@ -6,7 +6,7 @@ import asyncio
 
 import faust
 
-from payflow.faust_take import take_batches
+from payflow.faust_take import ack, take_batches
 
 probe_app = faust.App("take-batches-probe", store="memory://", autodiscover=False)
 sizes: list[int] = []
@@ -18,8 +18,7 @@ async def slow_lander(stream):
     async for batch in take_batches(stream, 100, within=0.05, wake=wake):
         if batch:
             sizes.append(len(batch))
-            for event in batch:
-                await stream.ack(event)
+            ack(probe_app.consumer, batch)
             await asyncio.sleep(0.2)  # a landing slower than the batch window
 
 
@@ -37,3 +36,71 @@ async def test_a_caller_slower_than_the_window_gets_what_piled_up_as_whole_batch
     print("batch sizes", sizes)
     assert sum(sizes) == 400, sizes
     assert len(sizes) <= 12, sizes
+
+
+# -- the fetch route: what Faust's fetch loop hands the buffer directly (payflow.faust_fetch) --
+from faust.types import Message  # noqa: E402
+
+from payflow import faust_fetch  # noqa: E402
+
+DIRECT = "take-batches-probe-raw"
+fetched: list[list[int]] = []
+
+
+@probe_app.agent(probe_app.channel())
+async def direct_consumer(stream):
+    async for batch in take_batches(stream, 100, within=0.05, direct_topic=DIRECT):
+        if batch:
+            fetched.append([m.offset for m in batch])
+
+
+def message(offset: int, generation: int | None) -> Message:
+    return Message(DIRECT, 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
+
+
+async def route_with(offsets: range) -> faust_fetch.Route:
+    """The agent's route, once registered, with these offsets put as the fetch loop would."""
+    for _ in range(50):
+        if faust_fetch.routed(DIRECT):
+            route = faust_fetch._routes[DIRECT]
+            for offset in offsets:
+                route.put(message(offset, probe_app.consumer_generation_id))
+            return route
+        await asyncio.sleep(0.02)
+    raise AssertionError("take_batches did not register its route")
+
+
+async def until_fetched() -> None:
+    for _ in range(50):
+        if fetched:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_fetched_messages_arrive_as_batches_and_stale_generations_are_dropped():
+    fetched.clear()
+    async with direct_consumer.test_context():
+        route = await route_with(range(5))
+        route.put(message(5, probe_app.consumer_generation_id - 1))  # fetched before a rebalance: read again after it
+        await until_fetched()
+    assert fetched == [[0, 1, 2, 3, 4]]
+    assert not faust_fetch.routed(DIRECT)  # the route ends with the batches
+
+
+async def test_a_rebalance_clears_what_the_fetch_loop_buffered():
+    fetched.clear()
+    async with direct_consumer.test_context():
+        route = await route_with(range(3))
+        probe_app.flow_control.clear()  # what Faust does when partitions are revoked
+        route.put(message(10, probe_app.consumer_generation_id))
+        await until_fetched()
+    assert fetched == [[10]]
+
+
+async def test_a_full_buffer_makes_the_fetch_loop_wait_for_space():
+    fetched.clear()
+    async with direct_consumer.test_context():
+        route = await route_with(range(100))
+        assert route.full()
+        await asyncio.wait_for(route.wait_for_space(), timeout=2)  # the agent takes the batch
+        assert not route.full()
