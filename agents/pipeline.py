@@ -1,7 +1,9 @@
 """The pipeline agent: raw payment events -> mask -> dedup -> fraud -> outputs + warehouse.
 
 One agent over batches (`take_batches`): the stages share the raw topic's partitioning, so
-folding them avoids a Kafka hop (a full pass through Faust) per stage. Offsets are acked
+folding them avoids a Kafka hop (a full pass through Faust) per stage. The raw topic's
+messages reach the batches straight from Faust's fetch loop (payflow.faust_fetch), not
+event by event through the stream; what the stream delivers (test contexts) joins them. Offsets are acked
 by hand, only after the batch's outputs are on Kafka, the warehouse acknowledged it and
 its state changes reached the changelog.
 """
@@ -19,14 +21,14 @@ from faust.types import TP
 
 from payflow import metrics
 from payflow.app import app, raw_events, settings
-from payflow.faust_take import take_batches
+from payflow.faust_take import ack, take_batches
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import KeyRing
 from payflow.outputs import KafkaOutputs
 from payflow.pipeline import BatchProcessor, RawItem
 from payflow.sink import SinkStopped, WarehouseSink
 from payflow.warehouse import open_warehouse
-from payflow.warehouse.base import build_batch
+from payflow.warehouse.base import LandingBatch, build_batch
 from tables.state import ALL_TABLES, card_table, dedup_table, sender_table, watermark_table
 
 log = logging.getLogger("payflow.pipeline")
@@ -95,68 +97,96 @@ async def process_payments(stream):
             # nothing of this batch is acked: its offsets stay uncommitted; stop the worker
             await app.crash(exc)
             raise
+        if landing.published:  # the batch's outputs are on Kafka before its input is acked
+            await asyncio.gather(*landing.published)
         landed_at = time.time()
         metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
-        for e in landing.events:
-            metrics.END_TO_END.observe(landed_at - e.message.timestamp)
+        for m in landing.messages:
+            metrics.END_TO_END.observe(landed_at - m.timestamp)
         landed += 1
         if FAULT_EXIT_AFTER_LAND and landed == FAULT_EXIT_AFTER_LAND:
             log.warning("fault injection: exiting after landing batch %d, before acking its offsets", landed)
             os._exit(86)
         runtime.processor.expire(landing.start_watermarks)
         await runtime.outputs.flush_state(ALL_TABLES)
-        for event in landing.events:
-            await stream.ack(event)
+        ack(app.consumer, landing.messages)
         metrics.DEDUP_KEYS.set(runtime.processor.dedup_index.size())
 
-    # One batch lands (DuckDB: in its own process; BigQuery: network I/O in a thread) while
-    # the next is buffered and processed in this task; a landing that finishes wakes the
-    # loop, so its batch is acked at once rather than after the next batch.
+    # One landing is in flight (DuckDB: in its own process; BigQuery: network I/O in a
+    # thread) while the next batches are buffered and processed in this task; what they
+    # produce waits in `pending` and lands as one landing when the warehouse is free. A
+    # landing has a large fixed cost (DuckDB: ~50 ms of statements and commit whatever its
+    # size), so when the warehouse is the slower side, landings grow instead of the worker
+    # waiting; `pending` is bounded (max_pending events), then the worker waits. A landing
+    # that finishes wakes the loop, so it is acked at once rather than after the next batch.
+    max_pending = settings.batch_size * settings.landing_batches
     in_flight: Landing | None = None
+    pending: Landing | None = None
     landed_event = asyncio.Event()
+
+    def launch(landing: Landing) -> Landing:
+        landing.task = timed_land(runtime.sink, landing.batch)
+        landing.task.add_done_callback(lambda _: landed_event.set())
+        return landing
+
     try:
-        async for events in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event):
+        async for messages in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event,
+                                         direct_topic=settings.topics.raw):
             if in_flight is None:
                 landed_event.clear()  # nothing to ack: a stale wake-up must not spin the loop
             elif in_flight.task.done():
                 landing, in_flight = in_flight, None
                 landed_event.clear()
                 await finish(landing)
-            if events:
-                batch, start_watermarks = await process_batch(runtime, events, monitor)
-            if in_flight is not None:  # still landing while we processed: wait for it
-                landing, in_flight = in_flight, None
+            if messages:
+                processed = await process_batch(runtime, messages, monitor)
+                pending = processed if pending is None else pending.merge(processed)
+            if in_flight is not None and pending is not None and len(pending.messages) >= max_pending:
+                landing, in_flight = in_flight, None  # the warehouse is behind: wait for it
                 await finish(landing)
                 landed_event.clear()
-            if events:
-                task = asyncio.ensure_future(timed_land(runtime.sink, batch))
-                task.add_done_callback(lambda _: landed_event.set())
-                in_flight = Landing(task, events, start_watermarks)
+            if in_flight is None and pending is not None:
+                in_flight, pending = launch(pending), None
     except SinkStopped:
         return
 
 
-async def timed_land(sink: WarehouseSink, batch) -> None:
+def timed_land(sink: WarehouseSink, batch: LandingBatch) -> asyncio.Task:
     started = time.perf_counter()
-    await sink.land(batch)
-    metrics.STAGE_SECONDS.labels("sink").inc(time.perf_counter() - started)
+    task = sink.start(batch)
+    task.add_done_callback(lambda _: metrics.STAGE_SECONDS.labels("sink").inc(time.perf_counter() - started))
+    return task
 
 
 @dataclass
 class Landing:
-    task: asyncio.Future
-    events: list
+    """Processed batches waiting for (or in) one landing."""
+    batch: LandingBatch
+    messages: list  # their Faust messages, acked once landed
     start_watermarks: dict[int, int]
+    published: list  # futures of their output records
+    task: asyncio.Future | None = None
+
+    def merge(self, later: "Landing") -> "Landing":
+        for table, rows in later.batch.rows.items():
+            self.batch.rows.setdefault(table, []).extend(rows)
+        self.messages += later.messages
+        for partition, watermark in later.start_watermarks.items():
+            # expire no further than the earliest batch allows
+            self.start_watermarks[partition] = min(watermark, self.start_watermarks.get(partition, watermark))
+        self.published += later.published
+        return self
 
 
-async def process_batch(runtime: Runtime, events: list, monitor: Any):
-    """Every stage but the warehouse, and publishing; returns the rows to land."""
+async def process_batch(runtime: Runtime, messages: list, monitor: Any):
+    """Every stage but the warehouse; queues the outputs on the producer. Returns the rows to
+    land, with what finishing the landing needs."""
     now = datetime.now(timezone.utc)
     inbound_at = time.monotonic()
-    for tp in {e.message.tp for e in events}:
+    for tp in {m.tp for m in messages}:
         monitor.stream_inbound_time[tp] = inbound_at
-    items = [RawItem(e.message.partition, e.message.offset, e.value, e) for e in events]
-    keys = {(e.message.partition, e.message.offset): e.message.key for e in events}
+    items = [RawItem(m.partition, m.offset, m.value, m) for m in messages]
+    keys = {(m.partition, m.offset): m.key for m in messages}
     clock = runtime.processor.clock.seconds
     before = dict(clock)
     result = runtime.processor.process(items)
@@ -164,11 +194,11 @@ async def process_batch(runtime: Runtime, events: list, monitor: Any):
     for stage, seconds in clock.items():
         metrics.STAGE_SECONDS.labels(stage).inc(seconds - before[stage])
     t_publish = time.perf_counter()
-    await runtime.outputs.publish(result, keys, now)
+    published = await runtime.outputs.send(result, keys, now)
     metrics.STAGE_SECONDS.labels("publish").inc(time.perf_counter() - t_publish)
     batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
                         result.watermarks, now)
-    return batch, result.start_watermarks
+    return Landing(batch, messages, result.start_watermarks, published)
 
 
 def _count(n_in: int, result) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import faust
 
-from payflow import faust_commit
+from payflow import faust_commit, faust_fetch
 from payflow.faust_monitor import LeanMonitor
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
@@ -22,6 +22,7 @@ if settings.processing_guarantee != "at_least_once":
     )
 
 faust_commit.install()  # never commit over an offset that was not acked (faust#606)
+faust_fetch.install()  # raw-topic messages reach the pipeline agent as whole fetches
 
 app = faust.App(
     settings.app_id,
@@ -41,7 +42,7 @@ app = faust.App(
     producer_acks=-1,
     producer_linger_ms=5,
     producer_max_batch_size=256 * 1024,
-    producer_compression_type="lz4",
+    producer_compression_type=settings.producer_compression,
     web_port=settings.web_port,
     web_host="0.0.0.0",
     web_in_thread=False,

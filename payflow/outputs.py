@@ -5,7 +5,9 @@ Records are appended to aiokafka record batches per (topic, partition) and sent 
 `send_batch`: one future per record batch, not one per message (per-message `send` cost
 ~50 µs per payment, more than masking it). Every batch is awaited before the source
 offsets are acknowledged, so outputs are durable before their input is committed
-(at-least-once; consumers de-duplicate on transaction_id or (partition, offset)).
+(at-least-once; consumers de-duplicate on transaction_id or (partition, offset)); the
+agent awaits them while the batch lands, not before (the broker's round trip overlaps
+the landing).
 """
 from __future__ import annotations
 
@@ -52,18 +54,31 @@ class BatchPublisher:
 
     def __init__(self, producer: Callable[[], Any]):
         self._producer = producer  # resolved late: Faust starts its producer after import
+        # (topic, partition count, key) -> partition: the partitioner hashes every key in
+        # pure Python (murmur2), and keys (senders) repeat
+        self._partitions: dict[tuple[str, int, bytes], int] = {}
+
+    def _partition_of(self, producer: Any, topic: str, count: int, key: bytes | None, value: bytes) -> int:
+        if key is None:
+            return producer._partition(topic, None, key, value, key, value)
+        cache_key = (topic, count, key)
+        partition = self._partitions.get(cache_key)
+        if partition is None:
+            if len(self._partitions) >= 200_000:
+                self._partitions.clear()
+            partition = self._partitions[cache_key] = producer._partition(topic, None, key, value, key, value)
+        return partition
 
     async def send(self, records: Iterable[Record]) -> list[Any]:
         """Queue every record; return the futures of their record batches (RecordMetadata)."""
         producer = self._producer()
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
-        known: set[str] = set()
+        counts: dict[str, int] = {}
         for topic, partition, key, value in records:
-            if topic not in known:
-                await producer.partitions_for(topic)  # metadata, so partitioning can run
-                known.add(topic)
+            if topic not in counts:
+                counts[topic] = len(await producer.partitions_for(topic))  # metadata, so partitioning can run
             if partition is None:
-                partition = producer._partition(topic, None, key, value, key, value)
+                partition = self._partition_of(producer, topic, counts[topic], key, value)
             groups[(topic, partition)].append((key, value))
         futures = []
         for (topic, partition), messages in groups.items():
@@ -88,8 +103,14 @@ class KafkaOutputs:
         self.publisher = BatchPublisher(producer)
         self.topics = topics
 
+    async def send(self, result: BatchResult, keys: dict[tuple[int, int], bytes | None], now: datetime) -> list[Any]:
+        """Queue a batch's outputs; await the returned futures before acking its input."""
+        return await self.publisher.send(output_records(result, keys, self.topics, now))
+
     async def publish(self, result: BatchResult, keys: dict[tuple[int, int], bytes | None], now: datetime) -> None:
-        await self.publisher.publish(output_records(result, keys, self.topics, now))
+        futures = await self.send(result, keys, now)
+        if futures:
+            await asyncio.gather(*futures)
 
     async def flush_state(self, tables: Iterable[BatchLoggedTable]) -> int:
         """Send each table's changelog records for the batch; note their offsets once acknowledged."""
@@ -123,6 +144,10 @@ class RecordingOutputs:
                 self.published["state"] += [(table.name, partition, chunk) for chunk in chunks]
                 n += len(chunks)
         return n
+
+    async def send(self, result: BatchResult, keys: dict, now: datetime) -> list[Any]:
+        await self.publish(result, keys, now)
+        return []
 
     async def publish(self, result: BatchResult, keys: dict, now: datetime) -> None:
         self.published["enriched"] += [orjson.loads(e.to_enriched_json()) for e in result.enriched]

@@ -33,7 +33,7 @@ class RawItem:
     partition: int
     offset: int
     value: bytes | None
-    handle: Any = None  # the Faust event (acked once its batch landed)
+    handle: Any = None  # the Faust message (acked once its batch landed)
 
 
 @dataclass
