@@ -22,6 +22,9 @@ class ExpiryIndex:
         self.ts_of = ts_of
         self.partition_of = partition_of
         self._heaps: dict[int, list[tuple[float, str]]] = defaultdict(list)
+        # (partition, key) -> event time of its last write: what the store holds, known
+        # without reading and parsing the stored value back
+        self._newest: dict[tuple[int, str], float] = {}
         self._rebuilt = False
 
     def rebuild(self, items: Iterable[tuple[object, bytes]]) -> int:
@@ -38,18 +41,23 @@ class ExpiryIndex:
         return self._rebuilt
 
     def note(self, partition: int, ts: float, key: str) -> None:
+        """`key` was written with a value whose event time is `ts`."""
         heapq.heappush(self._heaps[partition], (ts, key))
+        self._newest[(partition, key)] = ts
 
     def expired(self, partition: int, horizon: float) -> list[str]:
-        """Keys of this partition whose newest write is older than horizon (and still stored)."""
+        """Keys of this partition whose last write is older than horizon; forgets them."""
         heap = self._heaps.get(partition)
+        newest = self._newest
         out: list[str] = []
         while heap and heap[0][0] < horizon:
-            ts, key = heapq.heappop(heap)
-            value = self.store.read(partition, key)
-            if value is not None and self.ts_of(value) < horizon:
+            _, key = heapq.heappop(heap)
+            last = newest.get((partition, key))
+            if last is not None and last < horizon:  # else written again since: a later entry decides
+                del newest[(partition, key)]
                 out.append(key)
         return out
 
     def size(self) -> int:
-        return sum(len(h) for h in self._heaps.values())
+        """Keys tracked (held in the store, unless erased since)."""
+        return len(self._newest)
