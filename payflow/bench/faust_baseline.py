@@ -1,8 +1,14 @@
-"""Baseline for `make bench`: an empty Faust agent with the pipeline's batching.
+"""Baselines for `make bench`: empty Faust agents over the pipeline's topic.
 
-It consumes the same topic as the pipeline through `noack_take`, decodes each value as
-JSON and acks it, nothing else; the gap between it and the pipeline is what payflow's
-stages cost. Run by the benchmark as a worker process:
+Each consumes the topic, decodes each value as JSON and acks it, nothing else; the gap
+between it and the pipeline is what payflow's stages cost. BENCH_MODE picks the delivery:
+
+- `fetch`: the pipeline's own batching, `take_batches` fed straight from Faust's fetch
+  loop (payflow.faust_fetch): the baseline the pipeline is compared with;
+- `stream`: Faust's per-event stream with `noack_take` batches, what a Faust agent gets
+  without payflow's fetch path (shows what that path saves).
+
+Run by the benchmark as a worker process:
 `python -m payflow.bench.faust_baseline worker -l warn`, configured by BENCH_* variables.
 """
 from __future__ import annotations
@@ -14,12 +20,18 @@ import time
 import faust
 import orjson
 
+from payflow import faust_fetch
+from payflow.faust_take import ack, take_batches
 from payflow.settings import kafka_url
 
 TOPIC = os.environ["BENCH_TOPIC"]
 EXPECTED = int(os.environ["BENCH_COUNT"])
 RESULT = os.environ["BENCH_RESULT"]
 BATCH = int(os.environ.get("BENCH_BATCH", "2000"))
+MODE = os.environ.get("BENCH_MODE", "fetch")
+
+if MODE == "fetch":
+    faust_fetch.install()
 
 app = faust.App(os.environ["BENCH_APP_ID"], broker=kafka_url(os.environ["BENCH_KAFKA"]), store="memory://", datadir=os.environ["BENCH_DATADIR"],
                 consumer_auto_offset_reset="earliest", broker_max_poll_records=2000,
@@ -28,23 +40,44 @@ app = faust.App(os.environ["BENCH_APP_ID"], broker=kafka_url(os.environ["BENCH_K
 source = app.topic(TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
+class Count:
+    seen = 0
+    started: float | None = None
+
+    @classmethod
+    def add(cls, n: int) -> None:
+        cls.seen += n
+        if cls.seen >= EXPECTED:
+            with open(RESULT, "w") as f:
+                json.dump({"events": cls.seen, "seconds": time.perf_counter() - cls.started}, f)
+            os._exit(0)  # the measurement is written; nothing to shut down cleanly for
+
+
+def decode(value: bytes) -> None:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+
+
 @app.agent(source)
 async def consume(stream):
-    seen, started = 0, None
-    async for events in stream.noack_take(BATCH, within=0.5):
-        if started is None:
-            started = time.perf_counter()
-        for event in events:
-            try:
-                orjson.loads(event.value)
-            except orjson.JSONDecodeError:
-                pass
-            await stream.ack(event)
-        seen += len(events)
-        if seen >= EXPECTED:
-            with open(RESULT, "w") as f:
-                json.dump({"events": seen, "seconds": time.perf_counter() - started}, f)
-            os._exit(0)  # the measurement is written; nothing to shut down cleanly for
+    if MODE == "fetch":
+        async for messages in take_batches(stream, BATCH, 0.5, direct_topic=TOPIC):
+            if not messages:
+                continue
+            Count.started = Count.started or time.perf_counter()
+            for message in messages:
+                decode(message.value)
+            ack(app.consumer, messages)
+            Count.add(len(messages))
+    else:
+        async for events in stream.noack_take(BATCH, within=0.5):
+            Count.started = Count.started or time.perf_counter()
+            for event in events:
+                decode(event.value)
+                await stream.ack(event)
+            Count.add(len(events))
 
 
 if __name__ == "__main__":
