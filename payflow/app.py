@@ -7,6 +7,7 @@ from __future__ import annotations
 import faust
 
 from payflow import faust_commit, faust_fetch
+from payflow.memory import limit_malloc_arenas
 from payflow.faust_monitor import LeanMonitor
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
@@ -23,6 +24,7 @@ if settings.processing_guarantee != "at_least_once":
 
 faust_commit.install()  # never commit over an offset that was not acked (faust#606)
 faust_fetch.install()  # raw-topic messages reach the pipeline agent as whole fetches
+limit_malloc_arenas()  # before Faust, RocksDB and the executors start their threads
 
 app = faust.App(
     settings.app_id,
