@@ -6,7 +6,7 @@ Money is Decimal (serialised as a string); time is timezone-aware UTC (RFC 3339)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,8 +21,8 @@ def _default(value: Any) -> Any:
 
 
 def dumps(record: Any) -> bytes:
-    payload = asdict(record) if hasattr(record, "__dataclass_fields__") else record
-    return orjson.dumps(payload, default=_default)
+    # orjson serialises dataclasses itself; dataclasses.asdict deep-copied every value first
+    return orjson.dumps(record, default=_default)
 
 
 @dataclass(slots=True)
