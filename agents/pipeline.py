@@ -132,11 +132,8 @@ async def process_payments(stream):
     try:
         async for messages in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event,
                                          direct_topic=settings.topics.raw):
-            if in_flight is None:
-                landed_event.clear()  # nothing to ack: a stale wake-up must not spin the loop
-            elif in_flight.task.done():
+            if in_flight is not None and in_flight.task.done():
                 landing, in_flight = in_flight, None
-                landed_event.clear()
                 await finish(landing)
             if messages:
                 processed = await process_batch(runtime, messages, monitor)
@@ -144,9 +141,15 @@ async def process_payments(stream):
             if in_flight is not None and pending is not None and len(pending.messages) >= max_pending:
                 landing, in_flight = in_flight, None  # the warehouse is behind: wait for it
                 await finish(landing)
-                landed_event.clear()
             if in_flight is None and pending is not None:
                 in_flight, pending = launch(pending), None
+            if in_flight is None or not in_flight.task.done():
+                # only a finished in-flight landing may wake us. A landing's done-callback
+                # can run after this loop already saw the task done and finished it; left
+                # set, that stale wake-up made take_batches yield [] at once, forever, while
+                # the next landing could never complete: the worker spun (seen twice in ten
+                # latency runs of `make bench`)
+                landed_event.clear()
     except SinkStopped:
         return
 

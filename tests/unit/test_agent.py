@@ -93,3 +93,56 @@ async def test_replay_at_the_same_offset_passes_through_once(runtime):
     assert len(out["dedup_audit"]) == 1 and out["dedup_audit"][0]["duplicate_offset"] == 501
     rows = runtime.sink.warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions")
     assert rows[0]["n"] == 1
+
+
+class SlowOutputs(RecordingOutputs):
+    """Outputs whose send yields to the loop for a while, as a real producer does."""
+
+    async def send(self, result, keys, now):
+        await asyncio.sleep(0.05)
+        return await super().send(result, keys, now)
+
+
+class ScriptedSink(WarehouseSink):
+    """The first landing is done the moment it starts; later ones wait for `release`."""
+
+    def __init__(self, warehouse):
+        super().__init__(warehouse)
+        self.starts = 0
+        self.release = asyncio.Event()
+
+    def start(self, batch):
+        self.starts += 1
+        if self.starts == 1:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(self.warehouse.land(batch))
+            return done
+        return asyncio.ensure_future(self._held(batch))
+
+    async def _held(self, batch):
+        await self.release.wait()
+        return self.warehouse.land(batch)
+
+
+@pytest.mark.timeout(20)
+async def test_a_landing_finished_before_its_wakeup_ran_does_not_spin_the_agent(runtime, monkeypatch):
+    """A landing seen done and finished before its done-callback ran left the wake-up set
+    for the next landing: take_batches then yielded [] without awaiting, forever, and the
+    worker spun (found by `make bench` latency runs). Fails by timeout on that code."""
+    sink = ScriptedSink(runtime.sink.warehouse)
+    rt = pipeline.Runtime(runtime.processor, SlowOutputs(), sink)
+    monkeypatch.setattr(pipeline, "runtime_factory", lambda: rt)
+    async with pipeline.process_payments.test_context() as agent:
+        await agent.put(raw("txn_first"), key=b"acct_sender", partition=0, wait=False)
+        await asyncio.sleep(0.035)  # the first batch is taken (20 ms linger); the next arrives while it is processed
+        await agent.put(raw("txn_second", 1), key=b"acct_sender", partition=0, wait=False)
+        for _ in range(100):
+            if sink.starts >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert sink.starts == 2, "the second batch never reached the warehouse"
+        await asyncio.sleep(0.3)  # the loop must still be ours: a spinning agent never gives it back
+        sink.release.set()
+        await asyncio.sleep(pipeline.settings.batch_seconds + 0.5)
+    rows = sink.warehouse.query("SELECT transaction_id FROM payment_transactions ORDER BY 1")
+    assert [r["transaction_id"] for r in rows] == ["txn_first", "txn_second"]
