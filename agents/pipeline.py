@@ -3,9 +3,9 @@
 One agent over batches (`take_batches`): the stages share the raw topic's partitioning, so
 folding them avoids a Kafka hop (a full pass through Faust) per stage. The raw topic's
 messages reach the batches straight from Faust's fetch loop (payflow.faust_fetch), not
-event by event through the stream; what the stream delivers (test contexts) joins them. Offsets are acked
-by hand, only after the batch's outputs are on Kafka, the warehouse acknowledged it and
-its state changes reached the changelog.
+event by event through the stream; what the stream delivers (test contexts) joins them.
+Offsets are acked by hand, only after the batch's outputs are on Kafka, the warehouse
+acknowledged it and its state changes reached the changelog.
 """
 from __future__ import annotations
 
