@@ -5,7 +5,6 @@ import asyncio
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 import click

@@ -41,7 +41,7 @@ class ScanResult:
         return not self.findings
 
     def summary(self) -> str:
-        lines = [f"scanned: " + ", ".join(f"{k} {v}" for k, v in self.scanned.items())]
+        lines = ["scanned: " + ", ".join(f"{k} {v}" for k, v in self.scanned.items())]
         if self.pii_hash_share is not None:
             lines.append(f"card payments carrying a pii_hash: {self.pii_hash_share:.2%}")
         for f in self.findings[:50]:

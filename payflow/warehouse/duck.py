@@ -169,7 +169,6 @@ class DuckDBWarehouse(Warehouse):
                     "UPDATE pii_masking_audit SET pii_hash = NULL, pii_key_id = NULL, user_email = NULL, "
                     "erasure_requested = TRUE, erasure_timestamp = ? "
                     "WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)", [now]))
-                seconds = time.perf_counter() - started
                 import json
                 c.execute("UPDATE gdpr_erasures SET completed_at = ?, rows_affected = ? WHERE request_id = ?",
                           [datetime.now(timezone.utc), json.dumps(affected), request_id])

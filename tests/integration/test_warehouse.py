@@ -2,7 +2,7 @@
 against the local emulator. One suite, parametrised where the behaviour is the same."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -13,9 +13,7 @@ from payflow.pipeline import BatchProcessor, RawItem
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse import schema
 from payflow.warehouse.base import build_batch
-from payflow.warehouse.bq import BigQueryWarehouse
-from payflow.warehouse.duck import DuckDBWarehouse
-from tests.helpers import BQ_PROJECT, TEST_HMAC_KEYS, unique
+from tests.helpers import TEST_HMAC_KEYS
 
 pytestmark = pytest.mark.integration
 RING = KeyRing.parse(TEST_HMAC_KEYS)

@@ -60,7 +60,7 @@ def test_faust_commits_over_a_single_unacked_offset_at_the_head_and_the_fix_does
 def test_the_fix_commits_contiguous_acks_and_steps_over_known_gaps():
     fixed = faust_commit.fixed_new_offset
     assert fixed(consumer_state(2585, [2585, 2586, 2588]), "tp") == 2587
-    assert fixed(consumer_state(None, [7, 8, 9]), "tp") is 10
+    assert fixed(consumer_state(None, [7, 8, 9]), "tp") == 10
     assert fixed(consumer_state(10, []), "tp") is None
     # offsets 11..14 are known never to arrive (compacted away): they count as acked
     assert fixed(consumer_state(10, [10, 15, 16], gaps=[(11, 15)]), "tp") == 17
