@@ -12,12 +12,14 @@ and an append.
 
 `drain_messages` is Faust 0.15's `Consumer._drain_messages` with one change: a message of
 a routed topic goes to its `Route` (`route()`); every other topic (erasure requests,
-anything else) takes Faust's path unchanged. What Faust's stream does for a message is kept:
-it is tracked as unacked (so commits wait for its ack and a rebalance waits for it), it
+anything else) takes Faust's path unchanged. What Faust does for a message is kept: it
 waits for the app's flow control, a full buffer makes the loop wait (interruptible by a
-rebalance, as Faust's is), the buffer
-is cleared when partitions are revoked (Faust clears its queues then), and messages of
-an older consumer generation are dropped when handed over (the stream's generation check).
+rebalance, as Faust's is), the buffer is cleared when partitions are revoked (Faust clears
+its queues then), and when the agent takes a batch (take_batches), messages of an older
+consumer generation are dropped and the rest are tracked as unacked, so commits and a
+rebalance wait for their acks (the stream's generation check and tracking, at the same
+point as the stream does them: a message tracked while still buffered, or while this loop
+still referenced it, kept a rebalance waiting forever once the buffer was cleared).
 `install()` puts it on Faust's Consumer class once.
 """
 from __future__ import annotations
@@ -67,7 +69,6 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
-    track_unacked = self._unacked_messages.add
     suspended = self.suspend_flow.is_set
     flow_control = self.app.flow_control
     routes = _routes
@@ -110,10 +111,10 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
                             while target.full() and not suspended():
                                 await self.wait_first(target.wait_for_space(), self.suspend_flow.wait())
                             if not suspended():
-                                # as the stream would: commits and rebalances wait for its ack
-                                if not message.tracked and acks_enabled_for(tp.topic):
-                                    message.tracked = True
-                                    track_unacked(message)
+                                # tracked for acks when the agent takes it (take_batches), as
+                                # Faust's stream does: tracked here, a message still referenced
+                                # by this loop after a rebalance cleared the buffer kept the
+                                # rebalance waiting for its ack forever
                                 target.put(message)
                             # else dropped, as Faust drops what a rebalance interrupts; it is
                             # read again from the committed offset after the rebalance

@@ -106,6 +106,17 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
             await stream.crash(exc)
         return value
 
+    acks_enabled_for = app.topics.acks_enabled_for
+    unacked = app.consumer._unacked_messages
+
+    def track(batch: list) -> None:
+        """Taken messages are pending acks: commits and a rebalance wait for them (the stream
+        tracks the messages it delivers itself; fetched ones are tracked here)."""
+        for message in batch:
+            if not message.tracked and acks_enabled_for(message.topic):
+                message.tracked = True
+                unacked.add(message)
+
     enable_acks = stream.enable_acks
     stream.enable_acks = False  # acked by the caller, after the batch landed
     stream.add_processor(add_to_buffer)
@@ -132,6 +143,7 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
                 # a message of an older generation belongs to a revoked assignment (the
                 # stream's own check): it is read again from the committed offset
                 batch = [m for m in buffer.take() if m.generation_id == generation]
+                track(batch)
                 last_yield = now
                 yield batch
             elif (wake is not None and wake.is_set()) or now >= last_yield + within:

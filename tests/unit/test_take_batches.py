@@ -39,7 +39,7 @@ async def test_a_caller_slower_than_the_window_gets_what_piled_up_as_whole_batch
 
 
 # -- the fetch route: what Faust's fetch loop hands the buffer directly (payflow.faust_fetch) --
-from faust.types import Message  # noqa: E402
+from faust.types.tuples import ConsumerMessage  # noqa: E402
 
 from payflow import faust_fetch  # noqa: E402
 
@@ -54,8 +54,8 @@ async def direct_consumer(stream):
             fetched.append([m.offset for m in batch])
 
 
-def message(offset: int, generation: int | None) -> Message:
-    return Message(DIRECT, 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
+def message(offset: int, generation: int | None) -> ConsumerMessage:
+    return ConsumerMessage(DIRECT, 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
 
 
 async def route_with(offsets: range) -> faust_fetch.Route:
@@ -104,3 +104,24 @@ async def test_a_full_buffer_makes_the_fetch_loop_wait_for_space():
         assert route.full()
         await asyncio.wait_for(route.wait_for_space(), timeout=2)  # the agent takes the batch
         assert not route.full()
+
+
+async def test_fetched_messages_are_pending_acks_once_taken_not_while_buffered(monkeypatch):
+    """Tracked while buffered, a message the fetch loop still referenced after a rebalance
+    cleared the buffer kept Faust's rebalance (wait_empty) waiting for its ack forever
+    (found by the scale-out fault test); the stream tracks what it delivers, so do we."""
+    monkeypatch.setattr(probe_app.topics, "acks_enabled_for", lambda topic: True)
+    fetched.clear()
+    async with direct_consumer.test_context():
+        route = await route_with(range(0))
+        generation = probe_app.consumer_generation_id
+        held = message(1, generation)  # still referenced, as by the fetch loop
+        route.put(held)
+        probe_app.flow_control.clear()  # the rebalance drops it
+        taken = message(2, generation)
+        route.put(taken)
+        await until_fetched()
+    assert fetched == [[2]]
+    assert not held.tracked and held not in probe_app.consumer._unacked_messages
+    assert taken.tracked and taken in probe_app.consumer._unacked_messages
+    probe_app.consumer._unacked_messages.discard(taken)
