@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from payflow.kafka_admin import delete_topics, group_lag, list_topics
+from payflow.kafka_admin import delete_topics, group_lag, list_topics, rewind_group
 from payflow.settings import ROOT, Settings
 
 DEMO_EVENTS = int(os.environ.get("PAYFLOW_DEMO_EVENTS", "20000"))
@@ -76,6 +76,8 @@ def main() -> int:
                           "--seed", "2026", "--manifest", str(manifest_path)], cwd=ROOT)
     if sim.returncode != 0:
         return sim.returncode
+    # the new topic starts from nothing for the worker's consumer group too
+    asyncio.run(rewind_group(settings.kafka_bootstrap, settings.app_id, settings.topics.raw))
 
     say("starting the worker (payflow worker) and waiting until every offset is committed")
     log_path = settings.data_dir / "worker-stdout.log"
