@@ -137,8 +137,5 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
         unset_flag(flag_consumer_fetching)
 
 
-FAUST_DRAIN_MESSAGES = Consumer._drain_messages
-
-
 def install() -> None:
     Consumer._drain_messages = drain_messages

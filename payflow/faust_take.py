@@ -95,9 +95,8 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
             event = stream.current_event
             if event is None:
                 raise RuntimeError("take buffer found current_event is None")
-            while buffer.full():  # never more than max_ per batch: wait until the full one is taken
-                buffer.taken.clear()
-                await stream.wait(buffer.taken)
+            if buffer.full():  # never more than max_ per batch: wait until the full one is taken
+                await stream.wait(buffer.wait_for_space())
             buffer.put(event.message)
         except asyncio.CancelledError:  # pragma: no cover
             raise

@@ -92,12 +92,6 @@ class BatchPublisher:
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    async def publish(self, records: Iterable[Record]) -> None:
-        futures = await self.send(records)
-        if futures:
-            await asyncio.gather(*futures)
-
-
 class KafkaOutputs:
     def __init__(self, producer: Callable[[], Any], topics: Topics):
         self.publisher = BatchPublisher(producer)
@@ -106,11 +100,6 @@ class KafkaOutputs:
     async def send(self, result: BatchResult, keys: dict[tuple[int, int], bytes | None], now: datetime) -> list[Any]:
         """Queue a batch's outputs; await the returned futures before acking its input."""
         return await self.publisher.send(output_records(result, keys, self.topics, now))
-
-    async def publish(self, result: BatchResult, keys: dict[tuple[int, int], bytes | None], now: datetime) -> None:
-        futures = await self.send(result, keys, now)
-        if futures:
-            await asyncio.gather(*futures)
 
     async def flush_state(self, tables: Iterable[BatchLoggedTable]) -> int:
         """Send each table's changelog records for the batch; note their offsets once acknowledged."""
@@ -146,11 +135,9 @@ class RecordingOutputs:
         return n
 
     async def send(self, result: BatchResult, keys: dict, now: datetime) -> list[Any]:
-        await self.publish(result, keys, now)
-        return []
-
-    async def publish(self, result: BatchResult, keys: dict, now: datetime) -> None:
+        """Record the outputs; nothing to wait for."""
         self.published["enriched"] += [orjson.loads(e.to_enriched_json()) for e in result.enriched]
         self.published["dlq"] += [orjson.loads(r.to_dlq_json(now)) for r in result.rejections]
         self.published["late"] += [orjson.loads(p.to_masked_json()) for p in result.late]
         self.published["dedup_audit"] += [orjson.loads(dumps(d)) for d in result.duplicates]
+        return []

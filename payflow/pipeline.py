@@ -95,10 +95,10 @@ class BatchProcessor:
         self.committed_offset = committed_offset
         self.now = now
         self.clock = StageClock()
-        self.dedup_index = ExpiryIndex(self.dedup_table, ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
+        self.dedup_index = ExpiryIndex(ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
-        self.sender_index = ExpiryIndex(self.sender_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
-        self.card_index = ExpiryIndex(self.card_table, ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.sender_index = ExpiryIndex(ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.card_index = ExpiryIndex(ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
         self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
         self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
         self._seen: dict[int, int] = {}  # partition -> last offset processed

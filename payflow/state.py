@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from typing import TYPE_CHECKING, Callable, Iterable
-
-if TYPE_CHECKING:
-    from payflow.state_log import PartitionedState
+from typing import Callable, Iterable
 
 
 class ExpiryIndex:
-    def __init__(self, store: "PartitionedState", *, ts_of: Callable[[bytes], float],
-                 partition_of: Callable[[bytes], int]):
-        self.store = store
+    def __init__(self, *, ts_of: Callable[[bytes], float], partition_of: Callable[[bytes], int]):
+        """`ts_of` and `partition_of` read a stored value, for rebuild()."""
         self.ts_of = ts_of
         self.partition_of = partition_of
         self._heaps: dict[int, list[tuple[float, str]]] = defaultdict(list)
