@@ -22,7 +22,7 @@ from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from payflow.memory import limit_malloc_arenas
+from payflow.memory import limit_malloc_arenas, tune_garbage_collector
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse
 
 _warehouse: Warehouse | None = None
@@ -64,6 +64,7 @@ def _start(path: str, parent: int) -> None:
     # one DuckDB thread: the process shares two cores with the worker and the broker, and
     # a second thread's buffers counted against the pod's memory for no faster landing
     _warehouse.con.execute("SET threads = 1")
+    tune_garbage_collector()
 
 
 def _keep_memory_small() -> None:
