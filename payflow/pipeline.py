@@ -245,6 +245,8 @@ class BatchProcessor:
             replay_start = log.before(committed) if committed is not None else None
             if replay_start is not None:
                 out.start_watermarks[partition] = replay_start
+        for table in (self.dedup_table, self.sender_table, self.card_table, self.watermark_table):
+            table.apply_writes()  # one write per partition to the local store
         secs["fraud"] += perf() - t4
         return out
 
@@ -262,5 +264,4 @@ class BatchProcessor:
                 (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
                 (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
             ):
-                for k in index.expired(partition, horizon):
-                    table.expire(partition, k)
+                table.expire(partition, index.expired(partition, horizon))

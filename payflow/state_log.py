@@ -4,7 +4,8 @@ A Faust table sends one changelog message per key change, each with its own prod
 future and callback. The pipeline changed ~4 keys per payment (dedup entry, sender and
 card history, expiry tombstones), so those messages, not payflow's stages, were most of
 its cost. Here a batch's changes to one partition are packed into one record (split
-below the message size limit) and written locally as one RocksDB WriteBatch. Faust's
+below the message size limit) and written locally as one RocksDB WriteBatch at the end of
+the batch (reads within the batch see its writes first). Faust's
 recovery and standbys still read the changelog and hand records to
 `apply_changelog_batch`, which unpacks them, so restart and rebalance work as before.
 
@@ -22,6 +23,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Iterator, Protocol
 
 import faust
+from rocksdict import WriteBatch
 
 # One record: MAGIC, then per change: key length, value length (-1 = delete), key, value.
 MAGIC = b"PFS1"
@@ -76,7 +78,8 @@ class PartitionedState(Protocol):
     def read(self, partition: int, key: str) -> bytes | None: ...
     def write(self, partition: int, key: str, value: bytes) -> None: ...
     def remove(self, partition: int, key: str) -> bool: ...
-    def expire(self, partition: int, key: str) -> None: ...
+    def apply_writes(self) -> None: ...
+    def expire(self, partition: int, keys: Iterable[str]) -> None: ...
     def scan(self) -> Iterable[tuple[str, bytes]]: ...
 
 
@@ -93,6 +96,8 @@ class BatchLoggedTable(faust.Table):
         self._changelog_deleting = True
         self._retention_seconds = retention_seconds
         self._pending: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
+        # written in this batch, not yet in the local store: reads see them first
+        self._unapplied: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
 
     def _new_changelog_topic(self, *, retention=None, compacting=None, deleting=None):
         return super()._new_changelog_topic(retention=self._retention_seconds, compacting=False, deleting=True)
@@ -116,27 +121,57 @@ class BatchLoggedTable(faust.Table):
 
     def read(self, partition: int, key: str) -> bytes | None:
         k = key.encode()
+        unapplied = self._unapplied.get(partition)
+        if unapplied and k in unapplied:
+            return unapplied[k]
         if self._rocksdb:
             return self.data._db_for_partition(partition).get(k)
         return self.data.data.get(k)
 
     def write(self, partition: int, key: str, value: bytes) -> None:
+        """Reaches the local store at apply_writes(), the changelog at take_pending()."""
         k = key.encode()
-        self._put_local(partition, k, value)
+        self._unapplied[partition][k] = value
         self._pending[partition][k] = value
+
+    def apply_writes(self) -> None:
+        """Write what the batch wrote to the local store: one RocksDB WriteBatch per partition
+        (a put each cost ~2.6 µs, three or so per payment; a WriteBatch ~0.7 µs per key)."""
+        unapplied, self._unapplied = self._unapplied, defaultdict(dict)
+        for partition, changes in unapplied.items():
+            if self._rocksdb:
+                batch = WriteBatch(raw_mode=True)  # Faust opens its stores in raw mode
+                for k, value in changes.items():
+                    if value is None:
+                        batch.delete(k)
+                    else:
+                        batch.put(k, value)
+                self.data._db_for_partition(partition).write(batch)
+            else:
+                for k, value in changes.items():
+                    self._put_local(partition, k, value)
 
     def remove(self, partition: int, key: str) -> bool:
         """Delete a key and log the delete (erasure): a recovery will not bring it back."""
         if self.read(partition, key) is None:
             return False
         k = key.encode()
+        self._unapplied[partition].pop(k, None)
         self._put_local(partition, k, None)
         self._pending[partition][k] = None
         return True
 
-    def expire(self, partition: int, key: str) -> None:
-        """Delete locally only: the changelog record ages out by retention."""
-        self._put_local(partition, key.encode(), None)
+    def expire(self, partition: int, keys: Iterable[str]) -> None:
+        """Delete locally only (one WriteBatch): the changelog record ages out by retention."""
+        if self._rocksdb:
+            batch = WriteBatch(raw_mode=True)
+            for key in keys:
+                batch.delete(key.encode())
+            if len(batch):
+                self.data._db_for_partition(partition).write(batch)
+        else:
+            for key in keys:
+                self._put_local(partition, key.encode(), None)
 
     def scan(self) -> Iterator[tuple[str, bytes]]:
         """Every (key, value) held locally, over all assigned partitions."""
@@ -194,8 +229,12 @@ class DictState:
     def remove(self, partition: int, key: str) -> bool:
         return self.data.pop(key, None) is not None
 
-    def expire(self, partition: int, key: str) -> None:
-        self.data.pop(key, None)
+    def apply_writes(self) -> None:
+        pass  # written through at once
+
+    def expire(self, partition: int, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.data.pop(key, None)
 
     def scan(self) -> Iterable[tuple[str, bytes]]:
         return list(self.data.items())

@@ -34,3 +34,30 @@ def test_no_changes_no_record():
 def test_a_foreign_record_is_refused():
     with pytest.raises(ValueError):
         list(unpack_changes(b'{"not": "ours"}'))
+
+
+def _rocksdb_table(tmp_path):
+    import faust
+
+    from payflow.state_log import BatchLoggedTable
+    app = faust.App("state-log-test", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    return BatchLoggedTable(app, name="t", retention_seconds=60, partitions=2, key_type=bytes, value_type=bytes)
+
+
+def test_rocksdb_writes_reach_the_store_at_apply_and_reads_see_them_before(tmp_path):
+    table = _rocksdb_table(tmp_path)
+    db = table.data._db_for_partition(1)
+    table.write(1, "txn_a", b"first")
+    table.write(1, "txn_a", b"second")
+    assert table.read(1, "txn_a") == b"second"  # the batch sees its own write
+    assert db.get(b"txn_a") is None  # not yet in the local store
+    table.apply_writes()
+    assert db.get(b"txn_a") == b"second"
+    assert table.read(0, "txn_a") is None  # partitions stay apart
+    assert table.take_pending() == {1: pack_changes({b"txn_a": b"second"})}
+
+    assert table.remove(1, "txn_a") and table.read(1, "txn_a") is None
+    table.write(1, "txn_b", b"b")
+    table.apply_writes()
+    table.expire(1, ["txn_b", "txn_never_written"])
+    assert db.get(b"txn_b") is None and dict(table.scan()) == {}
