@@ -171,8 +171,7 @@ class Landing:
     task: asyncio.Future | None = None
 
     def merge(self, later: "Landing") -> "Landing":
-        for table, rows in later.batch.rows.items():
-            self.batch.rows.setdefault(table, []).extend(rows)
+        self.batch.extend(later.batch)
         self.messages += later.messages
         for partition, watermark in later.start_watermarks.items():
             # expire no further than the earliest batch allows

@@ -92,7 +92,7 @@ class BigQueryWarehouse(Warehouse):
     def land(self, batch: LandingBatch) -> dict[str, int]:
         inserted = {}
         for table in LANDING_ORDER:
-            rows = batch.rows.get(table) or []
+            rows = batch.rows(table)
             if not rows:
                 continue
             # short client-side retries: the sink's own retry loop (backoff, jitter, metrics,

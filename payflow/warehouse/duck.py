@@ -19,22 +19,15 @@ from payflow.warehouse.base import (
 
 _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
               "INT64": "BIGINT", "BOOL": "BOOLEAN"}
-_AMOUNT_AS_TEXT = {"NUMERIC"}  # Decimals travel as text and are cast exactly, never via float
+_AMOUNT_AS_TEXT = {"NUMERIC"}  # amounts travel as decimal strings and are cast exactly, never via float
 ERASURE_MODES = ("delete", "anonymize")
 _ARROW_TYPE = {"STRING": pa.string(), "NUMERIC": pa.string(), "TIMESTAMP": pa.timestamp("us", tz="UTC"),
                "INT64": pa.int64(), "BOOL": pa.bool_()}
 
 
-def _arrow_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows as a typed Arrow table: columnar conversion in C, which DuckDB scans without copying."""
-    cols = schema.tables()[table]
-    arrays = {}
-    for c in cols:
-        values = [r[c.name] for r in rows]
-        if c.bq_type in _AMOUNT_AS_TEXT:
-            values = [str(v) if v is not None else None for v in values]
-        arrays[c.name] = pa.array(values, type=_ARROW_TYPE[c.bq_type])
-    return pa.table(arrays)
+def _arrow_table(table: str, columns: dict[str, list]) -> pa.Table:
+    """A batch's columns as a typed Arrow table: converted in C, scanned by DuckDB without copying."""
+    return pa.table({c.name: pa.array(columns[c.name], type=_ARROW_TYPE[c.bq_type]) for c in schema.tables()[table]})
 
 
 class DuckDBWarehouse(Warehouse):
@@ -97,10 +90,9 @@ class DuckDBWarehouse(Warehouse):
             try:
                 self.con.execute("BEGIN TRANSACTION")
                 for table in LANDING_ORDER:
-                    rows = batch.rows.get(table) or []
-                    if not rows:
+                    if not batch.count(table):
                         continue
-                    self.con.register("landing", _arrow_table(table, rows))
+                    self.con.register("landing", _arrow_table(table, batch.columns(table)))
                     try:
                         result = self.con.execute(self._insert_statement(table)).fetchone()
                     finally:

@@ -17,7 +17,7 @@ from payflow.masking import mask
 from payflow.models import EnrichedPayment, Rejection
 from payflow.simulator.population import make_pan
 from payflow.validation import decode
-from payflow.warehouse.base import build_batch
+from payflow.warehouse.base import LANDING_ORDER, build_batch
 from tests.unit.cards_fixtures import event
 
 NOW = datetime(2026, 11, 20, 10, 30, tzinfo=timezone.utc)
@@ -70,12 +70,13 @@ def test_no_exception_escapes_and_no_output_carries_the_pan(case):
     if isinstance(result, Rejection):
         assert result.reason and result.detail
         assert_no_pan(pan, result.to_dlq_json(NOW), "a DLQ record")
-        rows = build_batch([], rejections=[result], now=NOW).rows
+        batch = build_batch([], rejections=[result], now=NOW)
     else:
         payment = mask(result, KEY, NOW, 0, 0)
         assessment = score(payment, [], []).assessment
         enriched = EnrichedPayment(payment, assessment)
         assert_no_pan(pan, payment.to_masked_json(), "a masked payment")
         assert_no_pan(pan, enriched.to_enriched_json(), "an enriched payment")
-        rows = build_batch([enriched], now=NOW).rows
+        batch = build_batch([enriched], now=NOW)
+    rows = {table: batch.rows(table) for table in LANDING_ORDER}
     assert_no_pan(pan, orjson.dumps(rows, default=str), "the warehouse rows")
