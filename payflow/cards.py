@@ -74,9 +74,30 @@ _GROUPED = re.compile(
 _MAYBE_PAN = re.compile(r"\d(?:[ -]?\d){12}")
 
 
+# ASCII digits -> "0", space and dash -> " ", every other byte -> "x"
+_DIGIT_CLASSES = bytes(
+    ord("0") if chr(b).isdigit() and b < 128 else ord(" ") if b in b" -" else ord("x") for b in range(256))
+_THIRTEEN_DIGITS = b"0" * 13
+
+
 def may_hold_pan(text: str) -> bool:
-    """Cheap pre-check (one regex search): False means find_pans(text) finds nothing."""
-    return _MAYBE_PAN.search(text) is not None
+    """Cheap pre-check: False means find_pans(text) finds nothing.
+
+    The same test as `_MAYBE_PAN` (13 digits, at most one space or dash between two), run
+    on bytes: each byte mapped to its class, single separators between digits dropped, then
+    a substring search. ~0.7 µs for a payment's fields where the regex took ~4.6 (sre steps
+    through the text one position at a time). Text with non-ASCII digits takes the regex.
+    """
+    if not text.isascii():
+        return _MAYBE_PAN.search(text) is not None
+    classes = text.encode("ascii").translate(_DIGIT_CLASSES)
+    if b"0 0" in classes:
+        # each pass joins every other boundary of single-digit groups ("0 0 0"); a longer
+        # group joins all its boundaries in one pass, so this stops after a few passes
+        joined = classes.replace(b"0 0", b"00")
+        while joined != classes:
+            classes, joined = joined, joined.replace(b"0 0", b"00")
+    return _THIRTEEN_DIGITS in classes
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ no keys configured, a local key is generated once into PAYFLOW_HMAC_KEY_FILE and
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from payflow.settings import Settings
 
@@ -28,6 +30,17 @@ class KeyConfigError(RuntimeError):
 class HmacKey:
     key_id: str
     secret: bytes
+    # the key already mixed into HMAC's inner and outer hash: a copy per hash skips that
+    # step (~0.5 µs of ~2 per payment)
+    _keyed: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod=hashlib.sha256))
+
+    def digest(self, message: bytes) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(message)
+        return mac.digest()
 
     def __repr__(self) -> str:  # never print the secret
         return f"HmacKey({self.key_id!r})"
@@ -91,6 +104,8 @@ def _local_key(path: Path) -> str:
 
 def normalise_expiry(expiry: str) -> str:
     mm, _, yy = expiry.partition("/")
+    if len(mm) == 2 and len(yy) == 2 and (mm + yy).isdigit() and mm.isascii() and yy.isascii():
+        return mm + yy  # MM/YY as validated: already normal
     return f"{int(mm):02d}{int(yy[-2:]):02d}"
 
 
@@ -104,5 +119,4 @@ PII_HASH_LENGTH = 64
 def pii_hash(key: HmacKey, pan: str, expiry: str) -> str:
     """HMAC-SHA256 of the normalised PAN and expiry: 64 lowercase letters a-p (hex, no digits)."""
     digits = pan if pan.isdigit() else "".join(ch for ch in pan if ch.isdigit())
-    mac = hmac.digest(key.secret, f"{digits}|{normalise_expiry(expiry)}".encode(), "sha256")
-    return mac.hex().translate(_HEX_AS_LETTERS)
+    return key.digest(f"{digits}|{normalise_expiry(expiry)}".encode()).hex().translate(_HEX_AS_LETTERS)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
+from functools import cached_property
 from typing import Any, Iterable, Iterator, Protocol
 
 import faust
@@ -103,8 +104,8 @@ class BatchLoggedTable(faust.Table):
         return super()._new_changelog_topic(retention=self._retention_seconds, compacting=False, deleting=True)
 
     # -- the local store ------------------------------------------------------------------
-    @property
-    def _rocksdb(self) -> bool:
+    @cached_property
+    def _rocksdb(self) -> bool:  # the store's kind never changes (read per state access)
         return hasattr(self.data, "_db_for_partition")
 
     def _put_local(self, partition: int, key: bytes, value: bytes | None) -> None:

@@ -10,7 +10,7 @@ import operator
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -43,6 +43,7 @@ _NO_CARD_DATA = tuple(f for f in (*REQUIRED_STRINGS, "user_email") if f not in (
 _DIGITS = re.compile(r"\d+")
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/(\d{2})")
 _AMOUNT = re.compile(r"-?\d+(\.\d+)?")
+_AMOUNT_LIMIT = Decimal(10) ** 20
 MAX_ID_LENGTH = 128
 _NOT_FINITE = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
 _REQUIRED = operator.itemgetter(*REQUIRED_STRINGS)
@@ -169,22 +170,19 @@ def _parse_amount(text: str, currency: str) -> Decimal:
     scale = currencies.minor_units(currency)
     if scale is None:
         raise _Reject("unknown_currency", "currency is not a supported ISO 4217 code")
-    if not _AMOUNT.fullmatch(text):
+    plain = _AMOUNT.fullmatch(text)
+    if plain is None:
         if text.strip().lower() in _NOT_FINITE:
             raise _Reject("amount_not_finite", "amount must be a finite decimal")
         raise _Reject("invalid_amount", "amount must be a plain decimal string such as 12.50")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise _Reject("invalid_amount", "amount must be a plain decimal string such as 12.50") from None
-    if not amount.is_finite():
-        raise _Reject("amount_not_finite", "amount must be a finite decimal")
+    # a plain decimal (the regex) is always finite and parses; its places are what follows the dot
+    amount = Decimal(text)
     if amount <= 0:
         raise _Reject("amount_not_positive", "amount must be greater than zero")
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > scale:
+    fraction = plain.group(1)
+    if fraction is not None and len(fraction) - 1 > scale:
         raise _Reject("amount_over_scale", f"amount has more than {scale} decimal places for {currency}")
-    if amount >= Decimal(10) ** 20:
+    if amount >= _AMOUNT_LIMIT:
         raise _Reject("invalid_amount", "amount is too large for NUMERIC(38, 9)")
     return amount
 

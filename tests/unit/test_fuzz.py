@@ -10,7 +10,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payflow.cards import BRANDS, find_pans
+from payflow.cards import _MAYBE_PAN, BRANDS, find_pans, may_hold_pan
 from payflow.fraud import score
 from payflow.keys import KeyRing
 from payflow.masking import mask
@@ -80,3 +80,11 @@ def test_no_exception_escapes_and_no_output_carries_the_pan(case):
         batch = build_batch([enriched], now=NOW)
     rows = {table: batch.rows(table) for table in LANDING_ORDER}
     assert_no_pan(pan, orjson.dumps(rows, default=str), "the warehouse rows")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789 -x.\x00\u0663\u0967"), max_size=60) | st.text(max_size=40))
+def test_the_card_precheck_agrees_with_its_regex(text):
+    """may_hold_pan runs on bytes for speed; it must say exactly what the regex says (a
+    False skips the full scan, so a false negative would let a PAN through)."""
+    assert may_hold_pan(text) == (_MAYBE_PAN.search(text) is not None)

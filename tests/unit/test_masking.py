@@ -1,6 +1,8 @@
 """Layer 0: masking rules for every brand and length, keyed hashes, and what never leaks."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime, timezone
 
 import orjson
@@ -47,6 +49,10 @@ def test_pii_hash_is_keyed_and_ignores_cvv_and_formatting():
     assert h != pii_hash(key_a, "4111111111111111", "09/29")
     # no digits at all, so the hash itself can never look like a PAN
     assert not find_pans(h) and len(h) == 64 and set(h) <= set("abcdefghijklmnop")
+    # it is HMAC-SHA256(key, "PAN|MMYY") (what erasure by card and other tools recompute)
+    expected = hmac.new(key_a.secret, b"4111111111111111|0829", hashlib.sha256).hexdigest()
+    assert h == expected.translate(str.maketrans("0123456789abcdef", "abcdefghijklmnop"))
+    assert pii_hash(key_a, "4111111111111111", "08/2029") == h  # a four-digit year normalises too
     d1 = decode(orjson.dumps(event(cvv="123")), now=NOW)
     d2 = decode(orjson.dumps(event(cvv="999")), now=NOW)
     assert mask(d1, key_a, NOW).pii_hash == mask(d2, key_a, NOW).pii_hash

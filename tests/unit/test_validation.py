@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timezone
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -51,6 +52,22 @@ def test_valid_event_decodes_with_decimal_and_utc():
 def test_amount_scale_follows_iso_4217(currency, amount, ok):
     result = decode(orjson.dumps(event(PAN, currency=currency, amount=amount)), now=NOW)
     assert isinstance(result, ValidatedPayment) == ok
+
+
+@pytest.mark.parametrize("currency,amount,reason", [
+    ("USD", "1.500", "amount_over_scale"), ("JPY", "5.0", "amount_over_scale"), ("USD", "0.00", "amount_not_positive"),
+    ("USD", "-3.10", "amount_not_positive"), ("USD", "NaN", "amount_not_finite"), ("USD", "-inf", "amount_not_finite"),
+    ("USD", "1" + "0" * 20, "invalid_amount"), ("USD", "12.", "invalid_amount"), ("XXX", "1.00", "unknown_currency"),
+])
+def test_each_bad_amount_gets_its_reason(currency, amount, reason):
+    result = decode(orjson.dumps(event(PAN, currency=currency, amount=amount)), now=NOW)
+    assert isinstance(result, Rejection) and result.reason == reason
+
+
+def test_amounts_keep_their_exact_decimal_value():
+    for text in ("0.01", "99999999999999999999"[:-1] + ".99", "\u0661\u0662.50"):
+        result = decode(orjson.dumps(event(PAN, amount=text)), now=NOW)
+        assert isinstance(result, ValidatedPayment) and result.amount == Decimal(text)
 
 
 def test_naive_event_time_is_rejected():
