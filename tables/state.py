@@ -23,8 +23,8 @@ def _table(name: str, help: str) -> BatchLoggedTable:
     # (64 MB memtables x 3, a 2 GB block cache) are per partition database: four tables x
     # N partitions of them would be most of the pod's memory. The state is small (keys
     # expire after an hour of event time), so small buffers bound RSS without costing speed.
-    options = {"driver": "rocksdict", "write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2,
-               "target_file_size_base": 8 * 2**20, "block_cache_size": 8 * 2**20}
+    options = {"driver": "rocksdict", "write_buffer_size": 2 * 2**20, "max_write_buffer_number": 2,
+               "target_file_size_base": 8 * 2**20, "block_cache_size": 2 * 2**20}
     table = BatchLoggedTable(app, name=name, help=help, key_type=bytes, value_type=bytes,
                              partitions=settings.partitions, options=options, beacon=app.tables.beacon,
                              retention_seconds=settings.watermark_seconds + DAY)

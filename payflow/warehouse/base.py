@@ -16,7 +16,6 @@ from typing import Any, Iterable
 import orjson
 
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
-from payflow.warehouse import schema
 
 # Columns that link a payment to a person: nulled by anonymize-mode erasure.
 LINK_COLUMNS = {
@@ -74,6 +73,7 @@ class LandingBatch:
 
     def columns(self, table: str) -> dict[str, list]:
         """The table's columns in schema order (empty lists if the batch has no rows for it)."""
+        from payflow.warehouse import schema  # only where batches land: it loads sqlglot (~15 MB)
         source = self.sources.get(_source_of(table))
         cols = schema.tables()[table]
         if not source:
@@ -82,6 +82,7 @@ class LandingBatch:
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         """The table's rows with Python values: datetime (UTC) and Decimal."""
+        from payflow.warehouse import schema
         columns = self.columns(table)
         types = {c.name: c.bq_type for c in schema.tables()[table]}
         for name, values in columns.items():
