@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -102,13 +102,27 @@ class BatchProcessor:
         self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
         self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
         self._seen: dict[int, int] = {}  # partition -> last offset processed
+        self._loaded: set[int] = set()  # partitions whose cached state is current
 
-    # -- state bootstrap -------------------------------------------------------------------
-    def _ensure_indexes(self) -> None:
-        if not self.dedup_index.rebuilt:
-            self.dedup_index.rebuild(self.dedup_table.scan())
-            self.sender_index.rebuild(self.sender_table.scan())
-            self.card_index.rebuild(self.card_table.scan())
+    # -- state per partition -----------------------------------------------------------------
+    def reassigned(self, partitions: Iterable[int]) -> None:
+        """These partitions were assigned to this worker (again). Another worker may have
+        processed them meanwhile, its state changes recovered into the tables from the
+        changelog: what this processor cached about them (watermark log, last offset seen,
+        expiry index entries) is reloaded from the tables at their next batch. Left cached,
+        a stale watermark would judge lateness differently from the worker before, and keys
+        recovered for them would never expire locally."""
+        self._loaded.difference_update(partitions)
+
+    def _load(self, partition: int) -> None:
+        self._logs.pop(partition, None)
+        self._watermarks.pop(partition, None)
+        self._seen.pop(partition, None)
+        for index, table in ((self.dedup_index, self.dedup_table), (self.sender_index, self.sender_table),
+                             (self.card_index, self.card_table)):
+            index.load_partition(partition, table.scan_partition(partition))
+        self._log(partition)
+        self._loaded.add(partition)
 
     def _log(self, partition: int) -> WatermarkLog:
         log = self._logs.get(partition)
@@ -135,7 +149,8 @@ class BatchProcessor:
 
     # -- one batch ---------------------------------------------------------------------
     def process(self, items: list[RawItem]) -> BatchResult:
-        self._ensure_indexes()
+        for partition in {item.partition for item in items} - self._loaded:
+            self._load(partition)
         out = BatchResult()
         secs = self.clock.seconds
         perf = time.perf_counter

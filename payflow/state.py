@@ -2,8 +2,9 @@
 
 Tables hold only what the watermark window needs. Each write notes (event time, key); after
 a batch, keys whose newest event time fell behind the horizon are deleted from the local
-store (the changelog ages out by retention, see payflow.state_log). After a restart the
-index is rebuilt once from the table itself.
+store (the changelog ages out by retention, see payflow.state_log). A partition's entries
+are loaded from the table when the worker first processes it, and again after the
+partition is assigned anew.
 """
 from __future__ import annotations
 
@@ -22,20 +23,21 @@ class ExpiryIndex:
         # without reading and parsing the stored value back (a dict per partition, not
         # (partition, key) tuples: ~60 bytes less per key, tens of thousands of keys)
         self._newest: dict[int, dict[str, float]] = defaultdict(dict)
-        self._rebuilt = False
 
-    def rebuild(self, items: Iterable[tuple[object, bytes]]) -> int:
+    def load_partition(self, partition: int, items: Iterable[tuple[object, bytes]]) -> int:
+        """Replace what the index holds for `partition` with the table's entries of it (at a
+        worker's start, and when the partition is assigned again: another worker may have
+        changed it meanwhile, and the store was recovered from the changelog)."""
+        self._heaps.pop(partition, None)
+        self._newest.pop(partition, None)
         n = 0
         for key, value in items:
+            if self.partition_of(value) != partition:
+                continue
             k = key.decode() if isinstance(key, (bytes, bytearray)) else str(key)
-            self.note(self.partition_of(value), self.ts_of(value), k)
+            self.note(partition, self.ts_of(value), k)
             n += 1
-        self._rebuilt = True
         return n
-
-    @property
-    def rebuilt(self) -> bool:
-        return self._rebuilt
 
     def note(self, partition: int, ts: float, key: str) -> None:
         """`key` was written with a value whose event time is `ts`."""

@@ -82,6 +82,7 @@ class PartitionedState(Protocol):
     def apply_writes(self) -> None: ...
     def expire(self, partition: int, keys: Iterable[str]) -> None: ...
     def scan(self) -> Iterable[tuple[str, bytes]]: ...
+    def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
 
 
 class BatchLoggedTable(faust.Table):
@@ -186,6 +187,17 @@ class BatchLoggedTable(faust.Table):
             for k, v in list(self.data.data.items()):
                 yield (k.decode() if isinstance(k, bytes) else str(k)), v
 
+    def scan_partition(self, partition: int) -> Iterator[tuple[str, bytes]]:
+        """Every (key, value) held locally for one partition (the memory store: all of them;
+        readers tell partitions apart by the value)."""
+        if not self._rocksdb:
+            yield from self.scan()
+            return
+        offset_key = self.data.offset_key
+        for k, v in self.data._db_for_partition(partition).items():
+            if k != offset_key:
+                yield k.decode(), v
+
     # -- the changelog --------------------------------------------------------------------
     def take_pending(self) -> dict[int, list[bytes]]:
         """This batch's changes as changelog records per partition; clears them."""
@@ -239,3 +251,6 @@ class DictState:
 
     def scan(self) -> Iterable[tuple[str, bytes]]:
         return list(self.data.items())
+
+    def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
+        return self.scan()  # one dict for all partitions: the values say which

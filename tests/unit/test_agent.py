@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from faust.types import TP
 
 os.environ.setdefault("PAYFLOW_HMAC_KEYS", "unit-1:" + "33" * 32)
 
@@ -146,3 +147,12 @@ async def test_a_landing_finished_before_its_wakeup_ran_does_not_spin_the_agent(
         await asyncio.sleep(pipeline.settings.batch_seconds + 0.5)
     rows = sink.warehouse.query("SELECT transaction_id FROM payment_transactions ORDER BY 1")
     assert [r["transaction_id"] for r in rows] == ["txn_first", "txn_second"]
+
+
+async def test_a_rebalance_signal_makes_the_processor_reload_the_raw_partitions_it_was_assigned(runtime, monkeypatch):
+    """Faust's on_partitions_assigned reaches the processor (for the raw topic only)."""
+    await feed([(raw("txn_before_rebalance"), 0), (raw("txn_other_partition", 1), 1)])
+    assert {0, 1} <= runtime.processor._loaded
+    monkeypatch.setattr(pipeline, "current_runtime", runtime)
+    await app.on_partitions_assigned.send({TP(pipeline.settings.topics.raw, 0), TP("some-other-topic", 1)})
+    assert 0 not in runtime.processor._loaded and 1 in runtime.processor._loaded

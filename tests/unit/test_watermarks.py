@@ -105,3 +105,30 @@ def test_the_log_is_bounded_when_nothing_commits():
         log.record(o, o, committed=None)
     assert len(log.entries) == MAX_ENTRIES and log.entries[-1] == (MAX_ENTRIES + 49, MAX_ENTRIES + 49)
 
+
+
+def test_a_partition_assigned_again_is_judged_by_the_state_another_worker_left():
+    """Worker A processes partition 0, loses it in a rebalance, worker B (same tables: the
+    changelog) moves its watermark on by two hours, and A gets the partition back: A must
+    judge the next events by B's watermark and expire B's keys, not by what it cached."""
+    shared = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    a, b = processor(shared), processor(shared)
+    run(a, [item(o, o) for o in range(0, 40)])
+    run(b, [item(o, o) for o in range(40, 160)])  # up to minute 159
+    early = item(160, 80, txn="txn_behind_b")  # 79 minutes behind B's watermark: late
+    a.reassigned([0])
+    assert [p.transaction_id for p in a.process([early]).late] == ["txn_behind_b"]
+    # and A's expiry index now knows B's dedup keys, so they expire behind the new watermark
+    assert a.dedup_index.size() == len(shared["dedup_table"]) > 40  # B's keys, not only A's 40
+    a.expire({0: int((START + timedelta(minutes=300)).timestamp() * 1_000_000)})  # window: 60 min
+    assert a.dedup_index.size() == 0 and not shared["dedup_table"]
+
+
+def test_without_reassignment_the_cached_watermark_stands():
+    shared = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    a, b = processor(shared), processor(shared)
+    run(a, [item(o, o) for o in range(0, 40)])
+    run(b, [item(o, o) for o in range(40, 160)])
+    # what A would do without the rebalance signal: its stale watermark (minute 39) lets it in
+    assert [e.payment.transaction_id for e in a.process([item(160, 80, txn="txn_behind_b")]).enriched] == \
+        ["txn_behind_b"]
