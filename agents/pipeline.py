@@ -155,11 +155,11 @@ async def process_payments(stream):
 
 
 @app.on_partitions_assigned.connect
-async def reload_reassigned_state(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+async def note_assignment(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
     """After a rebalance, the processor reloads what it cached about the raw topic's
     assigned partitions before their next batch (the tables hold the current state)."""
     if current_runtime is not None:
-        current_runtime.processor.reassigned({tp.partition for tp in assigned if tp.topic == settings.topics.raw})
+        current_runtime.processor.assigned({tp.partition for tp in assigned if tp.topic == settings.topics.raw})
 
 
 def timed_land(sink: WarehouseSink, batch: LandingBatch) -> asyncio.Task:

@@ -103,16 +103,22 @@ class BatchProcessor:
         self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
         self._seen: dict[int, int] = {}  # partition -> last offset processed
         self._loaded: set[int] = set()  # partitions whose cached state is current
+        self._assigned: set[int] = set()  # the raw partitions assigned at the last rebalance
 
     # -- state per partition -----------------------------------------------------------------
-    def reassigned(self, partitions: Iterable[int]) -> None:
-        """These partitions were assigned to this worker (again). Another worker may have
-        processed them meanwhile, its state changes recovered into the tables from the
-        changelog: what this processor cached about them (watermark log, last offset seen,
-        expiry index entries) is reloaded from the tables at their next batch. Left cached,
-        a stale watermark would judge lateness differently from the worker before, and keys
-        recovered for them would never expire locally."""
-        self._loaded.difference_update(partitions)
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """The raw topic's partitions assigned to this worker by a rebalance (all of them).
+
+        One that was not assigned at the previous rebalance may have been processed by
+        another worker meanwhile, its state changes recovered into the tables from the
+        changelog: what this processor cached about it (watermark log, last offset seen,
+        expiry index entries) is reloaded from the tables at its next batch. Left cached, a
+        stale watermark judged lateness differently from the worker before, and keys
+        recovered for it never expired locally. Partitions held throughout keep their cache
+        (a reload scans the partition's state)."""
+        now_assigned = set(partitions)
+        self._loaded.difference_update(now_assigned - self._assigned)
+        self._assigned = now_assigned
 
     def _load(self, partition: int) -> None:
         self._logs.pop(partition, None)

@@ -149,10 +149,13 @@ async def test_a_landing_finished_before_its_wakeup_ran_does_not_spin_the_agent(
     assert [r["transaction_id"] for r in rows] == ["txn_first", "txn_second"]
 
 
-async def test_a_rebalance_signal_makes_the_processor_reload_the_raw_partitions_it_was_assigned(runtime, monkeypatch):
+async def test_a_rebalance_signal_makes_the_processor_reload_a_raw_partition_that_came_back(runtime, monkeypatch):
     """Faust's on_partitions_assigned reaches the processor (for the raw topic only)."""
+    raw_topic = pipeline.settings.topics.raw
+    monkeypatch.setattr(pipeline, "current_runtime", runtime)
+    await app.on_partitions_assigned.send({TP(raw_topic, 0), TP(raw_topic, 1)})
     await feed([(raw("txn_before_rebalance"), 0), (raw("txn_other_partition", 1), 1)])
     assert {0, 1} <= runtime.processor._loaded
-    monkeypatch.setattr(pipeline, "current_runtime", runtime)
-    await app.on_partitions_assigned.send({TP(pipeline.settings.topics.raw, 0), TP("some-other-topic", 1)})
+    await app.on_partitions_assigned.send({TP(raw_topic, 1), TP("some-other-topic", 0)})  # 0 goes away
+    await app.on_partitions_assigned.send({TP(raw_topic, 0), TP(raw_topic, 1)})  # and comes back
     assert 0 not in runtime.processor._loaded and 1 in runtime.processor._loaded

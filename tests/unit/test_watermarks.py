@@ -113,10 +113,12 @@ def test_a_partition_assigned_again_is_judged_by_the_state_another_worker_left()
     judge the next events by B's watermark and expire B's keys, not by what it cached."""
     shared = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     a, b = processor(shared), processor(shared)
+    a.assigned([0, 1])
     run(a, [item(o, o) for o in range(0, 40)])
+    a.assigned([1])  # partition 0 goes to B
     run(b, [item(o, o) for o in range(40, 160)])  # up to minute 159
     early = item(160, 80, txn="txn_behind_b")  # 79 minutes behind B's watermark: late
-    a.reassigned([0])
+    a.assigned([0, 1])  # and comes back
     assert [p.transaction_id for p in a.process([early]).late] == ["txn_behind_b"]
     # and A's expiry index now knows B's dedup keys, so they expire behind the new watermark
     assert a.dedup_index.size() == len(shared["dedup_table"]) > 40  # B's keys, not only A's 40
@@ -124,11 +126,15 @@ def test_a_partition_assigned_again_is_judged_by_the_state_another_worker_left()
     assert a.dedup_index.size() == 0 and not shared["dedup_table"]
 
 
-def test_without_reassignment_the_cached_watermark_stands():
+def test_a_partition_held_through_a_rebalance_keeps_its_cache():
+    """Only partitions that were not assigned at the previous rebalance are reloaded (a
+    reload scans the partition's state); one held throughout was processed by no one else.
+    Shown with a watermark moved behind A's back, which A must not pick up."""
     shared = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     a, b = processor(shared), processor(shared)
+    a.assigned([0])
     run(a, [item(o, o) for o in range(0, 40)])
     run(b, [item(o, o) for o in range(40, 160)])
-    # what A would do without the rebalance signal: its stale watermark (minute 39) lets it in
+    a.assigned([0, 1])  # 0 held throughout: its cached watermark (minute 39) stands
     assert [e.payment.transaction_id for e in a.process([item(160, 80, txn="txn_behind_b")]).enriched] == \
         ["txn_behind_b"]
