@@ -159,7 +159,8 @@ async def note_assignment(sender: Any, assigned: set[TP], **kwargs: Any) -> None
     """After a rebalance, the processor reloads what it cached about the raw topic's
     assigned partitions before their next batch (the tables hold the current state)."""
     if current_runtime is not None:
-        current_runtime.processor.assigned({tp.partition for tp in assigned if tp.topic == settings.topics.raw})
+        current_runtime.processor.assigned({tp.partition for tp in assigned if tp.topic == settings.topics.raw},
+                                           getattr(app, "consumer_generation_id", None))
 
 
 def timed_land(sink: WarehouseSink, batch: LandingBatch) -> asyncio.Task:

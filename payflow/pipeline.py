@@ -104,21 +104,28 @@ class BatchProcessor:
         self._seen: dict[int, int] = {}  # partition -> last offset processed
         self._loaded: set[int] = set()  # partitions whose cached state is current
         self._assigned: set[int] = set()  # the raw partitions assigned at the last rebalance
+        self._generation: int | None = None  # and the group generation it completed
 
     # -- state per partition -----------------------------------------------------------------
-    def assigned(self, partitions: Iterable[int]) -> None:
-        """The raw topic's partitions assigned to this worker by a rebalance (all of them).
+    def assigned(self, partitions: Iterable[int], generation: int | None = None) -> None:
+        """The raw topic's partitions assigned to this worker by a rebalance (all of them),
+        and the consumer group generation it completed.
 
         One that was not assigned at the previous rebalance may have been processed by
         another worker meanwhile, its state changes recovered into the tables from the
         changelog: what this processor cached about it (watermark log, last offset seen,
         expiry index entries) is reloaded from the tables at its next batch. Left cached, a
         stale watermark judged lateness differently from the worker before, and keys
-        recovered for it never expired locally. Partitions held throughout keep their cache
-        (a reload scans the partition's state)."""
+        recovered for it never expired locally. Partitions held from one generation to the
+        next keep their cache (a reload scans the partition's state); after a gap in the
+        generations (this worker was out of the group for one, e.g. fenced after a session
+        timeout) every partition is reloaded."""
         now_assigned = set(partitions)
-        self._loaded.difference_update(now_assigned - self._assigned)
+        consecutive = generation is None or self._generation is None or generation == self._generation + 1
+        held = self._assigned if consecutive else set()
+        self._loaded.difference_update(now_assigned - held)
         self._assigned = now_assigned
+        self._generation = generation
 
     def _load(self, partition: int) -> None:
         self._logs.pop(partition, None)

@@ -150,12 +150,18 @@ async def test_a_landing_finished_before_its_wakeup_ran_does_not_spin_the_agent(
 
 
 async def test_a_rebalance_signal_makes_the_processor_reload_a_raw_partition_that_came_back(runtime, monkeypatch):
-    """Faust's on_partitions_assigned reaches the processor (for the raw topic only)."""
+    """Faust's on_partitions_assigned reaches the processor (raw topic only, with the group
+    generation the rebalance completed)."""
     raw_topic = pipeline.settings.topics.raw
     monkeypatch.setattr(pipeline, "current_runtime", runtime)
-    await app.on_partitions_assigned.send({TP(raw_topic, 0), TP(raw_topic, 1)})
+
+    async def rebalance(generation: int, assigned: set) -> None:
+        monkeypatch.setattr(app, "consumer_generation_id", generation, raising=False)
+        await app.on_partitions_assigned.send(assigned)
+
+    await rebalance(1, {TP(raw_topic, 0), TP(raw_topic, 1)})
     await feed([(raw("txn_before_rebalance"), 0), (raw("txn_other_partition", 1), 1)])
     assert {0, 1} <= runtime.processor._loaded
-    await app.on_partitions_assigned.send({TP(raw_topic, 1), TP("some-other-topic", 0)})  # 0 goes away
-    await app.on_partitions_assigned.send({TP(raw_topic, 0), TP(raw_topic, 1)})  # and comes back
+    await rebalance(2, {TP(raw_topic, 1), TP("some-other-topic", 0)})  # 0 goes away
+    await rebalance(3, {TP(raw_topic, 0), TP(raw_topic, 1)})  # and comes back
     assert 0 not in runtime.processor._loaded and 1 in runtime.processor._loaded

@@ -138,3 +138,17 @@ def test_a_partition_held_through_a_rebalance_keeps_its_cache():
     a.assigned([0, 1])  # 0 held throughout: its cached watermark (minute 39) stands
     assert [e.payment.transaction_id for e in a.process([item(160, 80, txn="txn_behind_b")]).enriched] == \
         ["txn_behind_b"]
+
+
+@pytest.mark.parametrize("generation,reloaded", [(6, False), (8, True)], ids=["next generation", "a generation missed"])
+def test_a_worker_that_missed_a_generation_reloads_what_it_holds(generation, reloaded):
+    """A worker out of the group for a generation (fenced, then back) cannot know who had its
+    partitions meanwhile: it reloads them all, even ones assigned on both sides of the gap."""
+    shared = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    a, b = processor(shared), processor(shared)
+    a.assigned([0], generation=5)
+    run(a, [item(o, o) for o in range(0, 40)])
+    run(b, [item(o, o) for o in range(40, 160)])
+    a.assigned([0], generation=generation)
+    out = a.process([item(160, 80, txn="txn_behind_b")])
+    assert [p.transaction_id for p in out.late] == (["txn_behind_b"] if reloaded else [])
