@@ -1,4 +1,5 @@
-"""Faust's commit computation, with its off-by-one at the head of the acked run fixed.
+"""Faust's commit computation, with its off-by-one at the head of the acked run fixed, and
+partitions with nothing committed given a committed position.
 
 Faust keeps `_committed_offset[tp]` as Kafka does: the next offset to read. Its
 `Consumer._new_offset` withholds a commit only when `min(acked) - committed > 1`, so a single
@@ -10,16 +11,31 @@ flight) is committed over and lost for good (faust-streaming/faust#606, fix prop
 `fixed_new_offset` is Faust's function with the head check made exact (`min(acked) >
 committed`, 0 included) and the acked list de-duplicated after gap folding (a filed gap
 includes the offset that revealed it, and a repeat ended the consecutive run early);
-otherwise (gap folding for compacted topics, cleanup of the acked list) it is Faust's. `install()` puts it on Faust's Consumer class once.
+otherwise (gap folding for compacted topics, cleanup of the acked list) it is Faust's.
+
+A partition with nothing committed yet had no such guard: `committed is None` let any acked
+run be committed. Messages fetched while Faust recovers tables after an assignment are
+dropped (flow control is off), and Faust then seeks the stream partitions back to their
+committed offsets, which aiokafka skips for a partition with none. The fetch position stayed
+past the dropped messages and the first commit skipped them: a two-worker run lost a
+partition's first 2,000 offsets this way (neither worker processed them). After Faust's seek,
+`perform_seek_from_start_when_uncommitted` seeks such partitions of acked source topics to
+their first offset (what auto_offset_reset=earliest means) and records it as their
+committed position, so the head check above applies to them too.
+
+`install()` puts both on Faust's Consumer class once.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
 
 FAUST_NEW_OFFSET = Consumer._new_offset  # Faust's own, for the test that shows the loss
+FAUST_PERFORM_SEEK = Consumer.perform_seek
+log = logging.getLogger("payflow.consumer")
 
 
 def fixed_new_offset(self, tp) -> Optional[int]:
@@ -54,5 +70,22 @@ def fixed_new_offset(self, tp) -> Optional[int]:
     return batch[-1] + 1
 
 
+async def perform_seek_from_start_when_uncommitted(self) -> None:
+    await FAUST_PERFORM_SEEK(self)
+    # Faust reads a committed 0 as "nothing committed" too; either way the start is the first offset
+    uncommitted = [tp for tp in self.assignment()
+                   if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]
+    if not uncommitted:
+        return
+    earliest = await self.earliest_offsets(*uncommitted)
+    for tp in uncommitted:
+        offset = earliest.get(tp)
+        if offset is not None:
+            log.info("%s[%d] has no committed offset: reading it from its first offset %d", tp.topic, tp.partition, offset)
+            await self.seek(tp, offset)
+            self._committed_offset[tp] = offset
+
+
 def install() -> None:
     Consumer._new_offset = fixed_new_offset
+    Consumer.perform_seek = perform_seek_from_start_when_uncommitted

@@ -2,6 +2,7 @@
 commit computation that must never step over an offset that was not acked (faust#606)."""
 from types import SimpleNamespace
 
+from faust.types import TP
 from intervaltree import IntervalTree
 
 from payflow import faust_commit
@@ -74,3 +75,33 @@ def test_the_worker_uses_the_fixed_commit_computation():
 
     import payflow.app  # noqa: F401  (installs the fix)
     assert faust.transport.consumer.Consumer._new_offset is faust_commit.fixed_new_offset
+    assert faust.transport.consumer.Consumer.perform_seek is faust_commit.perform_seek_from_start_when_uncommitted
+
+
+async def test_a_partition_with_nothing_committed_is_sought_to_its_first_offset_after_faust_seeks(monkeypatch):
+    """Faust's perform_seek leaves a partition with no committed offset where the fetcher
+    stopped (past messages dropped during recovery); the first commit then skipped them."""
+    sought = {}
+
+    async def faust_seek(self):  # Faust's own: seeks only partitions that have a commit
+        pass
+
+    async def earliest_offsets(*tps):
+        return {tp: 7 for tp in tps}  # the log starts at 7 (older records deleted)
+
+    async def seek(tp, offset):
+        sought[tp] = offset
+
+    monkeypatch.setattr(faust_commit, "FAUST_PERFORM_SEEK", faust_seek)
+    raw_new, raw_committed, changelog = TP("raw", 0), TP("raw", 1), TP("app-dedup-changelog", 0)
+    consumer = SimpleNamespace(
+        assignment=lambda: {raw_new, raw_committed, changelog},
+        app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == "raw")),
+        _committed_offset={raw_new: None, raw_committed: 500, changelog: None},
+        earliest_offsets=earliest_offsets, seek=seek)
+    await faust_commit.perform_seek_from_start_when_uncommitted(consumer)
+    assert sought == {raw_new: 7}
+    assert consumer._committed_offset == {raw_new: 7, raw_committed: 500, changelog: None}
+    # and with that position the commit computation refuses to step over offsets 7..1999
+    state = consumer_state(7, list(range(2000, 2100)))
+    assert faust_commit.fixed_new_offset(state, "tp") is None
