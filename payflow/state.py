@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 class ExpiryIndex:
     def __init__(self, *, ts_of: Callable[[bytes], float], partition_of: Callable[[bytes], int]):
-        """`ts_of` and `partition_of` read a stored value, for rebuild()."""
+        """`ts_of` and `partition_of` read a stored value, for load_partition()."""
         self.ts_of = ts_of
         self.partition_of = partition_of
         self._heaps: dict[int, list[tuple[float, str]]] = defaultdict(list)

@@ -109,17 +109,25 @@ class BatchLoggedTable(faust.Table):
     def _rocksdb(self) -> bool:  # the store's kind never changes (read per state access)
         return hasattr(self.data, "_db_for_partition")
 
-    def _put_local(self, partition: int, key: bytes, value: bytes | None) -> None:
+    def _write_local(self, partition: int, changes: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Key changes (None: delete) to the local store: RocksDB takes them as one WriteBatch
+        (a put each cost ~2.6 µs, a WriteBatch ~0.7 µs per key)."""
         if self._rocksdb:
-            db = self.data._db_for_partition(partition)
-            if value is None:
-                db.delete(key)
-            else:
-                db.put(key, value)
-        elif value is None:
-            self.data.data.pop(key, None)
+            batch = WriteBatch(raw_mode=True)  # Faust opens its stores in raw mode
+            for k, value in changes:
+                if value is None:
+                    batch.delete(k)
+                else:
+                    batch.put(k, value)
+            if len(batch):
+                self.data._db_for_partition(partition).write(batch)
         else:
-            self.data.data[key] = value
+            store = self.data.data
+            for k, value in changes:
+                if value is None:
+                    store.pop(k, None)
+                else:
+                    store[k] = value
 
     def read(self, partition: int, key: str) -> bytes | None:
         k = key.encode()
@@ -137,21 +145,10 @@ class BatchLoggedTable(faust.Table):
         self._pending[partition][k] = value
 
     def apply_writes(self) -> None:
-        """Write what the batch wrote to the local store: one RocksDB WriteBatch per partition
-        (a put each cost ~2.6 µs, three or so per payment; a WriteBatch ~0.7 µs per key)."""
+        """Write what the batch wrote to the local store, once per partition."""
         unapplied, self._unapplied = self._unapplied, defaultdict(dict)
         for partition, changes in unapplied.items():
-            if self._rocksdb:
-                batch = WriteBatch(raw_mode=True)  # Faust opens its stores in raw mode
-                for k, value in changes.items():
-                    if value is None:
-                        batch.delete(k)
-                    else:
-                        batch.put(k, value)
-                self.data._db_for_partition(partition).write(batch)
-            else:
-                for k, value in changes.items():
-                    self._put_local(partition, k, value)
+            self._write_local(partition, changes.items())
 
     def remove(self, partition: int, key: str) -> bool:
         """Delete a key and log the delete (erasure): a recovery will not bring it back."""
@@ -159,30 +156,19 @@ class BatchLoggedTable(faust.Table):
             return False
         k = key.encode()
         self._unapplied[partition].pop(k, None)
-        self._put_local(partition, k, None)
+        self._write_local(partition, [(k, None)])
         self._pending[partition][k] = None
         return True
 
     def expire(self, partition: int, keys: Iterable[str]) -> None:
-        """Delete locally only (one WriteBatch): the changelog record ages out by retention."""
-        if self._rocksdb:
-            batch = WriteBatch(raw_mode=True)
-            for key in keys:
-                batch.delete(key.encode())
-            if len(batch):
-                self.data._db_for_partition(partition).write(batch)
-        else:
-            for key in keys:
-                self._put_local(partition, key.encode(), None)
+        """Delete locally only: the changelog record ages out by retention."""
+        self._write_local(partition, ((key.encode(), None) for key in keys))
 
     def scan(self) -> Iterator[tuple[str, bytes]]:
         """Every (key, value) held locally, over all assigned partitions."""
         if self._rocksdb:
-            offset_key = self.data.offset_key
             for db in list(self.data._dbs.values()):
-                for k, v in db.items():
-                    if k != offset_key:
-                        yield k.decode(), v
+                yield from self._db_items(db)
         else:
             for k, v in list(self.data.data.items()):
                 yield (k.decode() if isinstance(k, bytes) else str(k)), v
@@ -190,11 +176,14 @@ class BatchLoggedTable(faust.Table):
     def scan_partition(self, partition: int) -> Iterator[tuple[str, bytes]]:
         """Every (key, value) held locally for one partition (the memory store: all of them;
         readers tell partitions apart by the value)."""
-        if not self._rocksdb:
+        if self._rocksdb:
+            yield from self._db_items(self.data._db_for_partition(partition))
+        else:
             yield from self.scan()
-            return
-        offset_key = self.data.offset_key
-        for k, v in self.data._db_for_partition(partition).items():
+
+    def _db_items(self, db: Any) -> Iterator[tuple[str, bytes]]:
+        offset_key = self.data.offset_key  # Faust's own bookkeeping key, not state
+        for k, v in db.items():
             if k != offset_key:
                 yield k.decode(), v
 
@@ -220,8 +209,7 @@ class BatchLoggedTable(faust.Table):
             offsets[msg.tp] = max(offsets.get(msg.tp, -1), msg.offset)
             if not msg.value:
                 continue
-            for key, value in unpack_changes(msg.value):
-                self._put_local(msg.partition, key, value)
+            self._write_local(msg.partition, unpack_changes(msg.value))
         if self._rocksdb:
             for tp, offset in offsets.items():
                 self.data.set_persisted_offset(tp, offset)

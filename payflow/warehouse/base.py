@@ -11,6 +11,7 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Iterable
 
 import orjson
@@ -103,8 +104,9 @@ class LandingBatch:
                     mine[column].extend(values)
 
 
-def _us_or_none(t: datetime | None) -> int | None:
-    return None if t is None else to_us(t)
+def _same_named(records: list, names: str) -> dict[str, list]:
+    """Columns copied from the records' attributes of the same names (space-separated)."""
+    return {name: list(map(attrgetter(name), records)) for name in names.split()}
 
 
 def build_batch(enriched: Iterable[EnrichedPayment], duplicates: Iterable[DedupAudit] = (),
@@ -119,58 +121,33 @@ def build_batch(enriched: Iterable[EnrichedPayment], duplicates: Iterable[DedupA
         scores = [e.fraud for e in enriched]
         n = len(payments)
         b.sources[PAYMENTS] = {
-            "transaction_id": [p.transaction_id for p in payments],
-            "sender_account_id": [p.sender_account_id for p in payments],
-            "receiver_account_id": [p.receiver_account_id for p in payments],
+            **_same_named(payments, "transaction_id sender_account_id receiver_account_id currency "
+                                    "credit_card_masked cvv_masked card_expiry_masked card_brand pii_hash "
+                                    "pii_key_id merchant_id geo_region device_id ip_address source_partition "
+                                    "source_offset masking_reason user_email"),
+            **_same_named(scores, "fraud_score geographic_risk velocity_5m distinct_devices_30m is_high_risk"),
             "amount": [str(p.amount) for p in payments],
-            "currency": [p.currency for p in payments],
-            "credit_card_masked": [p.credit_card_masked for p in payments],
-            "cvv_masked": [p.cvv_masked for p in payments],
-            "card_expiry_masked": [p.card_expiry_masked for p in payments],
-            "card_brand": [p.card_brand for p in payments],
-            "pii_hash": [p.pii_hash for p in payments],
-            "pii_key_id": [p.pii_key_id for p in payments],
-            "merchant_id": [p.merchant_id for p in payments],
-            "geo_region": [p.geo_region for p in payments],
-            "device_id": [p.device_id for p in payments],
-            "ip_address": [p.ip_address for p in payments],
             "event_time": [to_us(p.event_time) for p in payments],
             "masked_at": [to_us(p.masked_at) for p in payments],
             "ingestion_time": [now_us] * n,
-            "source_partition": [p.source_partition for p in payments],
-            "source_offset": [p.source_offset for p in payments],
             "anonymized_at": [None] * n,
-            "fraud_score": [f.fraud_score for f in scores],
             "risk_flags": [",".join(f.risk_flags) for f in scores],
-            "geographic_risk": [f.geographic_risk for f in scores],
-            "velocity_5m": [f.velocity_5m for f in scores],
-            "distinct_devices_30m": [f.distinct_devices_30m for f in scores],
-            "is_high_risk": [f.is_high_risk for f in scores],
-            "masking_reason": [p.masking_reason for p in payments],
-            "user_email": [p.user_email for p in payments],
             "erasure_requested": [False] * n,
             "erasure_timestamp": [None] * n,
         }
     duplicates = list(duplicates)
     if duplicates:
         b.sources["deduplication_audit"] = {
-            "transaction_id": [d.transaction_id for d in duplicates],
-            "first_partition": [d.first_partition for d in duplicates],
-            "first_offset": [d.first_offset for d in duplicates],
+            **_same_named(duplicates, "transaction_id first_partition first_offset duplicate_partition "
+                                      "duplicate_offset"),
             "first_event_time": [to_us(d.first_event_time) for d in duplicates],
-            "duplicate_partition": [d.duplicate_partition for d in duplicates],
-            "duplicate_offset": [d.duplicate_offset for d in duplicates],
             "duplicate_event_time": [to_us(d.duplicate_event_time) for d in duplicates],
             "detected_at": [to_us(d.detected_at) for d in duplicates],
         }
     rejections = list(rejections)
     if rejections:
         b.sources["dead_letter_events"] = {
-            "source_partition": [r.source_partition for r in rejections],
-            "source_offset": [r.source_offset for r in rejections],
-            "reason": [r.reason for r in rejections],
-            "detail": [r.detail for r in rejections],
-            "transaction_id": [r.transaction_id for r in rejections],
+            **_same_named(rejections, "source_partition source_offset reason detail transaction_id"),
             "rejected_at": [now_us] * len(rejections),
             "remains": [r.remains if isinstance(r.remains, str) else orjson.dumps(r.remains).decode()
                         for r in rejections],
@@ -179,13 +156,8 @@ def build_batch(enriched: Iterable[EnrichedPayment], duplicates: Iterable[DedupA
     if late:
         marks = watermarks or {}
         b.sources["late_events"] = {
-            "transaction_id": [p.transaction_id for p in late],
-            "source_partition": [p.source_partition for p in late],
-            "source_offset": [p.source_offset for p in late],
-            "sender_account_id": [p.sender_account_id for p in late],
+            **_same_named(late, "transaction_id source_partition source_offset sender_account_id currency pii_hash"),
             "amount": [str(p.amount) for p in late],
-            "currency": [p.currency for p in late],
-            "pii_hash": [p.pii_hash for p in late],
             "event_time": [to_us(p.event_time) for p in late],
             # a watermark is already µs since the epoch
             "watermark": [marks.get(p.source_partition) or None for p in late],
