@@ -194,7 +194,10 @@ class BatchProcessor:
 
             et_us = _us(payment.event_time)
             watermark = self._watermarks.get(item.partition)
-            raw_first = self.dedup_table.read(item.partition, payment.transaction_id)
+            # the index knows every key the table holds for a processed partition: a
+            # transaction id it does not know is new without a lookup
+            raw_first = (self.dedup_table.read(item.partition, payment.transaction_id)
+                         if self.dedup_index.holds(item.partition, payment.transaction_id) else None)
             first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
             verdict = dedup.classify(first, item.partition, item.offset)
             if verdict is dedup.Verdict.DUPLICATE and dedup.is_late(first.event_time_us, watermark, self.window_us):
@@ -230,11 +233,13 @@ class BatchProcessor:
 
             sender = payment.sender_account_id
             if sender not in senders:
-                raw = self.sender_table.read(item.partition, sender)
+                raw = (self.sender_table.read(item.partition, sender)
+                       if self.sender_index.holds(item.partition, sender) else None)
                 senders[sender] = orjson.loads(raw)[1] if raw is not None else []
             card = payment.pii_hash
             if card not in cards:
-                raw = self.card_table.read(item.partition, card)
+                raw = (self.card_table.read(item.partition, card)
+                       if self.card_index.holds(item.partition, card) else None)
                 cards[card] = orjson.loads(raw)[1] if raw is not None else []
             scored = fraud.score(payment, senders[sender], cards[card])
             senders[sender] = scored.sender_history

@@ -4,7 +4,10 @@ Tables hold only what the watermark window needs. Each write notes (event time, 
 a batch, keys whose newest event time fell behind the horizon are deleted from the local
 store (the changelog ages out by retention, see payflow.state_log). A partition's entries
 are loaded from the table when the worker first processes it, and again after the
-partition is assigned anew.
+partition is assigned anew. So the index knows every key the store holds for a partition
+it processes: a key it does not know is not in the store (`holds`), and the batch
+processor skips the RocksDB read (most transaction ids, senders and cards in a batch are
+new: a read that finds nothing cost ~2.5 µs).
 """
 from __future__ import annotations
 
@@ -43,6 +46,13 @@ class ExpiryIndex:
         """`key` was written with a value whose event time is `ts`."""
         heapq.heappush(self._heaps[partition], (ts, key))
         self._newest[partition][key] = ts
+
+    def holds(self, partition: int, key: str) -> bool:
+        """Whether the store may hold `key` for `partition`: every key written, loaded or
+        recovered is noted until it expires, so False means the store has no entry and the
+        read can be skipped (True after an erasure removed it: the read then finds nothing)."""
+        keys = self._newest.get(partition)
+        return keys is not None and key in keys
 
     def expired(self, partition: int, horizon: float) -> list[str]:
         """Keys of this partition whose last write is older than horizon; forgets them."""
