@@ -216,7 +216,12 @@ class BatchLoggedTable(faust.Table):
 
 
 class DictState:
-    """A PartitionedState over a plain dict (unit tests of the batch processor)."""
+    """A PartitionedState over a plain dict (unit tests of the batch processor).
+
+    One dict for all partitions, as Faust's memory store is; the processor still looks a
+    key up only in the partition it was written from (its expiry index is per partition),
+    as over RocksDB, where each partition is a database of its own. Feed it items
+    partitioned by key, as the raw topic is."""
 
     def __init__(self, data: dict | None = None):
         self.data: dict[str, bytes] = {} if data is None else data
