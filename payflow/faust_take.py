@@ -49,13 +49,23 @@ class BatchBuffer:
         return len(self.messages) >= self.max
 
     def put(self, message: Any) -> None:
-        messages = self.messages
-        if not messages:
+        """One message (the stream's path: it waits for space first)."""
+        if not self.put_many([message]):
+            raise RuntimeError("the batch buffer is full")
+
+    def put_many(self, messages: list) -> int:
+        """As many of `messages` as there is room for (a fetch at a time from the fetch loop)."""
+        room = self.max - len(self.messages)
+        if room <= 0 or not messages:
+            return 0
+        taken = messages if len(messages) <= room else messages[:room]
+        if not self.messages:
             self.first_at = self.loop.time()
             self.started.set()
-        messages.append(message)
-        if len(messages) >= self.max:
+        self.messages.extend(taken)
+        if len(self.messages) >= self.max:
             self.filled.set()
+        return len(taken)
 
     async def wait_for_space(self) -> None:
         while self.full():

@@ -63,8 +63,7 @@ async def route_with(offsets: range) -> faust_fetch.Route:
     for _ in range(50):
         if faust_fetch.routed(DIRECT):
             route = faust_fetch._routes[DIRECT]
-            for offset in offsets:
-                route.put(message(offset, probe_app.consumer_generation_id))
+            route.put_many([message(offset, probe_app.consumer_generation_id) for offset in offsets])
             return route
         await asyncio.sleep(0.02)
     raise AssertionError("take_batches did not register its route")
@@ -81,7 +80,7 @@ async def test_fetched_messages_arrive_as_batches_and_stale_generations_are_drop
     fetched.clear()
     async with direct_consumer.test_context():
         route = await route_with(range(5))
-        route.put(message(5, probe_app.consumer_generation_id - 1))  # fetched before a rebalance: read again after it
+        route.put_many([message(5, probe_app.consumer_generation_id - 1)])  # fetched before a rebalance: read again after it
         await until_fetched()
     assert fetched == [[0, 1, 2, 3, 4]]
     assert not faust_fetch.routed(DIRECT)  # the route ends with the batches
@@ -92,7 +91,7 @@ async def test_a_rebalance_clears_what_the_fetch_loop_buffered():
     async with direct_consumer.test_context():
         route = await route_with(range(3))
         probe_app.flow_control.clear()  # what Faust does when partitions are revoked
-        route.put(message(10, probe_app.consumer_generation_id))
+        route.put_many([message(10, probe_app.consumer_generation_id)])
         await until_fetched()
     assert fetched == [[10]]
 
@@ -116,10 +115,10 @@ async def test_fetched_messages_are_pending_acks_once_taken_not_while_buffered(m
         route = await route_with(range(0))
         generation = probe_app.consumer_generation_id
         held = message(1, generation)  # still referenced, as by the fetch loop
-        route.put(held)
+        route.put_many([held])
         probe_app.flow_control.clear()  # the rebalance drops it
         taken = message(2, generation)
-        route.put(taken)
+        route.put_many([taken])
         await until_fetched()
     assert fetched == [[2]]
     assert not held.tracked and held not in probe_app.consumer._unacked_messages

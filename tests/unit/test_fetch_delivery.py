@@ -1,0 +1,91 @@
+"""A fetch delivered to its route at once (payflow.faust_fetch), with Faust's per-message rules.
+
+A stand-in for Faust's consumer holds only what the delivery reads (read offsets, gaps,
+flow control, the generation); the route is the pipeline's own BatchBuffer. The integration
+and fault tests run the same code in a worker against Kafka.
+"""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from payflow.faust_fetch import _deliver_routed
+from payflow.faust_take import BatchBuffer
+
+RAW = TP("raw", 0)
+
+
+class StandInConsumer:
+    def __init__(self, read_offset: int | None = None):
+        self._read_offset = {RAW: read_offset}
+        self.gaps: list[tuple[int, int]] = []
+        self._commit_every = None
+        self._n_acked = 0
+        self.suspend_flow = asyncio.Event()
+        flow = SimpleNamespace(is_active=lambda: True)
+        self.app = SimpleNamespace(consumer_generation_id=3, flow_control=flow,
+                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((offset_from, offset_to))
+
+    async def wait_first(self, *coros):
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+
+
+def messages(offsets) -> list:
+    return [SimpleNamespace(offset=o, generation_id=3) for o in offsets]
+
+
+async def test_a_fetch_larger_than_the_buffer_arrives_whole_and_in_order():
+    consumer, buffer = StandInConsumer(), BatchBuffer(100, asyncio.get_running_loop())
+    taken: list[int] = []
+
+    async def agent():  # takes each full batch, as take_batches does
+        while len(taken) < 250:
+            await asyncio.sleep(0.01)
+            taken.extend(m.offset for m in buffer.take())
+
+    await asyncio.gather(_deliver_routed(consumer, RAW, messages(range(250)), buffer, 3), agent())
+    assert taken == list(range(250))
+    assert consumer._read_offset[RAW] == 249 and consumer.gaps == []
+
+
+async def test_offsets_already_read_are_dropped_and_a_jump_is_a_gap():
+    consumer, buffer = StandInConsumer(read_offset=10), BatchBuffer(100, asyncio.get_running_loop())
+    await _deliver_routed(consumer, RAW, messages([8, 9, 10, 11, 15, 16]), buffer, 3)
+    assert [m.offset for m in buffer.take()] == [10, 11, 15, 16]  # Faust re-reads the read offset itself
+    assert consumer.gaps == [(12, 15)] and consumer._read_offset[RAW] == 16
+
+
+async def test_a_seek_while_waiting_for_space_is_not_overwritten():
+    """The stall guard or a rebalance seeks back to 40 while the loop waits with offsets
+    100-149: moving the read offset to 149 after the wait would make the loop drop 40-148
+    when they are fetched again."""
+    consumer, buffer = StandInConsumer(read_offset=99), BatchBuffer(10, asyncio.get_running_loop())
+    buffer.put_many(messages(range(90, 100)))  # full
+
+    async def seek_then_rebalance():
+        await asyncio.sleep(0.01)
+        consumer._read_offset[RAW] = 40
+        consumer.suspend_flow.set()  # the rest of the fetch is dropped
+    await asyncio.gather(_deliver_routed(consumer, RAW, messages(range(100, 150)), buffer, 3), seek_then_rebalance())
+    assert consumer._read_offset[RAW] == 40
+    assert [m.offset for m in buffer.take()] == list(range(90, 100))
+
+
+async def test_a_rebalance_stops_the_delivery_of_the_rest():
+    consumer, buffer = StandInConsumer(), BatchBuffer(10, asyncio.get_running_loop())
+
+    async def rebalance_once_full():
+        while not buffer.full():
+            await asyncio.sleep(0.005)
+        consumer.app.consumer_generation_id = 4
+        buffer.take()  # space again, but the generation moved on
+    await asyncio.gather(_deliver_routed(consumer, RAW, messages(range(30)), buffer, 3), rebalance_once_full())
+    assert buffer.messages == []
