@@ -51,11 +51,29 @@ class Scored:
 
 
 def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_history: list[CardEntry]) -> Scored:
+    """One pass over each history (it runs per payment; README "Fraud scoring" defines the
+    signals, tests/unit/test_dedup_and_fraud.py holds this equal to that definition)."""
     ts = payment.event_time.timestamp()
     txn = payment.transaction_id
     # entries of this same transaction (a replay after a crash) are replaced, never counted twice
-    senders = [e for e in sender_history if ts - SENDER_HISTORY_S <= e[0] and e[3] != txn]
-    previous = [e for e in senders if e[0] <= ts]
+    horizon = ts - SENDER_HISTORY_S
+    senders: list[SenderEntry] = []
+    velocity = 1  # this payment included
+    devices = {payment.device_id}
+    last = None  # the latest earlier payment (the first of equals)
+    for e in sender_history:
+        t = e[0]
+        if t < horizon or e[3] == txn:
+            continue
+        senders.append(e)
+        if t <= ts:
+            age = ts - t
+            if age <= VELOCITY_WINDOW_S:
+                velocity += 1
+            if age <= DEVICE_WINDOW_S:
+                devices.add(e[2])
+            if last is None or t > last[0]:
+                last = e
     usd = to_usd(payment.amount, payment.currency)
     flags: list[str] = []
 
@@ -64,28 +82,31 @@ def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_histor
     elif usd >= ELEVATED_AMOUNT_USD:
         flags.append("ELEVATED_AMOUNT")
 
-    velocity = 1 + sum(1 for e in senders if abs(ts - e[0]) <= VELOCITY_WINDOW_S and e[0] <= ts)
     if velocity >= VELOCITY_SPIKE_AT:
         flags.append("VELOCITY_SPIKE")
     elif velocity >= VELOCITY_ELEVATED_AT:
         flags.append("ELEVATED_VELOCITY")
 
     geographic_risk = 0
-    if previous:
-        last = max(previous, key=lambda e: e[0])
-        if last[1] != payment.geo_region and ts - last[0] <= TRAVEL_WINDOW_S:
-            flags.append("IMPOSSIBLE_TRAVEL")
-            geographic_risk = WEIGHTS["IMPOSSIBLE_TRAVEL"]
+    if last is not None and last[1] != payment.geo_region and ts - last[0] <= TRAVEL_WINDOW_S:
+        flags.append("IMPOSSIBLE_TRAVEL")
+        geographic_risk = WEIGHTS["IMPOSSIBLE_TRAVEL"]
 
-    devices = {e[2] for e in previous if ts - e[0] <= DEVICE_WINDOW_S} | {payment.device_id}
     if len(devices) >= DEVICE_ANOMALY_AT:
         flags.append("DEVICE_ANOMALY")
     elif len(devices) >= 3:
         flags.append("MULTIPLE_DEVICES")
 
-    cards = [e for e in card_history if ts - CARD_TEST_WINDOW_S <= e[0] and e[1] != txn]
+    card_horizon = ts - CARD_TEST_WINDOW_S
+    cards: list[CardEntry] = []
+    small_before = 0
+    for e in card_history:
+        if e[0] >= card_horizon and e[1] != txn:
+            cards.append(e)
+            if e[0] <= ts:
+                small_before += 1
     small = usd < SMALL_AMOUNT_USD
-    if small and 1 + sum(1 for e in cards if e[0] <= ts) >= CARD_TEST_AT:
+    if small and 1 + small_before >= CARD_TEST_AT:
         flags.append("CARD_TESTING")
 
     fraud_score = min(100, sum(WEIGHTS[f] for f in flags))

@@ -5,9 +5,11 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payflow import dedup, fraud
-from payflow.models import MaskedPayment
+from payflow.models import FraudAssessment, MaskedPayment
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
@@ -126,3 +128,66 @@ def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
     replayed = BatchProcessor(keyring=ring, **tables).process(items)  # state recovered, batch read again
     assert [e.payment.transaction_id for e in replayed.enriched] == ["txn_early_one", "txn_later_one"]
     assert replayed.late == [] and replayed.replays == 2
+
+
+# -- score() is one pass over each history; this is the signals' definition it must equal --
+
+def reference_score(payment: MaskedPayment, sender_history: list, card_history: list) -> fraud.Scored:
+    """The README's signals, written as plainly as possible (the previous implementation)."""
+    ts = payment.event_time.timestamp()
+    txn = payment.transaction_id
+    senders = [e for e in sender_history if ts - fraud.SENDER_HISTORY_S <= e[0] and e[3] != txn]
+    previous = [e for e in senders if e[0] <= ts]
+    usd = fraud.to_usd(payment.amount, payment.currency)
+    flags = []
+    if usd > fraud.HIGH_AMOUNT_USD:
+        flags.append("HIGH_AMOUNT")
+    elif usd >= fraud.ELEVATED_AMOUNT_USD:
+        flags.append("ELEVATED_AMOUNT")
+    velocity = 1 + sum(1 for e in senders if abs(ts - e[0]) <= fraud.VELOCITY_WINDOW_S and e[0] <= ts)
+    if velocity >= fraud.VELOCITY_SPIKE_AT:
+        flags.append("VELOCITY_SPIKE")
+    elif velocity >= fraud.VELOCITY_ELEVATED_AT:
+        flags.append("ELEVATED_VELOCITY")
+    geographic_risk = 0
+    if previous:
+        last = max(previous, key=lambda e: e[0])
+        if last[1] != payment.geo_region and ts - last[0] <= fraud.TRAVEL_WINDOW_S:
+            flags.append("IMPOSSIBLE_TRAVEL")
+            geographic_risk = fraud.WEIGHTS["IMPOSSIBLE_TRAVEL"]
+    devices = {e[2] for e in previous if ts - e[0] <= fraud.DEVICE_WINDOW_S} | {payment.device_id}
+    if len(devices) >= fraud.DEVICE_ANOMALY_AT:
+        flags.append("DEVICE_ANOMALY")
+    elif len(devices) >= 3:
+        flags.append("MULTIPLE_DEVICES")
+    cards = [e for e in card_history if ts - fraud.CARD_TEST_WINDOW_S <= e[0] and e[1] != txn]
+    small = usd < fraud.SMALL_AMOUNT_USD
+    if small and 1 + sum(1 for e in cards if e[0] <= ts) >= fraud.CARD_TEST_AT:
+        flags.append("CARD_TESTING")
+    assessment = FraudAssessment(fraud_score=min(100, sum(fraud.WEIGHTS[f] for f in flags)), risk_flags=flags,
+                                 geographic_risk=geographic_risk, velocity_5m=velocity,
+                                 distinct_devices_30m=len(devices))
+    senders.append([ts, payment.geo_region, payment.device_id, txn])
+    if small:
+        cards.append([ts, txn])
+    return fraud.Scored(assessment, senders, cards)
+
+
+_offsets = st.integers(min_value=-2400, max_value=120)  # seconds from the payment: before, at, after
+_sender_entries = st.lists(st.tuples(_offsets, st.sampled_from(["us-east", "eu-west", "ap-south"]),
+                                     st.sampled_from(["dev_a", "dev_b", "dev_c", "dev_d", "dev_e"]),
+                                     st.sampled_from(["txn_0", "txn_1", "txn_2", "txn_3"])), max_size=12)
+_card_entries = st.lists(st.tuples(_offsets, st.sampled_from(["txn_0", "txn_1", "txn_2", "txn_3"])), max_size=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(senders=_sender_entries, cards=_card_entries, amount=st.sampled_from(["1.00", "4.99", "40.00", "1000.00", "9000"]),
+       region=st.sampled_from(["us-east", "eu-west"]), device=st.sampled_from(["dev_a", "dev_f"]))
+def test_score_equals_the_definition_of_the_signals(senders, cards, amount, region, device):
+    p = payment(1, amount=amount, region=region, device=device)  # txn_1: some entries are its replays
+    ts = p.event_time.timestamp()
+    sender_history = [[ts + dt, r, d, t] for dt, r, d, t in senders]
+    card_history = [[ts + dt, t] for dt, t in cards]
+    got, want = fraud.score(p, sender_history, card_history), reference_score(p, sender_history, card_history)
+    assert (got.assessment, got.sender_history, got.card_history) == \
+        (want.assessment, want.sender_history, want.card_history)
