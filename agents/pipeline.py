@@ -201,7 +201,12 @@ async def process_batch(runtime: Runtime, messages: list, monitor: Any):
     clock = runtime.processor.clock.seconds
     before = dict(clock)
     result = runtime.processor.process(items)
-    _count(len(items), result)
+    del items
+    for m in messages:
+        # acking needs the position only: the raw bytes (card data) are freed now, not when
+        # the batch has landed (a batch waits for up to two landings)
+        m.value = None
+    _count(len(messages), result)
     for stage, seconds in clock.items():
         metrics.STAGE_SECONDS.labels(stage).inc(seconds - before[stage])
     t_publish = time.perf_counter()

@@ -165,3 +165,17 @@ async def test_a_rebalance_signal_makes_the_processor_reload_a_raw_partition_tha
     await rebalance(2, {TP(raw_topic, 1), TP("some-other-topic", 0)})  # 0 goes away
     await rebalance(3, {TP(raw_topic, 0), TP(raw_topic, 1)})  # and comes back
     assert 0 not in runtime.processor._loaded and 1 in runtime.processor._loaded
+
+
+async def test_processed_messages_no_longer_hold_the_raw_bytes(runtime):
+    """A processed batch waits for up to two landings before its messages are acked; the
+    raw bytes they held (the card data) are freed when processing ends, not after that."""
+    from faust.types.tuples import ConsumerMessage
+
+    pan = "4111111111111111"
+    messages = [ConsumerMessage("raw", 0, offset, 0.0, 0, None, b"acct_sender", raw(f"txn_{offset}", pan=pan), None,
+                                tp=TP("raw", 0), generation_id=1) for offset in range(3)]
+    landing = await pipeline.process_batch(runtime, messages, app.monitor)
+    assert [m.value for m in landing.messages] == [None, None, None]
+    assert [m.offset for m in landing.messages] == [0, 1, 2]  # what the ack needs is kept
+    assert len(runtime.outputs.published["enriched"]) == 3
