@@ -24,9 +24,10 @@ consumer generation are dropped and the rest are tracked as unacked, so commits 
 rebalance wait for their acks (the stream's generation check and tracking, at the same
 point as the stream does them: a message tracked while still buffered, or while this loop
 still referenced it, kept a rebalance waiting forever once the buffer was cleared).
-One change to Faust's rules: a read offset moved by a seek while the loop waited (for
-space, for flow control) is left where the seek put it; Faust's loop overwrote it with the
-offset of the message it had waited with, which would skip what the seek asked for.
+One change to Faust's rules: a read offset set by a seek while the loop waited (for space,
+for flow control: a rebalance's seek, the stall guard's) is left where the seek put it,
+and a delivery a rebalance interrupted does not move it on; Faust's loop overwrote it with
+the offset of the message it had waited with, which would skip what the seek asked for.
 `install()` puts it on Faust's Consumer class once.
 """
 from __future__ import annotations
@@ -179,10 +180,13 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
         # does: tracked here, a message still referenced by this loop after a rebalance
         # cleared the buffer kept the rebalance waiting for its ack forever
         start += target.put_many(accepted[start:])
-    if self._read_offset[tp] == read_before:
-        self._read_offset[tp] = accepted[-1].offset
-    # else a seek while this loop waited (a rebalance, the stall guard) set where to read
-    # from: moved past it, the read offset would drop the messages the seek asked for
+    # The read offset moves on to the last message delivered, unless a rebalance began
+    # (its seek sets every partition's read offset, possibly to the value it had) or a seek
+    # moved it while this loop waited (the stall guard): moved past where a seek put it,
+    # the read offset would drop the messages the seek asked for
+    interrupted = suspended() or app.consumer_generation_id != generation_id
+    if start and not interrupted and self._read_offset[tp] == read_before:
+        self._read_offset[tp] = accepted[start - 1].offset
 
 
 async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int) -> bool:
@@ -197,7 +201,8 @@ async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: i
         if await _accept(self, tp, [message]):
             await _commit_if_due(self)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
-            if self._read_offset[tp] == read_before:  # as in _deliver_routed
+            interrupted = self.suspend_flow.is_set() or self.app.consumer_generation_id != generation_id
+            if not interrupted and self._read_offset[tp] == read_before:  # as in _deliver_routed
                 self._read_offset[tp] = message.offset
     return True
 

@@ -89,3 +89,18 @@ async def test_a_rebalance_stops_the_delivery_of_the_rest():
         buffer.take()  # space again, but the generation moved on
     await asyncio.gather(_deliver_routed(consumer, RAW, messages(range(30)), buffer, 3), rebalance_once_full())
     assert buffer.messages == []
+
+
+async def test_a_rebalance_that_seeks_to_the_same_read_offset_is_not_overwritten():
+    """The rebalance's seek may put the read offset back to the value it had (the last
+    message read was not committed): the loop must still not move it on."""
+    consumer, buffer = StandInConsumer(read_offset=99), BatchBuffer(10, asyncio.get_running_loop())
+    buffer.put_many(messages(range(95, 100)))  # room for five: 100-104 go in, then the loop waits
+
+    async def rebalance():
+        await asyncio.sleep(0.01)
+        consumer._read_offset[RAW] = 99  # perform_seek: back to the committed position
+        consumer.app.consumer_generation_id = 4
+        buffer.take()
+    await asyncio.gather(_deliver_routed(consumer, RAW, messages(range(100, 150)), buffer, 3), rebalance())
+    assert consumer._read_offset[RAW] == 99
