@@ -180,13 +180,8 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
         # does: tracked here, a message still referenced by this loop after a rebalance
         # cleared the buffer kept the rebalance waiting for its ack forever
         start += target.put_many(accepted[start:])
-    # The read offset moves on to the last message delivered, unless a rebalance began
-    # (its seek sets every partition's read offset, possibly to the value it had) or a seek
-    # moved it while this loop waited (the stall guard): moved past where a seek put it,
-    # the read offset would drop the messages the seek asked for
-    interrupted = suspended() or app.consumer_generation_id != generation_id
-    if start and not interrupted and self._read_offset[tp] == read_before:
-        self._read_offset[tp] = accepted[start - 1].offset
+    if start:
+        _move_read_offset(self, tp, read_before, accepted[start - 1].offset, generation_id)
 
 
 async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int) -> bool:
@@ -201,10 +196,18 @@ async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: i
         if await _accept(self, tp, [message]):
             await _commit_if_due(self)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
-            interrupted = self.suspend_flow.is_set() or self.app.consumer_generation_id != generation_id
-            if not interrupted and self._read_offset[tp] == read_before:  # as in _deliver_routed
-                self._read_offset[tp] = message.offset
+            _move_read_offset(self, tp, read_before, message.offset, generation_id)
     return True
+
+
+def _move_read_offset(self: Consumer, tp: Any, read_before: int | None, offset: int, generation_id: int) -> None:
+    """The read offset moves on to the last message delivered, unless a rebalance began
+    (its seek sets every partition's read offset, possibly to the value it had) or a seek
+    moved it while the loop waited (the stall guard): moved past where a seek put it, the
+    read offset would drop the messages the seek asked for."""
+    interrupted = self.suspend_flow.is_set() or self.app.consumer_generation_id != generation_id
+    if not interrupted and self._read_offset[tp] == read_before:
+        self._read_offset[tp] = offset
 
 
 def install() -> None:

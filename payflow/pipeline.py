@@ -68,6 +68,12 @@ def _as_state(table: Any) -> PartitionedState:
     return DictState(table) if isinstance(table, dict) else table
 
 
+def _stored(table: PartitionedState, index: ExpiryIndex, partition: int, key: str) -> bytes | None:
+    """The table's value for `key`, read only if the index knows the key: it knows every key
+    the table holds for a processed partition, and most keys in a batch are new."""
+    return table.read(partition, key) if index.holds(partition, key) else None
+
+
 def _history_ts(value: bytes) -> float:
     hist = orjson.loads(value)[1]
     return max((e[0] for e in hist), default=0.0)
@@ -199,10 +205,7 @@ class BatchProcessor:
 
             et_us = _us(payment.event_time)
             watermark = self._watermarks.get(partition)
-            # the index knows every key the table holds for a processed partition: a
-            # transaction id it does not know is new without a lookup
-            raw_first = (self.dedup_table.read(partition, payment.transaction_id)
-                         if self.dedup_index.holds(partition, payment.transaction_id) else None)
+            raw_first = _stored(self.dedup_table, self.dedup_index, partition, payment.transaction_id)
             first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
             verdict = dedup.classify(first, partition, offset)
             if verdict is dedup.Verdict.DUPLICATE and dedup.is_late(first.event_time_us, watermark, self.window_us):
@@ -238,13 +241,11 @@ class BatchProcessor:
 
             sender = payment.sender_account_id
             if sender not in senders:
-                raw = (self.sender_table.read(partition, sender)
-                       if self.sender_index.holds(partition, sender) else None)
+                raw = _stored(self.sender_table, self.sender_index, partition, sender)
                 senders[sender] = orjson.loads(raw)[1] if raw is not None else []
             card = payment.pii_hash
             if card not in cards:
-                raw = (self.card_table.read(partition, card)
-                       if self.card_index.holds(partition, card) else None)
+                raw = _stored(self.card_table, self.card_index, partition, card)
                 cards[card] = orjson.loads(raw)[1] if raw is not None else []
             scored = fraud.score(payment, senders[sender], cards[card])
             senders[sender] = scored.sender_history
