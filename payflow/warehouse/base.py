@@ -1,7 +1,8 @@
 """The warehouse interface both backends implement, and the rows a batch lands.
 
 Every landing is idempotent: a row whose key already exists is left alone (DuckDB: primary
-key + INSERT OR IGNORE; BigQuery: MERGE ... WHEN NOT MATCHED). Rows of subjects in
+key + INSERT OR IGNORE, the payment tables through payment_transactions' key; BigQuery:
+MERGE ... WHEN NOT MATCHED). Rows of subjects in
 gdpr_erasures never come back: erased-by-delete rows are not inserted, erased-by-anonymize
 rows are inserted without any link to the person.
 """

@@ -14,7 +14,8 @@ import sqlglot
 
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
-    ERASABLE, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse,
+    ERASABLE, LANDING_ORDER, LINK_COLUMNS, PAYMENTS, ErasureReceipt, LandingBatch, TransientWarehouseError,
+    Warehouse,
 )
 
 _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
@@ -44,11 +45,21 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()
         self._insert_sql: dict[str, str] = {}
+        self._keyed: set[str] | None = None  # tables with a key in this file
 
     def ensure_schema(self) -> None:
         with self._lock:
             for statement in schema.duckdb_statements():
                 self.con.execute(statement)
+            self._insert_sql.clear()
+            self._keyed = None
+
+    def _has_key(self, table: str) -> bool:
+        # a file written before DUCKDB_KEYED_BY_PAYMENT still has keys on those tables
+        if self._keyed is None:
+            self._keyed = {row[0] for row in self.con.execute(
+                "SELECT DISTINCT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'").fetchall()}
+        return table in self._keyed
 
     # -- landing -------------------------------------------------------------------------
     def _insert_statement(self, table: str) -> str:
@@ -56,6 +67,7 @@ class DuckDBWarehouse(Warehouse):
             return self._insert_sql[table]
         cols = schema.tables()[table]
         names = [c.name for c in cols]
+        insert = "INSERT OR IGNORE" if self._has_key(table) else "INSERT"
         # the batch arrives as an Arrow table registered as `landing` (zero-copy scan)
         unnest = ", ".join(
             f"CAST({c.name} AS DECIMAL(38,9)) AS {c.name}" if c.bq_type in _AMOUNT_AS_TEXT else c.name
@@ -74,13 +86,13 @@ class DuckDBWarehouse(Warehouse):
                     select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} ELSE now() END AS {n}")
                 else:
                     select.append(f"s.{n}")
-            sql = (f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) SELECT {', '.join(select)} "
+            sql = (f"{insert} INTO {table} ({', '.join(names)}) SELECT {', '.join(select)} "
                    f"FROM (SELECT {unnest}) AS s "
                    f"LEFT JOIN (SELECT pii_hash, max(mode) AS mode FROM gdpr_erasures GROUP BY pii_hash) AS e "
                    f"ON e.pii_hash = s.pii_hash "
                    f"WHERE e.mode IS NULL OR e.mode = 'anonymize'")
         else:
-            sql = f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) SELECT {unnest}"
+            sql = f"{insert} INTO {table} ({', '.join(names)}) SELECT {unnest}"
         self._insert_sql[table] = sql
         return sql
 
@@ -89,15 +101,19 @@ class DuckDBWarehouse(Warehouse):
         with self._lock:
             try:
                 self.con.execute("BEGIN TRANSACTION")
+                # which of the batch's payments the key table took (None: every one): the
+                # tables keyed by it take those rows only
+                taken: list[int] | None = None
                 for table in LANDING_ORDER:
                     if not batch.count(table):
                         continue
-                    self.con.register("landing", _arrow_table(table, batch.columns(table)))
-                    try:
-                        result = self.con.execute(self._insert_statement(table)).fetchone()
-                    finally:
-                        self.con.unregister("landing")
-                    inserted[table] = int(result[0]) if result else 0
+                    rows = _arrow_table(table, batch.columns(table))
+                    if table == "payment_transactions":
+                        inserted[table], taken = self._land_payments(rows, batch.sources[PAYMENTS]["transaction_id"])
+                        continue
+                    if table in schema.DUCKDB_KEYED_BY_PAYMENT and taken is not None:
+                        rows = rows.take(pa.array(taken, type=pa.int64()))
+                    inserted[table] = self._insert(table, rows, returning=False) if rows.num_rows else 0
                 self.con.execute("COMMIT")
             except duckdb.TransactionException as exc:
                 self.con.execute("ROLLBACK")
@@ -109,6 +125,33 @@ class DuckDBWarehouse(Warehouse):
                     pass
                 raise
         return inserted
+
+    def _land_payments(self, rows: pa.Table, ids: list[str]) -> tuple[int, list[int] | None]:
+        """Insert the payments whose transaction_id is new; return how many, and the batch
+        rows they came from (None: all of them). A transaction_id twice in one batch (a layer
+        above failed) lands once, from its first row."""
+        firsts: list[int] | None = None
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            firsts = [i for i, t in enumerate(ids) if not (t in seen or seen.add(t))]
+            rows = rows.take(pa.array(firsts, type=pa.int64()))
+        new_ids = self._insert("payment_transactions", rows, returning=True)
+        if len(new_ids) == rows.num_rows:
+            return len(new_ids), firsts
+        new = set(new_ids)
+        return len(new_ids), [i for i in (firsts if firsts is not None else range(len(ids))) if ids[i] in new]
+
+    def _insert(self, table: str, rows: pa.Table, *, returning: bool) -> Any:
+        """INSERT the rows (an Arrow table, scanned in place); the count inserted, or with
+        `returning` the transaction_ids inserted."""
+        sql = self._insert_statement(table)
+        self.con.register("landing", rows)
+        try:
+            if returning:
+                return [row[0] for row in self.con.execute(sql + " RETURNING transaction_id").fetchall()]
+            return _count(self.con.execute(sql))
+        finally:
+            self.con.unregister("landing")
 
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

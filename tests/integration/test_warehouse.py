@@ -63,6 +63,56 @@ def test_batch_lands_once_and_replay_adds_nothing(warehouse):
     assert eff[0]["d"] == len(result.duplicates) > 0
 
 
+def test_the_key_on_transaction_id_holds_in_every_payment_table_when_a_layer_above_fails(warehouse):
+    """Invariant 2 at the warehouse alone: a replay overlapping what landed and a payment twice
+    in one batch (dedup failed) leave one row per transaction_id in each of the three payment
+    tables, and the counts the landing reports are what it inserted."""
+    result, valid = processed()
+    enriched = result.enriched
+    assert len(enriched) > 400
+    first = warehouse.land(build_batch(enriched[:300]))
+    assert first["payment_transactions"] == first["payment_transactions_fraud"] == first["pii_masking_audit"] == 300
+    # rows 200-299 landed already; the last payment comes twice
+    second = warehouse.land(build_batch(enriched[200:] + enriched[-1:]))
+    new = len(enriched) - 300
+    assert second["payment_transactions"] == second["payment_transactions_fraud"] == second["pii_masking_audit"] == new
+    for table in ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit"):
+        rows = warehouse.query(f"SELECT COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS d FROM {table}")
+        assert rows[0]["n"] == rows[0]["d"] == len(valid), table
+    # each table's row of a payment is the one the payment table holds (same landing, same source row)
+    mismatched = warehouse.query(
+        "SELECT COUNT(*) AS n FROM payment_transactions AS p JOIN payment_transactions_fraud AS f "
+        "ON f.transaction_id = p.transaction_id JOIN pii_masking_audit AS a ON a.transaction_id = p.transaction_id "
+        "WHERE f.source_offset != p.source_offset OR f.amount != p.amount OR a.pii_hash != p.pii_hash")
+    assert mismatched[0]["n"] == 0
+    # a full replay of both batches adds nothing anywhere
+    again = warehouse.land(build_batch(enriched))
+    assert all(n == 0 for n in again.values()), again
+
+
+def test_a_duckdb_file_from_before_keys_were_dropped_still_lands_once(tmp, monkeypatch):
+    """Files written when every payment table had its own key keep it: landing still works
+    on them and still inserts nothing twice."""
+    from payflow.warehouse.duck import DuckDBWarehouse
+    monkeypatch.setattr(schema, "DUCKDB_KEYED_BY_PAYMENT", ())
+    old = DuckDBWarehouse(str(tmp / "old.duckdb"))
+    old.ensure_schema()
+    old.close()
+    monkeypatch.undo()
+    w = DuckDBWarehouse(str(tmp / "old.duckdb"))
+    w.ensure_schema()
+    result, valid = processed()
+    keys = {r["table_name"] for r in w.query(
+        "SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'")}
+    assert {"payment_transactions_fraud", "pii_masking_audit"} <= keys
+    w.land(build_batch(result.enriched[:300]))
+    again = w.land(build_batch(result.enriched))
+    assert again["payment_transactions_fraud"] == again["pii_masking_audit"] == len(valid) - 300
+    n = w.query("SELECT COUNT(*) AS n FROM pii_masking_audit")[0]["n"]
+    assert n == len(valid)
+    w.close()
+
+
 def test_dlq_remains_and_masked_columns_hold_no_card_data(warehouse):
     result, _ = processed(count=800, malformed_ratio=0.05)
     warehouse.land(build_batch(result.enriched, result.duplicates, result.rejections, result.late))
