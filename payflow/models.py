@@ -76,8 +76,11 @@ class EnrichedPayment:
     payment: MaskedPayment
     fraud: FraudAssessment
 
-    def to_enriched_json(self) -> bytes:
-        """The payments-enriched record: masked payment + scores, without the email."""
+    def to_enriched_json(self, masked_at_text: str | None = None) -> bytes:
+        """The payments-enriched record: masked payment + scores, without the email.
+
+        `masked_at_text` is masked_at already written out (a batch shares one masked_at, and
+        orjson writes a datetime in ~1.5 µs): the same text orjson would write."""
         p = self.payment
         return orjson.dumps({
             "schema_version": 1,
@@ -93,7 +96,7 @@ class EnrichedPayment:
             "card_brand": p.card_brand,
             "pii_hash": p.pii_hash,
             "pii_key_id": p.pii_key_id,
-            "masked_at": p.masked_at,
+            "masked_at": masked_at_text or p.masked_at,
             "masking_reason": p.masking_reason,
             "ip_address": p.ip_address,
             "geo_region": p.geo_region,

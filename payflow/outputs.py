@@ -33,8 +33,12 @@ def output_records(result: BatchResult, keys: dict[tuple[int, int], bytes | None
     """A batch's outputs as Kafka records, keyed as ARCHITECTURE.md says."""
     t = topics
     records: list[Record] = []
+    masked_at, masked_at_text = None, None
     for e in result.enriched:
-        records.append((t.enriched, None, e.payment.sender_account_id.encode(), e.to_enriched_json()))
+        if e.payment.masked_at is not masked_at:  # one per batch
+            masked_at = e.payment.masked_at
+            masked_at_text = orjson.dumps(masked_at).decode()[1:-1]
+        records.append((t.enriched, None, e.payment.sender_account_id.encode(), e.to_enriched_json(masked_at_text)))
     for r in result.rejections:
         raw_key = keys.get((r.source_partition, r.source_offset))
         key = mask_text(raw_key.decode("utf-8", "replace")).encode() if raw_key else None
