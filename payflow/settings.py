@@ -33,7 +33,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_WATERMARK_SECONDS", "3600", "events older than the highest event_time seen minus this go to payment-events-late"),
     Setting("PAYFLOW_SINK_BATCH_SIZE", "2000", "events per pipeline batch (and warehouse write)"),
     Setting("PAYFLOW_SINK_BATCH_SECONDS", "0.5", "longest wait to fill a batch"),
-    Setting("PAYFLOW_SINK_LANDING_BATCHES", "2", "while the warehouse is busy, up to this many processed batches wait and then land together; beyond it the worker waits (bounds memory)"),
+    Setting("PAYFLOW_SINK_LANDING_BATCHES", "3", "while the warehouse is busy, up to this many processed batches wait and then land together; beyond it the worker waits (bounds memory)"),
     Setting("PAYFLOW_PRODUCER_COMPRESSION", "none", "compression of what the worker publishes: none, lz4, zstd, gzip or snappy (lz4 cost ~7% of the worker's CPU at full load)"),
     Setting("PAYFLOW_SINK_MAX_RETRY_SECONDS", "300", "how long transient warehouse errors are retried (backoff with jitter) before the sink stops loudly"),
     Setting("PAYFLOW_PROCESSING_GUARANTEE", "at_least_once", "at_least_once (with offset-aware dedup and idempotent sink)"),
