@@ -95,6 +95,24 @@ class LandingBatch:
         names = list(columns)
         return [dict(zip(names, values)) for values in zip(*columns.values())]
 
+    def first_per_key(self) -> "LandingBatch":
+        """The batch with each table's key once, from its first row. A key twice in one batch
+        (a layer above failed) must land once, and neither backend sees the repeat itself:
+        BigQuery's MERGE inserts every unmatched source row, and DuckDB's fraud and
+        masking-audit rows follow what payment_transactions inserted."""
+        from payflow.warehouse import schema
+        out = LandingBatch()
+        for name, source in self.sources.items():
+            table = PAYMENT_TABLES[0] if name == PAYMENTS else name  # the payment tables share a key
+            keys = list(zip(*(source[k] for k in schema.primary_keys()[table])))
+            if len(set(keys)) == len(keys):  # the usual case, at C speed
+                out.sources[name] = source
+                continue
+            seen: set[tuple] = set()
+            firsts = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
+            out.sources[name] = {column: [values[i] for i in firsts] for column, values in source.items()}
+        return out
+
     def extend(self, later: "LandingBatch") -> None:
         for name, source in later.sources.items():
             mine = self.sources.get(name)

@@ -91,8 +91,9 @@ class BigQueryWarehouse(Warehouse):
 
     def land(self, batch: LandingBatch) -> dict[str, int]:
         inserted = {}
+        batch = batch.first_per_key()
         for table in LANDING_ORDER:
-            rows = _first_per_key(batch.rows(table), schema.primary_keys()[table])
+            rows = batch.rows(table)
             if not rows:
                 continue
             # short client-side retries: the sink's own retry loop (backoff, jitter, metrics,
@@ -178,19 +179,6 @@ class BigQueryWarehouse(Warehouse):
                 bigquery.ScalarQueryParameter("ra", "STRING", json.dumps(affected)),
                 bigquery.ScalarQueryParameter("rid", "STRING", request_id)])).result()
         return ErasureReceipt(mode, hashes, affected, time.perf_counter() - started, request_id)
-
-
-def _first_per_key(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
-    """The rows without repeats of a key: MERGE inserts every unmatched source row, so a key
-    twice in one batch (a layer above failed) would land twice."""
-    seen: set[tuple] = set()
-    out = []
-    for row in rows:
-        key = tuple(row[k] for k in keys)
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
-    return out
 
 
 def _bq_value(v: Any) -> Any:

@@ -14,8 +14,7 @@ import sqlglot
 
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
-    ERASABLE, LANDING_ORDER, LINK_COLUMNS, PAYMENTS, ErasureReceipt, LandingBatch, TransientWarehouseError,
-    Warehouse,
+    ERASABLE, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse,
 )
 
 _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
@@ -104,12 +103,14 @@ class DuckDBWarehouse(Warehouse):
                 # which of the batch's payments the key table took (None: every one): the
                 # tables keyed by it take those rows only
                 taken: list[int] | None = None
+                batch = batch.first_per_key()
                 for table in LANDING_ORDER:
                     if not batch.count(table):
                         continue
-                    rows = _arrow_table(table, batch.columns(table))
+                    columns = batch.columns(table)
+                    rows = _arrow_table(table, columns)
                     if table == "payment_transactions":
-                        inserted[table], taken = self._land_payments(rows, batch.sources[PAYMENTS]["transaction_id"])
+                        inserted[table], taken = self._land_payments(rows, columns["transaction_id"])
                         continue
                     if table in schema.DUCKDB_KEYED_BY_PAYMENT and taken is not None:
                         rows = rows.take(pa.array(taken, type=pa.int64()))
@@ -127,19 +128,13 @@ class DuckDBWarehouse(Warehouse):
         return inserted
 
     def _land_payments(self, rows: pa.Table, ids: list[str]) -> tuple[int, list[int] | None]:
-        """Insert the payments whose transaction_id is new; return how many, and the batch
-        rows they came from (None: all of them). A transaction_id twice in one batch (a layer
-        above failed) lands once, from its first row."""
-        firsts: list[int] | None = None
-        if len(set(ids)) != len(ids):
-            seen: set[str] = set()
-            firsts = [i for i, t in enumerate(ids) if not (t in seen or seen.add(t))]
-            rows = rows.take(pa.array(firsts, type=pa.int64()))
+        """Insert the payments whose transaction_id is new (the batch has each id once);
+        return how many, and which of the batch's rows they are (None: all of them)."""
         new_ids = self._insert("payment_transactions", rows, returning=True)
-        if len(new_ids) == rows.num_rows:
-            return len(new_ids), firsts
+        if len(new_ids) == len(ids):
+            return len(new_ids), None
         new = set(new_ids)
-        return len(new_ids), [i for i in (firsts if firsts is not None else range(len(ids))) if ids[i] in new]
+        return len(new_ids), [i for i, t in enumerate(ids) if t in new]
 
     def _insert(self, table: str, rows: pa.Table, *, returning: bool) -> Any:
         """INSERT the rows (an Arrow table, scanned in place); the count inserted, or with
