@@ -9,6 +9,7 @@ record per partition.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -19,13 +20,15 @@ import orjson
 from payflow import dedup, fraud
 from payflow.keys import KeyRing
 from payflow.masking import mask
+from payflow.masking_remains import masked_remains
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
 from payflow.state import ExpiryIndex
 from payflow.state_log import DictState, PartitionedState
-from payflow.validation import decode
+from payflow.validation import UNDECODABLE, ValidatedPayment, decode
 from payflow.watermarks import WatermarkLog
 
 STAGES = ("decode", "mask", "dedup", "fraud")
+log = logging.getLogger("payflow.pipeline")
 
 
 @dataclass(slots=True)
@@ -74,6 +77,21 @@ def _stored(table: PartitionedState, index: ExpiryIndex, partition: int, key: st
     return table.read(partition, key) if index.holds(partition, key) else None
 
 
+def _undecodable(raw: bytes | None, exc: Exception) -> Rejection:
+    """A message decode or mask raised on: a payflow bug, as both turn any bad input into a
+    Rejection (a compiled stage's type check could raise, say). It goes to the DLQ like bad
+    input, so its partition goes on. The error is named by its type only: its message could
+    quote the card number."""
+    log.error("stage decode: %s raised on a message; it goes to the DLQ as %s (a payflow bug)",
+              type(exc).__name__, UNDECODABLE)
+    try:
+        remains = masked_remains(raw) if raw else ""
+    except Exception:  # noqa: BLE001 - the remains are a courtesy; the message must reach the DLQ
+        remains = ""
+    return Rejection(UNDECODABLE, f"payflow failed on this message ({type(exc).__name__}); see the worker's log",
+                     remains=remains)
+
+
 def _history_ts(value: bytes) -> float:
     hist = orjson.loads(value)[1]
     return max((e[0] for e in hist), default=0.0)
@@ -85,7 +103,8 @@ class BatchProcessor:
                  card_table: PartitionedState | dict, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
                  committed_offset: Callable[[int], int | None] | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 decoder: Callable[..., ValidatedPayment | Rejection] = decode):
         """`committed_offset(partition)` is the consumer's committed position (next offset to
         read; None if nothing is committed yet): a crash replays from there, so state must
         hold what a replay from there needs. Without it, everything before a batch counts as
@@ -100,6 +119,7 @@ class BatchProcessor:
         self.max_future = timedelta(seconds=max_future_seconds)
         self.committed_offset = committed_offset
         self.now = now
+        self.decoder = decoder
         self.clock = StageClock()
         self.dedup_index = ExpiryIndex(ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
@@ -185,18 +205,26 @@ class BatchProcessor:
         # state: each stage's code and data stay in the CPU's caches for a whole batch rather
         # than one event (decode+mask are pure; only the order of state changes matters)
         outcomes: list[MaskedPayment | Rejection] = []
+        decoder = self.decoder
         for item in items:
             t0 = perf()
-            decoded = decode(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
-            t1 = perf()
-            t_decode += t1 - t0
-            if isinstance(decoded, Rejection):
-                decoded.source_partition, decoded.source_offset = item.partition, item.offset
-                outcomes.append(decoded)
-                continue
-            outcomes.append(mask(decoded, key, now, item.partition, item.offset))
-            del decoded  # raw card data ends here
-            t_mask += perf() - t1
+            outcome: MaskedPayment | Rejection
+            decoded: ValidatedPayment | Rejection | None = None
+            try:
+                decoded = decoder(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
+                t1 = perf()
+                t_decode += t1 - t0
+                if isinstance(decoded, Rejection):
+                    outcome = decoded
+                else:
+                    outcome = mask(decoded, key, now, item.partition, item.offset)
+                    t_mask += perf() - t1
+            except Exception as exc:  # noqa: BLE001 - one message must not stop its partition
+                outcome = _undecodable(item.value, exc)
+            decoded = None  # raw card data ends here
+            if isinstance(outcome, Rejection):
+                outcome.source_partition, outcome.source_offset = item.partition, item.offset
+            outcomes.append(outcome)
 
         # new payments and replays, in order, for fraud scoring (its state is per sender and
         # card, apart from dedup's: scoring after the whole batch's dedup changes nothing)

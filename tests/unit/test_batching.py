@@ -7,6 +7,7 @@ late events, rejections and fraud scores, in the same order.
 """
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 
 import orjson
@@ -17,6 +18,9 @@ from payflow.keys import KeyRing
 from payflow.models import dumps
 from payflow.pipeline import BatchProcessor, RawItem
 from payflow.simulator.generator import EventStream, SimOptions
+from payflow.simulator.population import make_pan
+from payflow.validation import decode
+from tests.unit.cards_fixtures import event
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 # a small population, with more fraud, duplicates and bad input than usual: senders and
@@ -79,3 +83,32 @@ def test_one_batch_decides_as_one_event_at_a_time():
 @given(st.lists(st.integers(min_value=1, max_value=len(ITEMS) - 1), max_size=30))
 def test_any_cut_into_batches_decides_as_one_event_at_a_time(cuts):
     assert _outputs(cuts) == ONE_AT_A_TIME
+
+
+def test_a_message_the_stages_raise_on_goes_to_the_dlq_and_the_batch_goes_on(caplog):
+    """decode and mask turn any bad input into a Rejection; should one raise all the same (a
+    payflow bug: a compiled stage's type check, say), that message goes to the DLQ and the
+    rest of its batch and partition is processed. Neither the DLQ record nor the log quote
+    the exception's message, which may hold the card number."""
+    pan, _ = make_pan(random.Random(5), "visa")
+    poison = orjson.dumps(event(pan, transaction_id="txn_poison_0001"))
+
+    def decode_with_a_bug(raw, **kwargs):
+        if raw == poison:
+            raise ValueError(f"cannot handle card {pan}")
+        return decode(raw, **kwargs)
+
+    processor = BatchProcessor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+                               sender_table={}, card_table={}, now=lambda: NOW, decoder=decode_with_a_bug)
+    batch = ITEMS[:50] + [RawItem(0, 10_000, poison)] + ITEMS[50:100]
+    result = processor.process(batch)
+
+    assert [r.source_offset for r in result.rejections if r.reason == "internal_error"] == [10_000]
+    poisoned = next(r for r in result.rejections if r.reason == "internal_error")
+    assert "ValueError" in poisoned.detail
+    dlq_record = poisoned.to_dlq_json(NOW).decode()
+    assert "txn_poison_0001" in dlq_record  # the masked remains say which message it was
+    assert pan not in dlq_record and pan not in caplog.text and "ValueError" in caplog.text
+    alone = BatchProcessor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+                           sender_table={}, card_table={}, now=lambda: NOW).process(ITEMS[:100])
+    assert [e.to_enriched_json() for e in result.enriched] == [e.to_enriched_json() for e in alone.enriched]
