@@ -319,6 +319,8 @@ def main(events: int, latency_rate: int, latency_seconds: int, output: Path, kee
         pipe = pipeline_run(settings, workdir, prefix, events, manifest)
         if pipeline_only:
             click.echo(json.dumps(pipe, indent=1))
+            if not keep:  # the run's state, logs and warehouse: ~250 MB
+                shutil.rmtree(workdir, ignore_errors=True)
             return
         click.echo(f"latency: a fresh worker fed at {latency_rate} events/s for {latency_seconds} s")
         lat = latency_run(settings, workdir, f"bench{run_id}lat-", latency_rate, latency_seconds)
