@@ -1,9 +1,9 @@
 """Compiles payflow's per-event stages to C extensions with mypyc; metadata is in setup.cfg.
 
 The stages (decode, mask, dedup, fraud and the batch loop over them) are plain typed Python,
-run once per payment on the worker's one busy core. mypyc compiles them unchanged: ~20% less
-CPU per payment in `BatchProcessor.process` (README "Performance"). Everything else stays
-interpreted: it runs once per batch, or subclasses Faust classes mypyc cannot compile.
+run once per payment on the worker's one busy core. mypyc compiles them unchanged: ~15% less
+CPU in them (README "Performance"). Everything else stays interpreted: it runs once per
+batch, subclasses Faust classes mypyc cannot compile, or gained nothing compiled (models.py).
 PAYFLOW_PURE_PYTHON=1 installs without compiling (no C compiler needed); the code is the same.
 """
 import os
