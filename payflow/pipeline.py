@@ -230,7 +230,7 @@ class BatchProcessor:
 
         # new payments and replays, in order, for fraud scoring (its state is per sender and
         # card, apart from dedup's: scoring after the whole batch's dedup changes nothing)
-        to_score: list[tuple[int, MaskedPayment]] = []
+        to_score: list[MaskedPayment] = []
         for item, payment in zip(items, outcomes):
             partition, offset = item.partition, item.offset
             last_offsets[partition] = offset
@@ -278,11 +278,12 @@ class BatchProcessor:
                 self.dedup_index.note(partition, et_us / 1e6, payment.transaction_id)
             else:
                 out.replays += 1
-            to_score.append((partition, payment))
+            to_score.append(payment)
             t_dedup += perf() - t2
 
         t3 = perf()
-        for partition, payment in to_score:
+        for payment in to_score:
+            partition = payment.source_partition  # where it was read (mask() records it)
             sender = payment.sender_account_id
             if sender not in senders:
                 raw = _stored(self.sender_table, self.sender_index, partition, sender)

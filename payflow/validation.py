@@ -28,6 +28,8 @@ REQUIRED_STRINGS = (
     "merchant_id",
 )
 
+# the reason for a message the stages raised on (a payflow bug, not bad input): see pipeline.py
+UNDECODABLE = "internal_error"
 # Every reason code a Rejection can carry (the DLQ's vocabulary; metrics label by it).
 REASONS = (
     "empty_message", "oversized_payload", "invalid_utf8", "invalid_json", "not_an_object",
@@ -35,10 +37,8 @@ REASONS = (
     "invalid_pan_length", "pan_luhn_failed", "invalid_cvv", "invalid_expiry",
     "invalid_amount", "amount_not_positive", "amount_not_finite", "amount_over_scale",
     "unknown_currency", "invalid_event_time", "event_time_in_future", "card_data_in_field",
-    "internal_error",
+    UNDECODABLE,
 )
-# the reason for a message the stages raised on (a payflow bug, not bad input): see pipeline.py
-UNDECODABLE = "internal_error"
 # fields where a card number never belongs: one found there is a producer bug, and the
 # payment must not land (the field would carry the PAN into the warehouse)
 _NO_CARD_DATA = tuple(f for f in (*REQUIRED_STRINGS, "user_email") if f not in ("credit_card", "cvv", "card_expiry"))
