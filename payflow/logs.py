@@ -10,13 +10,16 @@ import logging
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from payflow.cards import find_pans
+from payflow.cards import find_pans, may_hold_pan
 from payflow.masking_remains import mask_text
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR, "crit": logging.CRITICAL}
 pan_detections = 0
+# the record attributes a formatter may write besides the message
+_EXTRA_FIELDS = ("stage", "partition", "batch", "event")
 
 
 def install_record_scrubber() -> None:
@@ -45,20 +48,66 @@ class PanScrubber(logging.Filter):
         if getattr(record, "_payflow_scrubbed", False):
             return True
         record._payflow_scrubbed = True
+        record.args = _short_floats(record.args)
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string must not lose the record
             message = str(record.msg)
-        if find_pans(message):
-            pan_detections += 1
-            from payflow import metrics
-            metrics.UNMASKED_PAN.inc()
+        found = bool(find_pans(message))
         # args () not None: mode's formatter wraps None into (None,) and formats again
         record.msg, record.args = mask_text(message), ()
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
+            found = found or bool(find_pans(text))
             record.exc_info, record.exc_text = None, mask_text(text)
+        elif isinstance(record.exc_text, str):
+            found = found or bool(find_pans(record.exc_text))
+            record.exc_text = mask_text(record.exc_text)
+        if isinstance(record.stack_info, str):
+            found = found or bool(find_pans(record.stack_info))
+            record.stack_info = mask_text(record.stack_info)
+        # fields given with extra= that the formatters write (JsonFormatter: stage, partition...)
+        for key in _EXTRA_FIELDS:
+            value = getattr(record, key, None)
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            if may_hold_pan(text):
+                found = found or bool(find_pans(text))
+                setattr(record, key, mask_text(text))
+        if found:
+            pan_detections += 1
+            from payflow import metrics
+            metrics.UNMASKED_PAN.inc()
         return True
+
+
+class _ShortFloat(float):
+    """A float argument written with 6 significant digits by %s and %r (%.3f and the like
+    are unchanged). A float's repr has up to 17 digits ("drift of +0.43734976700012345", as
+    mode's timers log it), which the card-number detector, finding card numbers right after
+    "<digit>.", would count as one about half the time."""
+
+    def __repr__(self) -> str:
+        return format(float(self), ".6g")
+
+    __str__ = __repr__
+
+
+def _short_floats(args: Any) -> Any:
+    """The record's args with floats below 10^11 shortened: they are computed values, and
+    only their fraction digits could look like a card number (a larger one, which could be
+    a card number written as a float, is left as it is, to be found and masked)."""
+    def short(value: Any) -> Any:
+        if type(value) is float and abs(value) < 1e11:
+            return _ShortFloat(value)
+        return value
+
+    if isinstance(args, tuple):
+        return tuple(short(a) for a in args)
+    if isinstance(args, dict):
+        return {k: short(v) for k, v in args.items()}
+    return args
 
 
 class JsonFormatter(logging.Formatter):

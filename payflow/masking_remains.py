@@ -1,35 +1,106 @@
-"""The masked remains of a rejected message, for the DLQ.
+"""The masked remains of a rejected message, for the DLQ (topic and dead_letter_events).
 
 A broken message may still carry card data that no parser recognised, so everything
-card-shaped is masked: card, CVV and expiry fields by name, and any 12+ digit run anywhere.
+card-shaped is masked: card data by field name (PAN, CVV/CVC/CID/CSC, PIN, expiry, track
+data) and any 12+ digit run anywhere (cards.redact_card_like, whose runs are those of the
+card-number detector).
+
+Personal data that is not card data (email, IP address, device id) is not kept at all: the
+DLQ topic and table are outside GDPR erasure (`payflow gdpr erase` finds a subject's rows by
+pii_hash, and a rejected message has none), so whatever lands there could never be erased.
+Fields named so are replaced by REMOVED, and in free text (a message that is not a JSON
+object) emails, IP addresses and those fields' quoted values are replaced too.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from payflow.cards import redact_card_like
+from payflow.cards import may_hold_pan, redact_card_like
 
 MAX_REMAINS_CHARS = 2048
-_CARD_KEYS = re.compile(r"card|pan|cc_?num|account_?number", re.I)
-_CVV_KEYS = re.compile(r"cvv|cvc|csc|security_?code", re.I)
-_EXPIRY_KEYS = re.compile(r"expir|exp_?date", re.I)
+REMOVED = "<removed>"
+
+# a field name's words: split at non-alphanumerics, at camelCase humps and between letters
+# and digits ("cardNumber" -> card number, "cvv2" -> cvv 2, "exp_month" -> exp month)
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+# sensitive authentication data: nothing of it is kept
+_SECRET_WORDS = frozenset({
+    "cvv", "cvc", "cid", "csc", "cvn", "cav", "cvd", "pin", "pinblock", "track", "trackdata", "track1",
+    "track2", "magstripe", "securitycode", "cardverification",
+})
+_SECRET_PHRASES = ("security code", "verification code", "verification value", "pin block", "track data")
+_EXPIRY_WORDS = frozenset({"exp", "expiry", "expiration", "expires", "expire", "expdate", "expmonth", "expyear",
+                           "expmm", "expyy", "expyr", "expmo"})
+_CARD_WORDS = frozenset({"card", "cards", "pan", "cc", "ccnum", "ccnumber", "cardnumber", "cardholder", "creditcard"})
+_CARD_PHRASES = ("account number", "primary account")
+# personal data, not card data: removed (see the module docstring)
+_PERSONAL_WORDS = frozenset({"email", "mail", "ip", "ipv4", "ipv6", "ipaddress", "ipaddr", "device", "deviceid"})
+_PERSONAL_PHRASES = ("e mail", "remote addr", "client addr")
+
 # in free text: "cvv": "123", cvv=1234 ... and expiry-like MM/YY or MM/YYYY
-_CVV_IN_TEXT = re.compile(r"(?i)((?:cvv|cvc|csc)\W{0,4})\d{3,4}")
+_CVV_IN_TEXT = re.compile(r"(?i)((?:cvv|cvc|csc|cid)\W{0,4})\d{3,4}")
 _EXPIRY_IN_TEXT = re.compile(r"(?<!\d)(0[1-9]|1[0-2])\s*/\s*(\d{4}|\d{2})(?!\d)")
+# in free text: personal data
+_EMAIL_IN_TEXT = re.compile(r"[^\s\"'<>(),;:@\\]+@[^\s\"'<>(),;:@\\]+\.[^\s\"'<>(),;:@\\]+")
+_IPV4_IN_TEXT = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]?\d)")
+_IPV6_IN_TEXT = re.compile(r"(?i)(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:])")
+_PERSONAL_VALUE_IN_TEXT = re.compile(
+    r"""(?i)((?<![A-Za-z0-9_])["']?(?:user_?email|e_?mail|ip_?address|ip|client_?ip|device_?id|device)["']?\s*[:=]\s*)"""
+    r"""("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;}&]+)""")
+
+
+def key_kind(key: str) -> str | None:
+    """What a field named `key` holds, by its name: "secret" (CVV, PIN, track data),
+    "expiry", "card" (a card number), "personal" (email, IP, device) or None."""
+    words = [w.lower() for w in _WORDS.findall(key)]
+    if not words:
+        return None
+    joined = "".join(words)
+    phrase = " ".join(words)
+    if any(w in _SECRET_WORDS for w in words) or joined in _SECRET_WORDS \
+            or any(p in phrase for p in _SECRET_PHRASES):
+        return "secret"
+    if any(w in _EXPIRY_WORDS or w.startswith("expir") for w in words) \
+            or joined.startswith(("expdate", "expmonth", "expyear", "expir")):
+        return "expiry"
+    if any(w in _CARD_WORDS or w.startswith("card") for w in words) or joined.startswith("card") \
+            or any(p in phrase for p in _CARD_PHRASES):
+        return "card"
+    if any(w in _PERSONAL_WORDS for w in words) or joined in ("useremail", "emailaddress") \
+            or any(p in phrase for p in _PERSONAL_PHRASES):
+        return "personal"
+    return None
 
 
 def mask_text(text: str) -> str:
+    """Card data masked in free text: 12+ digit runs, CVV-like and expiry-like values."""
     text = redact_card_like(text)
     text = _CVV_IN_TEXT.sub(lambda m: m.group(1) + "XXX", text)
     return _EXPIRY_IN_TEXT.sub(lambda m: m.group(1) + "/XX", text)
 
 
+def remove_personal_text(text: str) -> str:
+    """Emails, IP addresses and the values of email/IP/device fields removed from free text."""
+    text = _PERSONAL_VALUE_IN_TEXT.sub(
+        lambda m: m.group(1) + (f'"{REMOVED}"' if m.group(2).startswith('"') else REMOVED), text)
+    text = _EMAIL_IN_TEXT.sub(REMOVED, text)
+    text = _IPV4_IN_TEXT.sub(REMOVED, text)
+    # an IPv6 address has "::" or seven colons; a time of day ("10:00:00") has neither
+    return _IPV6_IN_TEXT.sub(lambda m: REMOVED if "::" in m.group() or m.group().count(":") == 7 else m.group(),
+                             text)
+
+
+def _mask_remains_text(text: str) -> str:
+    return remove_personal_text(mask_text(text))
+
+
 def masked_remains(value: Any, depth: int = 0) -> Any:
+    """What the DLQ keeps of a rejected message (decoded JSON, text or bytes)."""
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, str):
-        return mask_text(value[:MAX_REMAINS_CHARS])
+        return _mask_remains_text(value[:MAX_REMAINS_CHARS])
     if depth > 4:
         return "…"
     if isinstance(value, dict):
@@ -38,19 +109,27 @@ def masked_remains(value: Any, depth: int = 0) -> Any:
             if i >= 64:
                 out["…"] = f"{len(value) - 64} more fields"
                 break
-            key = mask_text(str(k))[:128]
-            if _CVV_KEYS.search(key):
+            name = str(k)
+            key = _mask_remains_text(name)[:128]
+            kind = key_kind(name)
+            if kind == "secret":
                 out[key] = "XXX"
-            elif _EXPIRY_KEYS.search(key):
+            elif kind == "expiry":
                 out[key] = "MM/XX"
-            elif _CARD_KEYS.search(key) and not isinstance(v, (dict, list)):
+            elif kind == "card" and not isinstance(v, (dict, list)):
                 out[key] = _mask_card_value(v)
+            elif kind == "personal":
+                out[key] = REMOVED
             else:
                 out[key] = masked_remains(v, depth + 1)
         return out
     if isinstance(value, list):
         return [masked_remains(v, depth + 1) for v in value[:32]]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, float):
+        # a float's digits ("1.0625828633219088e-305") can hold a card number too
+        text = repr(value)
+        return mask_text(text) if may_hold_pan(text) else value
+    if isinstance(value, int) and not isinstance(value, bool):
         return masked_remains(repr(value), depth) if abs(value) >= 10**11 else value
     return value
 

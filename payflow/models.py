@@ -13,6 +13,9 @@ from typing import Any
 
 import orjson
 
+from payflow.cards import mask_pans
+from payflow.masking_remains import mask_text
+
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
@@ -113,13 +116,23 @@ class EnrichedPayment:
 
 @dataclass(slots=True)
 class Rejection:
-    """A message that failed decoding or validation: it goes to the DLQ."""
+    """A message that failed decoding or validation: it goes to the DLQ (topic and table).
+
+    The text fields copied into a DLQ record as they are (transaction_id, detail) are masked
+    here, whoever builds the Rejection: a card number in them (a producer's transaction_id
+    holding a PAN) is masked to its last four, by the same detector as the input guard.
+    `remains` must come masked (masking_remains.masked_remains)."""
     reason: str
     detail: str
     remains: Any  # masked remains of the message (dict or str), never raw card data
     transaction_id: str | None = None
     source_partition: int = -1
     source_offset: int = -1
+
+    def __post_init__(self) -> None:
+        if self.transaction_id is not None:
+            self.transaction_id = mask_pans(self.transaction_id)
+        self.detail = mask_text(self.detail)
 
     def to_dlq_json(self, rejected_at: datetime) -> bytes:
         return orjson.dumps({

@@ -37,7 +37,7 @@ REASONS = (
     "invalid_pan_length", "pan_luhn_failed", "invalid_cvv", "invalid_expiry",
     "invalid_amount", "amount_not_positive", "amount_not_finite", "amount_over_scale",
     "unknown_currency", "invalid_event_time", "event_time_in_future", "card_data_in_field",
-    UNDECODABLE,
+    UNDECODABLE, "erased_subject",
 )
 # fields where a card number never belongs: one found there is a producer bug, and the
 # payment must not land (the field would carry the PAN into the warehouse)
@@ -47,6 +47,10 @@ _DIGITS = re.compile(r"\d+")
 _EXPIRY = re.compile(r"(0[1-9]|1[0-2])/(\d{2})")
 _AMOUNT = re.compile(r"-?\d+(\.\d+)?")
 _AMOUNT_LIMIT = Decimal(10) ** 20
+# no payment is older than the Unix epoch; the stages count time in µs since it (watermarks,
+# dedup), and an event time near datetime.min or .max would overflow their arithmetic
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EARLIEST_EVENT_TIME_TEXT = "1970-01-01T00:00:00Z"
 MAX_ID_LENGTH = 128
 _NOT_FINITE = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
 _REQUIRED = operator.itemgetter(*REQUIRED_STRINGS)
@@ -100,7 +104,8 @@ def decode(raw: bytes | None, *, now: datetime, max_bytes: int = 65536,
         return _validate(doc, now, max_future)
     except _Reject as rej:
         txn = doc.get("transaction_id")
-        keep_txn = isinstance(txn, str) and len(txn) <= MAX_ID_LENGTH and not find_pans(txn)
+        # Rejection masks a card number in it (the DLQ keeps the rest of the id)
+        keep_txn = isinstance(txn, str) and len(txn) <= MAX_ID_LENGTH
         return Rejection(rej.reason, rej.detail, remains=masked_remains(doc), transaction_id=txn if keep_txn else None)
 
 
@@ -197,7 +202,13 @@ def _parse_time(text: str, now: datetime, max_future: timedelta) -> datetime:
         raise _Reject("invalid_event_time", "event_time must be RFC 3339 with a UTC offset") from None
     if parsed.tzinfo is None:
         raise _Reject("invalid_event_time", "event_time has no UTC offset")
-    parsed = parsed.astimezone(timezone.utc)
+    try:
+        # year 1 with a positive offset, or 9999 with a negative one, is outside datetime's range in UTC
+        parsed = parsed.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise _Reject("invalid_event_time", f"event_time is out of range ({_EARLIEST_EVENT_TIME_TEXT} to now)") from None
+    if parsed < EARLIEST_EVENT_TIME:
+        raise _Reject("invalid_event_time", f"event_time is before {_EARLIEST_EVENT_TIME_TEXT}")
     if parsed - now > max_future:
         raise _Reject("event_time_in_future", "event_time is further in the future than the allowed clock skew")
     return parsed

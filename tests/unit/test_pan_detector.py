@@ -1,0 +1,203 @@
+"""The card-number detector (payflow.cards.find_pans) and what rests on it: the input guard
+(card_data_in_field), the DLQ record, the log scrubber. Issue 17: PANs written with dots,
+mixed separators, unusual groupings or right after "<digit>." passed all of them."""
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import re
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from payflow.cards import find_pans, find_pans_bytes, luhn_valid, mask_pans, may_hold_pan, redact_card_like
+from payflow.logs import PanScrubber
+from payflow.models import Rejection
+from payflow.simulator.generator import EventStream, SimOptions
+from payflow.validation import ValidatedPayment, decode
+from tests.unit.cards_fixtures import ISSUERS, event, issuer_pan
+
+NOW = datetime(2026, 11, 20, 10, 30, tzinfo=timezone.utc)
+NON_CARD_FIELDS = ("transaction_id", "event_time", "sender_account_id", "receiver_account_id", "amount",
+                   "currency", "ip_address", "geo_region", "device_id", "merchant_id", "user_email")
+CARD_FIELDS = ("credit_card", "cvv", "card_expiry")
+SEPARATORS = " -."
+
+
+def strip_separators(text: str) -> str:
+    return re.sub(r"[ .\-]", "", text)
+
+
+@st.composite
+def issuer_pans(draw) -> str:
+    brand = draw(st.sampled_from(sorted(ISSUERS)))
+    length = draw(st.sampled_from(ISSUERS[brand][1]))
+    return issuer_pan(random.Random(draw(st.integers(0, 2**32))), brand, length)
+
+
+@st.composite
+def written(draw, pan: str) -> str:
+    """pan in any grouping, with single separators from {space, dash, dot}, mixed."""
+    cuts = sorted(draw(st.sets(st.integers(1, len(pan) - 1), max_size=len(pan) - 1)))
+    groups = [pan[a:b] for a, b in zip([0, *cuts], [*cuts, len(pan)])]
+    out = groups[0]
+    for g in groups[1:]:
+        out += draw(st.sampled_from(SEPARATORS)) + g
+    return out
+
+
+# letters, digits, dots, punctuation and some non-ASCII (accents, CJK, Arabic-Indic digits, emoji)
+surroundings = st.text(alphabet=st.sampled_from(
+    list("abcxyzXYZ0123456789..,;:_/@#()[]'\"!? -+=\t") + list("éßЖ中日٣٤\u00a0€🙂")), max_size=8)
+
+
+@st.composite
+def hidden_pans(draw) -> tuple[str, str, str]:
+    pan = draw(issuer_pans())
+    shown = draw(written(pan))
+    return pan, shown, draw(surroundings) + shown + draw(surroundings)
+
+
+def test_the_generated_pans_cover_every_length_from_12_to_19():
+    lengths = {n for _, ns in ISSUERS.values() for n in ns}
+    assert lengths == set(range(12, 20))
+    rng = random.Random(3)
+    for brand, (_, ns) in ISSUERS.items():
+        for n in ns:
+            pan = issuer_pan(rng, brand, n)
+            assert len(pan) == n and luhn_valid(pan)
+            assert pan in [h.digits for h in find_pans(pan)], (brand, pan)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden_pans())
+def test_the_detector_finds_every_written_form_next_to_anything(case):
+    pan, shown, text = case
+    hits = find_pans(text)
+    assert pan in [h.digits for h in hits], f"{pan} not found in {text!r}"
+    hit = next(h for h in hits if h.digits == pan)
+    assert strip_separators(text[hit.start:hit.end]) == pan
+    assert may_hold_pan(text)
+    # the masking over the same runs leaves no PAN behind
+    for masked in (mask_pans(text), redact_card_like(text)):
+        assert pan not in strip_separators(masked) and not find_pans(masked)
+    # the bytes view (the audit of binary files) finds it at the same offsets in ASCII text
+    if text.isascii():
+        assert [(h.start, h.end, h.digits) for h in find_pans_bytes(text.encode())] == \
+            [(h.start, h.end, h.digits) for h in hits]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hidden_pans(), st.sampled_from(NON_CARD_FIELDS))
+def test_a_pan_in_any_non_card_field_is_rejected_and_never_reaches_the_dlq(case, field):
+    pan, shown, text = case
+    raw = orjson.dumps(event("4111111111111111", **{field: text}))
+    result = decode(raw, now=NOW)
+    assert isinstance(result, Rejection), f"{text!r} in {field} was accepted"
+    assert result.reason == "card_data_in_field" and field in result.detail
+    dlq = result.to_dlq_json(NOW).decode()
+    assert pan not in dlq and pan not in strip_separators(dlq), f"the PAN reached the DLQ record: {dlq}"
+    assert shown not in dlq
+    assert not find_pans(dlq)
+
+
+def test_issue_17_written_forms_are_found_and_rejected():
+    visa, amex, visa13 = "4111111111111111", "378282246310005", "4222222222222"
+    forms = [
+        ("4111.1111.1111.1111", visa), ("4111 1111-1111.1111", visa), ("41-1111 1111.1111-11", visa),
+        ("4111-1111-1111-111 1", visa), ("4111 1111 11111 111", visa), ("3782 8224 6310 005", amex),
+        ("3782.822463.10005", amex), ("3782 82246 310005", amex), ("4222 2222 22222", visa13),
+        ("1.4111111111111111", visa), ("v2.4111111111111111", visa), ("ref 12.4111 1111 1111 1111.5", visa),
+        ("04111111111111111", visa), ("41111111111111110", visa), ("4111111111111111.00", visa),
+    ]
+    for form, pan in forms:
+        assert pan in [h.digits for h in find_pans(form)], form
+        result = decode(orjson.dumps(event(visa, transaction_id=form)), now=NOW)
+        assert isinstance(result, Rejection) and result.reason == "card_data_in_field", form
+        dlq = result.to_dlq_json(NOW).decode()
+        assert pan not in strip_separators(dlq), dlq
+
+
+def test_numbers_that_are_not_card_numbers_are_left_alone():
+    for text in ("203.255.255.254", "3.1.2.3", "2026-11-20T10:00:00.000Z", "1732096800123", "125.50",
+                 "4111111111111112", "1111 1111 1111 1111", "4111--1111--1111--1111", "4111_1111_1111_1111",
+                 "4111,1111,1111,1111", "411111111111"):
+        assert not find_pans(text), text
+
+
+def test_digits_of_other_scripts_count():
+    arabic = "4111111111111111".translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert [h.digits for h in find_pans(f"x{arabic}y")] == ["4111111111111111"]
+    result = decode(orjson.dumps(event(device_id=arabic)), now=NOW)
+    assert isinstance(result, Rejection) and result.reason == "card_data_in_field"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789 -.x\x00\u0663\u00a0\u2013"), max_size=60)
+       | st.text(max_size=40))
+def test_the_precheck_never_hides_a_hit(text):
+    """may_hold_pan is the hot path's shortcut: a False must mean find_pans finds nothing."""
+    if not may_hold_pan(text):
+        assert not find_pans(text)
+        assert redact_card_like(text) == text
+
+
+def test_the_log_scrubber_masks_every_written_form():
+    scrubber = PanScrubber()
+    record = logging.LogRecord("payflow", logging.INFO, __file__, 1, "payment ref %s failed", ("1.4111.1111.1111.1111",),
+                               None)
+    record.event = "4111 1111-1111.1111"
+    scrubber.filter(record)
+    for text in (record.getMessage(), record.event):
+        assert "4111111111111111" not in strip_separators(text) and not find_pans(text), text
+
+
+def test_simulated_valid_traffic_has_no_false_positives():
+    """20,000 simulated messages: no non-card field of a well-formed payment holds a card
+    number, and decode accepts every one (duplicates and late events are well-formed)."""
+    options = SimOptions(count=20_000, seed=17, start_time=datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc))
+    stream = list(itertools.islice(EventStream(options), options.count))
+    well_formed = [m for m in stream if m.kind != "malformed"]
+    assert len(well_formed) > 19_000
+    end = max(orjson.loads(m.value)["event_time"] for m in well_formed)
+    now = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    for m in well_formed:
+        doc = orjson.loads(m.value)
+        for key, value in doc.items():
+            if key not in CARD_FIELDS:
+                assert not find_pans(str(value)), (key, value)
+        result = decode(m.value, now=now)
+        assert isinstance(result, ValidatedPayment), (result, m.value)
+
+
+@pytest.mark.parametrize("text", ["", "no digits", "4111 1111 1111 1111", "x" * 1000 + "4111.1111.1111.1111"])
+def test_find_pans_bytes_reports_byte_offsets(text):
+    data = b"\x00\xff\x01" + text.encode() + b"\x9c"
+    hits = find_pans_bytes(data)
+    for h in hits:
+        assert strip_separators(data[h.start:h.end].decode()) == h.digits
+    assert bool(hits) == ("4111" in text)
+
+
+def test_float_arguments_in_logs_are_not_counted_as_card_numbers():
+    """mode's timers log drifts with %r (17 digits): the fraction of one holds a Luhn-valid
+    window at a card prefix about half the time. The scrubber writes float arguments with 6
+    significant digits; a float that could be a card number (>= 10^11) is still found."""
+    from payflow import logs
+
+    rng = random.Random(8)
+    before = logs.pan_detections
+    for _ in range(200):
+        record = logging.LogRecord("mode.timers", logging.INFO, __file__, 1,
+                                   "Timer %s woke up too late, with a drift of +%r runtime=%r sleeptime=%r",
+                                   ("Monitor.sampler", rng.uniform(0.1, 3), rng.uniform(0, 1e-3), rng.uniform(0.5, 2)),
+                                   None)
+        PanScrubber().filter(record)
+    assert logs.pan_detections == before
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "value %s", (4111111111111111.0,), None)
+    PanScrubber().filter(record)
+    assert logs.pan_detections == before + 1 and "4111111111111111" not in record.getMessage()
