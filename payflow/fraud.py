@@ -4,9 +4,19 @@ Signals and weights live here and nowhere else (README "Fraud scoring" documents
 Each strong signal alone makes a payment high risk (score > 60); weak signals add up.
 State is kept per sender (velocity, travel, devices: co-partitioned with the raw topic's key)
 and per card hash (card testing), as short lists of recent activity.
+
+Bounded per key, whatever the traffic: an entry holds the event time and fixed-size digests
+of the region, device and transaction id (scoring only compares them for equality; the raw
+strings could be ~64 KiB each), and a history keeps at most HISTORY_CAP entries, the most
+recent by event time. Simulated and ordinary traffic stay far below the cap, so their
+verdicts are exact. Past it, what a signal counts saturates: velocity_5m at HISTORY_CAP + 1,
+distinct_devices_30m (and impossible travel, for an event older than the kept entries)
+judged by the kept entries only, the card-testing count at CARD_HISTORY_CAP + 1; a sender
+that busy already raises VELOCITY_SPIKE, and a card that busy CARD_TESTING.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -38,9 +48,33 @@ WEIGHTS: dict[str, int] = {
     "MULTIPLE_DEVICES": 10,
 }
 
-# history entries: sender -> [ts, region, device, txn], card -> [ts, txn] (small amounts only)
-SenderEntry = list  # [float, str, str, str]
-CardEntry = list  # [float, str]
+# 128-bit digests: a collision of two strings of one sender is out of reach (~2^64 tries)
+DIGEST_BYTES = 16
+# entries kept per sender and per card. The simulator's busiest sender has tens of entries in
+# 30 minutes (test_bounded_state checks its streams); a score costs ~0.13 µs per entry
+# (interpreted), so a sender at the cap costs ~70 µs a payment more, not its whole history.
+HISTORY_CAP = 512
+CARD_HISTORY_CAP = 512
+
+# history entries: sender -> (ts, region, device, txn), card -> (ts, txn) (small amounts only),
+# the strings as digest()
+SenderEntry = tuple[float, bytes, bytes, bytes]
+CardEntry = tuple[float, bytes]
+
+
+def digest(text: str) -> bytes:
+    """What a history stores of a string: a fixed-size digest (compared for equality only)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
+
+
+def most_recent(entries: list, n: int) -> list:
+    """The `n` entries with the latest event times, in their order (of equal times, the later
+    ones in the list are kept)."""
+    if len(entries) <= n:
+        return entries
+    by_age = sorted(range(len(entries)), key=lambda i: entries[i][0])
+    dropped = set(by_age[:len(entries) - n])
+    return [e for i, e in enumerate(entries) if i not in dropped]
 
 
 @dataclass(slots=True)
@@ -50,21 +84,29 @@ class Scored:
     card_history: list[CardEntry]
 
 
-def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_history: list[CardEntry]) -> Scored:
+def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_history: list[CardEntry],
+          cap: int = HISTORY_CAP, card_cap: int = CARD_HISTORY_CAP) -> Scored:
     """One pass over each history (it runs per payment; README "Fraud scoring" defines the
-    signals, tests/unit/test_dedup_and_fraud.py holds this equal to that definition)."""
+    signals, tests/unit/test_dedup_and_fraud.py holds this equal to that definition).
+    The histories returned hold at most `cap` and `card_cap` entries."""
     ts = payment.event_time.timestamp()
-    txn = payment.transaction_id
+    txn = digest(payment.transaction_id)
+    region = digest(payment.geo_region)
+    device = digest(payment.device_id)
     # entries of this same transaction (a replay after a crash) are replaced, never counted twice
     horizon = ts - SENDER_HISTORY_S
     senders: list[SenderEntry] = []
     velocity = 1  # this payment included
-    devices = {payment.device_id}
-    last = None  # the latest earlier payment (the first of equals)
+    devices = {device}
+    last: SenderEntry | None = None  # the latest earlier payment (the first of equals)
+    oldest = -1  # index in `senders` of the earliest entry (the first of equals)
+    oldest_t = 0.0
     for e in sender_history:
         t = e[0]
         if t < horizon or e[3] == txn:
             continue
+        if oldest < 0 or t < oldest_t:
+            oldest, oldest_t = len(senders), t
         senders.append(e)
         if t <= ts:
             age = ts - t
@@ -88,7 +130,7 @@ def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_histor
         flags.append("ELEVATED_VELOCITY")
 
     geographic_risk = 0
-    if last is not None and last[1] != payment.geo_region and ts - last[0] <= TRAVEL_WINDOW_S:
+    if last is not None and last[1] != region and ts - last[0] <= TRAVEL_WINDOW_S:
         flags.append("IMPOSSIBLE_TRAVEL")
         geographic_risk = WEIGHTS["IMPOSSIBLE_TRAVEL"]
 
@@ -100,10 +142,14 @@ def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_histor
     card_horizon = ts - CARD_TEST_WINDOW_S
     cards: list[CardEntry] = []
     small_before = 0
-    for e in card_history:
-        if e[0] >= card_horizon and e[1] != txn:
-            cards.append(e)
-            if e[0] <= ts:
+    card_oldest = -1
+    card_oldest_t = 0.0
+    for c in card_history:
+        if c[0] >= card_horizon and c[1] != txn:
+            if card_oldest < 0 or c[0] < card_oldest_t:
+                card_oldest, card_oldest_t = len(cards), c[0]
+            cards.append(c)
+            if c[0] <= ts:
                 small_before += 1
     small = usd < SMALL_AMOUNT_USD
     if small and 1 + small_before >= CARD_TEST_AT:
@@ -112,7 +158,21 @@ def score(payment: MaskedPayment, sender_history: list[SenderEntry], card_histor
     fraud_score = min(100, sum(WEIGHTS[f] for f in flags))
     assessment = FraudAssessment(fraud_score=fraud_score, risk_flags=flags, geographic_risk=geographic_risk,
                                  velocity_5m=velocity, distinct_devices_30m=len(devices))
-    senders.append([ts, payment.geo_region, payment.device_id, txn])
+    senders = _keep(senders, (ts, region, device, txn), oldest, oldest_t, cap)
     if small:
-        cards.append([ts, txn])
+        cards = _keep(cards, (ts, txn), card_oldest, card_oldest_t, card_cap)
+    elif len(cards) > card_cap:  # a history from before the cap, or a lowered cap
+        cards = most_recent(cards, card_cap)
     return Scored(assessment, senders, cards)
+
+
+def _keep(entries: list, entry: tuple, oldest: int, oldest_t: float, cap: int) -> list:
+    """`entries` with `entry` added, at most `cap` of them: at the cap the earliest goes (the
+    new entry itself if it is the earliest). `oldest` indexes the earliest of `entries`."""
+    entries.append(entry)
+    if len(entries) <= cap:
+        return entries
+    if len(entries) == cap + 1:  # the usual case at the cap: one goes, found by the scan
+        del entries[len(entries) - 1 if entry[0] < oldest_t or oldest < 0 else oldest]
+        return entries
+    return most_recent(entries, cap)  # a history from before the cap, or a lowered cap

@@ -4,7 +4,10 @@ A Faust table sends one changelog message per key change, each with its own prod
 future and callback. The pipeline changed ~4 keys per payment (dedup entry, sender and
 card history, expiry tombstones), so those messages, not payflow's stages, were most of
 its cost. Here a batch's changes to one partition are packed into one record (split
-below the message size limit) and written locally as one RocksDB WriteBatch at the end of
+below a record limit derived at the worker's start from the topic's max.message.bytes, the
+broker's message.max.bytes and the producer's max request size: configure_record_limits;
+one change is never split, and every table's values have a size bound, so the start is
+refused if the largest change could not fit) and written locally as one RocksDB WriteBatch at the end of
 the batch (reads within the batch see its writes first). Faust's
 recovery and standbys still read the changelog and hand records to
 `apply_changelog_batch`, which unpacks them, so restart and rebalance work as before.
@@ -18,6 +21,8 @@ Erasure deletes are logged (a delete entry), so a recovery never restores an era
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 from collections import defaultdict
 from functools import cached_property
@@ -26,11 +31,90 @@ from typing import Any, Iterable, Iterator, Protocol
 import faust
 from rocksdict import WriteBatch
 
+log = logging.getLogger(__name__)
+
 # One record: MAGIC, then per change: key length, value length (-1 = delete), key, value.
 MAGIC = b"PFS1"
 _ENTRY = struct.Struct(">Hi")
-# well under Kafka's default 1 MB message limit, and the producer's request size
+# the record limit until the broker's limits are read (changelog_record_limits): well under
+# Kafka's default 1 MB message limit, and the producer's request size
 MAX_RECORD_BYTES = 512 * 1024
+
+# -- the record limit, from the broker's limits ----------------------------------------------
+# What a record batch adds around its records: the v2 batch header (61 bytes) and a record's
+# own framing (at most 21 bytes); the broker's limit applies to the whole batch.
+RECORD_BATCH_OVERHEAD = 61 + 21
+SAFE_MARGIN = 1024  # slack for what the estimate above may miss (a key, headers)
+# worst-case growth of incompressible bytes (digests, offsets) under each codec: the broker
+# checks the compressed batch (snappy's block format can grow n/6, the others ~0.4%)
+COMPRESSION_GROWTH = {"none": 0.0, "gzip": 0.01, "lz4": 0.01, "zstd": 0.01, "snappy": 0.17}
+
+
+class RecordLimitError(RuntimeError):
+    """The broker's or producer's limits leave no room for a state change payflow may write."""
+
+
+def record_limit(max_message_bytes: int, max_request_size: int, compression: str | None = None) -> int:
+    """The largest changelog record to send to a topic that takes batches of at most
+    `max_message_bytes` (its max.message.bytes, else the broker's message.max.bytes) from a
+    producer whose requests are at most `max_request_size` bytes."""
+    growth = COMPRESSION_GROWTH.get(compression or "none", max(COMPRESSION_GROWTH.values()))
+    return int((min(max_message_bytes, max_request_size) - RECORD_BATCH_OVERHEAD - SAFE_MARGIN) / (1 + growth))
+
+
+def entry_bytes(key_bytes: int, value_bytes: int) -> int:
+    """The size of a record holding one change of a key and value of these sizes."""
+    return len(MAGIC) + _ENTRY.size + key_bytes + value_bytes
+
+
+def check_record_limit(topic: str, limit: int, *, max_key_bytes: int, max_value_bytes: int,
+                       max_batch_bytes: int, compression: str | None = None) -> None:
+    """Refuse (RecordLimitError) when one change could exceed `limit` (changes are never split),
+    when a key could exceed the format's 64 KiB, or when the producer's batches of several
+    records (up to `max_batch_bytes`) could exceed what the topic takes."""
+    largest = entry_bytes(max_key_bytes, max_value_bytes)
+    if max_key_bytes > 0xFFFF:
+        raise RecordLimitError(f"state keys may have {max_key_bytes} bytes (PAYFLOW_MAX_MESSAGE_BYTES); the "
+                               "changelog format holds keys of at most 65535 bytes: lower PAYFLOW_MAX_MESSAGE_BYTES")
+    if largest > limit:
+        raise RecordLimitError(
+            f"changelog topic {topic}: a state change may take {largest} bytes (a key of up to {max_key_bytes} "
+            f"bytes: PAYFLOW_MAX_MESSAGE_BYTES, a value of up to {max_value_bytes}), more than the {limit} "
+            "bytes a record may have under the topic's max.message.bytes (or the broker's message.max.bytes) "
+            "and the producer's max request size: raise those, or lower PAYFLOW_MAX_MESSAGE_BYTES")
+    if max_batch_bytes > limit:
+        raise RecordLimitError(
+            f"changelog topic {topic}: the producer batches up to {max_batch_bytes} bytes of records "
+            f"(producer_max_batch_size), more than the {limit} bytes the topic and producer allow")
+
+
+async def max_message_bytes(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Each topic's max.message.bytes; a topic not created yet gets the brokers' (smallest)
+    message.max.bytes, which a topic created without an override inherits."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
+    await admin.start()
+    try:
+        await admin._client.force_metadata_update()
+        brokers = sorted(b.nodeId for b in admin._client.cluster.brokers())
+        resources = [ConfigResource(ConfigResourceType.BROKER, str(b), {"message.max.bytes": None}) for b in brokers]
+        resources += [ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in topics]
+        found: dict[tuple[int, str], int] = {}
+        for response in await admin.describe_configs(resources):
+            for error_code, _message, kind, name, entries, *_ in response.resources:
+                if error_code == 0:
+                    for entry in entries:
+                        if entry[0] in ("message.max.bytes", "max.message.bytes") and entry[1] is not None:
+                            found[(kind, name)] = int(entry[1])
+    finally:
+        await admin.close()
+    broker_limits = [v for (kind, _), v in found.items() if kind == ConfigResourceType.BROKER]
+    if not broker_limits:
+        raise RecordLimitError(f"could not read message.max.bytes of the brokers at {bootstrap}")
+    default = min(broker_limits)
+    return {t: found.get((ConfigResourceType.TOPIC, t), default) for t in topics}
 
 
 def pack_changes(changes: dict[bytes, bytes | None], limit: int = MAX_RECORD_BYTES) -> list[bytes]:
@@ -92,11 +176,15 @@ class BatchLoggedTable(faust.Table):
     Faust's test context). Keys are str (UTF-8 in the store), values bytes.
     """
 
-    def __init__(self, *args: Any, retention_seconds: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, retention_seconds: float, max_value_bytes: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._changelog_compacting = False
         self._changelog_deleting = True
         self._retention_seconds = retention_seconds
+        # the largest value written to this table, and the changelog record limit
+        # (configure_record_limits sets it from the broker's limits at the worker's start)
+        self.max_value_bytes = max_value_bytes
+        self.record_limit = MAX_RECORD_BYTES
         self._pending: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
         # written in this batch, not yet in the local store: reads see them first
         self._unapplied: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
@@ -191,7 +279,7 @@ class BatchLoggedTable(faust.Table):
     def take_pending(self) -> dict[int, list[bytes]]:
         """This batch's changes as changelog records per partition; clears them."""
         pending, self._pending = self._pending, defaultdict(dict)
-        return {p: pack_changes(changes) for p, changes in pending.items() if changes}
+        return {p: pack_changes(changes, self.record_limit) for p, changes in pending.items() if changes}
 
     def note_logged(self, offsets: dict[int, int]) -> None:
         """The changelog acknowledged records up to these offsets: recovery resumes after them
@@ -247,3 +335,33 @@ class DictState:
 
     def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
         return self.scan()  # one dict for all partitions: the values say which
+
+
+def configure_record_limits(tables: Iterable[BatchLoggedTable], topic_limits: dict[str, int], *,
+                            max_request_size: int, max_batch_bytes: int, max_key_bytes: int,
+                            compression: str | None = None) -> dict[str, int]:
+    """Set each table's changelog record limit from its topic's limit (`topic_limits`, as
+    max_message_bytes reads them) and the producer's; refuse (RecordLimitError) when a
+    table's largest change could not travel. Returns topic -> record limit."""
+    limits: dict[str, int] = {}
+    for table in tables:
+        topic = table.changelog_topic.get_topic_name()
+        limit = record_limit(topic_limits[topic], max_request_size, compression)
+        check_record_limit(topic, limit, max_key_bytes=max_key_bytes, max_value_bytes=table.max_value_bytes,
+                           max_batch_bytes=max_batch_bytes, compression=compression)
+        table.record_limit = limits[topic] = limit
+    return limits
+
+
+def apply_broker_limits(tables: Iterable[BatchLoggedTable], *, bootstrap: str, max_request_size: int,
+                        max_batch_bytes: int, max_key_bytes: int, compression: str | None = None) -> dict[str, int]:
+    """configure_record_limits with the topics' limits read from the brokers (at the worker's
+    start, from a thread without an event loop)."""
+    tables = list(tables)
+    topics = [t.changelog_topic.get_topic_name() for t in tables]
+    limits = configure_record_limits(tables, asyncio.run(max_message_bytes(bootstrap, topics)),
+                                     max_request_size=max_request_size, max_batch_bytes=max_batch_bytes,
+                                     max_key_bytes=max_key_bytes, compression=compression)
+    log.info("state changelog record limits (bytes): %s",
+             ", ".join(f"{topic}={limit}" for topic, limit in sorted(limits.items())))
+    return limits

@@ -6,19 +6,23 @@ worker holds, for its partitions, exactly the state those partitions need.
 - senders:    sender_account_id -> [partition, recent activity] (velocity, travel, devices)
 - cards:      pii_hash -> [partition, recent small payments] (card testing)
 
-Values are compact bytes (struct / orjson), not faust.Record. Each table's changelog gets
-one record per partition per batch (payflow.state_log), kept for the state window plus a
-day and then deleted by Kafka's retention.
+Values are compact bytes (struct), not faust.Record, each of a bounded size (per sender
+and card: payflow.pipeline.history_value_bound). Each table's changelog gets one record
+per partition per batch (payflow.state_log), kept for the state window plus a day and then
+deleted by Kafka's retention; configure_changelog_limits sizes those records from the
+broker's limits at the worker's start.
 """
 from __future__ import annotations
 
+from payflow import dedup, watermarks
 from payflow.app import app, settings
-from payflow.state_log import BatchLoggedTable
+from payflow.pipeline import history_value_bound
+from payflow.state_log import BatchLoggedTable, apply_broker_limits
 
 DAY = 86_400
 
 
-def _table(name: str, help: str) -> BatchLoggedTable:
+def _table(name: str, help: str, max_value_bytes: int) -> BatchLoggedTable:
     # A fresh options dict per table: Faust's store pops keys from it. RocksDB's defaults
     # (64 MB memtables x 3, a 2 GB block cache) are per partition database: four tables x
     # N partitions of them would be most of the pod's memory. The state is small (keys
@@ -27,13 +31,28 @@ def _table(name: str, help: str) -> BatchLoggedTable:
                "target_file_size_base": 8 * 2**20, "block_cache_size": 2 * 2**20}
     table = BatchLoggedTable(app, name=name, help=help, key_type=bytes, value_type=bytes,
                              partitions=settings.partitions, options=options, beacon=app.tables.beacon,
-                             retention_seconds=settings.watermark_seconds + DAY)
+                             retention_seconds=settings.watermark_seconds + DAY, max_value_bytes=max_value_bytes)
     return app.tables.add(table)
 
 
-dedup_table = _table("dedup", "transaction_id -> first seen (partition, offset, event_time)")
-watermark_table = _table("watermarks", "partition -> highest event_time seen")
-sender_table = _table("sender-activity", "sender -> recent activity for fraud signals")
-card_table = _table("card-activity", "pii_hash -> recent small payments (card testing)")
+dedup_table = _table("dedup", "transaction_id -> first seen (partition, offset, event_time)",
+                     len(dedup.FirstSeen(0, 0, 0).pack()))
+watermark_table = _table("watermarks", "partition -> highest event_time seen",
+                         watermarks.MAX_ENTRIES * len(watermarks.WatermarkLog([(0, 0)]).pack()))
+sender_table = _table("sender-activity", "sender -> recent activity for fraud signals", history_value_bound())
+card_table = _table("card-activity", "pii_hash -> recent small payments (card testing)", history_value_bound())
 
 ALL_TABLES = (dedup_table, watermark_table, sender_table, card_table)
+
+
+def configure_changelog_limits() -> dict[str, int]:
+    """At the worker's start (before the first batch): each table's changelog record limit
+    from its topic's max.message.bytes (else the broker's message.max.bytes) and the
+    producer's max request size; refuses to start (state_log.RecordLimitError) when a state
+    change could not fit. A key is a string field of one raw message: at most
+    PAYFLOW_MAX_MESSAGE_BYTES less the smallest JSON object around it."""
+    return apply_broker_limits(ALL_TABLES, bootstrap=settings.kafka_bootstrap,
+                               max_request_size=app.conf.producer_max_request_size,
+                               max_batch_bytes=app.conf.producer_max_batch_size,
+                               max_key_bytes=settings.max_message_bytes - len(b'{"":""}'),
+                               compression=settings.producer_compression)

@@ -133,9 +133,11 @@ def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
 # -- score() is one pass over each history; this is the signals' definition it must equal --
 
 def reference_score(payment: MaskedPayment, sender_history: list, card_history: list) -> fraud.Scored:
-    """The README's signals, written as plainly as possible (the previous implementation)."""
+    """The README's signals, written as plainly as possible (the previous implementation).
+    Histories hold digests of the strings (fraud.digest), compared for equality only."""
+    D = fraud.digest
     ts = payment.event_time.timestamp()
-    txn = payment.transaction_id
+    txn = D(payment.transaction_id)
     senders = [e for e in sender_history if ts - fraud.SENDER_HISTORY_S <= e[0] and e[3] != txn]
     previous = [e for e in senders if e[0] <= ts]
     usd = fraud.to_usd(payment.amount, payment.currency)
@@ -152,10 +154,10 @@ def reference_score(payment: MaskedPayment, sender_history: list, card_history: 
     geographic_risk = 0
     if previous:
         last = max(previous, key=lambda e: e[0])
-        if last[1] != payment.geo_region and ts - last[0] <= fraud.TRAVEL_WINDOW_S:
+        if last[1] != D(payment.geo_region) and ts - last[0] <= fraud.TRAVEL_WINDOW_S:
             flags.append("IMPOSSIBLE_TRAVEL")
             geographic_risk = fraud.WEIGHTS["IMPOSSIBLE_TRAVEL"]
-    devices = {e[2] for e in previous if ts - e[0] <= fraud.DEVICE_WINDOW_S} | {payment.device_id}
+    devices = {e[2] for e in previous if ts - e[0] <= fraud.DEVICE_WINDOW_S} | {D(payment.device_id)}
     if len(devices) >= fraud.DEVICE_ANOMALY_AT:
         flags.append("DEVICE_ANOMALY")
     elif len(devices) >= 3:
@@ -167,10 +169,16 @@ def reference_score(payment: MaskedPayment, sender_history: list, card_history: 
     assessment = FraudAssessment(fraud_score=min(100, sum(fraud.WEIGHTS[f] for f in flags)), risk_flags=flags,
                                  geographic_risk=geographic_risk, velocity_5m=velocity,
                                  distinct_devices_30m=len(devices))
-    senders.append([ts, payment.geo_region, payment.device_id, txn])
+    senders.append((ts, D(payment.geo_region), D(payment.device_id), txn))
     if small:
-        cards.append([ts, txn])
+        cards.append((ts, txn))
     return fraud.Scored(assessment, senders, cards)
+
+
+def keep_most_recent(history: list, n: int) -> list:
+    """The n entries with the latest event times (of equal times, the later in the list), in order."""
+    by_time = sorted(range(len(history)), key=lambda i: history[i][0])  # stable: list order among equals
+    return [history[i] for i in sorted(by_time[max(0, len(history) - n):])]
 
 
 _offsets = st.integers(min_value=-2400, max_value=120)  # seconds from the payment: before, at, after
@@ -186,8 +194,33 @@ _card_entries = st.lists(st.tuples(_offsets, st.sampled_from(["txn_0", "txn_1", 
 def test_score_equals_the_definition_of_the_signals(senders, cards, amount, region, device):
     p = payment(1, amount=amount, region=region, device=device)  # txn_1: some entries are its replays
     ts = p.event_time.timestamp()
-    sender_history = [[ts + dt, r, d, t] for dt, r, d, t in senders]
-    card_history = [[ts + dt, t] for dt, t in cards]
+    D = fraud.digest
+    sender_history = [(ts + dt, D(r), D(d), D(t)) for dt, r, d, t in senders]
+    card_history = [(ts + dt, D(t)) for dt, t in cards]
     got, want = fraud.score(p, sender_history, card_history), reference_score(p, sender_history, card_history)
     assert (got.assessment, got.sender_history, got.card_history) == \
         (want.assessment, want.sender_history, want.card_history)
+
+
+@settings(max_examples=300, deadline=None)
+@given(senders=_sender_entries, cards=_card_entries, amount=st.sampled_from(["1.00", "40.00"]),
+       cap=st.integers(min_value=1, max_value=6), card_cap=st.integers(min_value=1, max_value=4))
+def test_a_capped_history_keeps_the_most_recent_entries_and_the_verdict(senders, cards, amount, cap, card_cap):
+    """The cap bounds what is kept; the payment is judged on the history it was given."""
+    p = payment(1, amount=amount)
+    ts = p.event_time.timestamp()
+    D = fraud.digest
+    sender_history = [(ts + dt, D(r), D(d), D(t)) for dt, r, d, t in senders]
+    card_history = [(ts + dt, D(t)) for dt, t in cards]
+    got = fraud.score(p, sender_history, card_history, cap, card_cap)
+    want = reference_score(p, sender_history, card_history)
+    assert got.assessment == want.assessment
+    assert got.sender_history == keep_most_recent(want.sender_history, cap)
+    assert got.card_history == keep_most_recent(want.card_history, card_cap)
+
+
+def test_history_entries_are_fixed_size_whatever_the_strings():
+    big = "x" * 60_000
+    s = fraud.score(payment(0, region=big, device=big), [], [])
+    entry = s.sender_history[0]
+    assert [len(f) for f in entry[1:]] == [fraud.DIGEST_BYTES] * 3 and big.encode() not in b"".join(entry[1:])
