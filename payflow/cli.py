@@ -153,32 +153,89 @@ def audit() -> None:
 
 @audit.command("pci")
 @click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
+@click.option("--no-warehouse", is_flag=True, help="do not scan the warehouse")
+@click.option("--topic", "topic_names", multiple=True,
+              help="a topic to scan (repeatable; it must exist); default: every payflow topic but the raw one")
+@click.option("--topics/--no-topics", default=True, help="scan topics at all")
+@click.option("--max-per-topic", default=100_000, show_default=True,
+              help="records read per topic at most (0: no bound); what the bound leaves out is reported")
+@click.option("--state-dir", "state_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="a worker state directory to scan (repeatable; it must exist); default PAYFLOW_DATA_DIR/state")
+@click.option("--no-state", is_flag=True, help="do not scan the worker's state directory")
 @click.option("--log-file", "log_files", multiple=True, type=click.Path(path_type=Path),
-              help="log files to scan (default: the worker's log under PAYFLOW_DATA_DIR)")
-@click.option("--topics/--no-topics", default=True, help="scan the DLQ, output, audit and changelog topics")
-@click.option("--max-per-topic", default=100_000, show_default=True, help="records scanned per topic at most")
-def audit_pci(warehouse, log_files, topics, max_per_topic) -> None:
-    """Scan warehouse, topics and logs for card data; exit 1 on any finding."""
-    from payflow.compliance.pci import scan_all
-    from payflow.kafka_admin import list_topics
+              help="a log file to scan (repeatable; it must exist), besides the worker's log dir")
+@click.option("--log-dir", "log_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="a log directory to scan (repeatable); default PAYFLOW_DATA_DIR/logs")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def audit_pci(warehouse, no_warehouse, topic_names, topics, max_per_topic, state_dirs, no_state, log_files, log_dirs,
+              as_json) -> None:
+    """Scan topics, warehouse, worker state and logs for card data.
+
+    Exit 0: clean, with what was read stated per place; 1: card data found (masked in the
+    report); 2: a place could not be read (broker or warehouse unreachable, a named topic,
+    file or directory missing) or nothing at all was read."""
+    import logging
+
+    from payflow.compliance.pci import AuditError, describe_error, scan_all, topic_partitions
     from payflow.warehouse import open_warehouse
 
     settings = Settings.from_env()
-    files = list(log_files) or [settings.data_dir / "logs" / "worker.log"]
+    # what cannot be read is reported below, once; aiokafka's own retries and errors would
+    # reach stderr through logging's last-resort handler
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    def fail(message: str) -> None:
+        click.echo("payflow audit pci: error: " + " ".join(message.split()), err=True)  # one line
+        sys.exit(2)
+
     names: list[str] = []
     if topics:
-        t = settings.topics
-        existing = asyncio.run(list_topics(settings.kafka_bootstrap))
-        wanted = {t.dlq, t.late, t.enriched, t.dedup_audit, t.erasure_requests}
-        names = sorted(n for n in existing if n in wanted or n.startswith(settings.app_id + "-"))
-    wh = open_warehouse(settings, warehouse)
+        try:
+            existing = asyncio.run(topic_partitions(settings.kafka_bootstrap))
+        except Exception as exc:
+            fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {describe_error(exc)}")
+        if topic_names:
+            missing = [n for n in topic_names if n not in existing]
+            if missing:
+                fail(f"topic(s) not found at {settings.kafka_bootstrap}: {', '.join(missing)}")
+            names = list(dict.fromkeys(topic_names))
+        else:
+            # every payflow topic (outputs, DLQ, audit, erasure requests, the app's changelogs
+            # and internal topics) but the raw one, which holds card data by design
+            t = settings.topics
+            wanted = [t.dlq, t.late, t.enriched, t.dedup_audit, t.erasure_requests]
+            names = wanted + sorted(n for n in existing if n.startswith(settings.app_id + "-") and n not in wanted)
+            names = [n for n in names if n != t.raw]
+    wh = None
+    if not no_warehouse:
+        url = warehouse or settings.warehouse_url
+        if url.startswith("duckdb://"):
+            path = url[len("duckdb://"):]
+            if not path or path == ":memory:":
+                fail(f"{url}: an in-memory DuckDB has nothing to audit")
+            if not Path(path).is_file():  # opening would create it, and report a new empty file clean
+                fail(f"DuckDB file {path} does not exist")
+        try:
+            wh = open_warehouse(settings, url)
+        except Exception as exc:
+            fail(f"cannot open the warehouse {url}: {describe_error(exc)}")
     try:
-        result = scan_all(wh, log_files=files, bootstrap=settings.kafka_bootstrap if names else None,
-                          topics=names, max_per_topic=max_per_topic)
+        result = scan_all(wh, log_files=log_files, bootstrap=settings.kafka_bootstrap, topics=names,
+                          explicit_topics=bool(topic_names), max_per_topic=max_per_topic or None,
+                          state_dirs=state_dirs, worker_state_dir=None if no_state or state_dirs else
+                          settings.data_dir / "state", log_dirs=log_dirs or [settings.data_dir / "logs"])
+    except AuditError as exc:
+        fail(str(exc))
+    except Exception as exc:  # a warehouse query failing midway, say
+        fail(describe_error(exc))
     finally:
-        wh.close()
-    click.echo(result.summary())
-    sys.exit(0 if result.ok else 1)
+        if wh is not None:
+            wh.close()
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(result.summary())
+    sys.exit(1 if not result.ok else 2 if result.read_nothing else 0)
 
 
 @main.command("fraud-report")

@@ -33,7 +33,7 @@ def consumed(worker: Worker) -> float:
     return worker.metrics().get(DECODED, 0)
 
 
-def assert_reconciled_and_clean(worker: Worker, manifest_path: Path, warehouse=None) -> None:
+def assert_reconciled_and_clean(worker: Worker, manifest_path: Path, warehouse=None, data_dir: Path | None = None) -> None:
     own = warehouse is None
     warehouse = warehouse or DuckDBWarehouse(worker.warehouse[len("duckdb:///"):])
     try:
@@ -41,7 +41,7 @@ def assert_reconciled_and_clean(worker: Worker, manifest_path: Path, warehouse=N
         assert result.ok, result.report()
         topics = [t for t in list_topics() if (t.startswith(worker.prefix) and not t.endswith("payment-events"))
                   or t.startswith(worker.app_id + "-")]
-        scan = scan_all(warehouse, log_files=[worker.tmp / "data" / "logs" / "worker.log", worker.log_path],
+        scan = scan_all(warehouse, log_files=[(data_dir or worker.tmp / "data") / "logs" / "worker.log", worker.log_path],
                         bootstrap=KAFKA, topics=topics)
         assert scan.ok, scan.summary()
         assert sum(scan.scanned.values()) > 0, scan.summary()

@@ -1,0 +1,86 @@
+"""The PCI audit's file and warehouse readers, without services: a PAN across a read
+window's edge is found once, RocksDB's info log keeps its data lines scanned, every table
+and row of a DuckDB file is read, and nothing read is never clean."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from payflow.cards import luhn_check_digit
+from payflow.compliance import pci
+from payflow.compliance.pci import Place, ScanResult, scan_all, scan_file_bytes, scan_rocksdb_info_log
+
+PAN = "455673012345678" + luhn_check_digit("455673012345678")
+
+
+@pytest.mark.parametrize("at", [0, 30, 32 - 8, 32 - 1, 32, 64 - 3])
+def test_a_pan_across_a_window_edge_is_found_once(tmp_path, monkeypatch, at):
+    monkeypatch.setattr(pci, "_WINDOW", 32)
+    monkeypatch.setattr(pci, "_MARGIN", 24)
+    data = bytearray(b"x" * 100)
+    spelled = ".".join(PAN[i:i + 4] for i in range(0, 16, 4)).encode()
+    data[at:at + len(spelled)] = spelled
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(data))
+    result, place = ScanResult(), Place("state", str(tmp_path), "files")
+    scan_file_bytes(path, result, place)
+    full = [f for f in result.findings if f.masked == "X" * 12 + PAN[-4:]]
+    assert [f.location for f in full] == [f"{path} byte {at}"]
+    assert place.count == 1 and place.bytes == 100
+
+
+def test_rocksdb_info_log_numbers_are_blanked_but_a_pan_in_a_line_is_found(tmp_path):
+    log = tmp_path / "LOG"
+    log.write_text(
+        "2026/11/27-10:44:22.934944 140193355262848 Compile date 2025-07-09 11:14:20\n"
+        '2026/11/27-10:44:22.983007 140193321445056 (Original Log Time 2026/11/27-10:44:22.982960) '
+        'EVENT_LOG_v1 {"time_micros": 1795776262982955, "job": 2, "event": "flush_finished"}\n'
+        f"2026/11/27-10:44:22.983007 140193321445056 [WARN] corrupted key {PAN}\n")
+    result, place = ScanResult(), Place("state", str(tmp_path), "info log lines")
+    scan_rocksdb_info_log(log, result, place)
+    assert place.count == 3
+    assert pci.find_pans(log.read_text().splitlines()[0]), "the line's own numbers read as a card number"
+    assert {f.location for f in result.findings} == {f"state file {log}:3"}
+
+
+def test_every_table_and_row_of_a_duckdb_file_is_read(tmp_path):
+    import duckdb
+
+    from payflow.warehouse.duck import DuckDBWarehouse
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE notes (id INTEGER, a VARCHAR, b VARCHAR)")
+    con.execute("INSERT INTO notes VALUES (1, 'x', NULL), (2, NULL, 'y'), (3, 'z', ?)",
+                [" ".join(PAN[i:i + 4] for i in range(0, 16, 4))])
+    con.execute("CREATE VIEW v AS SELECT * FROM notes")
+    con.close()
+    wh = DuckDBWarehouse(str(path))
+    try:
+        result = scan_all(wh)
+    finally:
+        wh.close()
+    assert [(p.name, p.count) for p in result.places] == [("notes", 3)]
+    assert {f.location for f in result.findings} == {"warehouse notes.b [row #3]"}
+    assert "X" * 12 + PAN[-4:] in {f.masked for f in result.findings}
+
+
+def test_nothing_read_is_not_clean(tmp_path):
+    result = scan_all(log_dirs=[tmp_path / "absent"])
+    assert result.ok and result.read_nothing
+    assert "NOTHING READ" in result.summary() and "clean, no card data" not in result.summary()
+
+
+def test_a_missing_named_log_file_is_an_error(tmp_path):
+    with pytest.raises(pci.AuditError, match="does not exist"):
+        scan_all(log_files=[tmp_path / "nope.log"])
+
+
+def test_findings_never_hold_the_number(tmp_path: Path):
+    log = tmp_path / "app.log"
+    log.write_text(f"card {PAN} cvv: 123 expiry: 12/29\n")
+    result = scan_all(log_files=[log])
+    text = result.summary()
+    assert PAN not in text and "123" not in text.replace(str(tmp_path), "") and "12/29" not in text
+    assert {f.kind for f in result.findings} == {"pan", "cvv", "expiry"}
