@@ -7,25 +7,37 @@
    which the sink consults on every landing, so replays cannot bring rows back.
 3. An erasure request goes to the `payflow-erasure-requests` topic, keyed by each sender
    involved (so it lands in the partition that owns the sender's state); the worker deletes
-   the subject's keys from its tables, which writes changelog tombstones.
+   the subject's keys from its tables, which writes changelog tombstones, and adds the
+   subject's hashes to its set of erased subjects at once.
+4. Every worker holds the whole ledger in memory (masking.ErasedSubjects): loaded at start,
+   re-read every PAYFLOW_ERASURE_REFRESH_SECONDS (a request reaches only the worker owning
+   its sender's partition, but the subject's card may pay from senders elsewhere). The mask
+   step drops an erased subject's payment, under whichever key of the ring it was erased.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import PII_HASH_LENGTH, KeyRing
+from payflow.masking import ErasedSubjects
 from payflow.settings import Settings
 from payflow.warehouse.base import ErasureReceipt, Warehouse
 
 _HASH = re.compile(rf"^[a-p]{{{PII_HASH_LENGTH}}}$")
+log = logging.getLogger("payflow.erasure")
+ERASURE_MODES = ("delete", "anonymize")
+# the DLQ reason of a message on the erasure-request topic that is not a valid request
+INVALID_ERASURE_REQUEST = "invalid_erasure_request"
 
 
 class ErasureError(ValueError):
@@ -78,15 +90,22 @@ def erase(settings: Settings, warehouse: Warehouse, hashes: list[tuple[str, str]
     ) if literal else []
     senders = sorted({r["sender_account_id"] for r in rows})
     txns = sorted({r["transaction_id"] for r in rows})
+    if literal and any(not key_id for key_id, _ in hashes):
+        # erased by pii_hash alone: record the key it was taken under where rows know it, so
+        # workers recompute it under that key only after a rotation (not under every key)
+        known = {r["pii_hash"]: r["pii_key_id"] for r in warehouse.query(
+            f"SELECT DISTINCT pii_hash, pii_key_id FROM pii_masking_audit WHERE pii_hash IN ({literal}) "
+            f"AND pii_key_id IS NOT NULL")}
+        hashes = [(key_id or known.get(h) or "", h) for key_id, h in hashes]
     receipt = warehouse.erase(hashes, mode, str(uuid.uuid4()))
     sent = 0
     if send_state_requests and senders:
-        sent = asyncio.run(_send_state_requests(settings, receipt.request_id, [h for _, h in hashes], senders, txns))
+        sent = asyncio.run(_send_state_requests(settings, receipt.request_id, hashes, mode, senders, txns))
     return ErasureResult(receipt, senders, txns, sent, time.perf_counter() - started)
 
 
-async def _send_state_requests(settings: Settings, request_id: str, hashes: list[str], senders: list[str],
-                               txns: list[str]) -> int:
+async def _send_state_requests(settings: Settings, request_id: str, hashes: list[tuple[str, str]], mode: str,
+                               senders: list[str], txns: list[str]) -> int:
     topic = settings.topics.erasure_requests
     await ensure_topics(settings.kafka_bootstrap, [topic], settings.partitions)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all")
@@ -94,10 +113,89 @@ async def _send_state_requests(settings: Settings, request_id: str, hashes: list
     try:
         futures = []
         for sender in senders:
-            value = orjson.dumps({"request_id": request_id, "sender_account_id": sender, "pii_hashes": hashes,
-                                  "transaction_ids": txns})
+            value = orjson.dumps({"request_id": request_id, "sender_account_id": sender,
+                                  "pii_hashes": [h for _, h in hashes], "pii_key_ids": [k for k, _ in hashes],
+                                  "mode": mode, "transaction_ids": txns})
             futures.append(await producer.send(topic, value, key=sender.encode()))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
     return len(senders)
+
+
+# -- the worker's side -----------------------------------------------------------------------
+class InvalidErasureRequest(ValueError):
+    """A message on the erasure-request topic that is not a valid request. Its text names
+    what is wrong, never a value (the message could hold anything)."""
+
+
+@dataclass(frozen=True)
+class ErasureRequest:
+    request_id: str
+    sender_account_id: str
+    pii_hashes: list[str]
+    transaction_ids: list[str]
+    pii_key_ids: list[str]  # parallel to pii_hashes; "" where unknown
+    mode: str | None  # None from a sender that did not say (the ledger refresh still learns it)
+
+    def ledger_entries(self) -> list[tuple[str, str, str]]:
+        """(key_id, pii_hash, mode) for ErasedSubjects.add; none without a mode."""
+        if self.mode is None:
+            return []
+        return [(k, h, self.mode) for k, h in zip(self.pii_key_ids, self.pii_hashes)]
+
+
+def _strings(doc: dict, name: str, *, required: bool = True) -> list[str]:
+    value = doc.get(name)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidErasureRequest(f"{name} must be a list of strings")
+    return value
+
+
+def parse_request(raw: Any) -> ErasureRequest:
+    """An erasure request from its message bytes; InvalidErasureRequest for anything else."""
+    if not raw or not isinstance(raw, (bytes, bytearray, memoryview, str)):
+        raise InvalidErasureRequest("empty message")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidErasureRequest("not JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidErasureRequest("not a JSON object")
+    for name in ("request_id", "sender_account_id"):
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            raise InvalidErasureRequest(f"{name} must be a non-empty string")
+    hashes = _strings(doc, "pii_hashes")
+    if not all(_HASH.match(h) for h in hashes):
+        raise InvalidErasureRequest(f"pii_hashes must be payflow pii_hashes ({PII_HASH_LENGTH} letters a-p)")
+    txns = _strings(doc, "transaction_ids", required=False)
+    key_ids = _strings(doc, "pii_key_ids", required=False) or [""] * len(hashes)
+    if len(key_ids) != len(hashes):
+        raise InvalidErasureRequest("pii_key_ids must name one key id per pii_hash")
+    mode = doc.get("mode")
+    if mode is not None and mode not in ERASURE_MODES:
+        raise InvalidErasureRequest(f"mode must be one of {ERASURE_MODES}")
+    return ErasureRequest(doc["request_id"], doc["sender_account_id"], hashes, txns, key_ids, mode)
+
+
+def load_erased_subjects(keyring: KeyRing, warehouse: Warehouse) -> ErasedSubjects:
+    """The worker's set of erased subjects, read from the warehouse's ledger (at start)."""
+    erased = ErasedSubjects(keyring)
+    refresh_erased_subjects(erased, warehouse.erased_subjects())
+    return erased
+
+
+def refresh_erased_subjects(erased: ErasedSubjects, entries: list[tuple[str, str, str]]) -> int:
+    """Merge ledger entries into the worker's set; warns of entries whose key left the ring."""
+    missing = set(erased.missing_key_ids)
+    new = erased.add(entries)
+    if new:
+        log.info("stage gdpr: %d erased subject hash(es) added from the ledger (%d in all; %d older key(s) "
+                 "checked per payment)", new, len(erased), len(erased.other_keys))
+    for key_id in sorted(erased.missing_key_ids - missing):
+        log.warning("stage gdpr: the erasure ledger holds hashes under key %s, which is no longer in "
+                    "PAYFLOW_HMAC_KEYS: payments of those subjects are recognised only by their ledger "
+                    "hash; keep a key in the ring while a ledger entry uses it", key_id)
+    return new
