@@ -19,17 +19,18 @@ from typing import Any, Callable
 
 from faust.types import TP
 
-from payflow import metrics
+from payflow import faust_worker, metrics
 from payflow.app import app, raw_events, settings
 from payflow.faust_take import ack, take_batches
+from payflow.compliance.gdpr import load_erased_subjects
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import KeyRing
-from payflow.outputs import KafkaOutputs
+from payflow.outputs import KafkaOutputs, enriched_records
 from payflow.pipeline import BatchProcessor, RawItem
 from payflow.sink import SinkStopped, WarehouseSink
 from payflow.warehouse import open_warehouse
-from payflow.warehouse.base import LandingBatch, build_batch
-from tables.state import ALL_TABLES, card_table, dedup_table, sender_table, watermark_table
+from payflow.warehouse.base import ID_CONFLICT, LandingBatch, build_batch
+from tables.state import ALL_TABLES, card_table, configure_changelog_limits, dedup_table, sender_table, watermark_table
 
 log = logging.getLogger("payflow.pipeline")
 # Fault injection for the tests only: hard-exit right after the Nth batch landed in the
@@ -53,6 +54,7 @@ def committed_position(partition: int) -> int | None:
 
 
 def default_runtime() -> Runtime:
+    configure_changelog_limits()  # state records sized by the broker's limits; refuses to start if one could not fit
     keyring = KeyRing.from_settings(settings)
     warehouse = open_warehouse(settings, child_process=True)
     warehouse.ensure_schema()
@@ -62,7 +64,8 @@ def default_runtime() -> Runtime:
         keyring=keyring, dedup_table=dedup_table, watermark_table=watermark_table, sender_table=sender_table,
         card_table=card_table, watermark_seconds=settings.watermark_seconds,
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
-        committed_offset=committed_position)
+        committed_offset=committed_position,
+        erased=load_erased_subjects(keyring, warehouse))  # GDPR: the erasure ledger, before the first batch
     return Runtime(processor, KafkaOutputs(app.producer._ensure_producer, settings.topics),
                    WarehouseSink(warehouse, max_retry_seconds=settings.sink_max_retry_seconds))
 
@@ -73,6 +76,20 @@ current_runtime: Runtime | None = None
 
 @app.agent(raw_events, name="process-payments")
 async def process_payments(stream):
+    """The pipeline. Any failure stops the worker (faust_worker.fail_stop) instead of Faust's
+    restart of the agent: nothing after the failure is committed, the exit is non-zero."""
+    try:
+        await _run(stream)
+    except asyncio.CancelledError:
+        raise  # shutdown (or Faust's restart on rebalance): nothing was acked that did not land
+    except Exception as exc:  # noqa: BLE001 - every failure, known or not, stops the worker
+        if runtime_factory is not default_runtime:
+            raise  # under a test context: the test sees the error
+        faust_worker.fail_stop("the pipeline agent" if not isinstance(exc, SinkStopped) else "the warehouse sink",
+                               exc)
+
+
+async def _run(stream) -> None:
     global current_runtime
     t = settings.topics
     if runtime_factory is default_runtime:
@@ -91,12 +108,15 @@ async def process_payments(stream):
         state changes to the changelog, and only then ack the batch's offsets."""
         nonlocal landed
         waited = time.perf_counter()
-        try:
-            await landing.task
-        except SinkStopped as exc:
-            # nothing of this batch is acked: its offsets stay uncommitted; stop the worker
-            await app.crash(exc)
-            raise
+        landed_rows = await landing.task  # SinkStopped: nothing of this batch is acked; the worker stops
+        conflicts = getattr(landed_rows, "conflicts", [])
+        if conflicts:
+            metrics.DLQ.labels(ID_CONFLICT).inc(len(conflicts))
+            log.warning("stage sink: %d payment(s) refused: transaction_id already landed from another "
+                        "partition or offset (id_conflict, sent to the DLQ)", len(conflicts))
+        # the enriched payments the warehouse took are published now, not before: one it
+        # refused (an id conflict) is no valid payment
+        landing.published += await runtime.outputs.send_landed(landing.enriched, conflicts, datetime.now(timezone.utc))
         if landing.published:  # the batch's outputs are on Kafka before its input is acked
             await asyncio.gather(*landing.published)
         landed_at = time.time()
@@ -128,29 +148,26 @@ async def process_payments(stream):
         landing.task.add_done_callback(lambda _: landed_event.set())
         return landing
 
-    try:
-        async for messages in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event,
-                                         direct_topic=settings.topics.raw):
-            if in_flight is not None and in_flight.task.done():
-                landing, in_flight = in_flight, None
-                await finish(landing)
-            if messages:
-                processed = await process_batch(runtime, messages, monitor)
-                pending = processed if pending is None else pending.merge(processed)
-            if in_flight is not None and pending is not None and len(pending.messages) >= max_pending:
-                landing, in_flight = in_flight, None  # the warehouse is behind: wait for it
-                await finish(landing)
-            if in_flight is None and pending is not None:
-                in_flight, pending = launch(pending), None
-            if in_flight is None or not in_flight.task.done():
-                # only a finished in-flight landing may wake us. A landing's done-callback
-                # can run after this loop already saw the task done and finished it; left
-                # set, that stale wake-up made take_batches yield [] at once, forever, while
-                # the next landing could never complete: the worker spun (seen twice in ten
-                # latency runs of `make bench`)
-                landed_event.clear()
-    except SinkStopped:
-        return
+    async for messages in take_batches(stream, settings.batch_size, settings.batch_seconds, wake=landed_event,
+                                     direct_topic=settings.topics.raw):
+        if in_flight is not None and in_flight.task.done():
+            landing, in_flight = in_flight, None
+            await finish(landing)
+        if messages:
+            processed = await process_batch(runtime, messages, monitor)
+            pending = processed if pending is None else pending.merge(processed)
+        if in_flight is not None and pending is not None and len(pending.messages) >= max_pending:
+            landing, in_flight = in_flight, None  # the warehouse is behind: wait for it
+            await finish(landing)
+        if in_flight is None and pending is not None:
+            in_flight, pending = launch(pending), None
+        if in_flight is None or not in_flight.task.done():
+            # only a finished in-flight landing may wake us. A landing's done-callback
+            # can run after this loop already saw the task done and finished it; left
+            # set, that stale wake-up made take_batches yield [] at once, forever, while
+            # the next landing could never complete: the worker spun (seen twice in ten
+            # latency runs of `make bench`)
+            landed_event.clear()
 
 
 @app.on_partitions_assigned.connect
@@ -176,6 +193,7 @@ class Landing:
     messages: list  # their Faust messages, acked once landed
     start_watermarks: dict[int, int]
     published: list  # futures of their output records
+    enriched: list  # their enriched payments, published once landed (outputs.PendingEnriched)
     task: asyncio.Future | None = None
 
     def merge(self, later: "Landing") -> "Landing":
@@ -185,6 +203,7 @@ class Landing:
             # expire no further than the earliest batch allows
             self.start_watermarks[partition] = min(watermark, self.start_watermarks.get(partition, watermark))
         self.published += later.published
+        self.enriched += later.enriched
         return self
 
 
@@ -195,7 +214,7 @@ async def process_batch(runtime: Runtime, messages: list, monitor: Any):
     inbound_at = time.monotonic()
     for tp in {m.tp for m in messages}:
         monitor.stream_inbound_time[tp] = inbound_at
-    items = [RawItem(m.partition, m.offset, m.value, m) for m in messages]
+    items = [RawItem(m.partition, m.offset, m.value, m, m.timestamp) for m in messages]
     keys = {(m.partition, m.offset): m.key for m in messages}
     clock = runtime.processor.clock.seconds
     before = dict(clock)
@@ -213,7 +232,7 @@ async def process_batch(runtime: Runtime, messages: list, monitor: Any):
     metrics.STAGE_SECONDS.labels("publish").inc(time.perf_counter() - t_publish)
     batch = build_batch(result.enriched, result.duplicates, result.rejections, result.late,
                         result.watermarks, now)
-    return Landing(batch, messages, result.start_watermarks, published)
+    return Landing(batch, messages, result.start_watermarks, published, enriched_records(result))
 
 
 def _count(n_in: int, result) -> None:

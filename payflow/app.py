@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import faust
 
-from payflow import faust_commit, faust_fetch
+from payflow import faust_commit, faust_fetch, faust_worker
 from payflow.memory import limit_malloc_arenas
 from payflow.faust_monitor import LeanMonitor
 from payflow.logs import configure_logging, worker_logging_config
@@ -24,6 +24,7 @@ if settings.processing_guarantee != "at_least_once":
 
 faust_commit.install()  # never commit over an offset that was not acked (faust#606)
 faust_fetch.install()  # raw-topic messages reach the pipeline agent as whole fetches
+faust_worker.install(settings.shutdown_seconds)  # read_committed; SIGTERM ends within a bound
 limit_malloc_arenas()  # before Faust, RocksDB and the executors start their threads
 
 app = faust.App(
@@ -39,6 +40,9 @@ app = faust.App(
     broker_commit_interval=1.0,
     broker_max_poll_records=2000,
     broker_session_timeout=settings.session_timeout_seconds,
+    # a raw topic created after the worker started is subscribed within seconds, not after
+    # aiokafka's default five minutes (one small metadata request per interval)
+    consumer_metadata_max_age_ms=5000,
     broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
     stream_buffer_maxsize=4 * settings.batch_size,
     producer_acks=-1,

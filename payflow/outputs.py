@@ -19,29 +19,63 @@ from typing import Any, Callable, Iterable
 import orjson
 from aiokafka.errors import MessageSizeTooLargeError
 
+from payflow.masking import ERASED_SUBJECT
 from payflow.masking_remains import mask_text
-from payflow.models import dumps
+from payflow.models import Rejection, dumps
 from payflow.pipeline import BatchResult
 from payflow.settings import Topics
 from payflow.state_log import BatchLoggedTable
+from payflow.warehouse.base import ID_CONFLICT, conflict_detail
 
 Record = tuple[str, int | None, bytes | None, bytes]  # topic, partition (None: by key), key, value
 
 
-def output_records(result: BatchResult, keys: dict[tuple[int, int], bytes | None], topics: Topics,
-                   now: datetime) -> list[Record]:
-    """A batch's outputs as Kafka records, keyed as ARCHITECTURE.md says."""
-    t = topics
-    records: list[Record] = []
+# an enriched payment waiting for its landing: (transaction_id, source partition, source
+# offset, record key, record value); published once the warehouse took it (not an id conflict)
+PendingEnriched = tuple[str, int, int, bytes, bytes]
+
+
+def enriched_records(result: BatchResult) -> list[PendingEnriched]:
+    """A batch's enriched payments, serialised now, published after their landing."""
+    out: list[PendingEnriched] = []
     masked_at, masked_at_text = None, None
     for e in result.enriched:
-        if e.payment.masked_at is not masked_at:  # one per batch
-            masked_at = e.payment.masked_at
+        p = e.payment
+        if p.masked_at is not masked_at:  # one per batch
+            masked_at = p.masked_at
             masked_at_text = orjson.dumps(masked_at).decode()[1:-1]
-        records.append((t.enriched, None, e.payment.sender_account_id.encode(), e.to_enriched_json(masked_at_text)))
+        out.append((p.transaction_id, p.source_partition, p.source_offset, p.sender_account_id.encode(),
+                    e.to_enriched_json(masked_at_text)))
+    return out
+
+
+def landed_records(pending: list[PendingEnriched], conflicts: list[tuple[str, int, int, int, int]],
+                   topics: Topics, now: datetime) -> list[Record]:
+    """After a landing: the enriched payments it took, and a DLQ record (id_conflict) for
+    each one it refused because the id had landed from another raw position."""
+    refused = {(p, o): (lp, lo) for _, p, o, lp, lo in conflicts}
+    records: list[Record] = []
+    for txn, partition, offset, key, value in pending:
+        landed_at = refused.get((partition, offset))
+        if landed_at is None:
+            records.append((topics.enriched, None, key, value))
+        else:
+            rejection = Rejection(ID_CONFLICT, conflict_detail(*landed_at), remains=None, transaction_id=txn,
+                                  source_partition=partition, source_offset=offset)
+            records.append((topics.dlq, None, key, rejection.to_dlq_json(now)))
+    return records
+
+
+def output_records(result: BatchResult, keys: dict[tuple[int, int], bytes | None], topics: Topics,
+                   now: datetime) -> list[Record]:
+    """A batch's outputs but the enriched payments (landed_records), keyed as the README says."""
+    t = topics
+    records: list[Record] = []
     for r in result.rejections:
         raw_key = keys.get((r.source_partition, r.source_offset))
-        key = mask_text(raw_key.decode("utf-8", "replace")).encode() if raw_key else None
+        # an erased subject's record keeps nothing of them, not even the sender as its key
+        key = (mask_text(raw_key.decode("utf-8", "replace")).encode()
+               if raw_key and r.reason != ERASED_SUBJECT else None)
         records.append((t.dlq, None, key, r.to_dlq_json(now)))
     for p in result.late:
         wm = result.watermarks.get(p.source_partition)
@@ -102,8 +136,14 @@ class KafkaOutputs:
         self.topics = topics
 
     async def send(self, result: BatchResult, keys: dict[tuple[int, int], bytes | None], now: datetime) -> list[Any]:
-        """Queue a batch's outputs; await the returned futures before acking its input."""
+        """Queue a batch's outputs but its enriched payments; await the returned futures
+        before acking its input."""
         return await self.publisher.send(output_records(result, keys, self.topics, now))
+
+    async def send_landed(self, pending: list[PendingEnriched], conflicts: list[tuple[str, int, int, int, int]],
+                          now: datetime) -> list[Any]:
+        """Queue the enriched payments a landing took (and id conflicts to the DLQ)."""
+        return await self.publisher.send(landed_records(pending, conflicts, self.topics, now))
 
     async def flush_state(self, tables: Iterable[BatchLoggedTable]) -> int:
         """Send each table's changelog records for the batch; note their offsets once acknowledged."""
@@ -140,8 +180,13 @@ class RecordingOutputs:
 
     async def send(self, result: BatchResult, keys: dict, now: datetime) -> list[Any]:
         """Record the outputs; nothing to wait for."""
-        self.published["enriched"] += [orjson.loads(e.to_enriched_json()) for e in result.enriched]
         self.published["dlq"] += [orjson.loads(r.to_dlq_json(now)) for r in result.rejections]
         self.published["late"] += [orjson.loads(p.to_masked_json()) for p in result.late]
         self.published["dedup_audit"] += [orjson.loads(dumps(d)) for d in result.duplicates]
+        return []
+
+    async def send_landed(self, pending: list, conflicts: list, now: datetime) -> list[Any]:
+        topics = Topics()
+        for topic, _, _, value in landed_records(pending, conflicts, topics, now):
+            self.published["enriched" if topic == topics.enriched else "dlq"].append(orjson.loads(value))
         return []

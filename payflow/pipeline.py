@@ -12,6 +12,7 @@ calls are compiled by mypyc at install (setup.py).
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,7 +22,7 @@ import orjson
 
 from payflow import dedup, fraud
 from payflow.keys import KeyRing
-from payflow.masking import mask
+from payflow.masking import ErasedSubjects, erased_outcome, mask
 from payflow.masking_remains import masked_remains
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
 from payflow.state import ExpiryIndex
@@ -39,6 +40,9 @@ class RawItem:
     offset: int
     value: bytes | None
     handle: Any = None  # the Faust message (acked once its batch landed)
+    # the record's Kafka timestamp (seconds): event-time skew is judged against it, or the
+    # worker's clock if that is earlier, so a lagging worker judges as a prompt one would
+    timestamp: float | None = None
 
 
 @dataclass
@@ -61,12 +65,59 @@ class StageClock:
     events: int = 0
 
 
+def _from_seconds(seconds: float, fallback: datetime) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, timezone.utc)
+    except (OverflowError, OSError, ValueError):  # a nonsense record timestamp: the worker's clock
+        return fallback
+
+
 def _us(t: datetime) -> int:
     return int(t.timestamp() * 1_000_000)
 
 
-def _pack_history(partition: int, history: list) -> bytes:
-    return orjson.dumps([partition, history])
+# A sender's or card's stored history: a header (format, partition, newest event time), then
+# fixed-size entries (payflow.fraud: event time and digests), at most fraud.HISTORY_CAP of
+# them: every value has a size bound (history_value_bound) whatever the traffic. Values
+# written before this format are orjson [partition, [[ts, region, device, txn], ...]] (cards:
+# [[ts, txn], ...]) with the raw strings; they are read (as digests) until they expire, and
+# written back in this format when their key is next touched.
+HISTORY_FORMAT = 2
+_HISTORY_HEAD = struct.Struct(">BId")
+_SENDER_ENTRY = struct.Struct(f">d{fraud.DIGEST_BYTES}s{fraud.DIGEST_BYTES}s{fraud.DIGEST_BYTES}s")
+_CARD_ENTRY = struct.Struct(f">d{fraud.DIGEST_BYTES}s")
+
+
+def history_value_bound(sender_cap: int = fraud.HISTORY_CAP, card_cap: int = fraud.CARD_HISTORY_CAP) -> int:
+    """The largest sender or card value the processor writes."""
+    return _HISTORY_HEAD.size + max(sender_cap * _SENDER_ENTRY.size, card_cap * _CARD_ENTRY.size)
+
+
+def _pack_history(partition: int, history: list, entry: struct.Struct, newest: float) -> bytes:
+    return _HISTORY_HEAD.pack(HISTORY_FORMAT, partition, newest) + b"".join([entry.pack(*e) for e in history])
+
+
+def _is_legacy(value: bytes) -> bool:
+    return value[:1] == b"["
+
+
+def _sender_history(value: bytes) -> list[fraud.SenderEntry]:
+    if _is_legacy(value):
+        digest = fraud.digest
+        return [(float(e[0]), digest(e[1]), digest(e[2]), digest(e[3])) for e in orjson.loads(value)[1]]
+    return list(_SENDER_ENTRY.iter_unpack(memoryview(value)[_HISTORY_HEAD.size:]))
+
+
+def _card_history(value: bytes) -> list[fraud.CardEntry]:
+    if _is_legacy(value):
+        return [(float(e[0]), fraud.digest(e[1])) for e in orjson.loads(value)[1]]
+    return list(_CARD_ENTRY.iter_unpack(memoryview(value)[_HISTORY_HEAD.size:]))
+
+
+def _history_partition(value: bytes) -> int:
+    if _is_legacy(value):
+        return int(orjson.loads(value)[0])
+    return int(_HISTORY_HEAD.unpack_from(value)[1])
 
 
 def _as_state(table: Any) -> PartitionedState:
@@ -95,8 +146,9 @@ def _undecodable(raw: bytes | None, exc: Exception) -> Rejection:
 
 
 def _history_ts(value: bytes) -> float:
-    hist = orjson.loads(value)[1]
-    return max((e[0] for e in hist), default=0.0)
+    if _is_legacy(value):
+        return float(max((e[0] for e in orjson.loads(value)[1]), default=0.0))
+    return float(_HISTORY_HEAD.unpack_from(value)[2])
 
 
 class BatchProcessor:
@@ -105,8 +157,10 @@ class BatchProcessor:
                  card_table: PartitionedState | dict, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
                  committed_offset: Callable[[int], int | None] | None = None,
+                 history_cap: int = fraud.HISTORY_CAP, card_history_cap: int = fraud.CARD_HISTORY_CAP,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 decoder: Callable[..., ValidatedPayment | Rejection] = decode):
+                 decoder: Callable[..., ValidatedPayment | Rejection] = decode,
+                 erased: ErasedSubjects | None = None):
         """`committed_offset(partition)` is the consumer's committed position (next offset to
         read; None if nothing is committed yet): a crash replays from there, so state must
         hold what a replay from there needs. Without it, everything before a batch counts as
@@ -122,11 +176,16 @@ class BatchProcessor:
         self.committed_offset = committed_offset
         self.now = now
         self.decoder = decoder
+        # GDPR: the erasure ledger's hashes (shared with the erasure agent, which adds to it)
+        self.erased = erased if erased is not None else ErasedSubjects(keyring)
         self.clock = StageClock()
         self.dedup_index = ExpiryIndex(ts_of=lambda v: dedup.FirstSeen.unpack(v).event_time_us / 1e6,
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
-        self.sender_index = ExpiryIndex(ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
-        self.card_index = ExpiryIndex(ts_of=_history_ts, partition_of=lambda v: orjson.loads(v)[0])
+        self.sender_index = ExpiryIndex(ts_of=_history_ts, partition_of=_history_partition)
+        self.card_index = ExpiryIndex(ts_of=_history_ts, partition_of=_history_partition)
+        # entries kept per sender and card history (fraud.HISTORY_CAP; tests lower them)
+        self.history_cap = history_cap
+        self.card_history_cap = card_history_cap
         self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
         self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
         self._seen: dict[int, int] = {}  # partition -> last offset processed
@@ -191,8 +250,8 @@ class BatchProcessor:
         out = BatchResult()
         perf = time.perf_counter
         now = self.now()
-        senders: dict[str, list] = {}
-        cards: dict[str, list] = {}
+        senders: dict[str, list[fraud.SenderEntry]] = {}
+        cards: dict[str, list[fraud.CardEntry]] = {}
         last_offsets: dict[int, int] = {}
         first_offsets: dict[int, int] = {}
         # state key -> the partition it is written to
@@ -208,18 +267,26 @@ class BatchProcessor:
         # than one event (decode+mask are pure; only the order of state changes matters)
         outcomes: list[MaskedPayment | Rejection] = []
         decoder = self.decoder
+        erased = self.erased if len(self.erased) else None  # no erasures: no check at all
         for item in items:
             t0 = perf()
             outcome: MaskedPayment | Rejection
             decoded: ValidatedPayment | Rejection | None = None
             try:
-                decoded = decoder(item.value, now=now, max_bytes=self.max_bytes, max_future=self.max_future)
+                # no timestamp (None, or Kafka's -1; 0 in test contexts): the worker's clock
+                judged_at = now if not item.timestamp or item.timestamp <= 0 else min(now, _from_seconds(item.timestamp, now))
+                decoded = decoder(item.value, now=judged_at, max_bytes=self.max_bytes, max_future=self.max_future)
                 t1 = perf()
                 t_decode += t1 - t0
                 if isinstance(decoded, Rejection):
                     outcome = decoded
                 else:
                     outcome = mask(decoded, key, now, item.partition, item.offset)
+                    # -- GDPR erasure: an erased subject's payment stops here, where the card
+                    # still exists (its hash under an older key is found after a rotation)
+                    if erased is not None:
+                        outcome = erased_outcome(erased, decoded, outcome)
+                    # --
                     t_mask += perf() - t1
             except Exception as exc:  # noqa: BLE001 - one message must not stop its partition
                 outcome = _undecodable(item.value, exc)
@@ -287,12 +354,12 @@ class BatchProcessor:
             sender = payment.sender_account_id
             if sender not in senders:
                 raw = _stored(self.sender_table, self.sender_index, partition, sender)
-                senders[sender] = orjson.loads(raw)[1] if raw is not None else []
+                senders[sender] = _sender_history(raw) if raw is not None else []
             card = payment.pii_hash
             if card not in cards:
                 raw = _stored(self.card_table, self.card_index, partition, card)
-                cards[card] = orjson.loads(raw)[1] if raw is not None else []
-            scored = fraud.score(payment, senders[sender], cards[card])
+                cards[card] = _card_history(raw) if raw is not None else []
+            scored = fraud.score(payment, senders[sender], cards[card], self.history_cap, self.card_history_cap)
             senders[sender] = scored.sender_history
             cards[card] = scored.card_history
             sender_owner[sender] = partition
@@ -304,14 +371,16 @@ class BatchProcessor:
         t4 = perf()
         for sender, history in senders.items():
             partition = sender_owner[sender]
-            self.sender_table.write(partition, sender, _pack_history(partition, history))
+            newest = max(e[0] for e in history) if history else 0.0
+            self.sender_table.write(partition, sender, _pack_history(partition, history, _SENDER_ENTRY, newest))
             if history:
-                self.sender_index.note(partition, max(e[0] for e in history), sender)
-        for card, history in cards.items():
+                self.sender_index.note(partition, newest, sender)
+        for card, card_history in cards.items():
             partition = card_owner[card]
-            if history:
-                self.card_table.write(partition, card, _pack_history(partition, history))
-                self.card_index.note(partition, max(e[0] for e in history), card)
+            if card_history:
+                newest = max(c[0] for c in card_history)
+                self.card_table.write(partition, card, _pack_history(partition, card_history, _CARD_ENTRY, newest))
+                self.card_index.note(partition, newest, card)
             # a card with no small payments in the window is simply not written; a stored
             # history of it expires with the card index
         for partition, last_offset in last_offsets.items():

@@ -41,9 +41,11 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_WEB_PORT", "6066", "worker web port: /metrics, /healthz, /readyz"),
     Setting("PAYFLOW_LOG_FORMAT", "json", "json (one object a line) or text"),
     Setting("PAYFLOW_LOG_LEVEL", "info", "debug, info, warn, error"),
+    Setting("PAYFLOW_ERASURE_REFRESH_SECONDS", "30", "how often each worker re-reads the erasure ledger (gdpr_erasures) into the set of erased subjects its mask step drops; a worker learns an erasure at once only for the sender partitions it owns"),
     Setting("PAYFLOW_MAX_MESSAGE_BYTES", "65536", "raw messages larger than this go to the DLQ as oversized"),
     Setting("PAYFLOW_SQL_DIR", "sql", "the warehouse DDL (BigQuery dialect) the schema is built from; the image sets /app/sql"),
-    Setting("PAYFLOW_MAX_FUTURE_SECONDS", "900", "event_time further ahead of the worker's clock than this goes to the DLQ"),
+    Setting("PAYFLOW_MAX_FUTURE_SECONDS", "900", "event_time further ahead than this of the record's Kafka timestamp (or the worker's clock, if earlier) goes to the DLQ"),
+    Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM; then the worker exits (code 75) and what was in flight is read again at restart"),
 )
 
 
@@ -95,6 +97,8 @@ class Settings:
     max_message_bytes: int
     max_future_seconds: int
     topic_prefix: str = ""
+    erasure_refresh_seconds: float = 30.0
+    shutdown_seconds: float = 30.0
 
     @property
     def topics(self) -> "Topics":
@@ -136,6 +140,8 @@ class Settings:
             max_message_bytes=int(_env("PAYFLOW_MAX_MESSAGE_BYTES")),
             max_future_seconds=int(_env("PAYFLOW_MAX_FUTURE_SECONDS")),
             topic_prefix=_env("PAYFLOW_TOPIC_PREFIX"),
+            erasure_refresh_seconds=float(_env("PAYFLOW_ERASURE_REFRESH_SECONDS")),
+            shutdown_seconds=float(_env("PAYFLOW_SHUTDOWN_SECONDS")),
         )
 
 

@@ -7,7 +7,7 @@ import time
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from payflow import metrics
+from payflow import faust_worker, metrics
 from payflow.app import app, settings
 
 
@@ -25,9 +25,11 @@ async def metrics_page(self: web.View, request: web.Request) -> web.Response:
 async def health_page(self: web.View, request: web.Request) -> web.Response:
     runtime = _runtime()
     sink_ok = runtime is None or runtime.sink.healthy
-    return self.json({"status": "ok" if sink_ok else "failed",
-                      "sink": "ok" if sink_ok else runtime.sink.failure},
-                     status=200 if sink_ok else 503)
+    agent_ok = faust_worker.failure is None
+    body = {"status": "ok" if sink_ok and agent_ok else "failed",
+            "sink": "ok" if sink_ok else runtime.sink.failure,
+            "pipeline": "ok" if agent_ok else faust_worker.failure}
+    return self.json(body, status=200 if sink_ok and agent_ok else 503)
 
 
 @app.page("/readyz")
@@ -37,10 +39,19 @@ async def ready_page(self: web.View, request: web.Request) -> web.Response:
         "pipeline_started": runtime is not None,
         "warehouse": bool(runtime and runtime.sink.healthy),
         "broker": _broker_connected(),
-        "partitions_assigned": len(app.consumer.assignment()) > 0 if app.consumer else False,
+        # the raw topic's, not a changelog's or the erasure topic's: a worker started before
+        # payment-events exists has nothing to do yet
+        "raw_partitions_assigned": _raw_partitions_assigned(),
     }
     ready = all(checks.values())
     return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+def _raw_partitions_assigned() -> bool:
+    try:
+        return any(tp.topic == settings.topics.raw for tp in app.consumer.assignment())
+    except Exception:  # noqa: BLE001 - consumer not started yet: not ready
+        return False
 
 
 def _broker_connected() -> bool:

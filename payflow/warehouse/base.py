@@ -65,6 +65,9 @@ class LandingBatch:
     process's CPU, `make bench`). rows() gives them back as datetime and Decimal.
     """
     sources: dict[str, dict[str, list]] = field(default_factory=dict)
+    # set by first_per_key(): payments whose id came twice in the batch from two raw
+    # positions, the later ones (Landed.conflicts' shape)
+    repeated: list[tuple[str, int, int, int, int]] = field(default_factory=list)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -113,6 +116,13 @@ class LandingBatch:
             seen: set = set()
             firsts = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
             out.sources[name] = {column: [values[i] for i in firsts] for column, values in source.items()}
+            if name == PAYMENTS:  # a payment id twice at two raw positions: the later is a conflict
+                first_at: dict = {}
+                positions = zip(keys, source["source_partition"], source["source_offset"])
+                for i, (txn, p, o) in enumerate(positions):
+                    first = first_at.setdefault(txn, (p, o))
+                    if first != (p, o):
+                        out.repeated.append((txn, p, o, first[0], first[1]))
         return out
 
     def extend(self, later: "LandingBatch") -> None:
@@ -196,6 +206,47 @@ class ErasureReceipt:
     request_id: str
 
 
+ID_CONFLICT = "id_conflict"
+
+
+class Landed(dict):
+    """What a landing did: rows newly inserted per table (the dict), and `conflicts`: the
+    batch's payments the warehouse refused because their transaction_id had already landed
+    from another raw position (another partition or offset: two senders reusing an id, or a
+    copy the dedup window no longer covered). Each is (transaction_id, source_partition,
+    source_offset, landed_partition, landed_offset); the landing records it in
+    dead_letter_events as `id_conflict`, and the agent publishes it to the DLQ instead of
+    payments-enriched. A replay (same id, same position) is not a conflict."""
+
+    conflicts: list[tuple[str, int, int, int, int]]
+
+    def __init__(self, *args: Any, conflicts: Iterable[tuple[str, int, int, int, int]] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.conflicts = list(conflicts)
+
+
+def find_conflicts(batch_positions: dict[str, tuple[int, int]],
+                   landed_positions: Iterable[tuple[str, int | None, int | None]]) -> list[tuple[str, int, int, int, int]]:
+    """The batch's payments whose id is in the warehouse at another raw position.
+
+    `batch_positions`: transaction_id -> (partition, offset) of the batch's payments the
+    warehouse did not insert; `landed_positions`: (transaction_id, partition, offset) of the
+    rows it holds for those ids. An id with no row was refused for another reason (an
+    erased subject): not a conflict."""
+    out = []
+    for txn, partition, offset in landed_positions:
+        mine = batch_positions.get(txn)
+        if mine is not None and (partition, offset) != mine:
+            out.append((txn, mine[0], mine[1], -1 if partition is None else int(partition),
+                        -1 if offset is None else int(offset)))
+    return sorted(out)
+
+
+def conflict_detail(landed_partition: int, landed_offset: int) -> str:
+    return (f"transaction_id already landed from partition {landed_partition} offset {landed_offset}; "
+            "this payment was not landed (one row per transaction_id)")
+
+
 class TransientWarehouseError(Exception):
     """Worth retrying (network, 5xx, rate limit, lock contention)."""
 
@@ -207,8 +258,9 @@ class Warehouse(abc.ABC):
     def ensure_schema(self) -> None: ...
 
     @abc.abstractmethod
-    def land(self, batch: LandingBatch) -> dict[str, int]:
-        """Land every table's rows idempotently; return rows newly inserted per table."""
+    def land(self, batch: LandingBatch) -> Landed:
+        """Land every table's rows idempotently; return rows newly inserted per table and the
+        id conflicts found (see Landed)."""
 
     @abc.abstractmethod
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -216,6 +268,13 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt: ...
+
+    def erased_subjects(self) -> list[tuple[str, str, str]]:
+        """The erasure ledger as (pii_key_id, pii_hash, mode), one per hash of every erasure
+        ("" for a key id not recorded): what the worker's mask step checks payments against
+        (masking.ErasedSubjects), loaded at start and refreshed periodically."""
+        return [(r["pii_key_id"] or "", r["pii_hash"], r["mode"]) for r in self.query(
+            "SELECT DISTINCT pii_key_id, pii_hash, mode FROM gdpr_erasures")]
 
     @abc.abstractmethod
     def string_columns(self) -> dict[str, list[str]]:

@@ -20,7 +20,10 @@ from google.api_core.client_options import ClientOptions
 from google.cloud import bigquery
 
 from payflow.warehouse import schema
-from payflow.warehouse.base import ERASABLE, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Warehouse
+from payflow.warehouse.base import (
+    ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Landed, Warehouse,
+    conflict_detail, find_conflicts,
+)
 
 ERASURE_MODES = ("delete", "anonymize")
 
@@ -89,11 +92,16 @@ class BigQueryWarehouse(Warehouse):
             bigquery.ScalarQueryParameter(c.name, c.bq_type, _bq_value(row[c.name])) for c in cols]) for row in rows]
         return bigquery.ArrayQueryParameter("rows", "STRUCT", structs)
 
-    def land(self, batch: LandingBatch) -> dict[str, int]:
-        inserted = {}
+    def land(self, batch: LandingBatch) -> Landed:
         batch = batch.first_per_key()
+        inserted = Landed(conflicts=batch.repeated)
         for table in LANDING_ORDER:
             rows = batch.rows(table)
+            if table == "dead_letter_events" and inserted.conflicts:
+                rows = rows + [{"source_partition": p, "source_offset": o, "reason": ID_CONFLICT,
+                                "detail": conflict_detail(lp, lo), "transaction_id": txn,
+                                "rejected_at": datetime.now(timezone.utc), "remains": None}
+                               for txn, p, o, lp, lo in inserted.conflicts]
             if not rows:
                 continue
             # short client-side retries: the sink's own retry loop (backoff, jitter, metrics,
@@ -102,7 +110,23 @@ class BigQueryWarehouse(Warehouse):
                 query_parameters=[self._rows_param(table, rows)]), retry=_LAND_RETRY, job_retry=None, timeout=30)
             job.result(retry=_LAND_RETRY, timeout=15)
             inserted[table] = int(job.num_dml_affected_rows or 0)
+            if table == "payment_transactions" and inserted[table] < len(rows):
+                inserted.conflicts += self._conflicts(rows)
         return inserted
+
+    def _conflicts(self, rows: list[dict[str, Any]]) -> list[tuple[str, int, int, int, int]]:
+        """Some payments were not inserted (replays, erased subjects, id conflicts): which ids
+        are in the table from another raw position (Landed). Only then is the table read."""
+        mine = {r["transaction_id"]: (r["source_partition"], r["source_offset"]) for r in rows}
+        job = self.client.query(
+            f"SELECT transaction_id, source_partition, source_offset FROM {self._t('payment_transactions')} "
+            "WHERE transaction_id IN UNNEST(@ids)",
+            job_config=bigquery.QueryJobConfig(query_parameters=[
+                bigquery.ArrayQueryParameter("ids", "STRING", list(mine))]), retry=_LAND_RETRY, job_retry=None,
+            timeout=30)
+        landed = [(r["transaction_id"], r["source_partition"], r["source_offset"])
+                  for r in job.result(retry=_LAND_RETRY, timeout=15)]
+        return find_conflicts(mine, landed)
 
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

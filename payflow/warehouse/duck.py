@@ -14,7 +14,8 @@ import sqlglot
 
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
-    ERASABLE, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse,
+    ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Landed,
+    TransientWarehouseError, Warehouse, conflict_detail, find_conflicts,
 )
 
 _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
@@ -95,8 +96,8 @@ class DuckDBWarehouse(Warehouse):
         self._insert_sql[table] = sql
         return sql
 
-    def land(self, batch: LandingBatch) -> dict[str, int]:
-        inserted: dict[str, int] = {}
+    def land(self, batch: LandingBatch) -> Landed:
+        inserted = Landed()
         with self._lock:
             try:
                 self.con.execute("BEGIN TRANSACTION")
@@ -111,21 +112,29 @@ class DuckDBWarehouse(Warehouse):
                     rows = _arrow_table(table, columns)
                     if table == "payment_transactions":
                         inserted[table], taken = self._land_payments(rows, columns["transaction_id"])
+                        inserted.conflicts = self._record_conflicts(columns, taken, batch.repeated)
                         continue
                     if table in schema.DUCKDB_KEYED_BY_PAYMENT and taken is not None:
                         rows = rows.take(pa.array(taken, type=pa.int64()))
                     inserted[table] = self._insert(table, rows, returning=False) if rows.num_rows else 0
                 self.con.execute("COMMIT")
-            except duckdb.TransactionException as exc:
-                self.con.execute("ROLLBACK")
-                raise TransientWarehouseError(str(exc)) from exc
+            except (duckdb.TransactionException, duckdb.IOException) as exc:
+                # a conflict, a lock, a full or read-only disk: the sink retries with backoff
+                self._rollback_quietly()
+                raise TransientWarehouseError(f"{type(exc).__name__}: {exc}") from exc
             except Exception:
-                try:
-                    self.con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
+                self._rollback_quietly()
                 raise
         return inserted
+
+    def _rollback_quietly(self) -> None:
+        """End the failed transaction, if one is still open: a COMMIT that failed has ended it
+        already, and the ROLLBACK's own error ("no transaction is active") must not replace
+        the real one."""
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
 
     def _land_payments(self, rows: pa.Table, ids: list[str]) -> tuple[int, list[int] | None]:
         """Insert the payments whose transaction_id is new (the batch has each id once);
@@ -135,6 +144,32 @@ class DuckDBWarehouse(Warehouse):
             return len(new_ids), None
         new = set(new_ids)
         return len(new_ids), [i for i, t in enumerate(ids) if t in new]
+
+    def _record_conflicts(self, columns: dict[str, list], taken: list[int] | None,
+                          repeated: list[tuple[str, int, int, int, int]]) -> list[tuple[str, int, int, int, int]]:
+        """The batch's payments whose id came from another raw position (earlier in the
+        batch, or already in the table), recorded in dead_letter_events (Landed explains);
+        in the landing's transaction."""
+        conflicts = list(repeated)
+        if taken is not None:
+            taken_set = set(taken)
+            refused = {txn: (p, o) for i, (txn, p, o) in enumerate(zip(
+                columns["transaction_id"], columns["source_partition"], columns["source_offset"]))
+                if i not in taken_set}
+            self.con.register("refused", pa.table({"transaction_id": pa.array(list(refused), type=pa.string())}))
+            try:
+                landed = self.con.execute(
+                    "SELECT t.transaction_id, t.source_partition, t.source_offset FROM payment_transactions AS t "
+                    "JOIN refused AS r ON t.transaction_id = r.transaction_id").fetchall()
+            finally:
+                self.con.unregister("refused")
+            conflicts += find_conflicts(refused, landed)
+        if conflicts:
+            self.con.executemany(
+                "INSERT OR IGNORE INTO dead_letter_events (source_partition, source_offset, reason, detail, "
+                "transaction_id, rejected_at, remains) VALUES (?, ?, ?, ?, ?, now(), NULL)",
+                [(p, o, ID_CONFLICT, conflict_detail(lp, lo), txn) for txn, p, o, lp, lo in conflicts])
+        return conflicts
 
     def _insert(self, table: str, rows: pa.Table, *, returning: bool) -> Any:
         """INSERT the rows (an Arrow table, scanned in place); the count inserted, or with

@@ -1,0 +1,122 @@
+"""Two seams in Faust's worker process: committed reads, and a bounded shutdown.
+
+read_committed: Faust's aiokafka driver reads with isolation_level=read_committed only
+under processing_guarantee=exactly_once; otherwise a payment a producer wrote inside a
+transaction it then aborted would be processed and land. The worker's consumer is made
+read_committed whatever the guarantee (aiokafka skips aborted records and control
+markers; the offsets they take are filed as gaps, which commits step over).
+
+Bounded shutdown: a SIGTERM (or Ctrl-C) starts Faust's graceful stop and, beside it, a
+watchdog thread. Faust's stop waits for the agents, and an agent may be waiting on a
+landing that hangs (a wedged warehouse), and the interpreter joins executor threads at
+exit: a stop could take for ever. After PAYFLOW_SHUTDOWN_SECONDS the watchdog logs one
+line and ends the process with exit code 75. Nothing is lost by it: offsets are acked
+only after their batch landed, so whatever was in flight is read again at the restart.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("payflow.worker")
+
+SHUTDOWN_TIMED_OUT_EXIT = 75  # EX_TEMPFAIL: the orchestrator restarts it
+_shutdown_seconds = 30.0
+_watchdog_started = threading.Event()
+
+
+def _replace(cls: type, name: str, make: Callable[[Any], Any]) -> None:
+    """Replace cls.name with make(original), refusing if Faust no longer has it."""
+    original = cls.__dict__.get(name)
+    if original is None:
+        raise RuntimeError(f"payflow seam: {cls.__module__}.{cls.__qualname__}.{name} is gone; "
+                           "payflow/faust_worker.py must be re-audited against this Faust version")
+    if getattr(original, "_payflow_seam", False):
+        return  # installed already
+    replacement = make(original)
+    replacement._payflow_seam = True
+    setattr(cls, name, replacement)
+
+
+def _read_committed(original: Callable) -> Callable:
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        # stored as given and handed to aiokafka's Fetcher at consumer.start()
+        consumer._isolation_level = "read_committed"  # noqa: SLF001 - see module docstring
+        return consumer
+    return create_worker_consumer
+
+
+def start_shutdown_watchdog(seconds: float | None = None,
+                            exit_: Callable[[int], None] = os._exit) -> bool:
+    """Hard-exit after `seconds` unless the process ended first; once per process."""
+    if _watchdog_started.is_set():
+        return False
+    _watchdog_started.set()
+    limit = _shutdown_seconds if seconds is None else seconds
+
+    def watch() -> None:
+        time.sleep(limit)
+        log.critical("shutdown did not finish within %.0f s (PAYFLOW_SHUTDOWN_SECONDS): exiting now; "
+                     "unacknowledged batches are read again at the next start", limit)
+        for handler in logging.getLogger().handlers:
+            try:
+                handler.flush()
+            except Exception:  # noqa: BLE001 - exiting anyway
+                pass
+        sys.stderr.flush()
+        exit_(SHUTDOWN_TIMED_OUT_EXIT)
+
+    threading.Thread(target=watch, name="payflow-shutdown-watchdog", daemon=True).start()
+    return True
+
+
+def _with_watchdog(original: Callable) -> Callable:
+    def on_signal(self: Any) -> None:
+        start_shutdown_watchdog()
+        original(self)
+    return on_signal
+
+
+def install(shutdown_seconds: float) -> None:
+    global _shutdown_seconds
+    _shutdown_seconds = shutdown_seconds
+    import faust.worker
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    _replace(AIOKafkaConsumerThread, "_create_worker_consumer", _read_committed)
+    _replace(faust.worker.Worker, "_on_sigterm", _with_watchdog)
+    _replace(faust.worker.Worker, "_on_sigint", _with_watchdog)
+
+
+AGENT_FAILED_EXIT = 70  # EX_SOFTWARE
+failure: str | None = None  # why the pipeline stopped, for /healthz in the moment before exit
+
+
+def fail_stop(what: str, exc: BaseException, exit_: Callable[[int], None] = os._exit) -> None:
+    """An agent failed: stop the process now, with one clear line and exit code 70.
+
+    Not Faust's restart: a restarted agent came back beside the old one's leftovers (its
+    DuckDB landing process still holding the file, its fetched messages still buffered) and
+    looped, and while it looped offsets of messages nobody processed were committed. Called
+    synchronously from the failing agent's except block, so no other coroutine (no commit)
+    runs after the failure: what is committed is what landed, and the orchestrator's
+    restart reads the rest again. The error is named by type and its (scrubbed) message.
+    """
+    global failure
+    failure = f"{what}: {type(exc).__name__}: {exc}"
+    log.critical("%s failed: %s: %s; stopping the worker (exit %d) without committing anything more; "
+                 "the orchestrator restarts it and it resumes from the last landed batch",
+                 what, type(exc).__name__, exc, AGENT_FAILED_EXIT, exc_info=exc)
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exit_(AGENT_FAILED_EXIT)
