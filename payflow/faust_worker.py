@@ -63,13 +63,7 @@ def start_shutdown_watchdog(seconds: float | None = None,
         time.sleep(limit)
         log.critical("shutdown did not finish within %.0f s (PAYFLOW_SHUTDOWN_SECONDS): exiting now; "
                      "unacknowledged batches are read again at the next start", limit)
-        for handler in logging.getLogger().handlers:
-            try:
-                handler.flush()
-            except Exception:  # noqa: BLE001 - exiting anyway
-                pass
-        sys.stderr.flush()
-        exit_(SHUTDOWN_TIMED_OUT_EXIT)
+        _flush_and_exit(SHUTDOWN_TIMED_OUT_EXIT, exit_)
 
     threading.Thread(target=watch, name="payflow-shutdown-watchdog", daemon=True).start()
     return True
@@ -112,6 +106,11 @@ def fail_stop(what: str, exc: BaseException, exit_: Callable[[int], None] = os._
     log.critical("%s failed: %s: %s; stopping the worker (exit %d) without committing anything more; "
                  "the orchestrator restarts it and it resumes from the last landed batch",
                  what, type(exc).__name__, exc, AGENT_FAILED_EXIT, exc_info=exc)
+    _flush_and_exit(AGENT_FAILED_EXIT, exit_)
+
+
+def _flush_and_exit(code: int, exit_: Callable[[int], None]) -> None:
+    """Flush every log handler and the standard streams, then exit (os._exit: no cleanup)."""
     for handler in logging.getLogger().handlers:
         try:
             handler.flush()
@@ -119,4 +118,4 @@ def fail_stop(what: str, exc: BaseException, exit_: Callable[[int], None] = os._
             pass
     sys.stdout.flush()
     sys.stderr.flush()
-    exit_(AGENT_FAILED_EXIT)
+    exit_(code)
