@@ -36,6 +36,7 @@ import asyncio
 from typing import Any, Protocol, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.types import TP
 from mode import Service
 
 
@@ -111,6 +112,9 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
                 else:
                     await _deliver_routed(self, tp, [to_message(tp, r) for r in tp_records], target, generation_id)
                 await asyncio.sleep(0)
+            else:
+                if self.flow_active and app.consumer_generation_id == generation_id:
+                    await _note_skipped_tails(self, generation_id)
             unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -143,7 +147,22 @@ async def _accept(self: Consumer, tp: Any, messages: list) -> list:
                 await self._add_gap(tp, r_offset + 1, offset)
             accepted.append(message)
             r_offset = offset
+    start = _sought.pop(tp, None)
+    if start is not None and accepted and accepted[0].offset > start and acks_enabled:
+        # the first message after a seek comes later than the offset sought: what lies
+        # between (a transaction marker, an aborted transaction, deleted records) never arrives
+        await self._add_gap(tp, start, accepted[0].offset)
     return accepted
+
+
+# tp -> the offset a seek set it to (the next to read), until its first message is accepted:
+# Faust's read offset alone cannot tell "next to read" (after a seek) from "last delivered"
+_sought: dict = {}
+
+
+def sought(tp: Any, offset: int) -> None:
+    """A partition was sought to `offset` (payflow.faust_commit after Faust's seek, the stall guard)."""
+    _sought[TP(tp.topic, tp.partition)] = offset
 
 
 async def _commit_if_due(self: Consumer) -> None:
@@ -198,6 +217,46 @@ async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: i
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
             _move_read_offset(self, tp, read_before, message.offset, generation_id)
     return True
+
+
+async def _note_skipped_tails(self: Consumer, generation_id: int) -> None:
+    """Offsets the fetcher stepped over after a routed partition's last delivered message
+    (a transaction's commit or abort marker, an aborted transaction's records: read_committed
+    skips them) are filed as a gap: they never arrive, and without the gap commits stopped
+    one short of the end for good (lag 1 forever on a partition ending in a marker).
+
+    Runs after a fetch has been delivered whole (nothing of it is still held by this loop),
+    with the fetcher's position: the next offset it would hand out."""
+    positions = _fetch_positions(self)
+    if not positions:
+        return
+    read_offset = self._read_offset
+    for atp, position in positions.items():
+        if atp.topic not in _routes:
+            continue
+        tp = TP(atp.topic, atp.partition)
+        last = read_offset.get(tp)
+        # after a seek the read offset is the next offset to read, after a delivery the
+        # last one delivered; either way nothing at or below it is in this gap
+        if last is not None and position > last + 1 and self.app.consumer_generation_id == generation_id:
+            await self._add_gap(tp, last + 1, position)
+            read_offset[tp] = position - 1
+
+
+def _fetch_positions(self: Consumer) -> dict:
+    """tp -> the fetcher's position, for assigned partitions with a valid one (aiokafka's
+    subscription state, read from this thread: plain ints)."""
+    try:
+        consumer = self._thread._consumer  # noqa: SLF001 - the aiokafka consumer under Faust's
+        assignment = consumer._subscription.subscription.assignment  # noqa: SLF001
+        out = {}
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            if state.has_valid_position:
+                out[tp] = state.position
+        return out
+    except AttributeError:  # not started, or rebalancing (no assignment): nothing to note
+        return {}
 
 
 def _move_read_offset(self: Consumer, tp: Any, read_before: int | None, offset: int, generation_id: int) -> None:

@@ -58,7 +58,8 @@ def test_an_id_landed_from_another_position_is_an_id_conflict_on_both_backends(w
     assert warehouse.query("SELECT COUNT(*) AS n FROM dead_letter_events")[0]["n"] == 1
 
 
-def _send(topic: str, messages: list[tuple[bytes, bytes]], *, aborted: list[tuple[bytes, bytes]] = ()) -> None:
+def _send(topic: str, messages: list[tuple[bytes, bytes]], *, aborted: list[tuple[bytes, bytes]] = (),
+          committed_tx: list[tuple[bytes, bytes]] = ()) -> None:
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=KAFKA, enable_idempotence=True)
         await producer.start()
@@ -75,6 +76,16 @@ def _send(topic: str, messages: list[tuple[bytes, bytes]], *, aborted: list[tupl
                 for key, value in aborted:
                     await txp.send_and_wait(topic, value, key=key)
                 await txp.abort_transaction()
+            finally:
+                await txp.stop()
+        if committed_tx:
+            txp = AIOKafkaProducer(bootstrap_servers=KAFKA, transactional_id=unique("tx-"))
+            await txp.start()
+            try:
+                await txp.begin_transaction()
+                for key, value in committed_tx:
+                    await txp.send_and_wait(topic, value, key=key)
+                await txp.commit_transaction()
             finally:
                 await txp.stop()
 
@@ -99,10 +110,13 @@ def test_a_reused_id_and_an_aborted_transaction_are_accounted_for_end_to_end(kaf
                 (b.encode(), _payment("txn_reused", b, "77.00", minutes=1)),
                 (a.encode(), _payment("txn_plain", a, "5.00", minutes=2))],
           aborted=[(a.encode(), _payment("txn_aborted", a, "123.00", minutes=3))])
-    _send(raw, [(a.encode(), _payment("txn_after_abort", a, "6.00", minutes=4))])
+    # the partition ends with a transaction's commit marker: read_committed steps over it,
+    # and the commits must still reach the partition's end (lag 0)
+    _send(raw, [(a.encode(), _payment("txn_after_abort", a, "6.00", minutes=4))],
+          committed_tx=[(a.encode(), _payment("txn_in_committed_tx", a, "7.00", minutes=5))])
     worker = Worker(tmp, prefix=prefix).start()
     try:
-        worker.wait_caught_up(timeout=180)
+        worker.wait_caught_up(timeout=120)
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
@@ -114,7 +128,7 @@ def test_a_reused_id_and_an_aborted_transaction_are_accounted_for_end_to_end(kaf
             "SELECT reason, transaction_id FROM dead_letter_events")]
     finally:
         w.close()
-    assert set(landed) == {"txn_reused", "txn_plain", "txn_after_abort"}  # never txn_aborted
+    assert set(landed) == {"txn_reused", "txn_plain", "txn_after_abort", "txn_in_committed_tx"}  # not txn_aborted
     assert dlq == [("id_conflict", "txn_reused")]
     enriched = [orjson.loads(r.value)["transaction_id"] for r in read_topic(prefix + "payments-enriched")]
     assert sorted(enriched) == sorted(landed)  # the refused copy is not published as valid
@@ -155,3 +169,44 @@ def test_readiness_waits_for_the_raw_topic_and_finds_it_within_seconds(kafka, tm
             ("payflow_stage_events_in_total", (("stage", "decode"),)), 0) >= 1, 60, what="the payment processed")
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+
+def test_a_committed_position_on_a_transaction_marker_does_not_stall_the_partition(kafka, tmp):
+    """A previous worker committed up to a transaction's commit marker (the record before it
+    was its last): the fetcher steps over the marker, and the first message read comes one
+    later. The worker must commit past it, not wait for the marker forever."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    from payflow.kafka_admin import ensure_topics
+
+    prefix = unique("marker-") + "-"
+    raw = prefix + "payment-events"
+    asyncio.run(ensure_topics(KAFKA, [raw], 1))
+    a = "acct_marker"
+    _send(raw, [], committed_tx=[(a.encode(), _payment("txn_done_before", a, "1.00"))])  # offsets 0, marker 1
+    worker = Worker(tmp, prefix=prefix)
+
+    async def commit_at_marker() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, group_id=worker.app_id, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(raw, 0)
+            consumer.assign([tp])
+            await consumer.commit({tp: OffsetAndMetadata(1, "")})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit_at_marker())
+    _send(raw, [(a.encode(), _payment("txn_after_marker", a, "2.00", minutes=1))])  # offset 2
+    worker.start()
+    try:
+        worker.wait_caught_up(timeout=90)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    w = DuckDBWarehouse(worker.warehouse[len("duckdb:///"):])
+    try:
+        landed = [r["transaction_id"] for r in w.query("SELECT transaction_id FROM payment_transactions")]
+    finally:
+        w.close()
+    assert landed == ["txn_after_marker"]

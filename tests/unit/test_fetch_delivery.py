@@ -104,3 +104,32 @@ async def test_a_rebalance_that_seeks_to_the_same_read_offset_is_not_overwritten
         buffer.take()
     await asyncio.gather(_deliver_routed(consumer, RAW, messages(range(100, 150)), buffer, 3), rebalance())
     assert consumer._read_offset[RAW] == 99
+
+
+async def test_offsets_skipped_at_the_head_after_a_seek_and_at_the_tail_are_gaps():
+    """read_committed steps over transaction markers (and aborted records): one right at a
+    sought position, or after the last delivered message, never arrives and must be a gap,
+    or commits stop short of it for good."""
+    from payflow import faust_fetch
+
+    faust_fetch.route("raw", BatchBuffer(100, asyncio.get_running_loop()))
+    try:
+        # sought to 5 (a commit marker sits at 5): the first message read is 6
+        consumer = StandInConsumer(read_offset=5)
+        faust_fetch.sought(RAW, 5)
+        await _deliver_routed(consumer, RAW, messages([6, 7]), faust_fetch._routes["raw"], 3)
+        assert (5, 6) in consumer.gaps
+        assert consumer._read_offset[RAW] == 7
+        # the fetcher's position is 9: offset 8 (a marker after 7) will never arrive
+        consumer._thread = SimpleNamespace(_consumer=SimpleNamespace(_subscription=SimpleNamespace(
+            subscription=SimpleNamespace(assignment=SimpleNamespace(
+                tps={RAW}, state_value=lambda tp: SimpleNamespace(has_valid_position=True, position=9))))))
+        await faust_fetch._note_skipped_tails(consumer, 3)
+        assert consumer.gaps[-1] == (8, 9) and consumer._read_offset[RAW] == 8
+        # nothing skipped: no gap
+        before = list(consumer.gaps)
+        await faust_fetch._note_skipped_tails(consumer, 3)
+        assert consumer.gaps == before
+    finally:
+        faust_fetch._routes.clear()
+        faust_fetch._sought.clear()

@@ -105,3 +105,19 @@ async def test_a_partition_with_nothing_committed_is_sought_to_its_first_offset_
     # and with that position the commit computation refuses to step over offsets 7..1999
     state = consumer_state(7, list(range(2000, 2100)))
     assert faust_commit.fixed_new_offset(state, "tp") is None
+
+
+def test_offsets_skipped_after_the_last_record_are_committed_past():
+    """read_committed steps over a transaction's marker (and an aborted transaction's
+    records); when they follow the partition's last delivered message the fetch loop files
+    them as a gap, and commits must reach past them, or the lag stays 1 for good."""
+    fixed = faust_commit.fixed_new_offset
+    # 3 and 4 delivered and acked, 5 is a commit marker at the partition's end
+    state = consumer_state(3, [3, 4], gaps=[(5, 6)])
+    assert fixed(state, "tp") == 6
+    assert not state._gap["tp"]  # the gap is used up
+    # the marker came in a later fetch: nothing acked since the last commit
+    state = consumer_state(5, [], gaps=[(5, 6)])
+    assert fixed(state, "tp") == 6 and not state._gap["tp"]
+    # a gap that does not start at the committed position commits nothing
+    assert fixed(consumer_state(4, [], gaps=[(5, 6)]), "tp") is None
