@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from payflow import metrics
+from payflow import faust_worker, metrics
 from payflow.app import app, settings
 from payflow.compliance.gdpr import (
     INVALID_ERASURE_REQUEST, ErasureRequest, InvalidErasureRequest, parse_request, refresh_erased_subjects,
@@ -60,6 +60,19 @@ def invalid_request_record(detail: str, partition: int, offset: int, now: dateti
 
 @app.agent(erasure_requests, name="erase-state")
 async def erase_state(stream):
+    """Any failure but bad input stops the worker (faust_worker.fail_stop): Faust would ack
+    the request it failed on, and its state deletes, never logged, would come back."""
+    try:
+        await _erase(stream)
+    except asyncio.CancelledError:
+        if erase_state.should_stop or app.should_stop:
+            raise
+        faust_worker.fail_stop("the erasure agent", asyncio.CancelledError("cancelled outside shutdown"))
+    except Exception as exc:  # noqa: BLE001 - every failure stops the worker
+        faust_worker.fail_stop("the erasure agent", exc)
+
+
+async def _erase(stream) -> None:
     outputs = KafkaOutputs(app.producer._ensure_producer, settings.topics)
     async for event in stream.events():
         partition, offset = event.message.partition, event.message.offset

@@ -81,7 +81,11 @@ async def process_payments(stream):
     try:
         await _run(stream)
     except asyncio.CancelledError:
-        raise  # shutdown (or Faust's restart on rebalance): nothing was acked that did not land
+        if runtime_factory is not default_runtime or process_payments.should_stop or app.should_stop:
+            raise  # shutdown: nothing was acked that did not land
+        # cancelled while the worker runs: Faust would restart the agent beside its
+        # predecessor's unacked messages, which would hold commits and rebalances for good
+        faust_worker.fail_stop("the pipeline agent", asyncio.CancelledError("cancelled outside shutdown"))
     except Exception as exc:  # noqa: BLE001 - every failure, known or not, stops the worker
         if runtime_factory is not default_runtime:
             raise  # under a test context: the test sees the error

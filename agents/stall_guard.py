@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from payflow import faust_fetch, metrics
+from payflow import metrics
 from payflow.app import app, settings
 from payflow.stall_guard import PartitionAcks, StallGuard
 
@@ -43,4 +43,3 @@ async def unstick_partitions() -> None:
         if gaps:
             gaps.chop(offset, 2**63)
         await consumer.seek(tp, offset)
-        faust_fetch.sought(tp, offset)

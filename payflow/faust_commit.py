@@ -33,32 +33,30 @@ from typing import Optional
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
 
+from payflow import faust_fetch
+
 FAUST_NEW_OFFSET = Consumer._new_offset  # Faust's own, for the test that shows the loss
 FAUST_PERFORM_SEEK = Consumer.perform_seek
 log = logging.getLogger("payflow.consumer")
 
 
 def fixed_new_offset(self, tp) -> Optional[int]:
+    new_offset = _new_offset_of_acks(self, tp)
+    # offsets stepped over after a fetch's last record (a transaction marker) never arrive:
+    # a commit that reaches them goes past them (payflow.faust_fetch)
+    return faust_fetch.skipped_run_end(tp, new_offset) if new_offset is not None else None
+
+
+def _new_offset_of_acks(self, tp) -> Optional[int]:
     acked = self._acked[tp]
+    if not acked:
+        return None
+    max_offset = max(acked)
     committed = self._committed_offset[tp]
     gap_for_tp = self._gap[tp]
-    if not acked:
-        # nothing acked, but the offsets from the committed one on will never arrive (a
-        # transaction marker after the partition's last record, payflow.faust_fetch): commit
-        # past them, or the partition's lag would stay at 1 for good
-        if committed is None or not gap_for_tp:
-            return None
-        ahead = gap_for_tp.at(committed)
-        if not ahead:
-            return None
-        end = max(interval.end for interval in ahead)
-        gap_for_tp.chop(0, end)
-        return end
-    max_offset = max(acked)
     if gap_for_tp:
-        # offsets Faust knows will never arrive (compaction, transaction markers) count as
-        # acked, a gap right after the last acked offset included
-        candidates = sorted(gap_for_tp.overlap(0, max_offset + 2), key=lambda x: x.begin)
+        # offsets Faust knows will never arrive (compaction, transaction markers) count as acked
+        candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
         if candidates:
             filled: list[int] = []
             if committed is not None and candidates[0].begin == committed + 1:
@@ -68,7 +66,7 @@ def fixed_new_offset(self, tp) -> Optional[int]:
             for entry in candidates:
                 filled.extend(range(entry.begin, entry.end))
             acked.extend(filled)
-            gap_for_tp.chop(0, max(filled[-1] + 1, max_offset + 1))
+            gap_for_tp.chop(0, max(filled[-1], max_offset + 1))
     # a filed gap also covers the offset that revealed it, which is acked too: without
     # de-duplication the run of consecutive offsets would stop at the repeat
     acked[:] = sorted(set(acked))
@@ -83,11 +81,6 @@ def fixed_new_offset(self, tp) -> Optional[int]:
 
 async def perform_seek_from_start_when_uncommitted(self) -> None:
     await FAUST_PERFORM_SEEK(self)
-    from payflow import faust_fetch
-    for tp in self.assignment():
-        committed = self._committed_offset.get(tp)
-        if committed:  # the first message read may come later (a marker at the position)
-            faust_fetch.sought(tp, committed)
     # Faust reads a committed 0 as "nothing committed" too; either way the start is the first offset
     uncommitted = [tp for tp in self.assignment()
                    if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]
@@ -100,7 +93,6 @@ async def perform_seek_from_start_when_uncommitted(self) -> None:
             log.info("%s[%d] has no committed offset: reading it from its first offset %d", tp.topic, tp.partition, offset)
             await self.seek(tp, offset)
             self._committed_offset[tp] = offset
-            faust_fetch.sought(tp, offset)
 
 
 def install() -> None:

@@ -109,12 +109,10 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
                 if target is None:
                     if not await _deliver_each(self, tp, tp_records, generation_id):
                         break
-                else:
-                    await _deliver_routed(self, tp, [to_message(tp, r) for r in tp_records], target, generation_id)
+                elif await _deliver_routed(self, tp, [to_message(tp, r) for r in tp_records], target,
+                                           generation_id):
+                    _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id)
                 await asyncio.sleep(0)
-            else:
-                if self.flow_active and app.consumer_generation_id == generation_id:
-                    await _note_skipped_tails(self, generation_id)
             unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -147,22 +145,7 @@ async def _accept(self: Consumer, tp: Any, messages: list) -> list:
                 await self._add_gap(tp, r_offset + 1, offset)
             accepted.append(message)
             r_offset = offset
-    start = _sought.pop(tp, None)
-    if start is not None and accepted and accepted[0].offset > start and acks_enabled:
-        # the first message after a seek comes later than the offset sought: what lies
-        # between (a transaction marker, an aborted transaction, deleted records) never arrives
-        await self._add_gap(tp, start, accepted[0].offset)
     return accepted
-
-
-# tp -> the offset a seek set it to (the next to read), until its first message is accepted:
-# Faust's read offset alone cannot tell "next to read" (after a seek) from "last delivered"
-_sought: dict = {}
-
-
-def sought(tp: Any, offset: int) -> None:
-    """A partition was sought to `offset` (payflow.faust_commit after Faust's seek, the stall guard)."""
-    _sought[TP(tp.topic, tp.partition)] = offset
 
 
 async def _commit_if_due(self: Consumer) -> None:
@@ -172,7 +155,7 @@ async def _commit_if_due(self: Consumer) -> None:
         await self.commit()
 
 
-async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route, generation_id: int) -> None:
+async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route, generation_id: int) -> bool:
     """A partition's fetched messages to their route, as many at a time as it has room for.
 
     What Faust does per message is kept: the app's flow control is waited for (suspended
@@ -182,7 +165,7 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
     read_before = self._read_offset[tp]
     accepted = await _accept(self, tp, messages)
     if not accepted:
-        return
+        return False
     await _commit_if_due(self)
     suspended = self.suspend_flow.is_set
     flow_control = self.app.flow_control
@@ -201,6 +184,54 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
         start += target.put_many(accepted[start:])
     if start:
         _move_read_offset(self, tp, read_before, accepted[start - 1].offset, generation_id)
+    # True: the whole fetch for tp reached the route, up to its last record, uninterrupted
+    return (start == len(accepted) and accepted[-1].offset == messages[-1].offset
+            and not suspended() and app.consumer_generation_id == generation_id)
+
+
+# tp -> {first offset: end offset (exclusive)} of offsets the fetcher stepped over right after
+# a fetch's last record (payflow.faust_commit counts them as acked). Kept apart from Faust's
+# gaps: a Faust gap also covers the message that revealed it, which must be acked itself.
+_skipped: dict = {}
+
+
+def _note_skipped_tail(self: Consumer, tp: Any, last_offset: int, generation_id: int) -> None:
+    """A transaction's commit or abort marker after a fetch's last record is stepped over by
+    the fetcher (read_committed, and control records in any mode) and never arrives: noted
+    from the fetcher's position, read right after the fetch was delivered whole (no fetch
+    ran since; a seek in between only moves the position back). Without it, commits stopped
+    one short of a partition ending in a marker: lag 1 for good."""
+    if self.app.consumer_generation_id != generation_id or self.suspend_flow.is_set():
+        return
+    position = _fetch_position(self, tp)
+    if position is not None and position > last_offset + 1:
+        _skipped.setdefault(TP(tp.topic, tp.partition), {})[last_offset + 1] = position
+
+
+def skipped_run_end(tp: Any, offset: int) -> int:
+    """The first offset at or after `offset` not known to be skipped (forgetting the runs
+    passed, and any that end before `offset`)."""
+    runs = _skipped.get(TP(tp.topic, tp.partition)) if isinstance(tp, tuple) else None
+    if not runs:
+        return offset
+    while offset in runs:
+        offset = runs.pop(offset)
+    for begin in [b for b, end in runs.items() if end <= offset]:
+        del runs[begin]
+    return offset
+
+
+def _fetch_position(self: Consumer, tp: Any) -> int | None:
+    """The fetcher's position for tp: the next offset it hands out (aiokafka's subscription
+    state, an int read from this thread)."""
+    try:
+        consumer = self._thread._consumer  # noqa: SLF001 - the aiokafka consumer under Faust's
+        state = consumer._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
+    except (AttributeError, KeyError):  # not started, or rebalancing
+        return None
+    if state is None or not state.has_valid_position:
+        return None
+    return state.position
 
 
 async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int) -> bool:
@@ -217,46 +248,6 @@ async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: i
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
             _move_read_offset(self, tp, read_before, message.offset, generation_id)
     return True
-
-
-async def _note_skipped_tails(self: Consumer, generation_id: int) -> None:
-    """Offsets the fetcher stepped over after a routed partition's last delivered message
-    (a transaction's commit or abort marker, an aborted transaction's records: read_committed
-    skips them) are filed as a gap: they never arrive, and without the gap commits stopped
-    one short of the end for good (lag 1 forever on a partition ending in a marker).
-
-    Runs after a fetch has been delivered whole (nothing of it is still held by this loop),
-    with the fetcher's position: the next offset it would hand out."""
-    positions = _fetch_positions(self)
-    if not positions:
-        return
-    read_offset = self._read_offset
-    for atp, position in positions.items():
-        if atp.topic not in _routes:
-            continue
-        tp = TP(atp.topic, atp.partition)
-        last = read_offset.get(tp)
-        # after a seek the read offset is the next offset to read, after a delivery the
-        # last one delivered; either way nothing at or below it is in this gap
-        if last is not None and position > last + 1 and self.app.consumer_generation_id == generation_id:
-            await self._add_gap(tp, last + 1, position)
-            read_offset[tp] = position - 1
-
-
-def _fetch_positions(self: Consumer) -> dict:
-    """tp -> the fetcher's position, for assigned partitions with a valid one (aiokafka's
-    subscription state, read from this thread: plain ints)."""
-    try:
-        consumer = self._thread._consumer  # noqa: SLF001 - the aiokafka consumer under Faust's
-        assignment = consumer._subscription.subscription.assignment  # noqa: SLF001
-        out = {}
-        for tp in assignment.tps:
-            state = assignment.state_value(tp)
-            if state.has_valid_position:
-                out[tp] = state.position
-        return out
-    except AttributeError:  # not started, or rebalancing (no assignment): nothing to note
-        return {}
 
 
 def _move_read_offset(self: Consumer, tp: Any, read_before: int | None, offset: int, generation_id: int) -> None:

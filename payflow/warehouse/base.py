@@ -65,9 +65,9 @@ class LandingBatch:
     process's CPU, `make bench`). rows() gives them back as datetime and Decimal.
     """
     sources: dict[str, dict[str, list]] = field(default_factory=dict)
-    # set by first_per_key(): payments whose id came twice in the batch from two raw
-    # positions, the later ones (Landed.conflicts' shape)
-    repeated: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    # set by first_per_key(): transaction_id -> every raw position it came from in this
+    # batch, for ids that came from more than one (all but the landed one are conflicts)
+    repeated: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -116,13 +116,13 @@ class LandingBatch:
             seen: set = set()
             firsts = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
             out.sources[name] = {column: [values[i] for i in firsts] for column, values in source.items()}
-            if name == PAYMENTS:  # a payment id twice at two raw positions: the later is a conflict
-                first_at: dict = {}
-                positions = zip(keys, source["source_partition"], source["source_offset"])
-                for i, (txn, p, o) in enumerate(positions):
-                    first = first_at.setdefault(txn, (p, o))
-                    if first != (p, o):
-                        out.repeated.append((txn, p, o, first[0], first[1]))
+            if name == PAYMENTS:  # a payment id at two raw positions: which one landed decides
+                at: dict[str, list[tuple[int, int]]] = {}
+                for txn, p, o in zip(keys, source["source_partition"], source["source_offset"]):
+                    at.setdefault(txn, [])
+                    if (p, o) not in at[txn]:
+                        at[txn].append((p, o))
+                out.repeated = {txn: places for txn, places in at.items() if len(places) > 1}
         return out
 
     def extend(self, later: "LandingBatch") -> None:
@@ -225,20 +225,22 @@ class Landed(dict):
         self.conflicts = list(conflicts)
 
 
-def find_conflicts(batch_positions: dict[str, tuple[int, int]],
+def find_conflicts(batch_positions: dict[str, list[tuple[int, int]]],
                    landed_positions: Iterable[tuple[str, int | None, int | None]]) -> list[tuple[str, int, int, int, int]]:
-    """The batch's payments whose id is in the warehouse at another raw position.
+    """The batch's payments whose id is in the warehouse from another raw position.
 
-    `batch_positions`: transaction_id -> (partition, offset) of the batch's payments the
-    warehouse did not insert; `landed_positions`: (transaction_id, partition, offset) of the
-    rows it holds for those ids. An id with no row was refused for another reason (an
-    erased subject): not a conflict."""
+    `batch_positions`: transaction_id -> the raw positions the batch has it from (ids the
+    warehouse refused, and ids the batch has from several positions); `landed_positions`:
+    (transaction_id, partition, offset) of the rows the warehouse holds for those ids.
+    Every position but the landed one is a conflict, whichever came first in the batch (a
+    replay may bring the other copy first). An id with no row was refused for another
+    reason (an erased subject): no conflict."""
     out = []
     for txn, partition, offset in landed_positions:
-        mine = batch_positions.get(txn)
-        if mine is not None and (partition, offset) != mine:
-            out.append((txn, mine[0], mine[1], -1 if partition is None else int(partition),
-                        -1 if offset is None else int(offset)))
+        landed = (-1 if partition is None else int(partition), -1 if offset is None else int(offset))
+        for mine in batch_positions.get(txn, ()):
+            if mine != landed:
+                out.append((txn, mine[0], mine[1], landed[0], landed[1]))
     return sorted(out)
 
 

@@ -94,7 +94,7 @@ class BigQueryWarehouse(Warehouse):
 
     def land(self, batch: LandingBatch) -> Landed:
         batch = batch.first_per_key()
-        inserted = Landed(conflicts=batch.repeated)
+        inserted = Landed()
         for table in LANDING_ORDER:
             rows = batch.rows(table)
             if table == "dead_letter_events" and inserted.conflicts:
@@ -110,14 +110,17 @@ class BigQueryWarehouse(Warehouse):
                 query_parameters=[self._rows_param(table, rows)]), retry=_LAND_RETRY, job_retry=None, timeout=30)
             job.result(retry=_LAND_RETRY, timeout=15)
             inserted[table] = int(job.num_dml_affected_rows or 0)
-            if table == "payment_transactions" and inserted[table] < len(rows):
-                inserted.conflicts += self._conflicts(rows)
+            if table == "payment_transactions" and (inserted[table] < len(rows) or batch.repeated):
+                inserted.conflicts = self._conflicts(rows, batch.repeated)
         return inserted
 
-    def _conflicts(self, rows: list[dict[str, Any]]) -> list[tuple[str, int, int, int, int]]:
-        """Some payments were not inserted (replays, erased subjects, id conflicts): which ids
-        are in the table from another raw position (Landed). Only then is the table read."""
-        mine = {r["transaction_id"]: (r["source_partition"], r["source_offset"]) for r in rows}
+    def _conflicts(self, rows: list[dict[str, Any]],
+                   repeated: dict[str, list[tuple[int, int]]]) -> list[tuple[str, int, int, int, int]]:
+        """Some payments were not inserted (replays, erased subjects, id conflicts) or the
+        batch has an id from several positions: which positions are not the one the table
+        holds (Landed). Only then is the table read."""
+        mine = {r["transaction_id"]: [(r["source_partition"], r["source_offset"])] for r in rows}
+        mine.update(repeated)
         job = self.client.query(
             f"SELECT transaction_id, source_partition, source_offset FROM {self._t('payment_transactions')} "
             "WHERE transaction_id IN UNNEST(@ids)",

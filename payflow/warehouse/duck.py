@@ -146,24 +146,27 @@ class DuckDBWarehouse(Warehouse):
         return len(new_ids), [i for i, t in enumerate(ids) if t in new]
 
     def _record_conflicts(self, columns: dict[str, list], taken: list[int] | None,
-                          repeated: list[tuple[str, int, int, int, int]]) -> list[tuple[str, int, int, int, int]]:
-        """The batch's payments whose id came from another raw position (earlier in the
-        batch, or already in the table), recorded in dead_letter_events (Landed explains);
-        in the landing's transaction."""
-        conflicts = list(repeated)
+                          repeated: dict[str, list[tuple[int, int]]]) -> list[tuple[str, int, int, int, int]]:
+        """The batch's payments whose id landed from another raw position (already in the
+        table, or from another position of this batch), recorded in dead_letter_events
+        (Landed explains); in the landing's transaction."""
+        positions = dict(repeated)
         if taken is not None:
             taken_set = set(taken)
-            refused = {txn: (p, o) for i, (txn, p, o) in enumerate(zip(
-                columns["transaction_id"], columns["source_partition"], columns["source_offset"]))
-                if i not in taken_set}
-            self.con.register("refused", pa.table({"transaction_id": pa.array(list(refused), type=pa.string())}))
-            try:
-                landed = self.con.execute(
-                    "SELECT t.transaction_id, t.source_partition, t.source_offset FROM payment_transactions AS t "
-                    "JOIN refused AS r ON t.transaction_id = r.transaction_id").fetchall()
-            finally:
-                self.con.unregister("refused")
-            conflicts += find_conflicts(refused, landed)
+            for i, (txn, p, o) in enumerate(zip(
+                    columns["transaction_id"], columns["source_partition"], columns["source_offset"])):
+                if i not in taken_set:
+                    positions.setdefault(txn, [(p, o)])
+        if not positions:
+            return []
+        self.con.register("checked", pa.table({"transaction_id": pa.array(list(positions), type=pa.string())}))
+        try:
+            landed = self.con.execute(
+                "SELECT t.transaction_id, t.source_partition, t.source_offset FROM payment_transactions AS t "
+                "JOIN checked AS c ON t.transaction_id = c.transaction_id").fetchall()
+        finally:
+            self.con.unregister("checked")
+        conflicts = find_conflicts(positions, landed)
         if conflicts:
             self.con.executemany(
                 "INSERT OR IGNORE INTO dead_letter_events (source_partition, source_offset, reason, detail, "

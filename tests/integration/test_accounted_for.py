@@ -57,6 +57,14 @@ def test_an_id_landed_from_another_position_is_an_id_conflict_on_both_backends(w
     assert again.conflicts == [("txn_shared", 1, 9, 0, 5)]  # still refused, recorded once
     assert warehouse.query("SELECT COUNT(*) AS n FROM dead_letter_events")[0]["n"] == 1
 
+    # a replay after a crash brings both copies in one landing, the refused one first: the
+    # landed copy (0, 5) is no conflict, whatever the order
+    both = build_batch(second.enriched[:1])
+    both.extend(build_batch(first.enriched))
+    replayed = warehouse.land(both)
+    assert replayed.conflicts == [("txn_shared", 1, 9, 0, 5)]
+    assert warehouse.query("SELECT COUNT(*) AS n FROM dead_letter_events")[0]["n"] == 1
+
 
 def _send(topic: str, messages: list[tuple[bytes, bytes]], *, aborted: list[tuple[bytes, bytes]] = (),
           committed_tx: list[tuple[bytes, bytes]] = ()) -> None:
@@ -170,43 +178,3 @@ def test_readiness_waits_for_the_raw_topic_and_finds_it_within_seconds(kafka, tm
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
-
-def test_a_committed_position_on_a_transaction_marker_does_not_stall_the_partition(kafka, tmp):
-    """A previous worker committed up to a transaction's commit marker (the record before it
-    was its last): the fetcher steps over the marker, and the first message read comes one
-    later. The worker must commit past it, not wait for the marker forever."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.structs import OffsetAndMetadata
-
-    from payflow.kafka_admin import ensure_topics
-
-    prefix = unique("marker-") + "-"
-    raw = prefix + "payment-events"
-    asyncio.run(ensure_topics(KAFKA, [raw], 1))
-    a = "acct_marker"
-    _send(raw, [], committed_tx=[(a.encode(), _payment("txn_done_before", a, "1.00"))])  # offsets 0, marker 1
-    worker = Worker(tmp, prefix=prefix)
-
-    async def commit_at_marker() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, group_id=worker.app_id, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tp = TopicPartition(raw, 0)
-            consumer.assign([tp])
-            await consumer.commit({tp: OffsetAndMetadata(1, "")})
-        finally:
-            await consumer.stop()
-
-    asyncio.run(commit_at_marker())
-    _send(raw, [(a.encode(), _payment("txn_after_marker", a, "2.00", minutes=1))])  # offset 2
-    worker.start()
-    try:
-        worker.wait_caught_up(timeout=90)
-    finally:
-        assert worker.stop() == 0, worker.log_tail()
-    w = DuckDBWarehouse(worker.warehouse[len("duckdb:///"):])
-    try:
-        landed = [r["transaction_id"] for r in w.query("SELECT transaction_id FROM payment_transactions")]
-    finally:
-        w.close()
-    assert landed == ["txn_after_marker"]

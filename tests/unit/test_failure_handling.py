@@ -103,9 +103,11 @@ def test_a_missing_seam_target_refuses_loudly():
 
 
 def test_conflicts_are_ids_landed_from_another_position_not_replays_or_erasures():
-    refused = {"txn_replay": (0, 5), "txn_other": (1, 9), "txn_erased": (2, 3)}
-    landed = [("txn_replay", 0, 5), ("txn_other", 0, 7)]  # txn_erased has no row
-    assert find_conflicts(refused, landed) == [("txn_other", 1, 9, 0, 7)]
+    refused = {"txn_replay": [(0, 5)], "txn_other": [(1, 9)], "txn_erased": [(2, 3)],
+               # a replay brought the other copy first: the landed one (0, 2) is no conflict
+               "txn_twice": [(1, 4), (0, 2)]}
+    landed = [("txn_replay", 0, 5), ("txn_other", 0, 7), ("txn_twice", 0, 2)]  # txn_erased has no row
+    assert find_conflicts(refused, landed) == [("txn_other", 1, 9, 0, 7), ("txn_twice", 1, 4, 0, 2)]
 
 
 def test_landed_keeps_counts_and_conflicts_across_the_landing_process():

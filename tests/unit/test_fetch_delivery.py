@@ -106,30 +106,32 @@ async def test_a_rebalance_that_seeks_to_the_same_read_offset_is_not_overwritten
     assert consumer._read_offset[RAW] == 99
 
 
-async def test_offsets_skipped_at_the_head_after_a_seek_and_at_the_tail_are_gaps():
-    """read_committed steps over transaction markers (and aborted records): one right at a
-    sought position, or after the last delivered message, never arrives and must be a gap,
-    or commits stop short of it for good."""
+
+async def test_a_marker_after_a_fetch_s_last_record_is_noted_only_when_the_fetch_was_delivered_whole():
+    """read_committed steps over a transaction's marker after the last record: the fetcher's
+    position is then two past it, and the offset between never arrives."""
     from payflow import faust_fetch
 
-    faust_fetch.route("raw", BatchBuffer(100, asyncio.get_running_loop()))
-    try:
-        # sought to 5 (a commit marker sits at 5): the first message read is 6
-        consumer = StandInConsumer(read_offset=5)
-        faust_fetch.sought(RAW, 5)
-        await _deliver_routed(consumer, RAW, messages([6, 7]), faust_fetch._routes["raw"], 3)
-        assert (5, 6) in consumer.gaps
-        assert consumer._read_offset[RAW] == 7
-        # the fetcher's position is 9: offset 8 (a marker after 7) will never arrive
+    def with_position(consumer: StandInConsumer, position: int) -> StandInConsumer:
         consumer._thread = SimpleNamespace(_consumer=SimpleNamespace(_subscription=SimpleNamespace(
             subscription=SimpleNamespace(assignment=SimpleNamespace(
-                tps={RAW}, state_value=lambda tp: SimpleNamespace(has_valid_position=True, position=9))))))
-        await faust_fetch._note_skipped_tails(consumer, 3)
-        assert consumer.gaps[-1] == (8, 9) and consumer._read_offset[RAW] == 8
-        # nothing skipped: no gap
-        before = list(consumer.gaps)
-        await faust_fetch._note_skipped_tails(consumer, 3)
-        assert consumer.gaps == before
+                state_value=lambda tp: SimpleNamespace(has_valid_position=True, position=position))))))
+        return consumer
+
+    try:
+        consumer = with_position(StandInConsumer(read_offset=5), 9)
+        buffer = BatchBuffer(100, asyncio.get_running_loop())
+        assert await _deliver_routed(consumer, RAW, messages([6, 7]), buffer, 3)
+        faust_fetch._note_skipped_tail(consumer, RAW, 7, 3)
+        assert faust_fetch._skipped[RAW] == {8: 9}
+        assert faust_fetch.skipped_run_end(RAW, 8) == 9 and faust_fetch._skipped[RAW] == {}
+        # nothing stepped over: nothing noted
+        faust_fetch._note_skipped_tail(with_position(consumer, 8), RAW, 7, 3)
+        assert faust_fetch._skipped[RAW] == {}
+        # a fetch cut short by a full route is not delivered whole: its rest is not skipped
+        small = BatchBuffer(1, asyncio.get_running_loop())
+        consumer = with_position(StandInConsumer(read_offset=9), 12)
+        consumer.suspend_flow.set()  # a rebalance interrupts the wait for space
+        assert not await _deliver_routed(consumer, RAW, messages([10, 11]), small, 3)
     finally:
-        faust_fetch._routes.clear()
-        faust_fetch._sought.clear()
+        faust_fetch._skipped.clear()
