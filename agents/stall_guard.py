@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 
-from payflow import metrics
+from payflow import faust_fetch, metrics
 from payflow.app import app, settings
-from payflow.stall_guard import PartitionAcks, StallGuard
+from payflow.stall_guard import PartitionAcks, StallGuard, forget_acks_from
 
 log = logging.getLogger("payflow.stall_guard")
 guard = StallGuard()
@@ -42,4 +42,9 @@ async def unstick_partitions() -> None:
         gaps = consumer._gap.get(tp)
         if gaps:
             gaps.chop(offset, 2**63)
+        # acks above the seek are read again (replays): kept, they would put acks out of
+        # order, and Faust's gap folding (up to the highest ack) would then count a message
+        # of the re-read that is delivered but not landed as acked
+        forget_acks_from(consumer._acked.get(tp), consumer._acked_index.get(tp), offset)
+        faust_fetch.note_seek(tp)  # what the fetch loop still holds for tp is stale
         await consumer.seek(tp, offset)

@@ -97,7 +97,10 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
                 unset_flag(flag_consumer_fetching)
                 continue
             generation_id = app.consumer_generation_id
+            epochs = {tp: _seek_epoch.get(tp, 0) for tp in records}
             for tp, tp_records in records.items():
+                if _seek_epoch.get(tp, 0) != epochs[tp]:
+                    continue  # sought while this fetch waited (the stall guard): read again from there
                 if not self.flow_active or app.consumer_generation_id != generation_id:
                     break  # a rebalance began: the rest is read again from committed offsets
                 if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
@@ -189,6 +192,18 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
             and not suspended() and app.consumer_generation_id == generation_id)
 
 
+# tp -> how many times payflow sought it (the stall guard): records fetched before a seek
+# and not yet delivered are stale, and delivered after it they looked like a jump past the
+# sought offset (a gap that commits would fold over the offsets the seek asked for)
+_seek_epoch: dict = {}
+
+
+def note_seek(tp: Any) -> None:
+    """Call before seeking tp: what the fetch loop holds for it is dropped, not delivered."""
+    key = TP(tp.topic, tp.partition)
+    _seek_epoch[key] = _seek_epoch.get(key, 0) + 1
+
+
 # tp -> {first offset: end offset (exclusive)} of offsets the fetcher stepped over right after
 # a fetch's last record (payflow.faust_commit counts them as acked). Kept apart from Faust's
 # gaps: a Faust gap also covers the message that revealed it, which must be acked itself.
@@ -227,11 +242,11 @@ def _fetch_position(self: Consumer, tp: Any) -> int | None:
     try:
         consumer = self._thread._consumer  # noqa: SLF001 - the aiokafka consumer under Faust's
         state = consumer._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
-    except (AttributeError, KeyError):  # not started, or rebalancing
+        if state is None or not state.has_valid_position:
+            return None
+        return state.position
+    except Exception:  # noqa: BLE001 - not started, rebalancing, or reset under way: note nothing
         return None
-    if state is None or not state.has_valid_position:
-        return None
-    return state.position
 
 
 async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int) -> bool:

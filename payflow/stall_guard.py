@@ -48,3 +48,17 @@ class StallGuard:
                 to_seek.append((tp, acks.committed))
                 self._since.pop(tp, None)
         return to_seek
+
+
+def forget_acks_from(acked: list[int] | None, acked_index: set[int] | None, offset: int) -> None:
+    """Drop acks at or above `offset` (the partition is sought back there and those messages
+    come again as replays). Kept, they put acks out of order: Faust folds its gaps up to the
+    highest ack, and a gap filed during the re-read covers the message that revealed it, which
+    would then count as acked before it landed."""
+    if not acked:
+        return
+    dropped = [o for o in acked if o >= offset]
+    if dropped:
+        acked[:] = [o for o in acked if o < offset]
+        if acked_index is not None:
+            acked_index.difference_update(dropped)

@@ -443,13 +443,14 @@ def scan_rocksdb(path: Path, result: ScanResult, place: Place) -> None:
 
 # RocksDB's info log (LOG, LOG.old.<micros>) is its own diagnostics: options, statistics,
 # file events, no keys or values. Its lines start with a timestamp and a thread id and its
-# event records carry microsecond times; those digit runs would read as card numbers (the
+# event records carry microsecond times and memory addresses; those digit runs would read as card numbers (the
 # detector looks at every window of a long run), so they are blanked before the detector
 # reads the line. Everything else on the line is read.
 _ROCKSDB_LOG_NUMBERS = re.compile(
     r"^\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6} [0-9a-fA-Fx]+ "
     r"|\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6}"
-    r'|"time_micros": \d+')
+    r'|"time_micros": \d+'
+    r"|\b0x[0-9a-fA-F]+")  # memory addresses ("SstFileManager instance 0x562690160410")
 
 
 def is_rocksdb_info_log(path: Path) -> bool:

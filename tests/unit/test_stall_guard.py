@@ -138,3 +138,20 @@ def test_offsets_skipped_after_a_fetch_s_last_record_are_committed_past():
         assert fixed(state(4, [4], gaps=[(6, 8)]), tp) == 6
     finally:
         faust_fetch._skipped.clear()
+
+
+def test_a_seek_back_forgets_the_acks_it_will_read_again_so_gaps_fold_only_what_landed():
+    """After a stall-guard seek to 100, acks 105..199 (read again as replays) are dropped:
+    kept, a gap filed in the re-read (Faust's gap covers the message that revealed it) was
+    folded up to the highest ack and a delivered, unlanded message counted as acked."""
+    from payflow.stall_guard import forget_acks_from
+
+    acked, index = [105, 150, 199], {105, 150, 199}
+    forget_acks_from(acked, index, 100)
+    assert acked == [] and index == set()
+    # the re-read: 100 and 101 landed, a marker at 102, 103 delivered (gap [102, 104)) not landed
+    state = consumer_state(100, acked + [100, 101], gaps=[(102, 104)])
+    assert faust_commit.fixed_new_offset(state, "tp") == 102  # not 104: 103 has not landed
+    acked = [90, 120]
+    forget_acks_from(acked, {90, 120}, 100)
+    assert acked == [90]
