@@ -5,15 +5,17 @@
 PCI audit all use it. It finds every Luhn-valid window of 12 to 19 digits that starts with
 an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
 
-- written with any mix of single separators (`SEPARATORS`: space, dash, dot and their
-  Unicode look-alikes) between any two digits, in any grouping (4-4-4-4, 4-6-5, 2-4-4-4-2,
+- written with any mix of separators (`SEPARATORS`: white space, dash, dot, underscore,
+  apostrophe and their Unicode look-alikes, invisible ones included) between any two digits, in any grouping (4-4-4-4, 4-6-5, 2-4-4-4-2,
   4.4.4.4, 4 4-4.4 ...);
 - next to any character: a PAN directly after or before other digits ("1.4111…", "…1111.5")
   is found, because every window of a longer digit run that starts at a plausible prefix is
   examined. The price: a long number of another kind (19-digit ids, a float's fraction) can
   hold a Luhn-valid window by chance, and counts as a card number.
 
-Not joined: two separators in a row, and other characters (comma, slash, underscore, tab).
+Up to three separators in a row still join ("4111 - 1111", two spaces); not joined: other
+characters (comma, slash, colon, letters). Nothing inside an RFC 4122 UUID is a card
+number (one random UUID in ~250 would otherwise hold one across its dashes).
 Digits of any script count by their value (Arabic-Indic digits are a PAN too).
 """
 from __future__ import annotations
@@ -97,16 +99,21 @@ def _lengths_by_prefix() -> list[int]:
 _LENGTHS = _lengths_by_prefix()
 
 # single separators that may stand between two digits of a written card number
-SEPARATORS = " -.\u00a0\u2007\u2009\u202f\u2010\u2011\u2012\u2013\u2014\u2212\u30fc\uff0d\uff0e"
+SEPARATORS = (" -.\t\n\r\v\f_'"  # ASCII: white space, dash, dot, underscore, apostrophe
+              "\u00a0\u00ad\u00b7\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+              "\u200a\u200b\u200c\u200d\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u202f\u205f"
+              "\u2060\u2212\u3000\u30fb\u30fc\ufeff\uff0d\uff0e\uff3f")
+# at most this many separators in a row still join two digits ("4111 - 1111", "4111  1111")
+MAX_SEPARATORS = 3
 _SEP_CLASS = "[" + re.escape(SEPARATORS) + "]"
-# a digit run: digits with at most one separator between two; 12 digits at least
-_RUN = re.compile(r"\d(?:" + _SEP_CLASS + r"?\d){11,}")
+# a digit run: digits with at most MAX_SEPARATORS separators between two; 12 digits at least
+_RUN = re.compile(r"\d(?:" + _SEP_CLASS + r"{0," + str(MAX_SEPARATORS) + r"}\d){11,}")
 # the pre-check's regex: 12 digits with any number of separators between (a superset of _RUN)
 _MAYBE_PAN = re.compile(r"\d(?:" + _SEP_CLASS + r"*\d){11}")
 
 # ASCII digits -> "0", the ASCII separators deleted, every other byte -> "x"
 _DIGIT_CLASSES = bytes(ord("0") if 48 <= b <= 57 else ord("x") for b in range(256))
-_ASCII_SEPARATORS = b" -."
+_ASCII_SEPARATORS = SEPARATORS[:SEPARATORS.index("\u00a0")].encode("ascii")
 _TWELVE_DIGITS = b"0" * PAN_MIN_DIGITS
 
 
@@ -172,17 +179,29 @@ def _run_hits(run_start: int, run: str) -> list[PanHit]:
     return hits
 
 
+# an RFC 4122 / 9562 UUID (version 1-8, variant 10xx): digits joined across its dashes hold a
+# plausible, Luhn-valid window in about one random UUID of 250, the usual transaction id
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[1-8][0-9A-Fa-f]{3}-[89abAB][0-9A-Fa-f]{3}-"
+                   r"[0-9A-Fa-f]{12}(?![0-9A-Za-z])")
+
+
 def find_pans(text: str) -> list[PanHit]:
     """Every card number in text (see the module docstring), in order of start.
 
     Overlapping windows of one digit run are each reported: a run that is one PAN usually
-    gives one hit, a long run of digits can give several.
+    gives one hit, a long run of digits can give several. A hit inside a UUID is not
+    reported (UUIDs are the usual transaction ids): a card number can be made to look like
+    one only with its digits fitted to the version and variant positions, not by accident.
     """
     if not may_hold_pan(text):
         return []
     hits: list[PanHit] = []
     for m in _RUN.finditer(text):
         hits += _run_hits(m.start(), m.group())
+    if hits and "-" in text:
+        uuids = [m.span() for m in _UUID.finditer(text)]
+        if uuids:
+            hits = [h for h in hits if not any(start <= h.start and h.end <= end for start, end in uuids)]
     return hits
 
 

@@ -288,13 +288,12 @@ def _scan_record(topic: str, partition: int, rec: Any, result: ScanResult, place
 
 
 # -- the warehouse ----------------------------------------------------------------------
-_STRING_TYPES = ("VARCHAR", "STRING", "TEXT", "JSON", "CHAR")
 
 
 @dataclass(frozen=True)
 class TableInfo:
     ref: str  # how a query names it
-    strings: list[str]  # its string columns
+    strings: list[str]  # the columns scanned: all of them (a number, blob or struct can hold a PAN too)
     columns: list[str]  # all its columns
 
 
@@ -311,8 +310,7 @@ def warehouse_tables(warehouse: Warehouse) -> dict[str, TableInfo]:
             name = r["table_name"] if r["schema_name"] == "main" else f"{r['schema_name']}.{r['table_name']}"
             info = out.setdefault(name, TableInfo(f"`{r['schema_name']}`.`{r['table_name']}`", [], []))
             info.columns.append(r["column_name"])
-            if str(r["data_type"]).upper().startswith(_STRING_TYPES):
-                info.strings.append(r["column_name"])
+            info.strings.append(r["column_name"])
         return out
     if warehouse.name == "bigquery":
         from google.cloud import bigquery
@@ -324,7 +322,7 @@ def warehouse_tables(warehouse: Warehouse) -> dict[str, TableInfo]:
             if item.table_type != "TABLE":  # views read the tables scanned here
                 continue
             table = client.get_table(item.reference, retry=retry, timeout=15)
-            strings = [f.name for f in table.schema if f.field_type in ("STRING", "JSON") and f.mode != "REPEATED"]
+            strings = [f.name for f in table.schema]
             out[item.table_id] = TableInfo(f"`{project}.{dataset}.{item.table_id}`", strings,
                                            [f.name for f in table.schema])
         return out
@@ -356,7 +354,10 @@ def scan_warehouse(warehouse: Warehouse, result: ScanResult) -> None:
                 value = row[f"c{i}"]
                 if value is None:
                     continue
-                text = value if isinstance(value, str) else str(value)
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    text = bytes(value).decode("latin-1")
+                else:
+                    text = value if isinstance(value, str) else str(value)
                 place.bytes += len(text)
                 found = scan_text(text, "")
                 if found:

@@ -88,3 +88,25 @@ def test_findings_never_hold_the_number(tmp_path: Path):
     text = result.summary()
     assert PAN not in text and "123" not in text.replace(str(tmp_path), "") and "12/29" not in text
     assert {f.kind for f in result.findings} == {"pan", "cvv", "expiry"}
+
+
+def test_columns_that_are_not_strings_are_read_too(tmp_path):
+    """A PAN in a BIGINT, a DECIMAL, a BLOB or a STRUCT column is card data at rest too."""
+    import duckdb
+
+    from payflow.warehouse.duck import DuckDBWarehouse
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE odd (n BIGINT, d DECIMAL(38, 9), b BLOB, s STRUCT(pan VARCHAR), ok INTEGER)")
+    con.execute("INSERT INTO odd VALUES (?, NULL, NULL, NULL, 1), (NULL, ?, NULL, NULL, 2), "
+                "(NULL, NULL, ?, NULL, 3), (NULL, NULL, NULL, {'pan': ?}, 4)",
+                [int(PAN), PAN, PAN.encode(), PAN])
+    con.close()
+    wh = DuckDBWarehouse(str(path))
+    try:
+        result = scan_all(wh)
+    finally:
+        wh.close()
+    assert {f.location for f in result.findings} == {
+        "warehouse odd.n [row #1]", "warehouse odd.d [row #2]", "warehouse odd.b [row #3]", "warehouse odd.s [row #4]"}
