@@ -186,3 +186,41 @@ def read_topic(topic: str, limit: int | None = None) -> list:
 def list_topics() -> set[str]:
     from payflow.kafka_admin import list_topics as lt
     return asyncio.run(lt(KAFKA))
+
+
+def produce(topic: str, records: list[tuple[bytes | None, bytes]], *, partitions: int | None = None,
+            aborted: list[tuple[bytes | None, bytes]] = (), committed_tx: list[tuple[bytes | None, bytes]] = ()) -> None:
+    """Send records with an idempotent producer (creating the topic first if `partitions`),
+    then `aborted` inside a transaction that is aborted and `committed_tx` inside one that
+    is committed (each with a transactional producer of its own)."""
+    from aiokafka import AIOKafkaProducer
+
+    from payflow.kafka_admin import ensure_topics
+
+    async def in_transaction(batch, commit: bool) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, transactional_id=unique("tx-"))
+        await producer.start()
+        try:
+            await producer.begin_transaction()
+            for key, value in batch:
+                await producer.send_and_wait(topic, value, key=key)
+            await (producer.commit_transaction() if commit else producer.abort_transaction())
+        finally:
+            await producer.stop()
+
+    async def run() -> None:
+        if partitions is not None:
+            await ensure_topics(KAFKA, [topic], partitions)
+        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, enable_idempotence=True)
+        await producer.start()
+        try:
+            for key, value in records:
+                await producer.send_and_wait(topic, value, key=key)
+        finally:
+            await producer.stop()
+        if aborted:
+            await in_transaction(aborted, commit=False)
+        if committed_tx:
+            await in_transaction(committed_tx, commit=True)
+
+    asyncio.run(run())

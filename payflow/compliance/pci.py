@@ -16,6 +16,8 @@ Findings give the location and the masked value (last four), never the number.
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
 import asyncio
 import gzip
 import os
@@ -356,6 +358,10 @@ def scan_warehouse(warehouse: Warehouse, result: ScanResult) -> None:
                     continue
                 if isinstance(value, (bytes, bytearray, memoryview)):
                     text = bytes(value).decode("latin-1")
+                elif isinstance(value, Decimal):
+                    # NUMERIC(38, 9) reads back with nine decimal places: the padding zeros
+                    # would join the digits into a card-length run ("4532.100000000")
+                    text = format(value.normalize(), "f")
                 else:
                     text = value if isinstance(value, str) else str(value)
                 place.bytes += len(text)

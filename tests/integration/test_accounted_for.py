@@ -10,13 +10,12 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from payflow.keys import KeyRing
 from payflow.pipeline import BatchProcessor, RawItem
 from payflow.warehouse.base import build_batch
 from payflow.warehouse.duck import DuckDBWarehouse
-from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, read_topic, unique, wait_until
+from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, produce, read_topic, unique, wait_until
 from tests.unit.cards_fixtures import event
 
 pytestmark = pytest.mark.integration
@@ -66,38 +65,8 @@ def test_an_id_landed_from_another_position_is_an_id_conflict_on_both_backends(w
     assert warehouse.query("SELECT COUNT(*) AS n FROM dead_letter_events")[0]["n"] == 1
 
 
-def _send(topic: str, messages: list[tuple[bytes, bytes]], *, aborted: list[tuple[bytes, bytes]] = (),
-          committed_tx: list[tuple[bytes, bytes]] = ()) -> None:
-    async def run() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, enable_idempotence=True)
-        await producer.start()
-        try:
-            for key, value in messages:
-                await producer.send_and_wait(topic, value, key=key)
-        finally:
-            await producer.stop()
-        if aborted:
-            txp = AIOKafkaProducer(bootstrap_servers=KAFKA, transactional_id=unique("tx-"))
-            await txp.start()
-            try:
-                await txp.begin_transaction()
-                for key, value in aborted:
-                    await txp.send_and_wait(topic, value, key=key)
-                await txp.abort_transaction()
-            finally:
-                await txp.stop()
-        if committed_tx:
-            txp = AIOKafkaProducer(bootstrap_servers=KAFKA, transactional_id=unique("tx-"))
-            await txp.start()
-            try:
-                await txp.begin_transaction()
-                for key, value in committed_tx:
-                    await txp.send_and_wait(topic, value, key=key)
-                await txp.commit_transaction()
-            finally:
-                await txp.stop()
-
-    asyncio.run(run())
+def _send(topic: str, messages: list[tuple[bytes, bytes]], **kw) -> None:
+    produce(topic, messages, **kw)
 
 
 def test_a_reused_id_and_an_aborted_transaction_are_accounted_for_end_to_end(kafka, tmp):

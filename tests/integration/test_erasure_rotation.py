@@ -7,7 +7,6 @@ not on payments-enriched or the late topic, not in the sender or card state. And
 malformed erasure request goes to the DLQ while the erasure agent goes on."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -15,15 +14,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from payflow.kafka_admin import ensure_topics
 from payflow.keys import KeyRing
 from payflow.settings import ROOT
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.state_log import unpack_changes
 from payflow.warehouse.duck import DuckDBWarehouse
-from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, list_topics, read_topic, unique, wait_until
+from tests import helpers
+from tests.helpers import TEST_HMAC_KEYS, Worker, list_topics, read_topic, unique, wait_until
 from tests.unit.cards_fixtures import event
 
 pytestmark = pytest.mark.integration
@@ -47,16 +45,7 @@ def other_payment(txn: str, minutes: float) -> tuple[bytes, bytes]:
 
 
 def produce(topic: str, records: list[tuple[bytes | None, bytes]], partitions: int = 4) -> None:
-    async def run() -> None:
-        await ensure_topics(KAFKA, [topic], partitions)
-        producer = AIOKafkaProducer(bootstrap_servers=KAFKA, enable_idempotence=True)
-        await producer.start()
-        try:
-            for key, value in records:
-                await producer.send_and_wait(topic, value, key=key)
-        finally:
-            await producer.stop()
-    asyncio.run(run())
+    helpers.produce(topic, records, partitions=partitions)
 
 
 def query(worker: Worker, sql: str) -> list[dict]:

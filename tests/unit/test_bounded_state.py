@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import orjson
 import pytest

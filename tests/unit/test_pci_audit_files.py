@@ -102,6 +102,9 @@ def test_columns_that_are_not_strings_are_read_too(tmp_path):
     con.execute("INSERT INTO odd VALUES (?, NULL, NULL, NULL, 1), (NULL, ?, NULL, NULL, 2), "
                 "(NULL, NULL, ?, NULL, 3), (NULL, NULL, NULL, {'pan': ?}, 4)",
                 [int(PAN), PAN, PAN.encode(), PAN])
+    # ordinary amounts read back as NUMERIC(38, 9) ("4532.100000000"): never card numbers
+    con.execute("CREATE TABLE amounts (amount DECIMAL(38, 9))")
+    con.executemany("INSERT INTO amounts VALUES (?)", [[f"{4000 + i // 7}.{i % 100:02d}"] for i in range(3000)])
     con.close()
     wh = DuckDBWarehouse(str(path))
     try:
