@@ -17,7 +17,7 @@ configure_logging(settings)
 
 if settings.processing_guarantee != "at_least_once":
     raise SystemExit(
-        "PAYFLOW_PROCESSING_GUARANTEE=exactly_once is not offered: see the README section "
+        "PAYFLOW_PROCESSING_GUARANTEE=exactly_once is not offered: see docs/architecture.md, "
         "'Processing guarantee' for what the fault tests found; at_least_once with offset-aware "
         "dedup and the idempotent sink gives one warehouse row per payment"
     )

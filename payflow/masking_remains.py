@@ -126,7 +126,7 @@ def masked_remains(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         return [masked_remains(v, depth + 1) for v in value[:32]]
     if isinstance(value, float):
-        # a float's digits ("1.0625828633219088e-305") can hold a card number too
+        # a float's digits can hold a card number too
         text = repr(value)
         return mask_text(text) if may_hold_pan(text) else value
     if isinstance(value, int) and not isinstance(value, bool):

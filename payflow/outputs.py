@@ -68,7 +68,7 @@ def landed_records(pending: list[PendingEnriched], conflicts: list[tuple[str, in
 
 def output_records(result: BatchResult, keys: dict[tuple[int, int], bytes | None], topics: Topics,
                    now: datetime) -> list[Record]:
-    """A batch's outputs but the enriched payments (landed_records), keyed as the README says."""
+    """A batch's outputs but the enriched payments (landed_records), keyed by sender (DLQ: the masked raw key; dedup audit: the transaction id)."""
     t = topics
     records: list[Record] = []
     for r in result.rejections:

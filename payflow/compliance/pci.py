@@ -457,7 +457,7 @@ _ROCKSDB_LOG_NUMBERS = re.compile(
     r"^\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6} [0-9a-fA-Fx]+ "
     r"|\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6}"
     r'|"time_micros": \d+'
-    r"|\b0x[0-9a-fA-F]+")  # memory addresses ("SstFileManager instance 0x562690160410")
+    r"|\b0x[0-9a-fA-F]+")  # memory addresses ("SstFileManager instance 0x55d0...")
 
 
 def is_rocksdb_info_log(path: Path) -> bool:
