@@ -15,10 +15,10 @@ help:
 	@echo "make bench   throughput / latency / memory benchmark (prints a table, writes bench-results.json)"
 	@echo "make up | down | status   the local stack"
 
-# Any change to payflow/*.py reinstalls, which compiles the per-event stages again (setup.py:
+# Any change to payflow/stages/*.py reinstalls, which compiles the per-event stages again (setup.py:
 # mypyc); a compiled module older than its source would run the old code, and the package
-# refuses to import one (payflow/compiled.py). PAYFLOW_PURE_PYTHON=1 installs uncompiled.
-$(VENV)/.installed: setup.cfg pyproject.toml setup.py $(wildcard payflow/*.py)
+# refuses to import one (payflow/runtime/process.py). PAYFLOW_PURE_PYTHON=1 installs uncompiled.
+$(VENV)/.installed: setup.cfg pyproject.toml setup.py $(wildcard payflow/stages/*.py)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check --upgrade pip==26.3

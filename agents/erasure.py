@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 
-from payflow import faust_worker, metrics
+from payflow import metrics
+from payflow.runtime import worker
 from payflow.app import app, settings
 from payflow.compliance.gdpr import (
     INVALID_ERASURE_REQUEST, ErasureRequest, InvalidErasureRequest, parse_request, refresh_erased_subjects,
 )
 from payflow.outputs import KafkaOutputs
-from tables.state import card_table, dedup_table, sender_table
+from payflow.tables.definitions import card_table, dedup_table, sender_table
 
 log = logging.getLogger("payflow.erasure")
 
@@ -46,7 +47,7 @@ def forget(request: ErasureRequest, partition: int) -> int:
 
 def _runtime() -> Any:
     """The pipeline agent's runtime once it started (None before, or in a test context)."""
-    from agents import pipeline  # imported late: the pipeline agent module imports this app too
+    from payflow.agents import pipeline  # imported late: the pipeline agent module imports this app too
     return pipeline.current_runtime
 
 
@@ -60,16 +61,16 @@ def invalid_request_record(detail: str, partition: int, offset: int, now: dateti
 
 @app.agent(erasure_requests, name="erase-state")
 async def erase_state(stream):
-    """Any failure but bad input stops the worker (faust_worker.fail_stop): Faust would ack
+    """Any failure but bad input stops the worker (worker.fail_stop): Faust would ack
     the request it failed on, and its state deletes, never logged, would come back."""
     try:
         await _erase(stream)
     except asyncio.CancelledError:
         if erase_state.should_stop or app.should_stop:
             raise
-        faust_worker.fail_stop("the erasure agent", asyncio.CancelledError("cancelled outside shutdown"))
+        worker.fail_stop("the erasure agent", asyncio.CancelledError("cancelled outside shutdown"))
     except Exception as exc:  # noqa: BLE001 - every failure stops the worker
-        faust_worker.fail_stop("the erasure agent", exc)
+        worker.fail_stop("the erasure agent", exc)
 
 
 async def _erase(stream) -> None:

@@ -2,7 +2,7 @@
 
 One agent over batches (`take_batches`): the stages share the raw topic's partitioning, so
 folding them avoids a Kafka hop (a full pass through Faust) per stage. The raw topic's
-messages reach the batches straight from Faust's fetch loop (payflow.faust_fetch), not
+messages reach the batches straight from Faust's fetch loop (payflow.runtime.fetch), not
 event by event through the stream; what the stream delivers (test contexts) joins them.
 Offsets are acked by hand, only after the batch's outputs are on Kafka, the warehouse
 acknowledged it and its state changes reached the changelog.
@@ -19,18 +19,19 @@ from typing import Any, Callable
 
 from faust.types import TP
 
-from payflow import faust_worker, metrics
+from payflow import metrics
+from payflow.runtime import worker
 from payflow.app import app, raw_events, settings
-from payflow.faust_take import ack, take_batches
+from payflow.runtime.take import ack, take_batches
 from payflow.compliance.gdpr import load_erased_subjects
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import KeyRing
 from payflow.outputs import KafkaOutputs, enriched_records
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.sink import SinkStopped, WarehouseSink
 from payflow.warehouse import open_warehouse
 from payflow.warehouse.base import ID_CONFLICT, LandingBatch, build_batch
-from tables.state import ALL_TABLES, card_table, configure_changelog_limits, dedup_table, sender_table, watermark_table
+from payflow.tables.definitions import ALL_TABLES, card_table, configure_changelog_limits, dedup_table, sender_table, watermark_table
 
 log = logging.getLogger("payflow.pipeline")
 # Fault injection for the tests only: hard-exit right after the Nth batch landed in the
@@ -76,7 +77,7 @@ current_runtime: Runtime | None = None
 
 @app.agent(raw_events, name="process-payments")
 async def process_payments(stream):
-    """The pipeline. Any failure stops the worker (faust_worker.fail_stop) instead of Faust's
+    """The pipeline. Any failure stops the worker (worker.fail_stop) instead of Faust's
     restart of the agent: nothing after the failure is committed, the exit is non-zero."""
     try:
         await _run(stream)
@@ -85,11 +86,11 @@ async def process_payments(stream):
             raise  # shutdown: nothing was acked that did not land
         # cancelled while the worker runs: Faust would restart the agent beside its
         # predecessor's unacked messages, which would hold commits and rebalances for good
-        faust_worker.fail_stop("the pipeline agent", asyncio.CancelledError("cancelled outside shutdown"))
+        worker.fail_stop("the pipeline agent", asyncio.CancelledError("cancelled outside shutdown"))
     except Exception as exc:  # noqa: BLE001 - every failure, known or not, stops the worker
         if runtime_factory is not default_runtime:
             raise  # under a test context: the test sees the error
-        faust_worker.fail_stop("the pipeline agent" if not isinstance(exc, SinkStopped) else "the warehouse sink",
+        worker.fail_stop("the pipeline agent" if not isinstance(exc, SinkStopped) else "the warehouse sink",
                                exc)
 
 

@@ -1,7 +1,7 @@
 """payflow: streaming payment pipeline with masking on first touch, exactly-once dedup,
 real-time fraud scoring and a PII-free, audit-grade warehouse."""
 
-from payflow.compiled import refuse_stale
+from payflow.runtime.process import refuse_stale
 
 __version__ = "0.1.0"
 

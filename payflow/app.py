@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import faust
 
-from payflow import faust_commit, faust_fetch, faust_worker
-from payflow.memory import limit_malloc_arenas
-from payflow.faust_monitor import LeanMonitor
+from payflow.runtime import commit_offsets
+from payflow.runtime import fetch
+from payflow.runtime import stall_guard, worker
+from payflow.runtime.process import limit_malloc_arenas
+from payflow.runtime.monitor import LeanMonitor
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
 
@@ -22,9 +24,9 @@ if settings.processing_guarantee != "at_least_once":
         "dedup and the idempotent sink gives one warehouse row per payment"
     )
 
-faust_commit.install()  # never commit over an offset that was not acked (faust#606)
-faust_fetch.install()  # raw-topic messages reach the pipeline agent as whole fetches
-faust_worker.install(settings.shutdown_seconds)  # read_committed; SIGTERM ends within a bound
+commit_offsets.install()  # never commit over an offset that was not acked (faust#606)
+fetch.install()  # raw-topic messages reach the pipeline agent as whole fetches
+worker.install(settings.shutdown_seconds)  # read_committed; SIGTERM ends within a bound
 limit_malloc_arenas()  # before Faust, RocksDB and the executors start their threads
 
 app = faust.App(
@@ -66,11 +68,11 @@ raw_events = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes,
 
 def _register() -> None:
     # imported for their side effect of registering tables, agents and web views
-    import agents.erasure  # noqa: F401
-    import agents.pipeline  # noqa: F401
-    import agents.stall_guard  # noqa: F401
+    import payflow.agents.erasure  # noqa: F401
+    import payflow.agents.pipeline  # noqa: F401
     import payflow.web  # noqa: F401
-    import tables.state  # noqa: F401
+    import payflow.tables.definitions  # noqa: F401
 
 
 _register()
+stall_guard.register(app, settings.topics.raw)  # un-sticks partitions Faust stopped delivering (faust#596)

@@ -87,7 +87,7 @@ def worker(ctx: click.Context) -> None:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     sys.argv = ["payflow-worker", "worker", *ctx.args]
-    from payflow.memory import tune_garbage_collector
+    from payflow.runtime.process import tune_garbage_collector
     tune_garbage_collector()  # after the app's imports: they are what gc.freeze() sets aside
     try:
         app.main()

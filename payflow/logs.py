@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from payflow.cards import find_pans, may_hold_pan
-from payflow.masking_remains import mask_text
+from payflow.stages.cards import find_pans, may_hold_pan
+from payflow.stages.redact import mask_text
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR, "crit": logging.CRITICAL}

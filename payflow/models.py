@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from payflow.cards import mask_pans
-from payflow.masking_remains import mask_text
+from payflow.stages.cards import mask_pans
+from payflow.stages.redact import mask_text
 
 
 def _default(value: Any) -> Any:

@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterable
 import orjson
 from aiokafka.errors import MessageSizeTooLargeError
 
-from payflow.masking import ERASED_SUBJECT
-from payflow.masking_remains import mask_text
+from payflow.stages.mask import ERASED_SUBJECT
+from payflow.stages.redact import mask_text
 from payflow.models import Rejection, dumps
-from payflow.pipeline import BatchResult
+from payflow.stages.batch import BatchResult
 from payflow.settings import Topics
-from payflow.state_log import BatchLoggedTable
+from payflow.tables.changelog import BatchLoggedTable
 from payflow.warehouse.base import ID_CONFLICT, conflict_detail
 
 Record = tuple[str, int | None, bytes | None, bytes]  # topic, partition (None: by key), key, value

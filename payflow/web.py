@@ -7,12 +7,13 @@ import time
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from payflow import faust_worker, metrics
+from payflow import metrics
+from payflow.runtime import worker
 from payflow.app import app, settings
 
 
 def _runtime():
-    import agents.pipeline as pipeline
+    import payflow.agents.pipeline as pipeline
     return pipeline.current_runtime
 
 
@@ -25,10 +26,10 @@ async def metrics_page(self: web.View, request: web.Request) -> web.Response:
 async def health_page(self: web.View, request: web.Request) -> web.Response:
     runtime = _runtime()
     sink_ok = runtime is None or runtime.sink.healthy
-    agent_ok = faust_worker.failure is None
+    agent_ok = worker.failure is None
     body = {"status": "ok" if sink_ok and agent_ok else "failed",
             "sink": "ok" if sink_ok else runtime.sink.failure,
-            "pipeline": "ok" if agent_ok else faust_worker.failure}
+            "pipeline": "ok" if agent_ok else worker.failure}
     return self.json(body, status=200 if sink_ok and agent_ok else 503)
 
 

@@ -4,7 +4,7 @@ Each consumes the topic, decodes each value as JSON and acks it, nothing else; t
 between it and the pipeline is what payflow's stages cost. BENCH_MODE picks the delivery:
 
 - `fetch`: the pipeline's own batching, `take_batches` fed straight from Faust's fetch
-  loop (payflow.faust_fetch): the baseline the pipeline is compared with;
+  loop (payflow.runtime.fetch): the baseline the pipeline is compared with;
 - `stream`: Faust's per-event stream with `noack_take` batches, what a Faust agent gets
   without payflow's fetch path (shows what that path saves).
 
@@ -20,8 +20,8 @@ import time
 import faust
 import orjson
 
-from payflow import faust_fetch
-from payflow.faust_take import ack, take_batches
+from payflow.runtime import fetch
+from payflow.runtime.take import ack, take_batches
 from payflow.settings import kafka_url
 
 TOPIC = os.environ["BENCH_TOPIC"]
@@ -31,7 +31,7 @@ BATCH = int(os.environ.get("BENCH_BATCH", "2000"))
 MODE = os.environ.get("BENCH_MODE", "fetch")
 
 if MODE == "fetch":
-    faust_fetch.install()
+    fetch.install()
 
 app = faust.App(os.environ["BENCH_APP_ID"], broker=kafka_url(os.environ["BENCH_KAFKA"]), store="memory://", datadir=os.environ["BENCH_DATADIR"],
                 consumer_auto_offset_reset="earliest", broker_max_poll_records=2000,

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import PII_HASH_LENGTH, KeyRing
-from payflow.masking import ErasedSubjects
+from payflow.stages.mask import ErasedSubjects
 from payflow.settings import Settings
 from payflow.warehouse.base import ErasureReceipt, Warehouse
 

@@ -1,6 +1,6 @@
 """`payflow audit pci`: look for card data where it must never be (PCI DSS 4.0 req. 3).
 
-Every place is read whole, with one detector (`payflow.cards.find_pans`):
+Every place is read whole, with one detector (`payflow.stages.cards.find_pans`):
 - Kafka topics: each partition from its first offset to the high-water mark taken when the
   topic's scan starts (at most `max_per_topic` records a topic, reported when reached);
   record keys, values and headers;
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from payflow import cards
-from payflow.cards import find_pans, mask_digits
+from payflow.stages import cards
+from payflow.stages.cards import find_pans, mask_digits
 from payflow.warehouse.base import Warehouse
 
 _CVV_FIELD = re.compile(r"""(?i)["']?(cvv|cvc|csc|security_code)["']?\s*[:=]\s*["']?(\d{3,4})(?!\d)""")

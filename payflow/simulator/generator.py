@@ -18,7 +18,7 @@ from typing import Iterator
 
 import orjson
 
-from payflow import currencies
+from payflow.stages import currencies
 from payflow.simulator import malformed
 from payflow.simulator.population import REGIONS, Account, Population, ip_in, letters_id
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import orjson
 
-from payflow.validation import REQUIRED_STRINGS
+from payflow.stages.validation import REQUIRED_STRINGS
 
 # kind -> reason code the pipeline must put on it in the DLQ
 EXPECTED_REASON: dict[str, str] = {

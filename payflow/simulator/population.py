@@ -11,7 +11,7 @@ from datetime import datetime
 
 from faker import Faker
 
-from payflow.cards import BRANDS, luhn_check_digit
+from payflow.stages.cards import BRANDS, luhn_check_digit
 
 # region -> (IPv4 first octets used there, currencies used there)
 REGIONS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {

@@ -24,7 +24,7 @@ from typing import Any
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from payflow.memory import limit_malloc_arenas, tune_garbage_collector
+from payflow.runtime.process import limit_malloc_arenas, tune_garbage_collector
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse
 
 _warehouse: Warehouse | None = None

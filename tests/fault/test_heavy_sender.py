@@ -15,7 +15,7 @@ import pytest
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.simulator.manifest import Manifest
 from payflow.simulator.producer import make_producer
-from payflow.state_log import MAGIC, max_message_bytes, record_limit, unpack_changes
+from payflow.tables.changelog import MAGIC, max_message_bytes, record_limit, unpack_changes
 from tests.fault.test_faults import assert_reconciled_and_clean, consumed
 from tests.helpers import KAFKA, Worker, read_topic, unique, wait_until
 from tests.unit.test_bounded_state_events import START, heavy_sender_messages
@@ -121,7 +121,7 @@ def test_a_sender_with_100k_payments_in_30_minutes_amid_a_50k_run_and_a_sigkill(
             for r in records:
                 assert r.value.startswith(MAGIC)
                 heavy_values = max([heavy_values] + [len(v) for _, v in unpack_changes(r.value) if v])
-    from payflow.pipeline import history_value_bound
+    from payflow.stages.batch import history_value_bound
     assert 0 < heavy_values <= history_value_bound()
     print(f"\nproduce {produced - started:.0f} s, process {caught_up - produced:.0f} s; worker VmHWM "
           f"{[p // 2**20 for p in peaks]} MiB; largest changelog records {largest}; largest sender value "

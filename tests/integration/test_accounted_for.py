@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from payflow.keys import KeyRing
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.warehouse.base import build_batch
 from payflow.warehouse.duck import DuckDBWarehouse
 from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, produce, read_topic, unique, wait_until

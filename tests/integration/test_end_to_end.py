@@ -45,7 +45,7 @@ def test_crash_between_landing_and_commit_keeps_one_row_per_payment(kafka, tmp):
 def test_dedup_state_survives_a_restart(kafka, tmp, local_state):
     """A client double-submit that arrives after the worker restarted is still caught: the
     dedup table comes back from RocksDB, or, when the local disk is lost (a pod rescheduled
-    elsewhere), from its changelog (one record per partition per batch, payflow.state_log)."""
+    elsewhere), from its changelog (one record per partition per batch, payflow.tables.changelog)."""
     import asyncio
     import shutil
 

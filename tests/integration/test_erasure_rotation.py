@@ -18,7 +18,7 @@ import pytest
 from payflow.keys import KeyRing
 from payflow.settings import ROOT
 from payflow.simulator.generator import EventStream, SimOptions
-from payflow.state_log import unpack_changes
+from payflow.tables.changelog import unpack_changes
 from payflow.warehouse.duck import DuckDBWarehouse
 from tests import helpers
 from tests.helpers import TEST_HMAC_KEYS, Worker, list_topics, read_topic, unique, wait_until
@@ -244,5 +244,5 @@ def test_the_ledger_reads_back_for_the_worker_on_both_backends(warehouse):
 
 
 def _validated():
-    from payflow.validation import decode
+    from payflow.stages.validation import decode
     return decode(subject_payment("txn_x", 0)[1], now=datetime.now(timezone.utc))

@@ -11,7 +11,7 @@ import pytest
 
 from payflow.compliance.gdpr import erase, subject_hashes
 from payflow.keys import KeyRing
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.settings import Settings
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse.base import build_batch

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from payflow.cards import luhn_check_digit
+from payflow.stages.cards import luhn_check_digit
 from payflow.settings import ROOT, Topics
-from payflow.state_log import pack_changes
+from payflow.tables.changelog import pack_changes
 from payflow.warehouse import schema
 from tests.helpers import BQ_PROJECT, KAFKA, free_port, unique
 

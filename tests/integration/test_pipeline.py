@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from payflow.cards import find_pans
+from payflow.stages.cards import find_pans
 from payflow.simulator import malformed
 from tests.helpers import Worker, list_topics, read_topic, simulate, unique, wait_until
 

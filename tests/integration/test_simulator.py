@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from payflow.cards import find_pans
+from payflow.stages.cards import find_pans
 from payflow.kafka_admin import ensure_topics
 from payflow.simulator.generator import EventStream, SimOptions
 from tests.helpers import KAFKA, read_topic, simulate, unique

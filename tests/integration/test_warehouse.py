@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from payflow.cards import find_pans
+from payflow.stages.cards import find_pans
 from payflow.keys import KeyRing
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse import schema
 from payflow.warehouse.base import build_batch

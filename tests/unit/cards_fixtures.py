@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from payflow.cards import BRANDS, luhn_check_digit
+from payflow.stages.cards import BRANDS, luhn_check_digit
 from payflow.simulator.population import make_pan
 
 
@@ -25,7 +25,7 @@ def event(pan: str = "4111111111111111", cvv: str = "123", **overrides) -> dict:
 
 
 # Issuers and PAN lengths the card-number detector must know, written out here rather than
-# taken from payflow.cards so a range dropped there fails the tests: brand -> (prefixes or
+# taken from payflow.stages.cards so a range dropped there fails the tests: brand -> (prefixes or
 # (first, last) 4-digit ranges, lengths)
 ISSUERS: dict[str, tuple[tuple[str | tuple[int, int], ...], tuple[int, ...]]] = {
     "visa": (("4",), tuple(range(13, 20))),

@@ -12,14 +12,14 @@ from faust.types import TP
 os.environ.setdefault("PAYFLOW_HMAC_KEYS", "unit-1:" + "33" * 32)
 
 from payflow.app import app  # noqa: E402
-import agents.pipeline as pipeline  # noqa: E402
+import payflow.agents.pipeline as pipeline  # noqa: E402
 from payflow.keys import KeyRing  # noqa: E402
 from payflow.outputs import RecordingOutputs  # noqa: E402
-from payflow.pipeline import BatchProcessor  # noqa: E402
+from payflow.stages.batch import BatchProcessor  # noqa: E402
 from payflow.sink import WarehouseSink  # noqa: E402
-from payflow.state_log import unpack_changes  # noqa: E402
+from payflow.tables.changelog import unpack_changes  # noqa: E402
 from payflow.warehouse.duck import DuckDBWarehouse  # noqa: E402
-from tables.state import card_table, dedup_table, sender_table, watermark_table  # noqa: E402
+from payflow.tables.definitions import card_table, dedup_table, sender_table, watermark_table  # noqa: E402
 from tests.unit.cards_fixtures import event  # noqa: E402
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)

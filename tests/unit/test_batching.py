@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from payflow.keys import KeyRing
 from payflow.models import dumps
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.simulator.population import make_pan
-from payflow.validation import decode
+from payflow.stages.validation import decode
 from tests.unit.cards_fixtures import event
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)

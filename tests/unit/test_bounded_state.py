@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 import orjson
 import pytest
 
-from payflow import fraud, pipeline
+from payflow.stages import fraud
+from payflow.stages import batch as batch_stage
 from payflow.keys import KeyRing
 from payflow.models import dumps
-from payflow.pipeline import BatchProcessor, RawItem, history_value_bound
+from payflow.stages.batch import BatchProcessor, RawItem, history_value_bound
 from payflow.simulator.generator import EventStream, SimOptions
-from payflow.state_log import (
+from payflow.tables.changelog import (
     RECORD_BATCH_OVERHEAD, SAFE_MARGIN, RecordLimitError, check_record_limit, configure_record_limits,
     entry_bytes, pack_changes, record_limit, unpack_changes,
 )
@@ -159,16 +160,16 @@ def test_values_in_the_previous_format_are_read_and_rewritten_on_the_next_touch(
     formats = Counter(v[:1] == b"[" for v in tables["sender_table"].values())
     assert formats[False] > 0
     for value in [*tables["sender_table"].values(), *tables["card_table"].values()]:
-        assert pipeline._history_partition(value) in range(3) and pipeline._history_ts(value) > 0
+        assert batch_stage._history_partition(value) in range(3) and batch_stage._history_ts(value) > 0
 
 
 def test_a_previous_format_value_of_raw_strings_reads_as_digests():
     big = "r" * 60_000
     legacy = orjson.dumps([2, [[1.5, big, "dev_a", "txn_1"], [2.5, "us-east", big, "txn_2"]]])
-    assert pipeline._sender_history(legacy) == [(1.5, fraud.digest(big), fraud.digest("dev_a"), fraud.digest("txn_1")),
+    assert batch_stage._sender_history(legacy) == [(1.5, fraud.digest(big), fraud.digest("dev_a"), fraud.digest("txn_1")),
                                                 (2.5, fraud.digest("us-east"), fraud.digest(big), fraud.digest("txn_2"))]
-    assert pipeline._card_history(orjson.dumps([1, [[3.0, "txn_3"]]])) == [(3.0, fraud.digest("txn_3"))]
-    assert (pipeline._history_partition(legacy), pipeline._history_ts(legacy)) == (2, 2.5)
+    assert batch_stage._card_history(orjson.dumps([1, [[3.0, "txn_3"]]])) == [(3.0, fraud.digest("txn_3"))]
+    assert (batch_stage._history_partition(legacy), batch_stage._history_ts(legacy)) == (2, 2.5)
 
 
 # -- the changelog record limit ---------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_the_defaults_fit_and_a_topic_too_small_for_one_change_is_refused():
 def test_configure_sets_each_tables_limit_from_its_topic_and_take_pending_keeps_to_it():
     import faust
 
-    from payflow.state_log import BatchLoggedTable
+    from payflow.tables.changelog import BatchLoggedTable
     app = faust.App("bounded-state-test", store="memory://", autodiscover=False)
     big = BatchLoggedTable(app, name="big", retention_seconds=60, partitions=1, key_type=bytes, value_type=bytes,
                            max_value_bytes=20_000)

@@ -9,7 +9,7 @@ from typing import Iterator
 import orjson
 
 from payflow.simulator.generator import EventStream, Message, SimOptions
-from payflow.validation import ValidatedPayment, decode
+from payflow.stages.validation import ValidatedPayment, decode
 
 START = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 

@@ -9,27 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from payflow import compiled
+from payflow.runtime import process
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _compiled_by_setup() -> list[str]:
-    """The module names setup.py hands to mypyc."""
+    """The module names setup.py hands to mypyc: every module of the folders it names."""
     text = (ROOT / "setup.py").read_text()
-    block = re.search(r"COMPILED_MODULES = \((.*?)\)", text, re.S).group(1)
-    return sorted(Path(p).stem for p in re.findall(r'"(payflow/[a-z_]+\.py)"', block))
+    folders = re.findall(r'"(payflow/[a-z_]+)"', re.search(r"COMPILED_DIRS = \((.*?)\)", text, re.S).group(1))
+    assert folders == ["payflow/stages"]
+    return sorted(p.stem for p in (ROOT / "payflow/stages").glob("*.py") if p.name != "__init__.py")
 
 
 def test_the_stages_in_use_are_the_compiled_ones_unless_built_as_pure_python():
     names = _compiled_by_setup()
-    assert {"validation", "masking", "dedup", "fraud", "pipeline"} <= set(names)
-    loaded = {name: importlib.import_module(f"payflow.{name}").__file__ for name in names}
+    assert {"validation", "mask", "dedup", "fraud", "batch"} <= set(names)
+    loaded = {name: importlib.import_module(f"payflow.stages.{name}").__file__ for name in names}
     if os.environ.get("PAYFLOW_PURE_PYTHON") == "1":
         assert all(path.endswith(".py") for path in loaded.values()), loaded
     else:  # what `make install` builds, and what `make bench` measures
         assert all(path.endswith(".so") for path in loaded.values()), loaded
-        assert sorted(compiled.compiled_modules()) == names
+        assert sorted(process.compiled_modules()) == names
 
 
 def _package(tmp_path: Path, source_age: float, extension_age: float) -> Path:
@@ -43,14 +44,14 @@ def _package(tmp_path: Path, source_age: float, extension_age: float) -> Path:
 
 
 def test_a_module_compiled_after_its_source_changed_is_used(tmp_path):
-    compiled.refuse_stale(_package(tmp_path, source_age=60, extension_age=30))
-    assert list(compiled.compiled_modules(tmp_path)) == ["fraud"]
+    process.refuse_stale(_package(tmp_path, source_age=60, extension_age=30))
+    assert list(process.compiled_modules(tmp_path)) == ["fraud"]
 
 
 def test_files_written_together_by_an_install_are_not_stale(tmp_path):
-    compiled.refuse_stale(_package(tmp_path, source_age=30, extension_age=30.5))
+    process.refuse_stale(_package(tmp_path, source_age=30, extension_age=30.5))
 
 
 def test_a_source_changed_after_it_was_compiled_is_refused(tmp_path):
-    with pytest.raises(compiled.StaleCompiledModule, match=r"fraud\.py changed after it was compiled.*make install"):
-        compiled.refuse_stale(_package(tmp_path, source_age=10, extension_age=600))
+    with pytest.raises(process.StaleCompiledModule, match=r"fraud\.py changed after it was compiled.*make install"):
+        process.refuse_stale(_package(tmp_path, source_age=10, extension_age=600))

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payflow import dedup, fraud
+from payflow.stages import dedup
+from payflow.stages import fraud
 from payflow.models import FraudAssessment, MaskedPayment
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
@@ -116,7 +117,7 @@ def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
     import orjson
 
     from payflow.keys import KeyRing
-    from payflow.pipeline import BatchProcessor, RawItem
+    from payflow.stages.batch import BatchProcessor, RawItem
     from tests.unit.cards_fixtures import event
 
     tables = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from payflow.cards import find_pans
-from payflow.masking_remains import REMOVED, masked_remains
+from payflow.stages.cards import find_pans
+from payflow.stages.redact import REMOVED, masked_remains
 from payflow.models import Rejection
-from payflow.validation import decode
+from payflow.stages.validation import decode
 from payflow.warehouse.base import build_batch
 from tests.unit.cards_fixtures import event
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payflow.dedup import FirstSeen
+from payflow.stages.dedup import FirstSeen
 from payflow.models import Rejection
-from payflow.validation import EARLIEST_EVENT_TIME, ValidatedPayment, decode
+from payflow.stages.validation import EARLIEST_EVENT_TIME, ValidatedPayment, decode
 from payflow.warehouse.base import to_us
 from tests.unit.cards_fixtures import event
 

@@ -12,9 +12,9 @@ from payflow.compliance.gdpr import (
     InvalidErasureRequest, parse_request, refresh_erased_subjects, subject_hashes,
 )
 from payflow.keys import KeyRing
-from payflow.masking import ERASED_SUBJECT, ErasedSubjects
-from payflow.pipeline import BatchProcessor, RawItem
-from payflow.validation import REASONS
+from payflow.stages.mask import ERASED_SUBJECT, ErasedSubjects
+from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.validation import REASONS
 from tests.unit.cards_fixtures import event
 
 OLD = KeyRing.parse("k1:" + "11" * 32)

@@ -5,7 +5,7 @@ import re
 
 from payflow.compliance.gdpr import INVALID_ERASURE_REQUEST
 from payflow.settings import ROOT
-from payflow.validation import REASONS
+from payflow.stages.validation import REASONS
 from payflow.warehouse.base import ID_CONFLICT
 
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from payflow import faust_worker
+from payflow.runtime import worker
 from payflow.keys import KeyRing
 from payflow.models import Rejection
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.warehouse.base import Landed, find_conflicts
 from tests.unit.cards_fixtures import event
 
@@ -52,18 +52,18 @@ def test_fail_stop_names_the_error_and_exits_70(caplog):
         raise OSError(28, "No space left on device")
     except OSError as exc:
         with caplog.at_level(logging.CRITICAL, logger="payflow.worker"):
-            faust_worker.fail_stop("the pipeline agent", exc, exit_=codes.append)
+            worker.fail_stop("the pipeline agent", exc, exit_=codes.append)
     try:
-        assert codes == [faust_worker.AGENT_FAILED_EXIT] == [70]
-        assert "No space left on device" in faust_worker.failure
+        assert codes == [worker.AGENT_FAILED_EXIT] == [70]
+        assert "No space left on device" in worker.failure
         line = caplog.records[-1].getMessage()
         assert "the pipeline agent failed: OSError" in line and "exit 70" in line
     finally:
-        faust_worker.failure = None
+        worker.failure = None
 
 
 def test_the_shutdown_watchdog_exits_75_after_its_bound():
-    faust_worker._watchdog_started.clear()
+    worker._watchdog_started.clear()
     exited = threading.Event()
     codes: list[int] = []
 
@@ -72,12 +72,12 @@ def test_the_shutdown_watchdog_exits_75_after_its_bound():
         exited.set()
 
     try:
-        assert faust_worker.start_shutdown_watchdog(0.2, exit_=record)
-        assert not faust_worker.start_shutdown_watchdog(0.2, exit_=record)  # once per process
+        assert worker.start_shutdown_watchdog(0.2, exit_=record)
+        assert not worker.start_shutdown_watchdog(0.2, exit_=record)  # once per process
         assert exited.wait(5)
         assert codes == [75]
     finally:
-        faust_worker._watchdog_started.clear()
+        worker._watchdog_started.clear()
 
 
 def test_the_seams_are_installed_on_the_classes_faust_uses():
@@ -95,7 +95,7 @@ def test_a_missing_seam_target_refuses_loudly():
         pass
 
     try:
-        faust_worker._replace(Gone, "_create_worker_consumer", lambda original: original)
+        worker._replace(Gone, "_create_worker_consumer", lambda original: original)
     except RuntimeError as exc:
         assert "re-audited" in str(exc)
     else:

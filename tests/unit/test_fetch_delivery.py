@@ -1,4 +1,4 @@
-"""A fetch delivered to its route at once (payflow.faust_fetch), with Faust's per-message rules.
+"""A fetch delivered to its route at once (payflow.runtime.fetch), with Faust's per-message rules.
 
 A stand-in for Faust's consumer holds only what the delivery reads (read offsets, gaps,
 flow control, the generation); the route is the pipeline's own BatchBuffer. The integration
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from payflow.faust_fetch import _deliver_routed
-from payflow.faust_take import BatchBuffer
+from payflow.runtime.fetch import _deliver_routed
+from payflow.runtime.take import BatchBuffer
 
 RAW = TP("raw", 0)
 
@@ -110,7 +110,7 @@ async def test_a_rebalance_that_seeks_to_the_same_read_offset_is_not_overwritten
 async def test_a_marker_after_a_fetch_s_last_record_is_noted_only_when_the_fetch_was_delivered_whole():
     """read_committed steps over a transaction's marker after the last record: the fetcher's
     position is then two past it, and the offset between never arrives."""
-    from payflow import faust_fetch
+    from payflow.runtime import fetch
 
     def with_position(consumer: StandInConsumer, position: int) -> StandInConsumer:
         consumer._thread = SimpleNamespace(_consumer=SimpleNamespace(_subscription=SimpleNamespace(
@@ -122,16 +122,16 @@ async def test_a_marker_after_a_fetch_s_last_record_is_noted_only_when_the_fetch
         consumer = with_position(StandInConsumer(read_offset=5), 9)
         buffer = BatchBuffer(100, asyncio.get_running_loop())
         assert await _deliver_routed(consumer, RAW, messages([6, 7]), buffer, 3)
-        faust_fetch._note_skipped_tail(consumer, RAW, 7, 3)
-        assert faust_fetch._skipped[RAW] == {8: 9}
-        assert faust_fetch.skipped_run_end(RAW, 8) == 9 and faust_fetch._skipped[RAW] == {}
+        fetch._note_skipped_tail(consumer, RAW, 7, 3)
+        assert fetch._skipped[RAW] == {8: 9}
+        assert fetch.skipped_run_end(RAW, 8) == 9 and fetch._skipped[RAW] == {}
         # nothing stepped over: nothing noted
-        faust_fetch._note_skipped_tail(with_position(consumer, 8), RAW, 7, 3)
-        assert faust_fetch._skipped[RAW] == {}
+        fetch._note_skipped_tail(with_position(consumer, 8), RAW, 7, 3)
+        assert fetch._skipped[RAW] == {}
         # a fetch cut short by a full route is not delivered whole: its rest is not skipped
         small = BatchBuffer(1, asyncio.get_running_loop())
         consumer = with_position(StandInConsumer(read_offset=9), 12)
         consumer.suspend_flow.set()  # a rebalance interrupts the wait for space
         assert not await _deliver_routed(consumer, RAW, messages([10, 11]), small, 3)
     finally:
-        faust_fetch._skipped.clear()
+        fetch._skipped.clear()

@@ -10,13 +10,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payflow.cards import _MAYBE_PAN, BRANDS, find_pans, may_hold_pan
-from payflow.fraud import score
+from payflow.stages.cards import _MAYBE_PAN, BRANDS, find_pans, may_hold_pan
+from payflow.stages.fraud import score
 from payflow.keys import KeyRing
-from payflow.masking import mask
+from payflow.stages.mask import mask
 from payflow.models import EnrichedPayment, Rejection
 from payflow.simulator.population import make_pan
-from payflow.validation import decode
+from payflow.stages.validation import decode
 from payflow.warehouse.base import LANDING_ORDER, build_batch
 from tests.unit.cards_fixtures import event
 

@@ -8,12 +8,12 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from payflow.cards import BRANDS, find_pans, luhn_valid
+from payflow.stages.cards import BRANDS, find_pans, luhn_valid
 from payflow.keys import KeyConfigError, KeyRing, pii_hash
-from payflow.masking import mask
+from payflow.stages.mask import mask
 from payflow.models import EnrichedPayment, FraudAssessment
 from payflow.settings import Settings
-from payflow.validation import ValidatedPayment, decode
+from payflow.stages.validation import ValidatedPayment, decode
 from tests.unit.cards_fixtures import event, pans_by_brand
 
 NOW = datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)

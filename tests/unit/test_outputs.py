@@ -9,7 +9,7 @@ import pytest
 
 from payflow.keys import KeyRing
 from payflow.outputs import enriched_records, landed_records
-from payflow.pipeline import BatchProcessor, RawItem
+from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.settings import Topics
 from payflow.simulator.generator import EventStream, SimOptions
 from tests.helpers import TEST_HMAC_KEYS

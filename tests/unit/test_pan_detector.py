@@ -1,4 +1,4 @@
-"""The card-number detector (payflow.cards.find_pans) and what rests on it: the input guard
+"""The card-number detector (payflow.stages.cards.find_pans) and what rests on it: the input guard
 (card_data_in_field), the DLQ record, the log scrubber. Issue 17: PANs written with dots,
 mixed separators, unusual groupings or right after "<digit>." passed all of them."""
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from payflow.cards import find_pans, find_pans_bytes, luhn_valid, mask_pans, may_hold_pan, redact_card_like
+from payflow.stages.cards import find_pans, find_pans_bytes, luhn_valid, mask_pans, may_hold_pan, redact_card_like
 from payflow.logs import PanScrubber
 from payflow.models import Rejection
 from payflow.simulator.generator import EventStream, SimOptions
-from payflow.validation import ValidatedPayment, decode
+from payflow.stages.validation import ValidatedPayment, decode
 from tests.unit.cards_fixtures import ISSUERS, event, issuer_pan
 
 NOW = datetime(2026, 11, 20, 10, 30, tzinfo=timezone.utc)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from payflow.cards import luhn_check_digit
+from payflow.stages.cards import luhn_check_digit
 from payflow.compliance import pci
 from payflow.compliance.pci import Place, ScanResult, scan_all, scan_file_bytes, scan_rocksdb_info_log
 

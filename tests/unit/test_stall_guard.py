@@ -5,8 +5,8 @@ from types import SimpleNamespace
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from payflow import faust_commit
-from payflow.stall_guard import PartitionAcks, StallGuard
+from payflow.runtime import commit_offsets
+from payflow.runtime.stall_guard import PartitionAcks, StallGuard
 
 
 def test_a_hole_at_the_head_that_persists_is_sought_back_to_the_first_missing_offset():
@@ -50,16 +50,16 @@ def consumer_state(committed, acked, gaps=()):
 
 def test_faust_commits_over_a_single_unacked_offset_at_the_head_and_the_fix_does_not():
     # committed position 2585, acked 2586..2589: 2585 was never acked (faust#606's example)
-    original = faust_commit.FAUST_NEW_OFFSET
+    original = commit_offsets.FAUST_NEW_OFFSET
     assert original(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") == 2590  # 2585 lost
-    assert faust_commit.fixed_new_offset(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") is None
+    assert commit_offsets.fixed_new_offset(consumer_state(2585, [2586, 2587, 2588, 2589]), "tp") is None
     # and a committed position of 0 is a position, not "nothing committed"
     assert original(consumer_state(0, [3, 4]), "tp") == 5
-    assert faust_commit.fixed_new_offset(consumer_state(0, [3, 4]), "tp") is None
+    assert commit_offsets.fixed_new_offset(consumer_state(0, [3, 4]), "tp") is None
 
 
 def test_the_fix_commits_contiguous_acks_and_steps_over_known_gaps():
-    fixed = faust_commit.fixed_new_offset
+    fixed = commit_offsets.fixed_new_offset
     assert fixed(consumer_state(2585, [2585, 2586, 2588]), "tp") == 2587
     assert fixed(consumer_state(None, [7, 8, 9]), "tp") == 10
     assert fixed(consumer_state(10, []), "tp") is None
@@ -74,8 +74,8 @@ def test_the_worker_uses_the_fixed_commit_computation():
     import faust.transport.consumer
 
     import payflow.app  # noqa: F401  (installs the fix)
-    assert faust.transport.consumer.Consumer._new_offset is faust_commit.fixed_new_offset
-    assert faust.transport.consumer.Consumer.perform_seek is faust_commit.perform_seek_from_start_when_uncommitted
+    assert faust.transport.consumer.Consumer._new_offset is commit_offsets.fixed_new_offset
+    assert faust.transport.consumer.Consumer.perform_seek is commit_offsets.perform_seek_from_start_when_uncommitted
 
 
 async def test_a_partition_with_nothing_committed_is_sought_to_its_first_offset_after_faust_seeks(monkeypatch):
@@ -92,31 +92,31 @@ async def test_a_partition_with_nothing_committed_is_sought_to_its_first_offset_
     async def seek(tp, offset):
         sought[tp] = offset
 
-    monkeypatch.setattr(faust_commit, "FAUST_PERFORM_SEEK", faust_seek)
+    monkeypatch.setattr(commit_offsets, "FAUST_PERFORM_SEEK", faust_seek)
     raw_new, raw_committed, changelog = TP("raw", 0), TP("raw", 1), TP("app-dedup-changelog", 0)
     consumer = SimpleNamespace(
         assignment=lambda: {raw_new, raw_committed, changelog},
         app=SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: topic == "raw")),
         _committed_offset={raw_new: None, raw_committed: 500, changelog: None},
         earliest_offsets=earliest_offsets, seek=seek)
-    await faust_commit.perform_seek_from_start_when_uncommitted(consumer)
+    await commit_offsets.perform_seek_from_start_when_uncommitted(consumer)
     assert sought == {raw_new: 7}
     assert consumer._committed_offset == {raw_new: 7, raw_committed: 500, changelog: None}
     # and with that position the commit computation refuses to step over offsets 7..1999
     state = consumer_state(7, list(range(2000, 2100)))
-    assert faust_commit.fixed_new_offset(state, "tp") is None
+    assert commit_offsets.fixed_new_offset(state, "tp") is None
 
 
 
 def test_offsets_skipped_after_a_fetch_s_last_record_are_committed_past():
     """read_committed steps over a transaction's marker; when it follows a fetch's last
-    record the fetch loop notes it (payflow.faust_fetch._skipped), and a commit that reaches
+    record the fetch loop notes it (payflow.runtime.fetch._skipped), and a commit that reaches
     it goes past it, or the lag stays 1 for good. A Faust gap covers the message that
     revealed it, so it must not be folded before that message is acked."""
     from faust.types import TP
     from intervaltree import IntervalTree
 
-    from payflow import faust_fetch
+    from payflow.runtime import fetch
     tp = TP("raw", 0)
 
     def state(committed, acked, gaps=()):
@@ -126,32 +126,32 @@ def test_offsets_skipped_after_a_fetch_s_last_record_are_committed_past():
         return SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
                                _committed_offset={tp: committed}, _gap={tp: tree})
 
-    fixed = faust_commit.fixed_new_offset
+    fixed = commit_offsets.fixed_new_offset
     try:
-        faust_fetch._skipped[tp] = {5: 6}  # 3 and 4 delivered, a commit marker at 5
+        fetch._skipped[tp] = {5: 6}  # 3 and 4 delivered, a commit marker at 5
         assert fixed(state(3, [3]), tp) == 4  # the run does not reach the marker yet
         assert fixed(state(4, [4]), tp) == 6  # it does: past the marker
-        assert faust_fetch._skipped[tp] == {}
+        assert fetch._skipped[tp] == {}
         # Faust's gap for 6..7 covers 7, the message that revealed it: with 7 unacked the
         # commit stops at 6 (a skipped-run rule must not make it reach 8)
-        faust_fetch._skipped[tp] = {5: 6}
+        fetch._skipped[tp] = {5: 6}
         assert fixed(state(4, [4], gaps=[(6, 8)]), tp) == 6
     finally:
-        faust_fetch._skipped.clear()
+        fetch._skipped.clear()
 
 
 def test_a_seek_back_forgets_the_acks_it_will_read_again_so_gaps_fold_only_what_landed():
     """After a stall-guard seek to 100, acks 105..199 (read again as replays) are dropped:
     kept, a gap filed in the re-read (Faust's gap covers the message that revealed it) was
     folded up to the highest ack and a delivered, unlanded message counted as acked."""
-    from payflow.stall_guard import forget_acks_from
+    from payflow.runtime.stall_guard import forget_acks_from
 
     acked, index = [105, 150, 199], {105, 150, 199}
     forget_acks_from(acked, index, 100)
     assert acked == [] and index == set()
     # the re-read: 100 and 101 landed, a marker at 102, 103 delivered (gap [102, 104)) not landed
     state = consumer_state(100, acked + [100, 101], gaps=[(102, 104)])
-    assert faust_commit.fixed_new_offset(state, "tp") == 102  # not 104: 103 has not landed
+    assert commit_offsets.fixed_new_offset(state, "tp") == 102  # not 104: 103 has not landed
     acked = [90, 120]
     forget_acks_from(acked, {90, 120}, 100)
     assert acked == [90]

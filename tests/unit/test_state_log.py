@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from payflow.state_log import MAGIC, pack_changes, unpack_changes
+from payflow.tables.changelog import MAGIC, pack_changes, unpack_changes
 
 
 def test_changes_round_trip_with_deletes_in_order():
@@ -39,7 +39,7 @@ def test_a_foreign_record_is_refused():
 def _rocksdb_table(tmp_path):
     import faust
 
-    from payflow.state_log import BatchLoggedTable
+    from payflow.tables.changelog import BatchLoggedTable
     app = faust.App("state-log-test", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
     return BatchLoggedTable(app, name="t", retention_seconds=60, partitions=2, key_type=bytes, value_type=bytes)
 

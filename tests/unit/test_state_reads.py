@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from payflow.keys import KeyRing
-from payflow.pipeline import BatchProcessor, RawItem
-from payflow.state_log import DictState
+from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.tables.changelog import DictState
 from tests.unit.cards_fixtures import event
 
 RING = KeyRing.parse("t-1:" + "ab" * 32)

@@ -6,7 +6,7 @@ import asyncio
 
 import faust
 
-from payflow.faust_take import ack, take_batches
+from payflow.runtime.take import ack, take_batches
 
 probe_app = faust.App("take-batches-probe", store="memory://", autodiscover=False)
 sizes: list[int] = []
@@ -38,10 +38,10 @@ async def test_a_caller_slower_than_the_window_gets_what_piled_up_as_whole_batch
     assert len(sizes) <= 12, sizes
 
 
-# -- the fetch route: what Faust's fetch loop hands the buffer directly (payflow.faust_fetch) --
+# -- the fetch route: what Faust's fetch loop hands the buffer directly (payflow.runtime.fetch) --
 from faust.types.tuples import ConsumerMessage  # noqa: E402
 
-from payflow import faust_fetch  # noqa: E402
+from payflow.runtime import fetch  # noqa: E402
 
 DIRECT = "take-batches-probe-raw"
 fetched: list[list[int]] = []
@@ -58,11 +58,11 @@ def message(offset: int, generation: int | None) -> ConsumerMessage:
     return ConsumerMessage(DIRECT, 0, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
 
 
-async def route_with(offsets: range) -> faust_fetch.Route:
+async def route_with(offsets: range) -> fetch.Route:
     """The agent's route, once registered, with these offsets put as the fetch loop would."""
     for _ in range(50):
-        if faust_fetch.routed(DIRECT):
-            route = faust_fetch._routes[DIRECT]
+        if fetch.routed(DIRECT):
+            route = fetch._routes[DIRECT]
             route.put_many([message(offset, probe_app.consumer_generation_id) for offset in offsets])
             return route
         await asyncio.sleep(0.02)
@@ -83,7 +83,7 @@ async def test_fetched_messages_arrive_as_batches_and_stale_generations_are_drop
         route.put_many([message(5, probe_app.consumer_generation_id - 1)])  # fetched before a rebalance: read again after it
         await until_fetched()
     assert fetched == [[0, 1, 2, 3, 4]]
-    assert not faust_fetch.routed(DIRECT)  # the route ends with the batches
+    assert not fetch.routed(DIRECT)  # the route ends with the batches
 
 
 async def test_a_rebalance_clears_what_the_fetch_loop_buffered():

@@ -9,10 +9,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from payflow.cards import find_pans
+from payflow.stages.cards import find_pans
 from payflow.models import Rejection
 from payflow.simulator import malformed
-from payflow.validation import REASONS, ValidatedPayment, decode
+from payflow.stages.validation import REASONS, ValidatedPayment, decode
 from tests.unit.cards_fixtures import event
 
 NOW = datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)

@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
-from payflow.currencies import to_usd
+from payflow.stages.currencies import to_usd
 from payflow.models import FraudAssessment, MaskedPayment
 
 HIGH_RISK_ABOVE = 60

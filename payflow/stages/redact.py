@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from payflow.cards import may_hold_pan, redact_card_like
+from payflow.stages.cards import may_hold_pan, redact_card_like
 
 MAX_REMAINS_CHARS = 2048
 REMOVED = "<removed>"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from payflow.cards import brand_of
+from payflow.stages.cards import brand_of
 from payflow.keys import HmacKey, KeyRing, pii_hash
 from payflow.models import MaskedPayment, Rejection
-from payflow.validation import ValidatedPayment
+from payflow.stages.validation import ValidatedPayment
 
 MASKING_REASON = "PCI-DSS 4.0 req. 3.3/3.4: PAN masked, SAD (CVV) not retained"
 

@@ -1,6 +1,6 @@
 """One batch through decode -> mask -> watermark/dedup -> fraud, against the state tables.
 
-Plain Python over partitioned state (payflow.state_log: Faust tables in the worker, dicts
+Plain Python over partitioned state (payflow.tables.changelog: Faust tables in the worker, dicts
 in unit tests), so the agents stay thin glue. The stages share the raw topic's partitioning
 (key = sender), so they run in one agent: each extra Kafka hop would be a full pass through
 Faust's per-event machinery (see ARCHITECTURE.md). Within a batch each stage runs over every
@@ -20,15 +20,16 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from payflow import dedup, fraud
+from payflow.stages import dedup
+from payflow.stages import fraud
 from payflow.keys import KeyRing
-from payflow.masking import ErasedSubjects, erased_outcome, mask
-from payflow.masking_remains import masked_remains
+from payflow.stages.mask import ErasedSubjects, erased_outcome, mask
+from payflow.stages.redact import masked_remains
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
-from payflow.state import ExpiryIndex
-from payflow.state_log import DictState, PartitionedState
-from payflow.validation import UNDECODABLE, ValidatedPayment, decode
-from payflow.watermarks import WatermarkLog
+from payflow.tables.expiry import ExpiryIndex
+from payflow.tables.changelog import DictState, PartitionedState
+from payflow.stages.validation import UNDECODABLE, ValidatedPayment, decode
+from payflow.tables.watermark_log import WatermarkLog
 
 STAGES = ("decode", "mask", "dedup", "fraud")
 log = logging.getLogger("payflow.pipeline")
@@ -77,7 +78,7 @@ def _us(t: datetime) -> int:
 
 
 # A sender's or card's stored history: a header (format, partition, newest event time), then
-# fixed-size entries (payflow.fraud: event time and digests), at most fraud.HISTORY_CAP of
+# fixed-size entries (payflow.stages.fraud: event time and digests), at most fraud.HISTORY_CAP of
 # them: every value has a size bound (history_value_bound) whatever the traffic. Values
 # written before this format are orjson [partition, [[ts, region, device, txn], ...]] (cards:
 # [[ts, txn], ...]) with the raw strings; they are read (as digests) until they expire, and

@@ -20,7 +20,7 @@ task (acking from a second task stalled commits in our restart tests). So this v
   event's latency: p99 at 2,000 events/s went from 3.0 s to 3.8 s (`make bench`).
 
 The buffer is fed two ways: by the stream (what Faust's conductor delivers, and what test
-contexts put), and, for `direct_topic`, by Faust's fetch loop itself (payflow.faust_fetch),
+contexts put), and, for `direct_topic`, by Faust's fetch loop itself (payflow.runtime.fetch),
 which skips Faust's per-event machinery. Batches hold Faust Messages; `ack` them once done.
 """
 from __future__ import annotations
@@ -30,11 +30,11 @@ from typing import Any, AsyncIterator, Iterable
 
 from mode.utils.aiter import aiter
 
-from payflow import faust_fetch
+from payflow.runtime import fetch
 
 
 class BatchBuffer:
-    """The messages of the batch being filled; a `faust_fetch.Route`."""
+    """The messages of the batch being filled; a `fetch.Route`."""
 
     def __init__(self, max_: int, loop: asyncio.AbstractEventLoop):
         self.max = max_
@@ -132,7 +132,7 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
     stream._enable_passive(channel_it)
     if direct_topic is not None:
         app.flow_control.manage_queue(buffer)  # cleared with Faust's queues on a rebalance
-        faust_fetch.route(direct_topic, buffer)
+        fetch.route(direct_topic, buffer)
     last_yield = loop.time()
     try:
         while not stream.should_stop:
@@ -160,6 +160,6 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
                 yield []  # a landing to ack, or the idle tick
     finally:
         if direct_topic is not None:
-            faust_fetch.unroute(direct_topic, buffer)
+            fetch.unroute(direct_topic, buffer)
         stream.enable_acks = enable_acks
         stream._processors.remove(add_to_buffer)

@@ -205,7 +205,7 @@ def note_seek(tp: Any) -> None:
 
 
 # tp -> {first offset: end offset (exclusive)} of offsets the fetcher stepped over right after
-# a fetch's last record (payflow.faust_commit counts them as acked). Kept apart from Faust's
+# a fetch's last record (payflow.runtime.commit_offsets counts them as acked). Kept apart from Faust's
 # gaps: a Faust gap also covers the message that revealed it, which must be acked itself.
 _skipped: dict = {}
 

@@ -33,7 +33,7 @@ from typing import Optional
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
 
-from payflow import faust_fetch
+from payflow.runtime import fetch
 
 FAUST_NEW_OFFSET = Consumer._new_offset  # Faust's own, for the test that shows the loss
 FAUST_PERFORM_SEEK = Consumer.perform_seek
@@ -43,8 +43,8 @@ log = logging.getLogger("payflow.consumer")
 def fixed_new_offset(self, tp) -> Optional[int]:
     new_offset = _new_offset_of_acks(self, tp)
     # offsets stepped over after a fetch's last record (a transaction marker) never arrive:
-    # a commit that reaches them goes past them (payflow.faust_fetch)
-    return faust_fetch.skipped_run_end(tp, new_offset) if new_offset is not None else None
+    # a commit that reaches them goes past them (payflow.runtime.fetch)
+    return fetch.skipped_run_end(tp, new_offset) if new_offset is not None else None
 
 
 def _new_offset_of_acks(self, tp) -> Optional[int]:

@@ -7,17 +7,18 @@ worker holds, for its partitions, exactly the state those partitions need.
 - cards:      pii_hash -> [partition, recent small payments] (card testing)
 
 Values are compact bytes (struct), not faust.Record, each of a bounded size (per sender
-and card: payflow.pipeline.history_value_bound). Each table's changelog gets one record
-per partition per batch (payflow.state_log), kept for the state window plus a day and then
+and card: payflow.stages.batch.history_value_bound). Each table's changelog gets one record
+per partition per batch (payflow.tables.changelog), kept for the state window plus a day and then
 deleted by Kafka's retention; configure_changelog_limits sizes those records from the
 broker's limits at the worker's start.
 """
 from __future__ import annotations
 
-from payflow import dedup, watermarks
+from payflow.stages import dedup
+from payflow.tables import watermark_log
 from payflow.app import app, settings
-from payflow.pipeline import history_value_bound
-from payflow.state_log import BatchLoggedTable, apply_broker_limits
+from payflow.stages.batch import history_value_bound
+from payflow.tables.changelog import BatchLoggedTable, apply_broker_limits
 
 DAY = 86_400
 
@@ -38,7 +39,7 @@ def _table(name: str, help: str, max_value_bytes: int) -> BatchLoggedTable:
 dedup_table = _table("dedup", "transaction_id -> first seen (partition, offset, event_time)",
                      len(dedup.FirstSeen(0, 0, 0).pack()))
 watermark_table = _table("watermarks", "partition -> highest event_time seen",
-                         watermarks.MAX_ENTRIES * len(watermarks.WatermarkLog([(0, 0)]).pack()))
+                         watermark_log.MAX_ENTRIES * len(watermark_log.WatermarkLog([(0, 0)]).pack()))
 sender_table = _table("sender-activity", "sender -> recent activity for fraud signals", history_value_bound())
 card_table = _table("card-activity", "pii_hash -> recent small payments (card testing)", history_value_bound())
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from payflow import currencies
-from payflow.cards import find_pans, luhn_valid, may_hold_pan
-from payflow.masking_remains import masked_remains
+from payflow.stages import currencies
+from payflow.stages.cards import find_pans, luhn_valid, may_hold_pan
+from payflow.stages.redact import masked_remains
 from payflow.models import Rejection
 
 SCHEMA_VERSION = 1

@@ -12,8 +12,15 @@ through and the idempotent sink absorbs.
 """
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import Any, Hashable
+
+from payflow import metrics
+from payflow.runtime import fetch
+
+log = logging.getLogger("payflow.stall_guard")
 
 
 @dataclass(frozen=True)
@@ -62,3 +69,51 @@ def forget_acks_from(acked: list[int] | None, acked_index: set[int] | None, offs
         acked[:] = [o for o in acked if o < offset]
         if acked_index is not None:
             acked_index.difference_update(dropped)
+
+
+def snapshot(consumer: Any, raw_topic: str) -> dict:
+    """The raw topic's partitions as the guard judges them, read from Faust's consumer."""
+    in_flight = {m.tp for m in list(consumer._unacked_messages)}  # noqa: SLF001
+    out = {}
+    for tp in consumer.assignment():
+        if tp.topic != raw_topic:
+            continue
+        acked = consumer._acked.get(tp) or []  # noqa: SLF001
+        out[tp] = PartitionAcks(consumer._committed_offset.get(tp), min(acked) if acked else None,  # noqa: SLF001
+                                tp in in_flight)
+    return out
+
+
+async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -> None:
+    """Seek back every raw partition whose commits wait on offsets Faust will never deliver."""
+    try:
+        partitions = snapshot(consumer, raw_topic)
+    except Exception:  # noqa: BLE001 - consumer not started or rebalancing: look again later
+        return
+    for tp, offset in guard.check(partitions, time.monotonic()):
+        log.warning("partition %s: offsets from %s were read but never delivered (Faust race, "
+                    "faust-streaming/faust#596); seeking back to %s, the rest comes back as replays",
+                    tp.partition, offset, offset)
+        metrics.STALL_RECOVERIES.inc()
+        # offsets Faust filed as gaps (never to arrive) will now arrive: forget them, or
+        # they would be counted twice when the commit is computed (faust#625's symptom)
+        gaps = consumer._gap.get(tp)  # noqa: SLF001
+        if gaps:
+            gaps.chop(offset, 2**63)
+        # acks above the seek are read again (replays): kept, they would put acks out of
+        # order, and Faust's gap folding (up to the highest ack) would then count a message
+        # of the re-read that is delivered but not landed as acked
+        forget_acks_from(consumer._acked.get(tp), consumer._acked_index.get(tp), offset)  # noqa: SLF001
+        fetch.note_seek(tp)  # what the fetch loop still holds for tp is stale
+        await consumer.seek(tp, offset)
+
+
+def register(app: Any, raw_topic: str, interval: float = 5.0) -> StallGuard:
+    """Run the guard on `app` every `interval` seconds."""
+    guard = StallGuard()
+
+    @app.timer(interval=interval, name="payflow.unstick_partitions")
+    async def unstick() -> None:
+        await unstick_partitions(app.consumer, raw_topic, guard)
+
+    return guard

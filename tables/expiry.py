@@ -2,7 +2,7 @@
 
 Tables hold only what the watermark window needs. Each write notes (event time, key); after
 a batch, keys whose newest event time fell behind the horizon are deleted from the local
-store (the changelog ages out by retention, see payflow.state_log). A partition's entries
+store (the changelog ages out by retention, see payflow.tables.changelog). A partition's entries
 are loaded from the table when the worker first processes it, and again after the
 partition is assigned anew. So the index knows every key the store holds for a partition
 it processes: a key it does not know is not in the store (`holds`), and the batch

@@ -34,7 +34,7 @@ def _replace(cls: type, name: str, make: Callable[[Any], Any]) -> None:
     original = cls.__dict__.get(name)
     if original is None:
         raise RuntimeError(f"payflow seam: {cls.__module__}.{cls.__qualname__}.{name} is gone; "
-                           "payflow/faust_worker.py must be re-audited against this Faust version")
+                           "payflow/runtime/worker.py must be re-audited against this Faust version")
     if getattr(original, "_payflow_seam", False):
         return  # installed already
     replacement = make(original)
