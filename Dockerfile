@@ -1,15 +1,20 @@
 # payflow worker image: multi-stage, no compilers in the final image, non-root, pinned.
-# Build: docker build -t payflow:0.1.0 .   Lint: make lint (hadolint)
+# Build: docker build --build-arg VCS_REF=$(git rev-parse HEAD) -t payflow:0.1.0 .
+# Lint:  make lint (hadolint)
 
-# the full image has gcc: mypyc compiles the per-event stages (setup.py); both images keep
-# Python in /usr/local, so the venv runs unchanged in the slim one
-FROM python:3.11.7-bookworm AS build
+# Both stages are CPython 3.11.15 on Debian bookworm, pinned by the multi-arch index digest
+# (the tag says which release it is; the digest is what is pulled). Update both together.
+# The full image has gcc: mypyc compiles the per-event stages (setup.py); both images keep
+# Python in /usr/local, so the venv runs unchanged in the slim one.
+FROM python:3.11.15-bookworm@sha256:a8f8fbe1a0edc9e4dddafa64ba73f7e04be7be5ebc23f332362e779e0a2e4e52 AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/payflow && /opt/payflow/bin/pip install pip==26.3
 # dependencies first (pinned in setup.cfg), so code changes do not rebuild this layer
 COPY setup.cfg setup.py pyproject.toml README.md ./
-RUN mkdir payflow agents tables && touch payflow/__init__.py agents/__init__.py tables/__init__.py \
+# (empty packages: setup.cfg lists every package, which must exist to install the dependencies)
+RUN for d in payflow payflow/bench payflow/compliance payflow/runtime payflow/simulator payflow/stages \
+        payflow/warehouse agents tables; do mkdir -p "$d" && touch "$d/__init__.py"; done \
     && PAYFLOW_PURE_PYTHON=1 /opt/payflow/bin/pip install . \
     && /opt/payflow/bin/pip uninstall -y payflow
 COPY payflow ./payflow
@@ -18,7 +23,17 @@ COPY tables ./tables
 COPY sql ./sql
 RUN /opt/payflow/bin/pip install --no-deps .
 
-FROM python:3.11.7-slim-bookworm
+FROM python:3.11.15-slim-bookworm@sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3
+ARG VERSION=0.1.0
+ARG VCS_REF=unknown
+LABEL org.opencontainers.image.title="payflow" \
+      org.opencontainers.image.description="Streaming payment pipeline (Faust on Kafka): card data masked on first touch, every payment counted once, PII-free rows in BigQuery" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.source="https://github.com/payflow/payflow" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.15-slim-bookworm" \
+      org.opencontainers.image.base.digest="sha256:d29f48a31a8b408ed19272ca1e7b10ebae13b240a27e862d3d4217c528e2e0c3"
 ENV PATH=/opt/payflow/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -38,5 +53,5 @@ USER 10001:10001
 EXPOSE 6066
 VOLUME ["/var/lib/payflow"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PAYFLOW_WEB_PORT', '6066'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('PAYFLOW_WEB_PORT', '6066'), timeout=4)"]
 CMD ["payflow", "worker", "-l", "info"]

@@ -1,4 +1,9 @@
-"""Logging: JSON lines by default (PAYFLOW_LOG_FORMAT=text for humans).
+"""Logging: JSON lines on stdout by default (PAYFLOW_LOG_FORMAT=text for humans).
+
+Each JSON line has `time` (RFC 3339, UTC), `severity` (DEBUG ... CRITICAL), `logger` and
+`message`: the field names Cloud Logging's agents and most log stacks read without a parser
+(a line on stderr without `severity` is filed as an error there). The worker also keeps a
+size-bounded, rotated JSON copy on its state volume (what `payflow audit pci` scans).
 
 A last-line-of-defence filter masks any card-shaped text in every record before it is
 written, and counts it (metric payflow_unmasked_pan_detections_total must stay 0).
@@ -7,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +23,11 @@ from payflow.stages.redact import mask_text
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR, "crit": logging.CRITICAL}
+# records in which the scrubber found card data, since start (read by the unit tests)
 pan_detections = 0
+# the worker's file copy: at most LOG_FILE_BACKUPS + 1 files of LOG_FILE_MAX_BYTES each
+LOG_FILE_MAX_BYTES = 50 * 1024 * 1024
+LOG_FILE_BACKUPS = 3
 # the record attributes a formatter may write besides the message
 _EXTRA_FIELDS = ("stage", "partition", "batch", "event")
 
@@ -113,21 +123,23 @@ def _short_floats(args: Any) -> Any:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+                    .replace("+00:00", "Z"),
+            "severity": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "message": record.getMessage(),
         }
         if record.exc_text:
-            entry["exc"] = record.exc_text
-        for key in ("stage", "partition", "batch", "event"):
+            # Cloud Error Reporting reads a stack trace from this field
+            entry["exception"] = record.exc_text
+        for key in _EXTRA_FIELDS:
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         return json.dumps(entry, default=str)
 
 
-def stderr_handler(log_format: str = "json", stream=None) -> logging.Handler:
-    handler = logging.StreamHandler(stream or sys.stderr)
+def stdout_handler(log_format: str = "json", stream=None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.addFilter(PanScrubber())
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -135,10 +147,10 @@ def stderr_handler(log_format: str = "json", stream=None) -> logging.Handler:
     return handler
 
 
-def file_handler(path: str) -> logging.Handler:
-    """The worker's log file, always JSON lines (what `payflow audit pci` scans)."""
+def file_handler(path: str, max_bytes: int = LOG_FILE_MAX_BYTES, backups: int = LOG_FILE_BACKUPS) -> logging.Handler:
+    """The worker's log file, always JSON lines, rotated at max_bytes (worker.log.1 ...)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
     handler.addFilter(PanScrubber())
     handler.setFormatter(JsonFormatter())
     handler._payflow = True  # type: ignore[attr-defined]
@@ -155,10 +167,10 @@ def worker_logging_config(settings) -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "handlers": {
-            "stderr": {"()": "payflow.logs.stderr_handler", "log_format": settings.log_format},
+            "stdout": {"()": "payflow.logs.stdout_handler", "log_format": settings.log_format},
             "file": {"()": "payflow.logs.file_handler", "path": str(settings.data_dir / "logs" / "worker.log")},
         },
-        "root": {"level": level_of(settings), "handlers": ["stderr", "file"]},
+        "root": {"level": level_of(settings), "handlers": ["stdout", "file"]},
     }
 
 
@@ -169,6 +181,6 @@ def configure_logging(settings, stream=None) -> None:
     for h in list(root.handlers):
         if getattr(h, "_payflow", False):
             root.removeHandler(h)
-    root.addHandler(stderr_handler(settings.log_format, stream))
+    root.addHandler(stdout_handler(settings.log_format, stream))
     root.addHandler(file_handler(str(settings.data_dir / "logs" / "worker.log")))
     root.setLevel(level_of(settings))

@@ -1,4 +1,4 @@
-"""Worker web endpoints on PAYFLOW_WEB_PORT: /metrics (Prometheus), /healthz, /readyz,
+"""Worker web endpoints on PAYFLOW_WEB_PORT: /metrics (Prometheus), /livez, /healthz, /readyz,
 and a timer that keeps lag and commit-age gauges current."""
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def _runtime():
 @app.page("/metrics")
 async def metrics_page(self: web.View, request: web.Request) -> web.Response:
     return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+@app.page("/livez")
+async def live_page(self: web.View, request: web.Request) -> web.Response:
+    """Liveness: the worker's event loop answers. Nothing else: a warehouse or broker outage
+    is readiness (/readyz), and restarting every worker would not end it."""
+    return self.json({"live": True})
 
 
 @app.page("/healthz")

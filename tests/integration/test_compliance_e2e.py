@@ -113,7 +113,7 @@ def test_erasure_reaches_state_and_survives_a_full_replay(run, tmp_path):
     wait_until(lambda: "stage gdpr: erasure" in log.read_text(), 120, what="the worker to consume the erasure request")
     assert worker.stop() == 0, worker.log_tail()
     erasure_lines = [orjson.loads(line) for line in log.read_text().splitlines() if "stage gdpr: erasure" in line]
-    assert any(" removed " in e["msg"] and not e["msg"].endswith("removed 0 state key(s) for one sender partition")
+    assert any(" removed " in e["message"] and not e["message"].endswith("removed 0 state key(s) for one sender partition")
                for e in erasure_lines), erasure_lines
 
     # a fresh consumer group replays the whole raw topic into the same warehouse
