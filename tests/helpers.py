@@ -136,7 +136,7 @@ class Worker:
             return "(no log)"
 
 
-def simulate(prefix: str, manifest: Path, **options):
+def simulate(prefix: str, manifest: Path, *, partitions: int = 4, **options):
     """Run the simulator in-process against the real broker; returns the manifest dict."""
     from datetime import datetime, timezone
 
@@ -144,7 +144,7 @@ def simulate(prefix: str, manifest: Path, **options):
     from payflow.simulator.producer import simulate as run
 
     options.setdefault("start_time", datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc))
-    m = asyncio.run(run(SimOptions(**options), bootstrap=KAFKA, topic=prefix + "payment-events", partitions=4,
+    m = asyncio.run(run(SimOptions(**options), bootstrap=KAFKA, topic=prefix + "payment-events", partitions=partitions,
                         manifest_path=manifest, progress=False))
     return m.to_dict()
 

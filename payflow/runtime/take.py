@@ -105,8 +105,13 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
             event = stream.current_event
             if event is None:
                 raise RuntimeError("take buffer found current_event is None")
-            if buffer.full():  # never more than max_ per batch: wait until the full one is taken
+            # never more than max_ per batch: wait until the full one is taken. A loop: the
+            # fetch loop's route may fill the buffer again between the space appearing and
+            # this coroutine resuming (messages Faust delivered before the route was set)
+            while buffer.full():
                 await stream.wait(buffer.wait_for_space())
+                if stream.should_stop:
+                    return value  # stopping: unacked, the message is read again at restart
             buffer.put(event.message)
         except asyncio.CancelledError:  # pragma: no cover
             raise

@@ -124,3 +124,48 @@ async def test_fetched_messages_are_pending_acks_once_taken_not_while_buffered(m
     assert not held.tracked and held not in probe_app.consumer._unacked_messages
     assert taken.tracked and taken in probe_app.consumer._unacked_messages
     probe_app.consumer._unacked_messages.discard(taken)
+
+
+# -- both paths at once: messages Faust delivered through the stream before the route was set,
+# while the fetch loop fills the route (a worker joining a group of several, tests/fault) --
+RACE = "take-batches-probe-race"
+race_batches: list[list] = []
+
+
+@probe_app.agent(probe_app.channel())
+async def both_paths(stream):
+    async for batch in take_batches(stream, 10, within=0.05, direct_topic=RACE):
+        if batch:
+            race_batches.append(batch)
+            await asyncio.sleep(0.01)
+
+
+async def test_the_stream_path_waits_again_when_the_route_refilled_the_buffer_first():
+    race_batches.clear()
+    async with both_paths.test_context() as agent:
+        for _ in range(50):
+            if fetch.routed(RACE):
+                break
+            await asyncio.sleep(0.02)
+        route = fetch._routes[RACE]
+
+        async def fetch_loop():
+            # the fetch loop: refills the buffer as soon as a batch is taken
+            offset = 1000
+            while offset < 1200:
+                await route.wait_for_space()
+                offset += route.put_many([ConsumerMessage(RACE, 0, o, 0.0, 0, None, b"k", b"v", None,
+                                                          generation_id=probe_app.consumer_generation_id)
+                                          for o in range(offset, min(offset + 10, 1200))])
+                await asyncio.sleep(0)
+
+        filler = asyncio.create_task(fetch_loop())
+        for i in range(60):  # through the stream (Faust's own path), while the route fills
+            await agent.put(i, wait=False)
+        for _ in range(200):
+            if sum(len(b) for b in race_batches) >= 260:
+                break
+            await asyncio.sleep(0.02)
+        filler.cancel()
+    assert sum(len(b) for b in race_batches) == 260, [len(b) for b in race_batches]
+    assert all(len(b) <= 10 for b in race_batches)
