@@ -3,34 +3,162 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from payflow.settings import Settings
+from payflow.settings import Settings, SettingError
+
+# exit codes of every command
+EXIT_OK = 0
+EXIT_FAILED = 1           # the command ran and its check failed: a mismatch, a finding, below target
+EXIT_ERROR = 2            # it could not run: bad input or setting, a service unreachable, a file missing
+EXIT_NOTHING_ERASED = 3   # gdpr erase matched no row (without --allow-none)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CommandError(click.ClickException):
+    """An error a command reports as one line (exit 2), for the operator, not a traceback."""
+    exit_code = EXIT_ERROR
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _Main(click.Group):
+    """Every error a command meets is one line on stderr and a non-zero exit, no traceback:
+    usage errors and invalid settings (exit 2) as much as an unreachable broker or warehouse.
+    PAYFLOW_LOG_LEVEL=debug shows the traceback of an unexpected error."""
+
+    def invoke(self, ctx: click.Context):
+        from payflow.kafka_security import KafkaConnectionFailure, KafkaSettingError
+
+        where = _path_of(ctx)  # before invoking: click empties the context's args then
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # BadParameter and the range types among them
+            where = exc.ctx.command_path if exc.ctx else ctx.command_path
+            _die(where, f"{exc.format_message()} (see {where} --help)")
+        except CommandError as exc:
+            _die(where, exc.format_message())
+        except (SettingError, KafkaSettingError, KafkaConnectionFailure) as exc:
+            _die(where, str(exc))
+        except (click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - an unexpected error is still one line
+            if os.environ.get("PAYFLOW_LOG_LEVEL", "").strip().lower() == "debug":
+                raise
+            _die(where, f"{type(exc).__name__}: {exc} (PAYFLOW_LOG_LEVEL=debug shows the traceback)")
+
+
+def _path_of(ctx: click.Context) -> str:
+    """`payflow gdpr erase`: the command words of this invocation, for the error line."""
+    words, command = [ctx.command_path], ctx.command
+    protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args  # click < 8.2
+    args = [*protected, *ctx.args]
+    while isinstance(command, click.Group) and args:
+        command = command.get_command(ctx, args[0])
+        if command is None:
+            break
+        words.append(args.pop(0))
+    return " ".join(words)
+
+
+def _die(where: str, message: str) -> None:
+    click.echo(f"{where}: error: {_one_line(message)}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _open_warehouse(settings: Settings, url: str | None, *, schema: bool = False):
+    """The warehouse a command reads, or CommandError in one line: a URL of the wrong shape,
+    a DuckDB file or BigQuery dataset that does not exist (never created here), or a
+    warehouse that cannot be reached. `schema`: bring its tables up to date after opening."""
+    from payflow.settings import resolve_warehouse_url, validate_warehouse_url
+    from payflow.warehouse import open_warehouse
+
+    setting = "--warehouse" if url else "PAYFLOW_WAREHOUSE"
+    url = resolve_warehouse_url(validate_warehouse_url(url, setting)) if url else settings.warehouse_url
+    if url.startswith("duckdb://"):
+        path = url[len("duckdb://"):]
+        if path == ":memory:":
+            raise CommandError(f"{setting}={url}: an in-memory DuckDB holds nothing to read")
+        if not Path(path).is_file():
+            raise CommandError(f"the DuckDB file {path} does not exist ({setting}={url}); "
+                               "the worker creates it, this command never does")
+    try:
+        wh = open_warehouse(settings, url)
+    except Exception as exc:  # noqa: BLE001
+        raise CommandError(f"cannot open the warehouse {url} ({setting}): {_one_line(exc)}") from None
+    try:
+        if url.startswith("bigquery://"):
+            _check_dataset(wh, settings, setting, url)
+        if schema:
+            wh.ensure_schema()
+    except CommandError:
+        wh.close()
+        raise
+    except Exception as exc:  # noqa: BLE001
+        wh.close()
+        raise CommandError(f"cannot read the warehouse {url} ({setting}): {_one_line(exc)}") from None
+    return wh
+
+
+def _check_dataset(wh, settings: Settings, setting: str, url: str) -> None:
+    """Reach BigQuery once, briefly: an unreachable endpoint or a missing dataset is one line."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import bigquery
+
+    where = settings.bigquery_endpoint or "Google's BigQuery API"
+    try:
+        wh.client.get_dataset(f"{wh.project}.{wh.dataset}", retry=bigquery.DEFAULT_RETRY.with_deadline(15),
+                              timeout=10)
+    except NotFound:
+        raise CommandError(f"the BigQuery dataset {wh.project}.{wh.dataset} does not exist at {where} "
+                           f"({setting}={url}); the worker creates it, this command never does") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CommandError(f"cannot reach BigQuery at {where} (PAYFLOW_BIGQUERY_ENDPOINT, {setting}={url}): "
+                           f"{type(exc).__name__}: {_one_line(exc)[:300]}") from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="payflow")
 def main() -> None:
-    """payflow: streaming payments, card data masked on first touch, every payment counted once."""
+    """payflow: streaming payments, card data masked on first touch, every payment counted once.
+
+    Exit codes: 0 ok; 1 a check failed (reconcile, audit findings, fraud targets); 2 an error
+    (bad input or setting, broker or warehouse unreachable, a file missing), always one line
+    on stderr; 3 `gdpr erase` matched nothing."""
+    Settings.from_env()  # every setting validated before any command runs: one line if one is wrong
+
+
+# a share of the simulated messages
+RATIO = click.FloatRange(0, 1)
 
 
 @main.command()
-@click.option("--count", default=20_000, show_default=True, help="messages to send (all kinds)")
-@click.option("--seed", default=42, show_default=True, help="same seed + options = same bytes")
+@click.option("--count", type=click.IntRange(min=1), default=20_000, show_default=True,
+              help="messages to send (all kinds)")
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
+              help="same seed + options = same bytes")
 @click.option("--start-time", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
               default=None, help="event_time of the first payment (UTC); default: the stream ends about now")
-@click.option("--rate", type=float, default=None, help="events per second; default unlimited")
-@click.option("--accounts", default=10_000, show_default=True, help="sender population")
-@click.option("--merchants", default=500, show_default=True)
-@click.option("--business-tps", default=5.0, show_default=True, help="payments per simulated second of event time")
-@click.option("--duplicate-ratio", default=0.05, show_default=True, help="share of messages re-sent as client double-submits")
-@click.option("--late-ratio", default=0.01, show_default=True, help="share of events more than 1 h behind the stream")
-@click.option("--malformed-ratio", default=0.01, show_default=True, help="share of malformed messages (19 kinds, cycled)")
-@click.option("--fraud-ratio", default=0.005, show_default=True, help="share of slots that start a fraud scenario")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="events per second; default unlimited")
+@click.option("--accounts", type=click.IntRange(min=1), default=10_000, show_default=True, help="sender population")
+@click.option("--merchants", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--business-tps", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="payments per simulated second of event time")
+@click.option("--duplicate-ratio", type=RATIO, default=0.05, show_default=True,
+              help="share of messages re-sent as client double-submits")
+@click.option("--late-ratio", type=RATIO, default=0.01, show_default=True,
+              help="share of events more than 1 h behind the stream")
+@click.option("--malformed-ratio", type=RATIO, default=0.01, show_default=True,
+              help="share of malformed messages (19 kinds, cycled)")
+@click.option("--fraud-ratio", type=RATIO, default=0.005, show_default=True,
+              help="share of slots that start a fraud scenario")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=Path("var/manifest.json"),
               show_default=True, help="ground-truth manifest (no card data)")
 @click.option("--topic", default=None, help="default: payment-events")
@@ -40,9 +168,11 @@ def simulate(count, seed, start_time, rate, accounts, merchants, business_tps, d
              malformed_ratio, fraud_ratio, manifest_path, topic, no_idempotence, quiet) -> None:
     """Produce realistic payment events (with card data) to the raw topic, and a manifest."""
     from payflow.simulator.generator import SimOptions
+    from payflow.kafka_security import connect_or_exit
     from payflow.simulator.producer import simulate as run
 
     settings = Settings.from_env()
+    connect_or_exit(settings.kafka_bootstrap)
     if start_time is not None and start_time.tzinfo is None:
         from datetime import timezone
         start_time = start_time.replace(tzinfo=timezone.utc)
@@ -72,7 +202,11 @@ def simulate(count, seed, start_time, rate, accounts, merchants, business_tps, d
 def worker(ctx: click.Context) -> None:
     """Run the pipeline worker (same as `faust -A payflow.app worker`); extra args go to Faust."""
     from payflow.app import app, settings
+    from payflow.kafka_security import preflight
 
+    # a wrong security setting or an unreachable cluster: one line and exit 1, not a retry loop;
+    # with PAYFLOW_KAFKA_REPLICATION_FACTOR=-1 the topics get the cluster's default (Faust takes no -1)
+    app.conf.topic_replication_factor = preflight(settings.kafka_bootstrap)
     # After a crash the dead worker stays in the consumer group until its session times
     # out, so a quick restart joins, gets partitions, and is rebalanced again moments later;
     # across such back-to-back rebalances Faust can lose track of offsets it read
@@ -98,19 +232,30 @@ def worker(ctx: click.Context) -> None:
 @main.command()
 @click.option("--manifest", "manifest_path", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
-def reconcile(manifest_path: Path, warehouse: str | None) -> None:
-    """Compare the warehouse with a simulator manifest; exit 1 on any mismatch."""
-    from payflow.reconcile import reconcile as run
-    from payflow.simulator.manifest import load
-    from payflow.warehouse import open_warehouse
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def reconcile(manifest_path: Path, warehouse: str | None, as_json: bool) -> None:
+    """Compare the warehouse with a simulator manifest.
 
-    wh = open_warehouse(Settings.from_env(), warehouse)
+    Exit 0: reconciled; 1: a check failed; 2: the manifest or warehouse could not be read."""
+    from payflow.reconcile import reconcile as run
+
+    manifest = _manifest(manifest_path)
+    wh = _open_warehouse(Settings.from_env(), warehouse)
     try:
-        result = run(wh, load(manifest_path))
+        result = run(wh, manifest)
     finally:
         wh.close()
-    click.echo(result.report())
-    sys.exit(0 if result.ok else 1)
+    click.echo(json.dumps(result.to_json(), indent=2, default=str) if as_json else result.report())
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+def _manifest(path: Path) -> dict:
+    from payflow.simulator.manifest import load
+
+    try:
+        return load(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"{path} is not a readable simulator manifest: {_one_line(exc)}") from None
 
 
 @main.group()
@@ -119,31 +264,76 @@ def gdpr() -> None:
 
 
 @gdpr.command("erase")
-@click.option("--card", default=None, help="the subject's PAN (hashed with every key version, never stored)")
+@click.option("--card", default=None, metavar="-|PAN",
+              help="the subject's card number: '-' reads it from stdin, or a hidden prompt on a terminal "
+                   "(a PAN given here lands in shell history and ps); hashed with every key, never stored")
 @click.option("--expiry", default=None, help="the card's expiry, MM/YY (part of the hash)")
 @click.option("--pii-hash", default=None, help="or the subject's pii_hash, as stored in the warehouse")
 @click.option("--mode", type=click.Choice(["delete", "anonymize"]), required=True,
               help="delete: remove the subject's rows; anonymize: keep the financial facts, remove every link")
 @click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
 @click.option("--no-state", is_flag=True, help="do not send the state-table erasure request to the worker")
-def gdpr_erase(card, expiry, pii_hash, mode, warehouse, no_state) -> None:
-    """Erase a data subject everywhere payflow keeps them, and print a receipt."""
-    from payflow.compliance.gdpr import ErasureError, erase, subject_hashes
-    from payflow.keys import KeyRing
-    from payflow.warehouse import open_warehouse
+@click.option("--allow-none", is_flag=True, help="exit 0 even when no row matched the subject")
+def gdpr_erase(card, expiry, pii_hash, mode, warehouse, no_state, allow_none) -> None:
+    """Erase a data subject everywhere payflow keeps them, and print a receipt.
+
+    Name the subject with `--card - --expiry MM/YY` (the number then comes from stdin or a
+    hidden prompt) or `--pii-hash`. It refuses, changing nothing, when no HMAC key is
+    configured (it never makes one), when the warehouse holds rows hashed under a key the
+    ring lacks, or when the warehouse does not exist. Exit 0: rows erased; 3: no row matched
+    (the receipt says so; --allow-none makes it 0); 2: refused or an error."""
+    from payflow.compliance.gdpr import ErasureError, erase, missing_key_ids, subject_hashes
+    from payflow.keys import KeyConfigError, KeyRing
 
     settings = Settings.from_env()
+    if card and pii_hash:
+        raise CommandError("name the subject with --card or with --pii-hash, not both")
+    if card == "-":
+        card = _read_card()
+    elif card:
+        click.echo("payflow gdpr erase: warning: a card number on the command line lands in shell history, "
+                   "ps and audit logs; use --card - (stdin or a hidden prompt)", err=True)
+    keyring = None
+    if card:
+        try:
+            keyring = KeyRing.from_settings(settings, generate=False)
+        except KeyConfigError as exc:
+            raise CommandError(f"refused: {exc}") from None
     try:
-        hashes = subject_hashes(KeyRing.from_settings(settings), card=card, expiry=expiry, pii_hash=pii_hash)
+        hashes = subject_hashes(keyring, card=card, expiry=expiry, pii_hash=pii_hash)
     except ErasureError as exc:
-        raise click.UsageError(str(exc)) from None
-    wh = open_warehouse(settings, warehouse)
+        raise CommandError(str(exc)) from None
+    if not no_state:
+        from payflow.kafka_security import connect_or_exit
+        connect_or_exit(settings.kafka_bootstrap)
+    wh = _open_warehouse(settings, warehouse, schema=True)
     try:
-        wh.ensure_schema()
+        if keyring is not None:
+            missing = missing_key_ids(keyring, wh)
+            if missing:
+                raise CommandError(
+                    f"refused: the warehouse holds rows hashed under key id(s) {', '.join(missing)}, which "
+                    f"PAYFLOW_HMAC_KEYS lacks (it has {', '.join(keyring.key_ids)}): this subject's rows under "
+                    "them cannot be found by card; add those keys to the ring, after the active one")
         result = erase(settings, wh, hashes, mode, send_state_requests=not no_state)
     finally:
         wh.close()
     click.echo(result.render())
+    if result.rows_erased == 0:
+        click.echo("payflow gdpr erase: NOTHING ERASED: no row matched the subject"
+                   + ("" if allow_none else f" (exit {EXIT_NOTHING_ERASED}; --allow-none accepts this)"), err=True)
+        sys.exit(EXIT_OK if allow_none else EXIT_NOTHING_ERASED)
+
+
+def _read_card() -> str:
+    """The card number from stdin (a pipe) or a hidden prompt (a terminal): never in argv."""
+    if sys.stdin is not None and not sys.stdin.isatty():
+        card = sys.stdin.readline().strip()
+    else:
+        card = click.prompt("card number", hide_input=True, err=True).strip()
+    if not card:
+        raise CommandError("--card -: no card number on stdin")
+    return card
 
 
 @main.group()
@@ -157,7 +347,7 @@ def audit() -> None:
 @click.option("--topic", "topic_names", multiple=True,
               help="a topic to scan (repeatable; it must exist); default: every payflow topic but the raw one")
 @click.option("--topics/--no-topics", default=True, help="scan topics at all")
-@click.option("--max-per-topic", default=100_000, show_default=True,
+@click.option("--max-per-topic", type=click.IntRange(min=0), default=100_000, show_default=True,
               help="records read per topic at most (0: no bound); what the bound leaves out is reported")
 @click.option("--state-dir", "state_dirs", multiple=True, type=click.Path(path_type=Path),
               help="a worker state directory to scan (repeatable; it must exist); default PAYFLOW_DATA_DIR/state")
@@ -177,7 +367,6 @@ def audit_pci(warehouse, no_warehouse, topic_names, topics, max_per_topic, state
     import logging
 
     from payflow.compliance.pci import AuditError, describe_error, scan_all, topic_partitions
-    from payflow.warehouse import open_warehouse
 
     settings = Settings.from_env()
     # what cannot be read is reported below, once; aiokafka's own retries and errors would
@@ -193,7 +382,7 @@ def audit_pci(warehouse, no_warehouse, topic_names, topics, max_per_topic, state
         try:
             existing = asyncio.run(topic_partitions(settings.kafka_bootstrap))
         except Exception as exc:
-            fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {describe_error(exc)}")
+            fail(f"cannot reach Kafka at {settings.kafka_bootstrap} (PAYFLOW_KAFKA_BOOTSTRAP): {describe_error(exc)}")
         if topic_names:
             missing = [n for n in topic_names if n not in existing]
             if missing:
@@ -208,17 +397,11 @@ def audit_pci(warehouse, no_warehouse, topic_names, topics, max_per_topic, state
             names = [n for n in names if n != t.raw]
     wh = None
     if not no_warehouse:
-        url = warehouse or settings.warehouse_url
-        if url.startswith("duckdb://"):
-            path = url[len("duckdb://"):]
-            if not path or path == ":memory:":
-                fail(f"{url}: an in-memory DuckDB has nothing to audit")
-            if not Path(path).is_file():  # opening would create it, and report a new empty file clean
-                fail(f"DuckDB file {path} does not exist")
+        # a missing DuckDB file is an error, never created (a new empty file would audit clean)
         try:
-            wh = open_warehouse(settings, url)
-        except Exception as exc:
-            fail(f"cannot open the warehouse {url}: {describe_error(exc)}")
+            wh = _open_warehouse(settings, warehouse)
+        except CommandError as exc:
+            fail(exc.format_message())
     try:
         result = scan_all(wh, log_files=log_files, bootstrap=settings.kafka_bootstrap, topics=names,
                           explicit_topics=bool(topic_names), max_per_topic=max_per_topic or None,
@@ -235,28 +418,58 @@ def audit_pci(warehouse, no_warehouse, topic_names, topics, max_per_topic, state
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(result.summary())
-    sys.exit(1 if not result.ok else 2 if result.read_nothing else 0)
+    sys.exit(EXIT_FAILED if not result.ok else EXIT_ERROR if result.read_nothing else EXIT_OK)
 
 
 @main.command("fraud-report")
 @click.option("--manifest", "manifest_path", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
-def fraud_report(manifest_path: Path, warehouse: str | None) -> None:
-    """Fraud quality against the simulator's labels: recall and false-positive rate."""
-    from payflow.reconcile import fraud_quality
-    from payflow.simulator.manifest import load
-    from payflow.warehouse import open_warehouse
+@click.option("--json", "as_json", is_flag=True, help="print the result as one JSON document")
+def fraud_report(manifest_path: Path, warehouse: str | None, as_json: bool) -> None:
+    """Fraud quality against the simulator's labels: recall and false-positive rate.
 
-    wh = open_warehouse(Settings.from_env(), warehouse)
+    Exit 0: meets the targets; 1: below them; 2: the manifest or warehouse could not be read."""
+    from payflow.reconcile import FRAUD_TARGETS, fraud_quality, meets_fraud_targets
+
+    manifest = _manifest(manifest_path)
+    wh = _open_warehouse(Settings.from_env(), warehouse)
     try:
-        q = fraud_quality(wh, load(manifest_path))
+        q = fraud_quality(wh, manifest)
     finally:
         wh.close()
-    click.echo(json.dumps(q, indent=2))
-    ok = q["recall"] is not None and q["recall"] >= 0.90 and (q["false_positive_rate"] or 0) <= 0.05
-    click.echo("fraud quality: " + ("meets the targets (recall >= 0.90, FPR <= 5%)" if ok else "BELOW TARGET"))
-    sys.exit(0 if ok else 1)
+    ok = meets_fraud_targets(q)
+    if as_json:
+        click.echo(json.dumps({**q, "targets": FRAUD_TARGETS, "meets_targets": ok}, indent=2))
+    else:
+        click.echo(json.dumps(q, indent=2))
+        click.echo("fraud quality: " + ("meets the targets (recall >= 0.90, FPR <= 5%)" if ok else "BELOW TARGET"))
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
+
+@main.command("query")
+@click.argument("sql")
+@click.option("--warehouse", default=None, help="warehouse URL; default PAYFLOW_WAREHOUSE")
+@click.option("--json", "as_json", is_flag=True, help="print the rows as JSON lines")
+def query_command(sql: str, warehouse: str | None, as_json: bool) -> None:
+    """Run one read-only SQL statement (BigQuery dialect) on the warehouse, also while a worker
+    runs (it is then answered by the worker that holds the DuckDB file)."""
+    from tabulate import tabulate
+
+    from payflow.query import QueryError, run
+
+    try:
+        rows = run(sql, url=warehouse)
+    except QueryError as exc:
+        click.echo(f"payflow query: error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a syntax error, an unknown column: the database's message, one line
+        click.echo("payflow query: error: " + " ".join(f"{type(exc).__name__}: {exc}".split()), err=True)
+        sys.exit(2)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))  # decimals and timestamps as their exact text
+    else:
+        click.echo(tabulate(rows, headers="keys", tablefmt="simple", disable_numparse=True) if rows else "(no rows)")
 
 if __name__ == "__main__":
     main()

@@ -78,8 +78,14 @@ class KeyRing:
             raise KeyConfigError("HMAC key ids must be unique")
         return cls(tuple(keys))
 
+    @property
+    def key_ids(self) -> list[str]:
+        return [k.key_id for k in self.keys]
+
     @classmethod
-    def from_settings(cls, settings: Settings) -> "KeyRing":
+    def from_settings(cls, settings: Settings, *, generate: bool = True) -> "KeyRing":
+        """The configured ring. Outside production with PAYFLOW_HMAC_KEYS empty, the local key
+        file; `generate=False` (erasure) never makes one: a new key could find nobody."""
         if settings.hmac_keys:
             return cls.parse(settings.hmac_keys)
         if settings.production:
@@ -87,7 +93,15 @@ class KeyRing:
                 "PAYFLOW_PRODUCTION is on and PAYFLOW_HMAC_KEYS is empty: set it to KEY_ID:HEX_SECRET "
                 "(at least 32 random bytes, from your secret store); refusing to start"
             )
-        return cls.parse(_local_key(settings.hmac_key_file))
+        if not generate and not settings.hmac_key_file.is_file():
+            raise KeyConfigError(
+                f"no HMAC key configured: PAYFLOW_HMAC_KEYS is empty and there is no local key file "
+                f"{settings.hmac_key_file} (PAYFLOW_HMAC_KEY_FILE); set PAYFLOW_HMAC_KEYS to the keys the "
+                "worker hashes with")
+        try:
+            return cls.parse(_local_key(settings.hmac_key_file))
+        except KeyConfigError as exc:
+            raise KeyConfigError(f"the local key file {settings.hmac_key_file} (PAYFLOW_HMAC_KEY_FILE): {exc}") from None
 
 
 def _local_key(path: Path) -> str:

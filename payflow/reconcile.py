@@ -52,6 +52,13 @@ class Reconciliation:
             lines.append(f"extra (first 10): {', '.join(self.extra[:10])}")
         return "\n".join(x for x in lines if x)
 
+    def to_json(self) -> dict[str, Any]:
+        """For machines: every check with what was expected and found, and the ids that differ."""
+        return {"ok": self.ok,
+                "checks": [{"name": c.name, "expected": c.expected, "actual": c.actual, "ok": c.ok}
+                           for c in self.checks],
+                "missing": self.missing, "extra": self.extra, "info": self.info}
+
 
 def reconcile(warehouse: Warehouse, manifest: dict[str, Any], *, anonymized_ok: bool = True) -> Reconciliation:
     r = Reconciliation()
@@ -98,6 +105,15 @@ def reconcile(warehouse: Warehouse, manifest: dict[str, Any], *, anonymized_ok: 
 def _fmt(d: Decimal) -> str:
     text = format(d.normalize(), "f")
     return text
+
+
+# what `payflow fraud-report` holds the detector to
+FRAUD_TARGETS = {"recall_at_least": 0.90, "false_positive_rate_at_most": 0.05}
+
+
+def meets_fraud_targets(q: dict[str, Any]) -> bool:
+    return (q["recall"] is not None and q["recall"] >= FRAUD_TARGETS["recall_at_least"]
+            and (q["false_positive_rate"] or 0) <= FRAUD_TARGETS["false_positive_rate_at_most"])
 
 
 def fraud_quality(warehouse: Warehouse, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """All settings, read from environment variables with the PAYFLOW_ prefix.
 
 Every setting has a default that works on a developer machine with `make up`.
-The README's settings table is generated from SETTINGS_DOC below (tests check they agree).
+SETTINGS_DOC below documents them; a test checks that the README names every one.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,28 +49,161 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM; then the worker exits (code 75) and what was in flight is read again at restart"),
 )
 
+# Settings for the fault tests only: never set in a deployment (the chart, compose and the
+# README's table leave them out).
+FAULT_SETTINGS_DOC: tuple[Setting, ...] = (
+    Setting("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0", "fault tests: the worker exits (code 86) right after its Nth landing, before acking its offsets (payflow.runtime.checkpoint); 0 = never"),
+)
+
+
+class SettingError(SystemExit):
+    """An invalid setting, as one line naming the variable, its value and what is allowed.
+    A SystemExit: uncaught (the worker) it prints that line and exits 1; the CLI exits 2."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _bad(name: str, value: str, allowed: str) -> SettingError:
+    return SettingError(f"{name}={value!r} is not valid: {allowed}")
+
+
+def _int(name: str, low: int, high: int) -> int:
+    raw = _env(name).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(name, raw, f"an integer from {low} to {high}") from None
+    if not low <= value <= high:
+        raise _bad(name, raw, f"an integer from {low} to {high}")
+    return value
+
+
+def _float(name: str, low: float, high: float, *, low_open: bool = False) -> float:
+    raw = _env(name).strip()
+    allowed = (f"a number of seconds above {low:g}, at most {high:g}" if low_open
+               else f"a number of seconds from {low:g} to {high:g}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(name, raw, allowed) from None
+    if not (low < value <= high if low_open else low <= value <= high):  # NaN fails both
+        raise _bad(name, raw, allowed)
+    return value
+
+
+def _choice(name: str, allowed: tuple[str, ...], *, fold: bool = True) -> str:
+    raw = _env(name).strip()
+    value = raw.lower() if fold else raw
+    if value not in allowed:
+        raise _bad(name, raw, "one of " + ", ".join(allowed))
+    return value
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_TOPIC_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+_HOST_PORT = re.compile(r"\[?[A-Za-z0-9.:_-]+\]?:(\d{1,5})")
+_DUCKDB_URL = re.compile(r"duckdb://(/.+|:memory:)")
+_BIGQUERY_URL = re.compile(r"bigquery://[A-Za-z0-9.:_-]+/[A-Za-z0-9_]+")
+_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\[\]:_-]+(:\d{1,5})?(/\S*)?")
+WAREHOUSE_SHAPES = "duckdb:///RELATIVE/PATH, duckdb:////ABSOLUTE/PATH or bigquery://PROJECT/DATASET"
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "crit", "critical")
+
+
+def _bootstrap() -> str:
+    raw = _env("PAYFLOW_KAFKA_BOOTSTRAP").strip()
+    parts = [p.strip() for p in raw.split(",")]
+    for p in parts:
+        m = _HOST_PORT.fullmatch(p)
+        if m is None or not 1 <= int(m.group(1)) <= 65535:
+            raise _bad("PAYFLOW_KAFKA_BOOTSTRAP", raw, "HOST:PORT[,HOST:PORT...] with ports 1 to 65535")
+    return ",".join(parts)
+
+
+def validate_warehouse_url(url: str, name: str = "PAYFLOW_WAREHOUSE") -> str:
+    """The URL if it has a warehouse URL's shape, else SettingError naming `name`."""
+    if not (_DUCKDB_URL.fullmatch(url) or _BIGQUERY_URL.fullmatch(url)):
+        raise _bad(name, url, WAREHOUSE_SHAPES)
+    return url
+
+
+def resolve_warehouse_url(url: str) -> str:
+    """duckdb:///RELATIVE/PATH made absolute the way every path setting is (resolve_path)."""
+    if url.startswith("duckdb:///") and not url.startswith("duckdb:////"):
+        return "duckdb:///" + str(resolve_path(url[len("duckdb:///"):]))
+    return url
+
+
+def _hmac_keys() -> str:
+    spec = _env("PAYFLOW_HMAC_KEYS").strip()
+    if spec:
+        from payflow.keys import KeyConfigError, KeyRing
+        try:
+            KeyRing.parse(spec)
+        except KeyConfigError as exc:
+            # the value is a secret: named, never shown
+            reason = str(exc).replace("PAYFLOW_HMAC_KEYS ", "")
+            raise SettingError(f"PAYFLOW_HMAC_KEYS is not valid ({reason}; the value is a secret, not shown): "
+                               "expected KEY_ID:HEX_SECRET[,KEY_ID:HEX_SECRET...], secrets of at least 32 bytes "
+                               "(64 hex digits), unique key ids") from None
+    return spec
+
 
 def _compression(name: str) -> str | None:
-    name = name.strip().lower()
-    if name not in ("none", "lz4", "zstd", "gzip", "snappy"):
-        raise SystemExit(f"PAYFLOW_PRODUCER_COMPRESSION must be none, lz4, zstd, gzip or snappy, not {name!r}")
-    return None if name == "none" else name
+    value = _choice("PAYFLOW_PRODUCER_COMPRESSION", ("none", "lz4", "zstd", "gzip", "snappy"))
+    return None if value == "none" else value
 
 
 def _env(name: str) -> str:
-    for s in SETTINGS_DOC:
+    for s in SETTINGS_DOC + FAULT_SETTINGS_DOC:
         if s.name == name:
             return os.environ.get(name, s.default)
     raise KeyError(name)
 
 
 def _path(value: str) -> Path:
+    return resolve_path(value)
+
+
+def resolve_path(value: str) -> Path:
+    """A relative path setting is relative to the checkout when payflow runs from one (make
+    demo, the tests), else to the working directory: never inside site-packages."""
     p = Path(value)
-    return p if p.is_absolute() else ROOT / p
+    if p.is_absolute():
+        return p
+    return (ROOT if (ROOT / "setup.cfg").is_file() else Path.cwd()) / p
 
 
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _flag(name: str) -> bool:
+    raw = _env(name).strip()
+    if raw.lower() not in _BOOLS:
+        raise _bad(name, raw, "true or false (also 1/0, yes/no, on/off)")
+    return _BOOLS[raw.lower()]
+
+
+def _name(name: str, *, empty_ok: bool) -> str:
+    raw = _env(name)
+    if (not raw and not empty_ok) or not _TOPIC_CHARS.fullmatch(raw) or len(raw) > 200:
+        raise _bad(name, raw, ("up to" if empty_ok else "1 to") + " 200 characters of A-Z a-z 0-9 . _ - (Kafka topic names)")
+    return raw
+
+
+def _not_empty(name: str) -> str:
+    raw = _env(name)
+    if not raw.strip():
+        raise _bad(name, raw, "a path, not empty")
+    return raw
+
+
+def _endpoint() -> str:
+    raw = _env("PAYFLOW_BIGQUERY_ENDPOINT").strip()
+    if raw and not _HTTP_URL.fullmatch(raw):
+        raise _bad("PAYFLOW_BIGQUERY_ENDPOINT", raw, "empty (Google's API) or a URL like http://HOST:PORT")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -99,6 +233,7 @@ class Settings:
     topic_prefix: str = ""
     erasure_refresh_seconds: float = 30.0
     shutdown_seconds: float = 30.0
+    fault_exit_after_land: int = 0
 
     @property
     def topics(self) -> "Topics":
@@ -106,42 +241,36 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        warehouse = _env("PAYFLOW_WAREHOUSE")
-        if warehouse.startswith("duckdb:///") and not warehouse.startswith("duckdb:////"):
-            # relative DuckDB paths are relative to the project, not the caller's cwd
-            warehouse = "duckdb:///" + str(_path(warehouse[len("duckdb:///"):]))
-        guarantee = _env("PAYFLOW_PROCESSING_GUARANTEE")
-        if guarantee not in {"at_least_once", "exactly_once"}:
-            raise ValueError(f"PAYFLOW_PROCESSING_GUARANTEE must be at_least_once or exactly_once, not {guarantee!r}")
-        log_format = _env("PAYFLOW_LOG_FORMAT")
-        if log_format not in {"json", "text"}:
-            raise ValueError(f"PAYFLOW_LOG_FORMAT must be json or text, not {log_format!r}")
+        warehouse = resolve_warehouse_url(validate_warehouse_url(_env("PAYFLOW_WAREHOUSE").strip()))
+        guarantee = _choice("PAYFLOW_PROCESSING_GUARANTEE", ("at_least_once", "exactly_once"), fold=False)
+        log_format = _choice("PAYFLOW_LOG_FORMAT", ("json", "text"))
         return cls(
-            kafka_bootstrap=_env("PAYFLOW_KAFKA_BOOTSTRAP"),
-            app_id=_env("PAYFLOW_APP_ID"),
-            partitions=int(_env("PAYFLOW_PARTITIONS")),
+            kafka_bootstrap=_bootstrap(),
+            app_id=_name("PAYFLOW_APP_ID", empty_ok=False),
+            partitions=_int("PAYFLOW_PARTITIONS", 1, 10_000),
             warehouse_url=warehouse,
-            bigquery_endpoint=_env("PAYFLOW_BIGQUERY_ENDPOINT"),
-            data_dir=_path(_env("PAYFLOW_DATA_DIR")),
-            production=_bool(_env("PAYFLOW_PRODUCTION")),
-            hmac_keys=_env("PAYFLOW_HMAC_KEYS"),
-            hmac_key_file=_path(_env("PAYFLOW_HMAC_KEY_FILE")),
-            watermark_seconds=int(_env("PAYFLOW_WATERMARK_SECONDS")),
-            batch_size=int(_env("PAYFLOW_SINK_BATCH_SIZE")),
-            batch_seconds=float(_env("PAYFLOW_SINK_BATCH_SECONDS")),
-            landing_batches=max(1, int(_env("PAYFLOW_SINK_LANDING_BATCHES"))),
-            producer_compression=_compression(_env("PAYFLOW_PRODUCER_COMPRESSION")),
-            sink_max_retry_seconds=float(_env("PAYFLOW_SINK_MAX_RETRY_SECONDS")),
+            bigquery_endpoint=_endpoint(),
+            data_dir=_path(_not_empty("PAYFLOW_DATA_DIR")),
+            production=_flag("PAYFLOW_PRODUCTION"),
+            hmac_keys=_hmac_keys(),
+            hmac_key_file=_path(_not_empty("PAYFLOW_HMAC_KEY_FILE")),
+            watermark_seconds=_int("PAYFLOW_WATERMARK_SECONDS", 1, 366 * 86400),
+            batch_size=_int("PAYFLOW_SINK_BATCH_SIZE", 1, 1_000_000),
+            batch_seconds=_float("PAYFLOW_SINK_BATCH_SECONDS", 0, 3600, low_open=True),
+            landing_batches=_int("PAYFLOW_SINK_LANDING_BATCHES", 1, 1000),
+            producer_compression=_compression("PAYFLOW_PRODUCER_COMPRESSION"),
+            sink_max_retry_seconds=_float("PAYFLOW_SINK_MAX_RETRY_SECONDS", 0, 7 * 86400),
             processing_guarantee=guarantee,
-            session_timeout_seconds=float(_env("PAYFLOW_SESSION_TIMEOUT_SECONDS")),
-            web_port=int(_env("PAYFLOW_WEB_PORT")),
+            session_timeout_seconds=_float("PAYFLOW_SESSION_TIMEOUT_SECONDS", 1, 3600),
+            web_port=_int("PAYFLOW_WEB_PORT", 0, 65535),
             log_format=log_format,
-            log_level=_env("PAYFLOW_LOG_LEVEL"),
-            max_message_bytes=int(_env("PAYFLOW_MAX_MESSAGE_BYTES")),
-            max_future_seconds=int(_env("PAYFLOW_MAX_FUTURE_SECONDS")),
-            topic_prefix=_env("PAYFLOW_TOPIC_PREFIX"),
-            erasure_refresh_seconds=float(_env("PAYFLOW_ERASURE_REFRESH_SECONDS")),
-            shutdown_seconds=float(_env("PAYFLOW_SHUTDOWN_SECONDS")),
+            log_level=_choice("PAYFLOW_LOG_LEVEL", LOG_LEVELS),
+            max_message_bytes=_int("PAYFLOW_MAX_MESSAGE_BYTES", 1024, 100 * 2**20),
+            max_future_seconds=_int("PAYFLOW_MAX_FUTURE_SECONDS", 0, 366 * 86400),
+            topic_prefix=_name("PAYFLOW_TOPIC_PREFIX", empty_ok=True),
+            erasure_refresh_seconds=_float("PAYFLOW_ERASURE_REFRESH_SECONDS", 0, 86400, low_open=True),
+            shutdown_seconds=_float("PAYFLOW_SHUTDOWN_SECONDS", 0, 3600, low_open=True),
+            fault_exit_after_land=_int("PAYFLOW_FAULT_EXIT_AFTER_LAND", 0, 1_000_000),
         )
 
 

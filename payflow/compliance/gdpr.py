@@ -7,8 +7,8 @@
    which the sink consults on every landing, so replays cannot bring rows back.
 3. An erasure request goes to the `payflow-erasure-requests` topic, keyed by each sender
    involved (so it lands in the partition that owns the sender's state); the worker deletes
-   the subject's keys from its tables, which writes changelog tombstones, and adds the
-   subject's hashes to its set of erased subjects at once.
+   the subject's keys from its tables (the deletions reach the changelog with the batch's
+   state records) and adds the subject's hashes to its set of erased subjects at once.
 4. Every worker holds the whole ledger in memory (masking.ErasedSubjects): loaded at start,
    re-read every PAYFLOW_ERASURE_REFRESH_SECONDS (a request reaches only the worker owning
    its sender's partition, but the subject's card may pay from senders elsewhere). The mask
@@ -28,10 +28,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from payflow.kafka_admin import ensure_topics
+from payflow.kafka_security import current as kafka_security
 from payflow.keys import PII_HASH_LENGTH, KeyRing
+from payflow.stages.cards import luhn_valid
 from payflow.stages.mask import ErasedSubjects
 from payflow.settings import Settings
-from payflow.warehouse.base import ErasureReceipt, Warehouse
+from payflow.warehouse.base import LINK_COLUMNS, ErasureReceipt, Warehouse
 
 _HASH = re.compile(rf"^[a-p]{{{PII_HASH_LENGTH}}}$")
 log = logging.getLogger("payflow.erasure")
@@ -53,6 +55,18 @@ class ErasureResult:
     seconds: float
     state_keys: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def rows_erased(self) -> int:
+        """Warehouse rows deleted, anonymized or marked erased (the ledger entry not counted)."""
+        return sum(self.receipt.rows_affected.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.receipt.request_id, "mode": self.receipt.mode,
+                "subject_hashes": len(self.receipt.pii_hashes), "rows_erased": self.rows_erased,
+                "rows_affected": dict(sorted(self.receipt.rows_affected.items())),
+                "state_requests_sent": self.state_requests_sent, "transaction_ids": len(self.transaction_ids),
+                "warehouse_seconds": round(self.receipt.seconds, 3), "seconds": round(self.seconds, 3)}
+
     def render(self) -> str:
         lines = [f"GDPR erasure {self.receipt.request_id} ({self.receipt.mode})",
                  f"subject hashes: {len(self.receipt.pii_hashes)} (one per key version)"]
@@ -62,22 +76,86 @@ class ErasureResult:
         lines.append(f"state: erasure request sent for {self.state_requests_sent} sender partition key(s); "
                      f"the worker deletes {len(self.transaction_ids)} dedup key(s), the card key(s) and sender key(s)")
         lines.append(f"warehouse {self.receipt.seconds:.3f} s, total {self.seconds:.3f} s")
+        if self.rows_erased == 0:
+            lines += ["", "*** NOTHING ERASED: no row in the warehouse matches this subject. ***",
+                      "Check the card number and expiry (or the pii_hash) and the warehouse; the request is in "
+                      "the erasure ledger, so a later copy of the subject's payments will not land."]
         return "\n".join(lines)
 
 
-def subject_hashes(keyring: KeyRing, *, card: str | None, expiry: str | None, pii_hash: str | None) -> list[tuple[str, str]]:
+_EXPIRY = re.compile(r"(0[1-9]|1[0-2])/[0-9]{2}")
+
+
+# -- the warehouse's erasure plan, once for both backends ------------------------------------
+# BigQuery dialect with named parameters, rendered per backend (schema.render_sql): @rid the
+# request id, @hashes the subject's hashes, @ids the transaction ids they paid, @now the time.
+LEDGER_INSERT = ("INSERT INTO gdpr_erasures (request_id, pii_hash, pii_key_id, mode, requested_at) "
+                 "VALUES (@rid, @h, @kid, @mode, @now)")
+SUBJECT_TRANSACTIONS = ("SELECT transaction_id FROM pii_masking_audit WHERE pii_hash IN UNNEST(@hashes) "
+                        "UNION DISTINCT SELECT transaction_id FROM payment_transactions WHERE pii_hash IN UNNEST(@hashes)")
+LEDGER_COMPLETE = ("UPDATE gdpr_erasures SET completed_at = CURRENT_TIMESTAMP(), rows_affected = @ra "
+                   "WHERE request_id = @rid")
+
+
+def _nulls(table: str) -> str:
+    return ", ".join(f"{column} = NULL" for column in LINK_COLUMNS[table])
+
+
+def erasure_plan(mode: str) -> list[tuple[str, str]]:
+    """(table, statement) in order, run after LEDGER_INSERT and SUBJECT_TRANSACTIONS; each
+    statement's affected row count is the receipt's count for its table.
+
+    delete: the subject's payments, their dedup audit rows and late events go. anonymize: the
+    financial facts stay, every link to the person (LINK_COLUMNS) is nulled. Either way the
+    masking audit keeps the fact of masking and shows the erasure, not the person."""
+    if mode not in ERASURE_MODES:
+        raise ValueError(f"erasure mode must be one of {ERASURE_MODES}")
+    steps = []
+    for table in ("payment_transactions", "payment_transactions_fraud"):
+        steps.append((table, f"DELETE FROM {table} WHERE transaction_id IN UNNEST(@ids)" if mode == "delete" else
+                      f"UPDATE {table} SET {_nulls(table)}, anonymized_at = @now WHERE transaction_id IN UNNEST(@ids)"))
+    if mode == "delete":
+        steps.append(("deduplication_audit", "DELETE FROM deduplication_audit WHERE transaction_id IN UNNEST(@ids)"))
+        steps.append(("late_events", "DELETE FROM late_events WHERE pii_hash IN UNNEST(@hashes)"))
+    else:
+        steps.append(("late_events", f"UPDATE late_events SET {_nulls('late_events')} WHERE pii_hash IN UNNEST(@hashes)"))
+    steps.append(("pii_masking_audit", f"UPDATE pii_masking_audit SET {_nulls('pii_masking_audit')}, "
+                  "erasure_requested = TRUE, erasure_timestamp = @now WHERE transaction_id IN UNNEST(@ids)"))
+    return steps
+
+
+def subject_hashes(keyring: KeyRing | None, *, card: str | None, expiry: str | None,
+                   pii_hash: str | None) -> list[tuple[str, str]]:
+    """(key_id, pii_hash) pairs naming the subject. Errors never repeat the card number."""
     if card:
         if not expiry:
             raise ErasureError("--card needs --expiry (MM/YY): the hash covers both")
+        if not _EXPIRY.fullmatch(expiry.strip()):
+            raise ErasureError("--expiry must be MM/YY with a month from 01 to 12 (as the event contract's "
+                               "card_expiry)")
         digits = re.sub(r"[ -]", "", card)
-        if not digits.isdigit() or not 13 <= len(digits) <= 19:
-            raise ErasureError("--card must be 13 to 19 digits")
-        return keyring.hashes_for(digits, expiry)
+        if not digits.isdigit() or not digits.isascii() or not 13 <= len(digits) <= 19:
+            raise ErasureError("the card number must be 13 to 19 digits")
+        if not luhn_valid(digits):
+            raise ErasureError("the card number fails the Luhn check (a typo?): no payment with it can have landed")
+        if keyring is None:
+            raise ErasureError("erasure by card needs the HMAC key ring")
+        return keyring.hashes_for(digits, expiry.strip())
     if pii_hash:
         if not _HASH.match(pii_hash):
             raise ErasureError(f"--pii-hash must be a payflow pii_hash ({PII_HASH_LENGTH} letters a-p)")
         return [("", pii_hash)]
     raise ErasureError("name the subject with --card and --expiry, or with --pii-hash")
+
+
+def missing_key_ids(keyring: KeyRing, warehouse: Warehouse) -> list[str]:
+    """Key ids the warehouse's rows were hashed under that the ring lacks: their subjects
+    cannot be found by card, so an erasure by card would miss them silently."""
+    held = set()
+    for table in ("payment_transactions", "pii_masking_audit"):
+        held |= {r["k"] for r in warehouse.query(
+            f"SELECT DISTINCT pii_key_id AS k FROM {table} WHERE pii_key_id IS NOT NULL")}
+    return sorted(held - set(keyring.key_ids))
 
 
 def erase(settings: Settings, warehouse: Warehouse, hashes: list[tuple[str, str]], mode: str,
@@ -108,7 +186,8 @@ async def _send_state_requests(settings: Settings, request_id: str, hashes: list
                                senders: list[str], txns: list[str]) -> int:
     topic = settings.topics.erasure_requests
     await ensure_topics(settings.kafka_bootstrap, [topic], settings.partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all",
+                                **kafka_security().client_kwargs())
     await producer.start()
     try:
         futures = []
