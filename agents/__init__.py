@@ -1,1 +1,2 @@
-"""Faust agents: thin glue around the pure stages in payflow/."""
+"""Faust agents (payflow.agents): the payment pipeline and the erasure agent, over the pure
+stages in payflow/stages/ and the runtime in payflow/runtime/."""

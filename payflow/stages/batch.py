@@ -1,13 +1,13 @@
 """One batch through decode -> mask -> watermark/dedup -> fraud, against the state tables.
 
 Plain Python over partitioned state (payflow.tables.changelog: Faust tables in the worker, dicts
-in unit tests), so the agents stay thin glue. The stages share the raw topic's partitioning
+in unit tests), with no Faust in sight. The stages share the raw topic's partitioning
 (key = sender), so they run in one agent: each extra Kafka hop would be a full pass through
-Faust's per-event machinery (see ARCHITECTURE.md). Within a batch each stage runs over every
+Faust's per-event machinery (docs/architecture.md). Within a batch each stage runs over every
 event before the next stage starts, which keeps its code and data in the CPU's caches.
 Per-sender and per-card state is read once and written back once per batch; the tables log
 a batch's changes as one changelog record per partition. This module and the stages it
-calls are compiled by mypyc at install (setup.py).
+calls are compiled by mypyc at install (setup.py compiles payflow/stages/).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import orjson
 
@@ -25,9 +25,9 @@ from payflow.stages import fraud
 from payflow.keys import KeyRing
 from payflow.stages.mask import ErasedSubjects, erased_outcome, mask
 from payflow.stages.redact import masked_remains
-from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
+from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection, to_us
 from payflow.tables.expiry import ExpiryIndex
-from payflow.tables.changelog import DictState, PartitionedState
+from payflow.tables.changelog import PartitionedState
 from payflow.stages.validation import UNDECODABLE, ValidatedPayment, decode
 from payflow.tables.watermark_log import WatermarkLog
 
@@ -40,7 +40,6 @@ class RawItem:
     partition: int
     offset: int
     value: bytes | None
-    handle: Any = None  # the Faust message (acked once its batch landed)
     # the record's Kafka timestamp (seconds): event-time skew is judged against it, or the
     # worker's clock if that is earlier, so a lagging worker judges as a prompt one would
     timestamp: float | None = None
@@ -71,10 +70,6 @@ def _from_seconds(seconds: float, fallback: datetime) -> datetime:
         return datetime.fromtimestamp(seconds, timezone.utc)
     except (OverflowError, OSError, ValueError):  # a nonsense record timestamp: the worker's clock
         return fallback
-
-
-def _us(t: datetime) -> int:
-    return int(t.timestamp() * 1_000_000)
 
 
 # A sender's or card's stored history: a header (format, partition, newest event time), then
@@ -121,10 +116,6 @@ def _history_partition(value: bytes) -> int:
     return int(_HISTORY_HEAD.unpack_from(value)[1])
 
 
-def _as_state(table: Any) -> PartitionedState:
-    return DictState(table) if isinstance(table, dict) else table
-
-
 def _stored(table: PartitionedState, index: ExpiryIndex, partition: int, key: str) -> bytes | None:
     """The table's value for `key`, read only if the index knows the key: it knows every key
     the table holds for a processed partition, and most keys in a batch are new."""
@@ -153,9 +144,9 @@ def _history_ts(value: bytes) -> float:
 
 
 class BatchProcessor:
-    def __init__(self, *, keyring: KeyRing, dedup_table: PartitionedState | dict,
-                 watermark_table: PartitionedState | dict, sender_table: PartitionedState | dict,
-                 card_table: PartitionedState | dict, watermark_seconds: int = 3600,
+    def __init__(self, *, keyring: KeyRing, dedup_table: PartitionedState,
+                 watermark_table: PartitionedState, sender_table: PartitionedState,
+                 card_table: PartitionedState, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
                  committed_offset: Callable[[int], int | None] | None = None,
                  history_cap: int = fraud.HISTORY_CAP, card_history_cap: int = fraud.CARD_HISTORY_CAP,
@@ -167,10 +158,10 @@ class BatchProcessor:
         hold what a replay from there needs. Without it, everything before a batch counts as
         committed when the batch starts (for use outside a consumer)."""
         self.keyring = keyring
-        self.dedup_table = _as_state(dedup_table)
-        self.watermark_table = _as_state(watermark_table)
-        self.sender_table = _as_state(sender_table)
-        self.card_table = _as_state(card_table)
+        self.dedup_table = dedup_table
+        self.watermark_table = watermark_table
+        self.sender_table = sender_table
+        self.card_table = card_table
         self.window_us = watermark_seconds * 1_000_000
         self.max_bytes = max_message_bytes
         self.max_future = timedelta(seconds=max_future_seconds)
@@ -313,7 +304,7 @@ class BatchProcessor:
                 continue
             t2 = perf()
 
-            et_us = _us(payment.event_time)
+            et_us = to_us(payment.event_time)
             watermark = self._watermarks.get(partition)
             raw_first = _stored(self.dedup_table, self.dedup_index, partition, payment.transaction_id)
             first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from payflow.stages.currencies import to_usd
-from payflow.models import FraudAssessment, MaskedPayment
+from payflow.models import HIGH_RISK_ABOVE, FraudAssessment, MaskedPayment  # noqa: F401 - HIGH_RISK_ABOVE re-exported
 
-HIGH_RISK_ABOVE = 60
 HIGH_AMOUNT_USD = Decimal(5000)
 ELEVATED_AMOUNT_USD = Decimal(1000)
 SMALL_AMOUNT_USD = Decimal(5)

@@ -10,7 +10,6 @@ a key rotation.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
@@ -20,16 +19,6 @@ from payflow.models import MaskedPayment, Rejection
 from payflow.stages.validation import ValidatedPayment
 
 MASKING_REASON = "PCI-DSS 4.0 req. 3.3/3.4: PAN masked, SAD (CVV) not retained"
-
-
-@dataclass(frozen=True)
-class MaskingAudit:
-    transaction_id: str
-    pii_hash: str
-    pii_key_id: str
-    masking_timestamp: datetime
-    masking_reason: str
-    user_email: str | None
 
 
 def mask_pan(pan: str) -> str:
@@ -65,11 +54,6 @@ def mask(payment: ValidatedPayment, key: HmacKey, masked_at: datetime,
         source_partition=partition,
         source_offset=offset,
     )
-
-
-def audit_of(payment: MaskedPayment) -> MaskingAudit:
-    return MaskingAudit(payment.transaction_id, payment.pii_hash, payment.pii_key_id,
-                        payment.masked_at, payment.masking_reason, payment.user_email)
 
 
 # The DLQ reason of a payment whose subject is erased (validation.REASONS lists it). The

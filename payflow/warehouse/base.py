@@ -9,15 +9,18 @@ rows are inserted without any link to the person.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
-from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection
+from payflow.models import (  # noqa: F401 - to_us, from_us re-exported (bq_write, bench)
+    DedupAudit, EnrichedPayment, FraudAssessment, MaskedPayment, Rejection, from_us, to_us,
+)
 
 # Columns that link a payment to a person: nulled by anonymize-mode erasure.
 LINK_COLUMNS = {
@@ -32,22 +35,11 @@ LANDING_ORDER = ("payment_transactions", "payment_transactions_fraud", "pii_mask
                  "deduplication_audit", "dead_letter_events", "late_events")
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
 # The three tables an enriched payment lands in share most columns: the batch keeps them
 # once, under PAYMENTS, and each table takes its columns from there.
 PAYMENTS = "payments"
 PAYMENT_TABLES = ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit")
 _COLUMN_IN_SOURCE = {("pii_masking_audit", "masking_timestamp"): "masked_at"}
-
-
-def to_us(t: datetime) -> int:
-    """Microseconds since the epoch, exactly (a float timestamp can be off by one)."""
-    return (t - _EPOCH) // _MICROSECOND
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def _source_of(table: str) -> str:
@@ -135,9 +127,43 @@ class LandingBatch:
                     mine[column].extend(values)
 
 
-def _same_named(records: list, names: str) -> dict[str, list]:
-    """Columns copied from the records' attributes of the same names (space-separated)."""
-    return {name: list(map(attrgetter(name), records)) for name in names.split()}
+# How a record's field becomes a column of the batch, by the field's declared type: money as
+# a decimal string, time as µs since the epoch, a list of flags comma-joined; the rest as is.
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "Decimal": str, "datetime": to_us, "list[str]": ",".join,
+}
+
+
+def _plan(record_type: type, only: tuple[str, ...] | None = None) -> tuple[tuple[str, Callable | None], ...]:
+    """(field name, converter or None) for the record type's fields (all, or `only`)."""
+    return tuple((f.name, _CONVERT.get(str(f.type))) for f in dataclasses.fields(record_type)
+                 if only is None or f.name in only)
+
+
+def _columns(records: list, plan: tuple[tuple[str, Callable | None], ...]) -> dict[str, list]:
+    out = {}
+    for name, convert in plan:
+        values = map(attrgetter(name), records)
+        out[name] = list(values) if convert is None else list(map(convert, values))
+    return out
+
+
+# Each record type's columns, derived once from its dataclass (payflow.models): the payment
+# tables take every MaskedPayment and FraudAssessment field; the late events the fields named
+# here. tests/unit/test_field_source.py holds these against the DDL (sql/001_tables.sql).
+_PAYMENT_PLAN = _plan(MaskedPayment)
+_FRAUD_PLAN = _plan(FraudAssessment)
+_DEDUP_PLAN = _plan(DedupAudit)
+_REJECTION_PLAN = _plan(Rejection, ("source_partition", "source_offset", "reason", "detail", "transaction_id"))
+LATE_FROM_PAYMENT = ("transaction_id", "source_partition", "source_offset", "sender_account_id", "amount",
+                     "currency", "pii_hash", "event_time")
+_LATE_PLAN = _plan(MaskedPayment, LATE_FROM_PAYMENT)
+# columns no record carries: set when the batch is built (or by the landing, for an erasure)
+WAREHOUSE_ONLY = {
+    "payments": ("ingestion_time", "anonymized_at", "erasure_requested", "erasure_timestamp"),
+    "dead_letter_events": ("rejected_at", "remains"),
+    "late_events": ("watermark", "received_at"),
+}
 
 
 def build_batch(enriched: Iterable[EnrichedPayment], duplicates: Iterable[DedupAudit] = (),
@@ -147,38 +173,24 @@ def build_batch(enriched: Iterable[EnrichedPayment], duplicates: Iterable[DedupA
     now_us = to_us(now)
     b = LandingBatch()
     enriched = list(enriched)
-    payments = [e.payment for e in enriched]
-    if payments:
-        scores = [e.fraud for e in enriched]
-        n = len(payments)
+    if enriched:
+        n = len(enriched)
         b.sources[PAYMENTS] = {
-            **_same_named(payments, "transaction_id sender_account_id receiver_account_id currency "
-                                    "credit_card_masked cvv_masked card_expiry_masked card_brand pii_hash "
-                                    "pii_key_id merchant_id geo_region device_id ip_address source_partition "
-                                    "source_offset masking_reason user_email"),
-            **_same_named(scores, "fraud_score geographic_risk velocity_5m distinct_devices_30m is_high_risk"),
-            "amount": [str(p.amount) for p in payments],
-            "event_time": [to_us(p.event_time) for p in payments],
-            "masked_at": [to_us(p.masked_at) for p in payments],
+            **_columns([e.payment for e in enriched], _PAYMENT_PLAN),
+            **_columns([e.fraud for e in enriched], _FRAUD_PLAN),
+            "is_high_risk": [e.fraud.is_high_risk for e in enriched],
             "ingestion_time": [now_us] * n,
             "anonymized_at": [None] * n,
-            "risk_flags": [",".join(f.risk_flags) for f in scores],
             "erasure_requested": [False] * n,
             "erasure_timestamp": [None] * n,
         }
     duplicates = list(duplicates)
     if duplicates:
-        b.sources["deduplication_audit"] = {
-            **_same_named(duplicates, "transaction_id first_partition first_offset duplicate_partition "
-                                      "duplicate_offset"),
-            "first_event_time": [to_us(d.first_event_time) for d in duplicates],
-            "duplicate_event_time": [to_us(d.duplicate_event_time) for d in duplicates],
-            "detected_at": [to_us(d.detected_at) for d in duplicates],
-        }
+        b.sources["deduplication_audit"] = _columns(duplicates, _DEDUP_PLAN)
     rejections = list(rejections)
     if rejections:
         b.sources["dead_letter_events"] = {
-            **_same_named(rejections, "source_partition source_offset reason detail transaction_id"),
+            **_columns(rejections, _REJECTION_PLAN),
             "rejected_at": [now_us] * len(rejections),
             "remains": [r.remains if isinstance(r.remains, str) else orjson.dumps(r.remains).decode()
                         for r in rejections],
@@ -187,9 +199,7 @@ def build_batch(enriched: Iterable[EnrichedPayment], duplicates: Iterable[DedupA
     if late:
         marks = watermarks or {}
         b.sources["late_events"] = {
-            **_same_named(late, "transaction_id source_partition source_offset sender_account_id currency pii_hash"),
-            "amount": [str(p.amount) for p in late],
-            "event_time": [to_us(p.event_time) for p in late],
+            **_columns(late, _LATE_PLAN),
             # a watermark is already µs since the epoch
             "watermark": [marks.get(p.source_partition) or None for p in late],
             "received_at": [now_us] * len(late),

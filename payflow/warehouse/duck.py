@@ -1,6 +1,7 @@
 """The embedded DuckDB warehouse (default for `make demo`)."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -21,7 +22,6 @@ from payflow.warehouse.base import (
 _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
               "INT64": "BIGINT", "BOOL": "BOOLEAN"}
 _AMOUNT_AS_TEXT = {"NUMERIC"}  # amounts travel as decimal strings and are cast exactly, never via float
-ERASURE_MODES = ("delete", "anonymize")
 _ARROW_TYPE = {"STRING": pa.string(), "NUMERIC": pa.string(), "TIMESTAMP": pa.timestamp("us", tz="UTC"),
                "INT64": pa.int64(), "BOOL": pa.bool_()}
 
@@ -34,12 +34,12 @@ def _arrow_table(table: str, columns: dict[str, list]) -> pa.Table:
 class DuckDBWarehouse(Warehouse):
     name = "duckdb"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, read_only: bool = False):
         self.path = path
-        if path != ":memory:":
+        if path != ":memory:" and not read_only:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(path)
+            self.con = duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:
             raise TransientWarehouseError(f"cannot open DuckDB file {path}: {exc}") from exc
         self.con.execute("SET TimeZone = 'UTC'")
@@ -199,8 +199,9 @@ class DuckDBWarehouse(Warehouse):
 
     # -- GDPR erasure --------------------------------------------------------------------
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str | None = None) -> ErasureReceipt:
-        if mode not in ERASURE_MODES:
-            raise ValueError(f"erasure mode must be one of {ERASURE_MODES}")
+        """The erasure plan (compliance.gdpr.erasure_plan) in one transaction."""
+        from payflow.compliance.gdpr import LEDGER_COMPLETE, LEDGER_INSERT, SUBJECT_TRANSACTIONS, erasure_plan
+        plan = erasure_plan(mode)
         request_id = request_id or str(uuid.uuid4())
         started = time.perf_counter()
         hashes = [h for _, h in pii_hashes]
@@ -210,36 +211,17 @@ class DuckDBWarehouse(Warehouse):
             c = self.con
             c.execute("BEGIN TRANSACTION")
             try:
+                insert = schema.render_sql(LEDGER_INSERT, "duckdb", ignore_existing=True)
                 for key_id, h in pii_hashes:
-                    c.execute("INSERT OR IGNORE INTO gdpr_erasures (request_id, pii_hash, pii_key_id, mode, requested_at) "
-                              "VALUES (?, ?, ?, ?, ?)", [request_id, h, key_id, mode, now])
-                c.execute("CREATE OR REPLACE TEMP TABLE erased_txn AS SELECT transaction_id FROM pii_masking_audit "
-                          "WHERE list_contains(?, pii_hash) UNION SELECT transaction_id FROM payment_transactions "
-                          "WHERE list_contains(?, pii_hash)", [hashes, hashes])
-                for table in ("payment_transactions", "payment_transactions_fraud"):
-                    if mode == "delete":
-                        sql = f"DELETE FROM {table} WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)"
-                    else:
-                        sets = ", ".join(f"{col} = NULL" for col in LINK_COLUMNS[table])
-                        sql = (f"UPDATE {table} SET {sets}, anonymized_at = ? "
-                               f"WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)")
-                    affected[table] = _count(c.execute(sql, [now] if mode == "anonymize" else []))
-                if mode == "delete":
-                    affected["deduplication_audit"] = _count(c.execute(
-                        "DELETE FROM deduplication_audit WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)"))
-                    affected["late_events"] = _count(c.execute(
-                        "DELETE FROM late_events WHERE list_contains(?, pii_hash)", [hashes]))
-                else:
-                    affected["late_events"] = _count(c.execute(
-                        "UPDATE late_events SET pii_hash = NULL WHERE list_contains(?, pii_hash)", [hashes]))
-                # the masking audit keeps the fact of masking and shows the erasure, not the person
-                affected["pii_masking_audit"] = _count(c.execute(
-                    "UPDATE pii_masking_audit SET pii_hash = NULL, pii_key_id = NULL, user_email = NULL, "
-                    "erasure_requested = TRUE, erasure_timestamp = ? "
-                    "WHERE transaction_id IN (SELECT transaction_id FROM erased_txn)", [now]))
-                import json
-                c.execute("UPDATE gdpr_erasures SET completed_at = ?, rows_affected = ? WHERE request_id = ?",
-                          [datetime.now(timezone.utc), json.dumps(affected), request_id])
+                    c.execute(insert, {"rid": request_id, "h": h, "kid": key_id, "mode": mode, "now": now})
+                ids = [r[0] for r in c.execute(schema.render_sql(SUBJECT_TRANSACTIONS, "duckdb"),
+                                               {"hashes": hashes}).fetchall()]
+                params = {"hashes": hashes, "ids": ids, "now": now}
+                for table, sql in plan:
+                    duck_sql = schema.render_sql(sql, "duckdb")
+                    # DuckDB refuses a named parameter the statement does not use
+                    affected[table] = _count(c.execute(duck_sql, {k: v for k, v in params.items() if f"${k}" in duck_sql}))
+                c.execute(schema.render_sql(LEDGER_COMPLETE, "duckdb"), {"ra": json.dumps(affected), "rid": request_id})
                 c.execute("COMMIT")
             except Exception:
                 c.execute("ROLLBACK")

@@ -16,12 +16,17 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from payflow.settings import ROOT
+from payflow.settings import ROOT, resolve_path
 
 
 def sql_dir() -> Path:
-    p = Path(os.environ.get("PAYFLOW_SQL_DIR", "sql"))
-    return p if p.is_absolute() else ROOT / p
+    """PAYFLOW_SQL_DIR when set; else the DDL the package ships (payflow/sql in an installed
+    wheel), or the checkout's sql/ (an editable install)."""
+    configured = os.environ.get("PAYFLOW_SQL_DIR")
+    if configured:
+        return resolve_path(configured)
+    packaged = Path(__file__).resolve().parents[1] / "sql"
+    return packaged if packaged.is_dir() else ROOT / "sql"
 
 
 @lru_cache(maxsize=1)
@@ -121,3 +126,21 @@ def bigquery_statements(project: str, dataset: str, *, primary_keys: bool = True
                 pk.pop()
         out.append(s.sql("bigquery"))
     return out
+
+
+def render_sql(sql: str, dialect: str, *, project: str | None = None, dataset: str | None = None,
+               ignore_existing: bool = False) -> str:
+    """A statement written in BigQuery's dialect (named parameters @name) for a backend:
+    "bigquery" with the schema's tables qualified by project.dataset, or "duckdb" (named
+    parameters $name; `ignore_existing` makes an INSERT an INSERT OR IGNORE, for a table
+    DuckDB keys)."""
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    if dialect == "bigquery":
+        names = {*tables(), *views()}
+        for table in tree.find_all(exp.Table):
+            if not table.args.get("db") and table.name in names:
+                table.set("db", exp.to_identifier(dataset))
+                table.set("catalog", exp.to_identifier(project))
+    elif ignore_existing and isinstance(tree, exp.Insert):
+        tree.set("alternative", "IGNORE")
+    return tree.sql(dialect)

@@ -1,7 +1,6 @@
 """The pipeline through the real broker: a real Faust worker (agent + RocksDB tables)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -76,7 +75,6 @@ def test_10k_events_land_exactly_where_they_belong_and_no_topic_holds_a_pan(kafk
     # no PAN in the worker's log file either
     log_text = (tmp / "data" / "logs" / "worker.log").read_text() + worker.log_path.read_text()
     assert not find_pans(log_text)
-    json.dumps(m)
 
 
 def assert_metrics_match_the_run(scraped: dict, m: dict, mid_run: float) -> None:
