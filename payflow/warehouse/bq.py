@@ -1,15 +1,21 @@
 """The BigQuery warehouse, through the official google-cloud-bigquery client.
 
-Landing is pure DML: one MERGE per table and batch, from an array-of-struct query
-parameter, inserting only rows whose key is not there yet. Why not the streaming API:
-its insertId de-duplication is best effort (about a minute), and rows in its streaming
-buffer cannot be deleted or updated for a while, which would block GDPR erasure. DML rows
-are exactly-once per key and erasable at once. Fields are projected one by one from
-UNNEST(@rows) (the emulator does not expand `SELECT *` over a struct array).
+Two landings, chosen by PAYFLOW_BQ_LANDING (docs/bigquery.md):
+- "storage" (default): the Storage Write API, pending streams committed per table, no DML
+  (bq_write.py); its cost is bounded by the batch, not the table.
+- "merge": one MERGE per table and batch, from an array-of-struct query parameter,
+  inserting only rows whose key is not there yet. Its ON clause reads every partition of
+  the target, so its cost grows with the table; kept for comparison (`python -m
+  payflow.bench.landing_cost`). Fields are projected one by one from UNNEST(@rows) (the
+  emulator does not expand `SELECT *` over a struct array).
+Neither uses the legacy streaming API (tabledata.insertAll): its insertId de-duplication is
+best effort, and rows in its streaming buffer cannot be deleted or updated for a while,
+which would block GDPR erasure.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -29,15 +35,51 @@ ERASURE_MODES = ("delete", "anonymize")
 
 
 _LAND_RETRY = bigquery.DEFAULT_RETRY.with_deadline(10)
+LANDINGS = ("storage", "merge")
+
+
+def emulator_ddl(statement: str) -> str:
+    """The one change the tests make to the production DDL, applied only where the emulator
+    rejects a statement: bqemulator 1.4.0 cannot parse `PRIMARY KEY (...) NOT ENFORCED` (in
+    CREATE TABLE or ALTER TABLE), so the key clause is removed. Partitioning, clustering,
+    types and NOT NULL stay as production has them. (The key is informational in BigQuery:
+    NOT ENFORCED, nothing checks it; the landing keeps keys unique itself.)"""
+    import sqlglot
+    from sqlglot import exp
+    tree = sqlglot.parse_one(statement, read="bigquery")
+    for pk in list(tree.find_all(exp.PrimaryKey)):
+        pk.pop()
+    return tree.sql("bigquery")
+
+
+def grpc_endpoint(rest_endpoint: str) -> str:
+    """host:port of the emulator's Storage API (gRPC) for its REST endpoint:
+    PAYFLOW_BIGQUERY_GRPC_ENDPOINT, else the REST host on PAYFLOW_LOCAL_BQ_GRPC_PORT (9060,
+    scripts/bqemulator.sh's default)."""
+    explicit = os.environ.get("PAYFLOW_BIGQUERY_GRPC_ENDPOINT")
+    if explicit:
+        return explicit
+    from urllib.parse import urlparse
+    host = urlparse(rest_endpoint).hostname or "127.0.0.1"
+    return f"{host}:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT', '9060')}"
 
 
 class BigQueryWarehouse(Warehouse):
     name = "bigquery"
 
-    def __init__(self, project: str, dataset: str, *, endpoint: str | None = None, client: Any = None):
+    def __init__(self, project: str, dataset: str, *, endpoint: str | None = None, client: Any = None,
+                 landing: str | None = None, write_client: Any = None):
         self.project = project
         self.dataset = dataset
         self.emulated = bool(endpoint)
+        self.endpoint = endpoint
+        self.landing = landing or os.environ.get("PAYFLOW_BQ_LANDING", "storage")
+        if self.landing not in LANDINGS:
+            raise ValueError(f"PAYFLOW_BQ_LANDING must be one of {LANDINGS}, not {self.landing!r}")
+        self.land_retry = _LAND_RETRY
+        self.merge_timeout = 30.0  # the bench raises it: a MERGE on a big emulated table takes longer
+        self._write_client = write_client
+        self._storage: Any = None
         if client is not None:
             self.client = client
         elif endpoint:
@@ -52,9 +94,35 @@ class BigQueryWarehouse(Warehouse):
         return f"`{self.project}.{self.dataset}.{table}`"
 
     def ensure_schema(self) -> None:
+        """The production DDL; against the emulator, a statement it cannot parse is run once
+        more through emulator_ddl() (and nothing else differs)."""
+        from google.api_core.exceptions import BadRequest
         self.client.create_dataset(bigquery.Dataset(f"{self.project}.{self.dataset}"), exists_ok=True)
-        for statement in schema.bigquery_statements(self.project, self.dataset, primary_keys=not self.emulated):
-            self.client.query(statement).result()
+        for statement in schema.bigquery_statements(self.project, self.dataset):
+            try:
+                self.client.query(statement).result()
+            except BadRequest as exc:
+                if not (self.emulated and "ENFORCED" in str(exc)):
+                    raise
+                self.client.query(emulator_ddl(statement)).result()
+
+    def storage_landing(self) -> Any:
+        if self._storage is None:
+            from payflow.warehouse.bq_write import StorageWriteLanding
+            if self._write_client is None:
+                from google.cloud import bigquery_storage_v1
+                if self.emulated:
+                    import grpc
+                    from google.auth.credentials import AnonymousCredentials
+                    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
+                        BigQueryWriteGrpcTransport)
+                    channel = grpc.insecure_channel(grpc_endpoint(self.endpoint or ""))
+                    self._write_client = bigquery_storage_v1.BigQueryWriteClient(
+                        transport=BigQueryWriteGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
+                else:
+                    self._write_client = bigquery_storage_v1.BigQueryWriteClient()
+            self._storage = StorageWriteLanding(self, self._write_client)
+        return self._storage
 
     # -- landing -------------------------------------------------------------------------
     def _merge_statement(self, table: str) -> str:
@@ -93,6 +161,11 @@ class BigQueryWarehouse(Warehouse):
         return bigquery.ArrayQueryParameter("rows", "STRUCT", structs)
 
     def land(self, batch: LandingBatch) -> Landed:
+        if self.landing == "storage":
+            return self.storage_landing().land(batch)
+        return self.merge_land(batch)
+
+    def merge_land(self, batch: LandingBatch) -> Landed:
         batch = batch.first_per_key()
         inserted = Landed()
         for table in LANDING_ORDER:
@@ -107,8 +180,9 @@ class BigQueryWarehouse(Warehouse):
             # short client-side retries: the sink's own retry loop (backoff, jitter, metrics,
             # logs) is the policy, so an outage is visible instead of hidden for ten minutes
             job = self.client.query(self._merge_statement(table), job_config=bigquery.QueryJobConfig(
-                query_parameters=[self._rows_param(table, rows)]), retry=_LAND_RETRY, job_retry=None, timeout=30)
-            job.result(retry=_LAND_RETRY, timeout=15)
+                query_parameters=[self._rows_param(table, rows)]), retry=self.land_retry, job_retry=None,
+                timeout=self.merge_timeout)
+            job.result(retry=self.land_retry, timeout=self.merge_timeout / 2)
             inserted[table] = int(job.num_dml_affected_rows or 0)
             if table == "payment_transactions" and (inserted[table] < len(rows) or batch.repeated):
                 inserted.conflicts = self._conflicts(rows, batch.repeated)
@@ -151,60 +225,35 @@ class BigQueryWarehouse(Warehouse):
 
     # -- GDPR erasure --------------------------------------------------------------------
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str | None = None) -> ErasureReceipt:
-        if mode not in ERASURE_MODES:
-            raise ValueError(f"erasure mode must be one of {ERASURE_MODES}")
+        """The erasure plan (compliance.gdpr.erasure_plan), one DML job per step."""
+        from payflow.compliance.gdpr import LEDGER_COMPLETE, LEDGER_INSERT, SUBJECT_TRANSACTIONS, erasure_plan
+        plan = erasure_plan(mode)
         request_id = request_id or str(uuid.uuid4())
         started = time.perf_counter()
         hashes = [h for _, h in pii_hashes]
         now = datetime.now(timezone.utc)
-        hp = bigquery.ArrayQueryParameter("hashes", "STRING", hashes)
 
-        def dml(sql: str, *extra: Any) -> int:
-            job = self.client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=[hp, *extra]))
-            job.result()
-            return int(job.num_dml_affected_rows or 0)
+        def run(sql: str, *params: Any) -> Any:
+            job = self.client.query(schema.render_sql(sql, "bigquery", project=self.project, dataset=self.dataset),
+                                    job_config=bigquery.QueryJobConfig(query_parameters=list(params)))
+            rows = job.result()
+            return job, rows
 
         for key_id, h in pii_hashes:
-            self.client.query(
-                f"INSERT INTO {self._t('gdpr_erasures')} (request_id, pii_hash, pii_key_id, mode, requested_at) "
-                f"VALUES (@rid, @h, @kid, @mode, @now)",
-                job_config=bigquery.QueryJobConfig(query_parameters=[
-                    bigquery.ScalarQueryParameter("rid", "STRING", request_id),
-                    bigquery.ScalarQueryParameter("h", "STRING", h),
-                    bigquery.ScalarQueryParameter("kid", "STRING", key_id),
-                    bigquery.ScalarQueryParameter("mode", "STRING", mode),
-                    bigquery.ScalarQueryParameter("now", "TIMESTAMP", now)])).result()
-        ids_rows = self.client.query(
-            f"SELECT transaction_id FROM {self._t('pii_masking_audit')} WHERE pii_hash IN UNNEST(@hashes) "
-            f"UNION DISTINCT SELECT transaction_id FROM {self._t('payment_transactions')} WHERE pii_hash IN UNNEST(@hashes)",
-            job_config=bigquery.QueryJobConfig(query_parameters=[hp])).result()
-        ids = [r.transaction_id for r in ids_rows]
-        ip = bigquery.ArrayQueryParameter("ids", "STRING", ids)
-        ts = bigquery.ScalarQueryParameter("now", "TIMESTAMP", now)
+            run(LEDGER_INSERT, bigquery.ScalarQueryParameter("rid", "STRING", request_id),
+                bigquery.ScalarQueryParameter("h", "STRING", h), bigquery.ScalarQueryParameter("kid", "STRING", key_id),
+                bigquery.ScalarQueryParameter("mode", "STRING", mode),
+                bigquery.ScalarQueryParameter("now", "TIMESTAMP", now))
+        hp = bigquery.ArrayQueryParameter("hashes", "STRING", hashes)
+        ids = [r.transaction_id for r in run(SUBJECT_TRANSACTIONS, hp)[1]]
+        params = {"hashes": hp, "ids": bigquery.ArrayQueryParameter("ids", "STRING", ids),
+                  "now": bigquery.ScalarQueryParameter("now", "TIMESTAMP", now)}
         affected: dict[str, int] = {}
-        for table in ("payment_transactions", "payment_transactions_fraud"):
-            if mode == "delete":
-                affected[table] = dml(f"DELETE FROM {self._t(table)} WHERE transaction_id IN UNNEST(@ids)", ip)
-            else:
-                sets = ", ".join(f"{c} = NULL" for c in LINK_COLUMNS[table])
-                affected[table] = dml(f"UPDATE {self._t(table)} SET {sets}, anonymized_at = @now "
-                                      f"WHERE transaction_id IN UNNEST(@ids)", ip, ts)
-        if mode == "delete":
-            affected["deduplication_audit"] = dml(
-                f"DELETE FROM {self._t('deduplication_audit')} WHERE transaction_id IN UNNEST(@ids)", ip)
-            affected["late_events"] = dml(f"DELETE FROM {self._t('late_events')} WHERE pii_hash IN UNNEST(@hashes)")
-        else:
-            affected["late_events"] = dml(
-                f"UPDATE {self._t('late_events')} SET pii_hash = NULL WHERE pii_hash IN UNNEST(@hashes)")
-        affected["pii_masking_audit"] = dml(
-            f"UPDATE {self._t('pii_masking_audit')} SET pii_hash = NULL, pii_key_id = NULL, user_email = NULL, "
-            f"erasure_requested = TRUE, erasure_timestamp = @now WHERE transaction_id IN UNNEST(@ids)", ip, ts)
-        self.client.query(
-            f"UPDATE {self._t('gdpr_erasures')} SET completed_at = CURRENT_TIMESTAMP(), rows_affected = @ra "
-            f"WHERE request_id = @rid",
-            job_config=bigquery.QueryJobConfig(query_parameters=[
-                bigquery.ScalarQueryParameter("ra", "STRING", json.dumps(affected)),
-                bigquery.ScalarQueryParameter("rid", "STRING", request_id)])).result()
+        for table, sql in plan:
+            job, _ = run(sql, *(p for name, p in params.items() if f"@{name}" in sql))
+            affected[table] = int(job.num_dml_affected_rows or 0)
+        run(LEDGER_COMPLETE, bigquery.ScalarQueryParameter("ra", "STRING", json.dumps(affected)),
+            bigquery.ScalarQueryParameter("rid", "STRING", request_id))
         return ErasureReceipt(mode, hashes, affected, time.perf_counter() - started, request_id)
 
 

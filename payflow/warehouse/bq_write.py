@@ -1,0 +1,324 @@
+"""BigQuery landing through the Storage Write API: no DML, cost bounded by the batch.
+
+One landing = one read query + per table one PENDING write stream (CreateWriteStream,
+AppendRows with offsets, FinalizeWriteStream) committed with BatchCommitWriteStreams.
+BigQuery commits a group of pending streams atomically only within one parent table, so
+each table's rows become visible all at once, table by table; a crash between two tables'
+commits leaves some tables landed and others not. Every table is therefore idempotent on
+its own, without a ledger table that could not share the commit:
+
+- the three payment tables: the read query looks up the batch's transaction_ids in each of
+  them, pruned to the DATE(event_time) partitions the batch can touch (its event times +-
+  `window_days`); a row whose id is already there is not appended (a replay), or, from
+  another raw position, is an id conflict (base.Landed);
+- dead_letter_events, late_events, deduplication_audit are keyed by raw position: the same
+  query reads which of the batch's (partition, offset) positions each of them holds, pruned
+  to the replay window of their landing-time partitions; a position already there is a
+  replay and is not appended. Exact, with no memory of what landed: a partition re-read out
+  of order (a stall-guard seek, a rebalance, another worker) skips only what is there.
+
+The same query reads the erasure ledger (gdpr_erasures, clustered by pii_hash) for the
+batch's hashes: delete-mode subjects are not appended, anonymize-mode ones without links.
+Rows committed from a pending stream are ordinary table rows: DML (GDPR erasure) works on
+them at once, unlike the legacy streaming buffer.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from payflow.warehouse import schema
+from payflow.warehouse.base import (
+    ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, PAYMENT_TABLES, LandingBatch, Landed,
+    TransientWarehouseError, conflict_detail, find_conflicts, to_us,
+)
+
+# Arrow types sent for each BigQuery type (NUMERIC(38, 9) as decimal128: exact, no float)
+_ARROW = {"STRING": pa.string(), "NUMERIC": pa.decimal128(38, 9), "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+          "INT64": pa.int64(), "BOOL": pa.bool_()}
+# tables keyed by raw position: (partition column, offset column, time column they are partitioned by)
+POSITIONED = {"dead_letter_events": ("source_partition", "source_offset", "rejected_at"),
+              "late_events": ("source_partition", "source_offset", "received_at"),
+              "deduplication_audit": ("duplicate_partition", "duplicate_offset", "detected_at")}
+# one AppendRows request stays under BigQuery's 10 MB request limit
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+class StorageWriteLanding:
+    """Lands LandingBatches for a BigQueryWarehouse (its query client, dataset and table
+    names) through a BigQueryWriteClient."""
+
+    def __init__(self, warehouse: Any, write_client: Any, *, window_days: int = 1,
+                 replay_window_days: int = 8, rpc_timeout: float = 15.0):
+        self.wh = warehouse
+        self.write = write_client
+        self.window = timedelta(days=window_days)
+        self.replay_window = timedelta(days=replay_window_days)
+        self.rpc_timeout = rpc_timeout
+        self._lock = threading.Lock()  # an abandoned attempt and its retry never interleave
+        self.last_streams = 0  # streams created by the last landing (for quota accounting)
+
+    # -- landing -------------------------------------------------------------------------
+    def land(self, batch: LandingBatch) -> Landed:
+        with self._lock:
+            return self._land(batch.first_per_key())
+
+    def _land(self, batch: LandingBatch) -> Landed:
+        now = datetime.now(timezone.utc)
+        landed = Landed()
+        payments = batch.sources.get("payments")
+        found: dict[str, set[str]] = {t: set() for t in PAYMENT_TABLES}
+        positions_in_table: list[tuple[str, int | None, int | None]] = []
+        erasures: dict[str, str] = {}
+        hashes = set()
+        for name in ("payments", "late_events"):
+            if name in batch.sources:
+                hashes.update(h for h in batch.sources[name]["pii_hash"] if h)
+        positional = {table: batch.columns(table) for table in POSITIONED if batch.count(table)}
+        there: dict[str, set[tuple[int, int]]] = {table: set() for table in POSITIONED}
+        if payments or hashes or positional:
+            found, positions_in_table, erasures, there = self._lookup(payments, sorted(hashes), positional)
+
+        # conflicts: the batch's payment ids held from another raw position
+        conflicts: list[tuple[str, int, int, int, int]] = []
+        keep_payment: list[int] = []
+        if payments:
+            ids, parts, offs = payments["transaction_id"], payments["source_partition"], payments["source_offset"]
+            mine = {t: [(p, o)] for t, p, o in zip(ids, parts, offs)}
+            mine.update(batch.repeated)
+            held = list(positions_in_table)
+            held_ids = {t for t, _, _ in held}
+            for i, (t, p, o) in enumerate(zip(ids, parts, offs)):
+                if t not in held_ids and erasures.get(payments["pii_hash"][i]) != "delete":
+                    held.append((t, p, o))  # lands now: the batch's other copies are conflicts
+            conflicts = find_conflicts(mine, held)
+            refused = {c[:3] for c in conflicts}  # a refused copy lands in none of the tables
+            keep_payment = [i for i, tpo in enumerate(zip(ids, parts, offs)) if tpo not in refused]
+        landed.conflicts = conflicts
+
+        # rows to append, per table
+        appends: dict[str, pa.Table] = {}
+        for table in LANDING_ORDER:
+            columns = batch.columns(table) if batch.count(table) else None
+            if table in PAYMENT_TABLES:
+                if not columns:
+                    continue
+                rows = [i for i in keep_payment if columns["transaction_id"][i] not in found[table]]
+                rows = [i for i in rows if erasures.get(payments["pii_hash"][i]) != "delete"]
+                columns = _take(columns, rows)
+            elif table in POSITIONED:
+                if table == "dead_letter_events" and conflicts:
+                    extra = _conflict_rows(conflicts, now)
+                    # the conflicts' positions were not in the lookup (known only after it)
+                    there[table] |= self._held_positions(table, extra)
+                    columns = extra if columns is None else {c: columns[c] + extra[c] for c in columns}
+                if not columns:
+                    continue
+                pcol, ocol, _ = POSITIONED[table]
+                # a position already there is a replay (an id conflict recorded at a position a
+                # replay brings again included)
+                rows = [i for i, (p, o) in enumerate(zip(columns[pcol], columns[ocol])) if (p, o) not in there[table]]
+                columns = _take(columns, rows)
+                if table == "late_events":
+                    columns = _without_erased(table, columns, erasures, now)
+            if columns and table in PAYMENT_TABLES:
+                columns = _without_erased(table, columns, erasures, now)
+            n = len(next(iter(columns.values()))) if columns else 0
+            landed[table] = n
+            if n:
+                appends[table] = _arrow(table, columns)
+
+        streams = {table: self._write_pending(table, rows) for table, rows in appends.items()}
+        self.last_streams = len(streams)
+        for table, stream in streams.items():  # one atomic commit per table (BigQuery's unit)
+            self._commit(table, stream)
+        return landed
+
+    def _lookup(self, payments: dict[str, list] | None, hashes: list[str], positional: dict[str, dict[str, list]]):
+        """One query: which of the batch's payment ids each payment table holds (pruned to the
+        batch's event dates +- the window) with the positions payment_transactions holds them
+        at, the erasure ledger's mode for the batch's hashes, and which of the batch's raw
+        positions each position-keyed table holds (pruned to the replay window)."""
+        from google.cloud import bigquery
+        parts, params = [], [bigquery.ArrayQueryParameter("hashes", "STRING", hashes)]
+        if payments:
+            times = payments["event_time"]
+            lo = datetime.fromtimestamp(min(times) / 1e6, timezone.utc) - self.window
+            hi = datetime.fromtimestamp(max(times) / 1e6, timezone.utc) + self.window
+            params += [bigquery.ArrayQueryParameter("ids", "STRING", list(payments["transaction_id"])),
+                       bigquery.ScalarQueryParameter("lo", "TIMESTAMP", lo),
+                       bigquery.ScalarQueryParameter("hi", "TIMESTAMP", hi)]
+            for table in PAYMENT_TABLES:
+                pos = "source_partition, source_offset" if table == "payment_transactions" \
+                    else "CAST(NULL AS INT64), CAST(NULL AS INT64)"
+                parts.append(f"SELECT '{table}' AS t, transaction_id AS k, {pos}, CAST(NULL AS STRING) AS mode "
+                             f"FROM {self.wh._t(table)} WHERE event_time >= @lo AND event_time <= @hi "
+                             f"AND transaction_id IN UNNEST(@ids)")
+        for table, columns in positional.items():
+            pcol, ocol, tcol = POSITIONED[table]
+            name = table.split("_")[0]
+            params += [bigquery.ArrayQueryParameter(f"{name}_parts", "INT64", sorted(set(columns[pcol]))),
+                       bigquery.ScalarQueryParameter(f"{name}_lo", "INT64", min(columns[ocol])),
+                       bigquery.ScalarQueryParameter(f"{name}_hi", "INT64", max(columns[ocol]))]
+            parts.append(f"SELECT '{table}', CAST(NULL AS STRING), {pcol}, {ocol}, CAST(NULL AS STRING) "
+                         f"FROM {self.wh._t(table)} WHERE {tcol} >= @since AND {pcol} IN UNNEST(@{name}_parts) "
+                         f"AND {ocol} BETWEEN @{name}_lo AND @{name}_hi")
+        if positional:
+            params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP",
+                                                        datetime.now(timezone.utc) - self.replay_window))
+        if hashes:
+            parts.append(f"SELECT 'gdpr_erasures', pii_hash, CAST(NULL AS INT64), CAST(NULL AS INT64), MAX(mode) "
+                         f"FROM {self.wh._t('gdpr_erasures')} WHERE pii_hash IN UNNEST(@hashes) GROUP BY pii_hash")
+        found: dict[str, set[str]] = {t: set() for t in PAYMENT_TABLES}
+        held: list[tuple[str, int | None, int | None]] = []
+        erasures: dict[str, str] = {}
+        there: dict[str, set[tuple[int, int]]] = {table: set() for table in POSITIONED}
+        if not parts:
+            return found, held, erasures, there
+        job = self.wh.client.query(" UNION ALL ".join(parts), job_config=bigquery.QueryJobConfig(
+            query_parameters=params), retry=self.wh.land_retry, job_retry=None, timeout=self.rpc_timeout)
+        for t, k, p, o, mode in job.result(retry=self.wh.land_retry, timeout=self.rpc_timeout):
+            if t == "gdpr_erasures":
+                erasures[k] = mode
+            elif t in POSITIONED:
+                there[t].add((p, o))
+            else:
+                found[t].add(k)
+                if t == "payment_transactions":
+                    held.append((k, p, o))
+        return found, held, erasures, there
+
+    def _held_positions(self, table: str, columns: dict[str, list]) -> set[tuple[int, int]]:
+        """Which of these raw positions `table` holds (pruned to the replay window)."""
+        from google.cloud import bigquery
+        pcol, ocol, tcol = POSITIONED[table]
+        job = self.wh.client.query(
+            f"SELECT {pcol}, {ocol} FROM {self.wh._t(table)} WHERE {tcol} >= @since "
+            f"AND {pcol} IN UNNEST(@parts) AND {ocol} BETWEEN @lo AND @hi",
+            job_config=bigquery.QueryJobConfig(query_parameters=[
+                bigquery.ScalarQueryParameter("since", "TIMESTAMP", datetime.now(timezone.utc) - self.replay_window),
+                bigquery.ArrayQueryParameter("parts", "INT64", sorted(set(columns[pcol]))),
+                bigquery.ScalarQueryParameter("lo", "INT64", min(columns[ocol])),
+                bigquery.ScalarQueryParameter("hi", "INT64", max(columns[ocol]))]),
+            retry=self.wh.land_retry, job_retry=None, timeout=self.rpc_timeout)
+        return {(r[0], r[1]) for r in job.result(retry=self.wh.land_retry, timeout=self.rpc_timeout)}
+
+    # -- the Storage Write API ---------------------------------------------------------
+    def _write_pending(self, table: str, rows: pa.Table) -> str:
+        """A finalized PENDING stream holding `rows` (not visible until committed)."""
+        from google.cloud.bigquery_storage_v1 import types
+        parent = f"projects/{self.wh.project}/datasets/{self.wh.dataset}/tables/{table}"
+        stream = self.write.create_write_stream(
+            parent=parent, write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
+            retry=None, timeout=self.rpc_timeout)
+        requests = []
+        schema_bytes = rows.schema.serialize().to_pybytes()
+        offset = 0
+        for chunk in _chunks(rows):
+            request = types.AppendRowsRequest(
+                write_stream=stream.name, offset=offset,
+                arrow_rows=types.AppendRowsRequest.ArrowData(
+                    rows=types.ArrowRecordBatch(serialized_record_batch=chunk.serialize().to_pybytes())))
+            if not requests:  # the writer schema rides on the connection's first request
+                request.arrow_rows.writer_schema = types.ArrowSchema(serialized_schema=schema_bytes)
+            requests.append(request)
+            offset += chunk.num_rows
+        responses = self.write.append_rows(iter(requests), retry=None, timeout=self.rpc_timeout)
+        got = 0
+        for response in responses:
+            if response.error and response.error.code:
+                raise AppendError(f"AppendRows to {table} failed: {response.error.message}")
+            got += 1
+            if got == len(requests):
+                break
+        if got != len(requests):
+            raise AppendError(f"AppendRows to {table}: {got} of {len(requests)} requests acknowledged")
+        self.write.finalize_write_stream(name=stream.name, retry=None, timeout=self.rpc_timeout)
+        return stream.name
+
+    def _commit(self, table: str, stream: str) -> None:
+        from google.cloud.bigquery_storage_v1 import types
+        parent = f"projects/{self.wh.project}/datasets/{self.wh.dataset}/tables/{table}"
+        response = self.write.batch_commit_write_streams(
+            request=types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream]),
+            retry=None, timeout=self.rpc_timeout)
+        if response.stream_errors:
+            raise AppendError(f"BatchCommitWriteStreams on {table}: "
+                              + "; ".join(e.error_message for e in response.stream_errors))
+
+
+class AppendError(TransientWarehouseError):
+    """The Storage Write API refused rows or a commit. The sink retries the landing whole,
+    which is safe: every table skips what an earlier attempt committed."""
+
+
+def _take(columns: dict[str, list], rows: list[int]) -> dict[str, list]:
+    n = len(next(iter(columns.values()))) if columns else 0
+    if len(rows) == n:
+        return columns
+    return {c: [v[i] for i in rows] for c, v in columns.items()}
+
+
+def _conflict_rows(conflicts: list[tuple[str, int, int, int, int]], now: datetime) -> dict[str, list]:
+    n = len(conflicts)
+    return {"source_partition": [c[1] for c in conflicts], "source_offset": [c[2] for c in conflicts],
+            "reason": [ID_CONFLICT] * n, "detail": [conflict_detail(c[3], c[4]) for c in conflicts],
+            "transaction_id": [c[0] for c in conflicts], "rejected_at": [to_us(now)] * n, "remains": [None] * n}
+
+
+def _without_erased(table: str, columns: dict[str, list], erasures: dict[str, str], now: datetime) -> dict[str, list]:
+    """Rows of erased subjects: dropped (delete) or without their link columns (anonymize),
+    as the MERGE landing does."""
+    if table not in ERASABLE or not erasures or not columns:
+        return columns
+    hashes = columns["pii_hash"]
+    modes = [erasures.get(h) if h else None for h in hashes]
+    if not any(modes):
+        return columns
+    keep = [i for i, m in enumerate(modes) if m != "delete"]
+    columns = {c: list(v) for c, v in _take(columns, keep).items()}
+    modes = [modes[i] for i in keep]
+    links = set(LINK_COLUMNS[table])
+    now_us = to_us(now)
+    for i, mode in enumerate(modes):
+        if mode != "anonymize":
+            continue
+        for c in columns:
+            if c in links:
+                columns[c][i] = None
+            elif c in ("anonymized_at", "erasure_timestamp"):
+                columns[c][i] = now_us
+            elif c == "erasure_requested":
+                columns[c][i] = True
+    return columns
+
+
+def _arrow(table: str, columns: dict[str, list]) -> pa.Table:
+    from decimal import Decimal
+    arrays = {}
+    for c in schema.tables()[table]:
+        values = columns[c.name]
+        if c.bq_type == "NUMERIC":
+            values = [None if v is None else Decimal(v) for v in values]
+        elif c.bq_type == "TIMESTAMP":
+            arrays[c.name] = pa.array(values, type=pa.int64()).cast(_ARROW["TIMESTAMP"])
+            continue
+        arrays[c.name] = pa.array(values, type=_ARROW[c.bq_type])
+    return pa.table(arrays)
+
+
+def _chunks(rows: pa.Table) -> list[pa.RecordBatch]:
+    """Record batches of at most MAX_REQUEST_BYTES each (split in halves until they fit)."""
+    out, todo = [], [rows.combine_chunks()]
+    while todo:
+        t = todo.pop()
+        if t.nbytes > MAX_REQUEST_BYTES and t.num_rows > 1:
+            half = t.num_rows // 2
+            todo += [t.slice(half), t.slice(0, half)]
+        else:
+            out.extend(t.to_batches() or [pa.RecordBatch.from_pylist([], schema=t.schema)])
+    return out
+
