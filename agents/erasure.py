@@ -26,7 +26,9 @@ from payflow.app import app, settings
 from payflow.compliance.gdpr import (
     INVALID_ERASURE_REQUEST, ErasureRequest, InvalidErasureRequest, parse_request, refresh_erased_subjects,
 )
+from payflow.kafka_security import current as kafka_security
 from payflow.outputs import KafkaOutputs
+from payflow.runtime.checkpoint import flush_changelog
 from payflow.tables.definitions import card_table, dedup_table, sender_table
 
 log = logging.getLogger("payflow.erasure")
@@ -35,7 +37,7 @@ log = logging.getLogger("payflow.erasure")
 # first rebalance (a topic created later by the CLI would wait for a metadata refresh)
 erasure_requests = app.topic(settings.topics.erasure_requests, key_type=bytes, value_type=bytes,
                              key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
-                             internal=True)
+                             internal=True, config=kafka_security().topic_config().config)
 
 
 def forget(request: ErasureRequest, partition: int) -> int:
@@ -90,7 +92,7 @@ async def _erase(stream) -> None:
         if runtime is not None:  # drop the subject's payments from now on, not at the next refresh
             refresh_erased_subjects(runtime.processor.erased, request.ledger_entries())
         n = forget(request, partition)
-        await outputs.flush_state((card_table, dedup_table, sender_table))
+        await flush_changelog(outputs.publisher, (card_table, dedup_table, sender_table))
         log.info("stage gdpr: erasure %s removed %d state key(s) for one sender partition", request.request_id, n)
 
 

@@ -1,5 +1,5 @@
-"""Publishing a processed batch to Kafka: enriched payments, DLQ, late events, dedup audit,
-and the state tables' changelog records.
+"""Publishing a processed batch to Kafka: enriched payments, DLQ, late events, dedup audit
+(the state tables' changelog records go through the same publisher: payflow.runtime.checkpoint).
 
 Records are appended to aiokafka record batches per (topic, partition) and sent with
 `send_batch`: one future per record batch, not one per message (per-message `send` cost
@@ -11,7 +11,6 @@ the landing).
 """
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -24,7 +23,6 @@ from payflow.stages.redact import mask_text
 from payflow.models import Rejection, dumps
 from payflow.stages.batch import BatchResult
 from payflow.settings import Topics
-from payflow.tables.changelog import BatchLoggedTable
 from payflow.warehouse.base import ID_CONFLICT, conflict_detail
 
 Record = tuple[str, int | None, bytes | None, bytes]  # topic, partition (None: by key), key, value
@@ -130,6 +128,7 @@ class BatchPublisher:
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
+
 class KafkaOutputs:
     def __init__(self, producer: Callable[[], Any], topics: Topics):
         self.publisher = BatchPublisher(producer)
@@ -144,49 +143,3 @@ class KafkaOutputs:
                           now: datetime) -> list[Any]:
         """Queue the enriched payments a landing took (and id conflicts to the DLQ)."""
         return await self.publisher.send(landed_records(pending, conflicts, self.topics, now))
-
-    async def flush_state(self, tables: Iterable[BatchLoggedTable]) -> int:
-        """Send each table's changelog records for the batch; note their offsets once acknowledged."""
-        records: list[Record] = []
-        owners: list[tuple[BatchLoggedTable, str]] = []
-        for table in tables:
-            topic = table.changelog_topic.get_topic_name()
-            owners.append((table, topic))
-            for partition, chunks in table.take_pending().items():
-                records += [(topic, partition, None, chunk) for chunk in chunks]
-        futures = await self.publisher.send(records)
-        offsets: dict[tuple[str, int], int] = {}
-        for meta in await asyncio.gather(*futures):
-            tp = (meta.topic, meta.partition)
-            offsets[tp] = max(offsets.get(tp, -1), meta.offset)
-        for table, topic in owners:
-            table.note_logged({p: o for (t, p), o in offsets.items() if t == topic})
-        return len(records)
-
-
-class RecordingOutputs:
-    """Keeps what would be published, for unit tests of the agent (no Kafka involved)."""
-
-    def __init__(self) -> None:
-        self.published: dict[str, list] = {"enriched": [], "dlq": [], "late": [], "dedup_audit": [], "state": []}
-
-    async def flush_state(self, tables: Iterable[BatchLoggedTable]) -> int:
-        n = 0
-        for table in tables:
-            for partition, chunks in table.take_pending().items():
-                self.published["state"] += [(table.name, partition, chunk) for chunk in chunks]
-                n += len(chunks)
-        return n
-
-    async def send(self, result: BatchResult, keys: dict, now: datetime) -> list[Any]:
-        """Record the outputs; nothing to wait for."""
-        self.published["dlq"] += [orjson.loads(r.to_dlq_json(now)) for r in result.rejections]
-        self.published["late"] += [orjson.loads(p.to_masked_json()) for p in result.late]
-        self.published["dedup_audit"] += [orjson.loads(dumps(d)) for d in result.duplicates]
-        return []
-
-    async def send_landed(self, pending: list, conflicts: list, now: datetime) -> list[Any]:
-        topics = Topics()
-        for topic, _, _, value in landed_records(pending, conflicts, topics, now):
-            self.published["enriched" if topic == topics.enriched else "dlq"].append(orjson.loads(value))
-        return []

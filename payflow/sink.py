@@ -55,9 +55,13 @@ class WarehouseSink:
         the loop (a task, wait_for's inner task, to_thread), the landing only reached its
         thread after that, and the worker then waited for it (~0.1 s per 2,000-event batch,
         `make bench`)."""
+        started = time.perf_counter()
         first = asyncio.get_running_loop().run_in_executor(None, self.warehouse.land, batch) \
             if self.healthy else None
-        return asyncio.ensure_future(self.land(batch, first_attempt=first))
+        task = asyncio.ensure_future(self.land(batch, first_attempt=first))
+        # the "sink" stage's seconds: from the start to the warehouse's ack (or failure)
+        task.add_done_callback(lambda _: metrics.STAGE_SECONDS.labels("sink").inc(time.perf_counter() - started))
+        return task
 
     async def land(self, batch: LandingBatch, first_attempt: asyncio.Future | None = None) -> dict[str, int]:
         if not self.healthy:

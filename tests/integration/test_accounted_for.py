@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from payflow.keys import KeyRing
-from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.batch import RawItem
+from tests.fakes import dict_processor
 from payflow.warehouse.base import build_batch
 from payflow.warehouse.duck import DuckDBWarehouse
 from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, produce, read_topic, unique, wait_until
@@ -29,13 +30,13 @@ def _payment(txn: str, sender: str, amount: str, minutes: float = 0) -> bytes:
 
 
 def test_an_id_landed_from_another_position_is_an_id_conflict_on_both_backends(warehouse):
-    bp = BatchProcessor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    bp = dict_processor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     first = bp.process([RawItem(0, 5, _payment("txn_shared", "acct_a", "10.00"))])
     landed = warehouse.land(build_batch(first.enriched))
     assert landed["payment_transactions"] == 1 and landed.conflicts == []
 
     # the same id from another sender: another partition, another amount, its own state
-    other = BatchProcessor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    other = dict_processor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     second = other.process([RawItem(1, 9, _payment("txn_shared", "acct_b", "99.00")),
                             RawItem(1, 10, _payment("txn_fresh", "acct_b", "1.00", minutes=1))])
     batch = build_batch(second.enriched)

@@ -11,7 +11,8 @@ import pytest
 
 from payflow.compliance.gdpr import erase, subject_hashes
 from payflow.keys import KeyRing
-from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.batch import RawItem
+from tests.fakes import dict_processor
 from payflow.settings import Settings
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse.base import build_batch
@@ -39,7 +40,7 @@ def subject_events(start_offset: int, days=(0, 1, 2, 2)) -> list[bytes]:
 def landed_batch(ring: KeyRing, extra: list[bytes], offset0: int = 0):
     background = [m.value for m in EventStream(SimOptions(count=400, seed=8, start_time=D0 + timedelta(days=2)))]
     values = extra + background
-    bp = BatchProcessor(keyring=ring, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    bp = dict_processor(keyring=ring, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     # the subject's payments span days: stream them in event-time order so none is "late"
     r = bp.process([RawItem(0, offset0 + i, v) for i, v in enumerate(values)])
     return build_batch(r.enriched, r.duplicates, r.rejections, r.late, r.watermarks)

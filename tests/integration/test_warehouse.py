@@ -10,7 +10,8 @@ import pytest
 
 from payflow.stages.cards import find_pans
 from payflow.keys import KeyRing
-from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.batch import RawItem
+from tests.fakes import dict_processor
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse import schema
 from payflow.warehouse.base import build_batch
@@ -23,7 +24,7 @@ RING = KeyRing.parse(TEST_HMAC_KEYS)
 def processed(count: int = 600, seed: int = 5, start=datetime(2026, 11, 18, 22, 0, tzinfo=timezone.utc), **kw):
     stream = EventStream(SimOptions(count=count, seed=seed, start_time=start, **kw))
     msgs = list(stream)
-    bp = BatchProcessor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    bp = dict_processor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     # partitioned by key, as the raw topic is: every copy of a transaction in one partition
     # (state is per partition; dedup finds a copy only there)
     result = bp.process([RawItem(zlib.crc32(m.key or b"") % 4, i, m.value) for i, m in enumerate(msgs)])

@@ -14,12 +14,12 @@ os.environ.setdefault("PAYFLOW_HMAC_KEYS", "unit-1:" + "33" * 32)
 from payflow.app import app  # noqa: E402
 import payflow.agents.pipeline as pipeline  # noqa: E402
 from payflow.keys import KeyRing  # noqa: E402
-from payflow.outputs import RecordingOutputs  # noqa: E402
 from payflow.stages.batch import BatchProcessor  # noqa: E402
 from payflow.sink import WarehouseSink  # noqa: E402
 from payflow.tables.changelog import unpack_changes  # noqa: E402
 from payflow.warehouse.duck import DuckDBWarehouse  # noqa: E402
 from payflow.tables.definitions import card_table, dedup_table, sender_table, watermark_table  # noqa: E402
+from tests.fakes import RecordingOutputs, agent_runtime  # noqa: E402
 from tests.unit.cards_fixtures import event  # noqa: E402
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
@@ -33,11 +33,11 @@ def runtime(monkeypatch):
     warehouse = DuckDBWarehouse(":memory:")
     warehouse.ensure_schema()
     outputs = RecordingOutputs()
-    rt = pipeline.Runtime(
+    rt = agent_runtime(
         BatchProcessor(keyring=KeyRing.parse(os.environ["PAYFLOW_HMAC_KEYS"]), dedup_table=dedup_table,
                        watermark_table=watermark_table, sender_table=sender_table, card_table=card_table),
         outputs, WarehouseSink(warehouse))
-    monkeypatch.setattr(pipeline, "runtime_factory", lambda: rt)
+    monkeypatch.setattr(pipeline, "current_runtime", rt)  # the agent runs with it
     for table in (dedup_table, watermark_table, sender_table, card_table):
         table.data.data.clear()  # memory store: each test starts from empty state
     yield rt
@@ -77,9 +77,11 @@ async def test_agent_masks_dedups_audits_and_lands(runtime):
     # state changes travel as one changelog record per table and partition per batch, PAN-free
     state = out["state"]
     # (no card-activity record: the card table keeps small payments only, these are not)
-    assert sorted(name for name, _, _ in state) == ["dedup", "sender-activity", "watermarks"]
+    topics = {table.changelog_topic.get_topic_name(): table.name
+              for table in (dedup_table, watermark_table, sender_table, card_table)}
+    assert sorted(topics[topic] for topic, _, _ in state) == ["dedup", "sender-activity", "watermarks"]
     assert all(partition == 0 for _, partition, _ in state)
-    dedup_record = next(chunk for name, _, chunk in state if name == "dedup")
+    dedup_record = next(chunk for topic, _, chunk in state if topics[topic] == "dedup")
     assert sorted(k for k, _ in unpack_changes(dedup_record)) == [b"txn_aaaa", b"txn_bbbb"]
     assert not any(pan.encode() in chunk for _, _, chunk in state)
 
@@ -131,8 +133,7 @@ async def test_a_landing_finished_before_its_wakeup_ran_does_not_spin_the_agent(
     for the next landing: take_batches then yielded [] without awaiting, forever, and the
     worker spun (found by `make bench` latency runs). Fails by timeout on that code."""
     sink = ScriptedSink(runtime.sink.warehouse)
-    rt = pipeline.Runtime(runtime.processor, SlowOutputs(), sink)
-    monkeypatch.setattr(pipeline, "runtime_factory", lambda: rt)
+    monkeypatch.setattr(pipeline, "current_runtime", agent_runtime(runtime.processor, SlowOutputs(), sink))
     async with pipeline.process_payments.test_context() as agent:
         await agent.put(raw("txn_first"), key=b"acct_sender", partition=0, wait=False)
         await asyncio.sleep(0.035)  # the first batch is taken (20 ms linger); the next arrives while it is processed
@@ -153,7 +154,6 @@ async def test_a_rebalance_signal_makes_the_processor_reload_a_raw_partition_tha
     """Faust's on_partitions_assigned reaches the processor (raw topic only, with the group
     generation the rebalance completed)."""
     raw_topic = pipeline.settings.topics.raw
-    monkeypatch.setattr(pipeline, "current_runtime", runtime)
 
     async def rebalance(generation: int, assigned: set) -> None:
         monkeypatch.setattr(app, "consumer_generation_id", generation, raising=False)
@@ -175,7 +175,7 @@ async def test_processed_messages_no_longer_hold_the_raw_bytes(runtime):
     pan = "4111111111111111"
     messages = [ConsumerMessage("raw", 0, offset, 0.0, 0, None, b"acct_sender", raw(f"txn_{offset}", pan=pan), None,
                                 tp=TP("raw", 0), generation_id=1) for offset in range(3)]
-    landing = await pipeline.process_batch(runtime, messages, app.monitor)
+    landing = await runtime.process(messages)
     assert [m.value for m in landing.messages] == [None, None, None]
     assert [m.offset for m in landing.messages] == [0, 1, 2]  # what the ack needs is kept
     assert len(landing.enriched) == 3  # published once the landing took them

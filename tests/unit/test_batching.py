@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from payflow.keys import KeyRing
 from payflow.models import dumps
 from payflow.stages.batch import BatchProcessor, RawItem
+from tests.fakes import dict_processor
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.simulator.population import make_pan
 from payflow.stages.validation import decode
@@ -48,7 +49,7 @@ ITEMS = _stream()
 
 def _outputs(cuts: list[int]) -> list[tuple]:
     """Everything the processor decides about each event, batch by batch along `cuts`."""
-    processor = BatchProcessor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+    processor = dict_processor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
                                sender_table={}, card_table={}, now=lambda: NOW)
     decided = []
     bounds = [0, *sorted(set(cuts)), len(ITEMS)]
@@ -98,7 +99,7 @@ def test_a_message_the_stages_raise_on_goes_to_the_dlq_and_the_batch_goes_on(cap
             raise ValueError(f"cannot handle card {pan}")
         return decode(raw, **kwargs)
 
-    processor = BatchProcessor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+    processor = dict_processor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
                                sender_table={}, card_table={}, now=lambda: NOW, decoder=decode_with_a_bug)
     batch = ITEMS[:50] + [RawItem(0, 10_000, poison)] + ITEMS[50:100]
     result = processor.process(batch)
@@ -109,6 +110,6 @@ def test_a_message_the_stages_raise_on_goes_to_the_dlq_and_the_batch_goes_on(cap
     dlq_record = poisoned.to_dlq_json(NOW).decode()
     assert "txn_poison_0001" in dlq_record  # the masked remains say which message it was
     assert pan not in dlq_record and pan not in caplog.text and "ValueError" in caplog.text
-    alone = BatchProcessor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+    alone = dict_processor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
                            sender_table={}, card_table={}, now=lambda: NOW).process(ITEMS[:100])
     assert [e.to_enriched_json() for e in result.enriched] == [e.to_enriched_json() for e in alone.enriched]

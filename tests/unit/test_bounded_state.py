@@ -16,6 +16,7 @@ from payflow.stages import batch as batch_stage
 from payflow.keys import KeyRing
 from payflow.models import dumps
 from payflow.stages.batch import BatchProcessor, RawItem, history_value_bound
+from tests.fakes import dict_processor
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.tables.changelog import (
     RECORD_BATCH_OVERHEAD, SAFE_MARGIN, RecordLimitError, check_record_limit, configure_record_limits,
@@ -28,7 +29,7 @@ RING = KeyRing.parse("t-1:" + "ab" * 32)
 
 
 def _processor(tables: dict, **kw) -> BatchProcessor:
-    return BatchProcessor(keyring=RING, now=lambda: NOW, **tables, **kw)
+    return dict_processor(keyring=RING, now=lambda: NOW, **tables, **kw)
 
 
 def _tables() -> dict:
@@ -50,7 +51,7 @@ BATCH = 2_000
 
 def test_a_sender_with_100k_payments_in_30_minutes_keeps_a_bounded_value_at_a_flat_cost():
     tables = _tables()
-    processor = BatchProcessor(keyring=RING, now=lambda: START + timedelta(minutes=31), **tables)
+    processor = dict_processor(keyring=RING, now=lambda: START + timedelta(minutes=31), **tables)
     messages = heavy_sender_messages(HEAVY)
     sender = None
     bound = history_value_bound()

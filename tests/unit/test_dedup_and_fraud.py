@@ -117,16 +117,17 @@ def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
     import orjson
 
     from payflow.keys import KeyRing
-    from payflow.stages.batch import BatchProcessor, RawItem
+    from payflow.stages.batch import RawItem
+    from tests.fakes import dict_processor
     from tests.unit.cards_fixtures import event
 
     tables = dict(dedup_table={}, watermark_table={}, sender_table={}, card_table={})
     ring = KeyRing.parse("t-1:" + "ab" * 32)
     items = [RawItem(0, 0, orjson.dumps(event(transaction_id="txn_early_one", event_time="2026-11-20T10:00:00Z"))),
              RawItem(0, 1, orjson.dumps(event(transaction_id="txn_later_one", event_time="2026-11-20T11:30:00Z")))]
-    first = BatchProcessor(keyring=ring, **tables).process(items)
+    first = dict_processor(keyring=ring, **tables).process(items)
     assert [e.payment.transaction_id for e in first.enriched] == ["txn_early_one", "txn_later_one"]
-    replayed = BatchProcessor(keyring=ring, **tables).process(items)  # state recovered, batch read again
+    replayed = dict_processor(keyring=ring, **tables).process(items)  # state recovered, batch read again
     assert [e.payment.transaction_id for e in replayed.enriched] == ["txn_early_one", "txn_later_one"]
     assert replayed.late == [] and replayed.replays == 2
 

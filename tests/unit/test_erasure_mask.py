@@ -14,6 +14,7 @@ from payflow.compliance.gdpr import (
 from payflow.keys import KeyRing
 from payflow.stages.mask import ERASED_SUBJECT, ErasedSubjects
 from payflow.stages.batch import BatchProcessor, RawItem
+from tests.fakes import dict_processor
 from payflow.stages.validation import REASONS
 from tests.unit.cards_fixtures import event
 
@@ -34,7 +35,7 @@ def processor(ring: KeyRing, ledger: list[tuple[str, str, str]]) -> tuple[BatchP
     tables = {name: {} for name in ("dedup_table", "watermark_table", "sender_table", "card_table")}
     erased = ErasedSubjects(ring)
     erased.add(ledger)
-    return BatchProcessor(keyring=ring, erased=erased, **tables), tables
+    return dict_processor(keyring=ring, erased=erased, **tables), tables
 
 
 def erased_under_old_key(mode: str = "delete") -> list[tuple[str, str, str]]:
@@ -88,7 +89,7 @@ def test_an_entry_without_key_id_is_checked_under_every_key_and_a_missing_key_is
     erased = ErasedSubjects(ROTATED)
     erased.add([("", OLD.hashes_for(PAN, EXPIRY)[0][1], "delete"), ("gone-0", "a" * 64, "delete")])
     assert [k.key_id for k in erased.other_keys] == ["k1"] and erased.missing_key_ids == {"gone-0"}
-    bp = BatchProcessor(keyring=ROTATED, erased=erased, dedup_table={}, watermark_table={}, sender_table={},
+    bp = dict_processor(keyring=ROTATED, erased=erased, dedup_table={}, watermark_table={}, sender_table={},
                         card_table={})
     assert [r.reason for r in bp.process([RawItem(0, 0, payment("txn_subject_a"))]).rejections] == [ERASED_SUBJECT]
 

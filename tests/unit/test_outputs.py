@@ -9,7 +9,8 @@ import pytest
 
 from payflow.keys import KeyRing
 from payflow.outputs import enriched_records, landed_records
-from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.batch import RawItem
+from tests.fakes import dict_processor
 from payflow.settings import Topics
 from payflow.simulator.generator import EventStream, SimOptions
 from tests.helpers import TEST_HMAC_KEYS
@@ -21,7 +22,7 @@ def test_enriched_records_are_the_payments_own_json(masked_at):
     """enriched_records writes a batch's shared masked_at once; each record must still be the
     bytes the payment writes alone (microseconds present or not)."""
     msgs = list(EventStream(SimOptions(count=300, seed=3, start_time=datetime(2026, 11, 20, 9, tzinfo=timezone.utc))))
-    processor = BatchProcessor(keyring=KeyRing.parse(TEST_HMAC_KEYS), dedup_table={}, watermark_table={},
+    processor = dict_processor(keyring=KeyRing.parse(TEST_HMAC_KEYS), dedup_table={}, watermark_table={},
                                sender_table={}, card_table={}, now=lambda: masked_at)
     result = processor.process([RawItem(zlib.crc32(m.key or b"") % 4, i, m.value) for i, m in enumerate(msgs)])
     topics = Topics()

@@ -11,7 +11,7 @@ import orjson
 
 from payflow.keys import KeyRing
 from payflow.stages.batch import BatchProcessor, RawItem
-from payflow.tables.changelog import DictState
+from tests.fakes import DictState
 from tests.unit.cards_fixtures import event
 
 RING = KeyRing.parse("t-1:" + "ab" * 32)

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from payflow.keys import KeyRing
-from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.batch import RawItem
+from tests.fakes import dict_processor
 from payflow.tables.watermark_log import MAX_ENTRIES, WatermarkLog
 from tests.unit.cards_fixtures import event
 
@@ -35,7 +36,7 @@ def stream(n: int) -> list[RawItem]:
 
 
 def processor(tables, committed=None):
-    return BatchProcessor(keyring=RING, now=NOW, committed_offset=committed, **tables)
+    return dict_processor(keyring=RING, now=NOW, committed_offset=committed, **tables)
 
 
 def run(bp, items, size=20):

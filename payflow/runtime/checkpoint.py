@@ -1,0 +1,168 @@
+"""The pipeline's commit protocol: when a processed batch's input offsets may be acked.
+
+A batch's offsets are acked only once all it produced is durable: its rows in the warehouse,
+its outputs on Kafka, its state changes on the changelog. A crash before the ack replays the
+batch from the committed position, and every step is idempotent (the warehouse inserts
+absent keys only, consumers de-duplicate outputs, changelog records are replayed in order).
+
+The steps, in order:
+
+1. `add`: a processed batch (a `Landing`: its warehouse rows, its messages, the futures of
+   the outputs processing queued on the producer, its enriched payments) joins `pending`;
+   batches waiting together merge into one landing.
+2. `advance`: at most one landing is in flight. With one in flight and `max_pending`
+   messages or more pending, the worker waits for it (commits it first: bounds memory).
+   With none in flight, `pending` is launched (`sink.start`: it lands in the background).
+3. `commit_landed` commits the landing in flight once the warehouse is done with it:
+   a. await the warehouse's ack; a failed landing raises SinkStopped here, and nothing of
+      it is published, expired, flushed or acked;
+   b. payments the warehouse refused (id conflicts) are counted as DLQ;
+   c. publish the enriched payments it took (refused ones: a DLQ record each);
+   d. await every output future of the landing (processing's and c's);
+   e. expire state no further than the earliest merged batch allows (a replay from the
+      committed position must find the dedup entries its events found the first time);
+   f. send the tables' changelog records, await them and note their offsets;
+   g. ack the landing's offsets (Faust commits acked offsets).
+
+Fault injection (the fault tests): with `fault_exit_after_land` = N, the process exits
+(code 86) after the Nth landing's step d, before its state is expired and its offsets acked:
+the crash window the warehouse's idempotence must survive.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from payflow import metrics
+from payflow.warehouse.base import ID_CONFLICT, LandingBatch
+
+log = logging.getLogger("payflow.pipeline")
+
+FAULT_EXIT_CODE = 86
+
+
+@dataclass
+class Landing:
+    """Processed batches waiting for (or in) one landing."""
+    batch: LandingBatch
+    messages: list  # their Faust messages, acked once landed
+    start_watermarks: dict[int, int]  # partition -> watermark a replay would start from
+    published: list  # futures of their output records
+    enriched: list  # their enriched payments, published once landed (outputs.PendingEnriched)
+    task: asyncio.Future | None = None
+
+    def merge(self, later: "Landing") -> "Landing":
+        self.batch.extend(later.batch)
+        self.messages += later.messages
+        for partition, watermark in later.start_watermarks.items():
+            # expire no further than the earliest batch allows
+            self.start_watermarks[partition] = min(watermark, self.start_watermarks.get(partition, watermark))
+        self.published += later.published
+        self.enriched += later.enriched
+        return self
+
+
+async def flush_changelog(publisher: Any, tables: Iterable[Any]) -> int:
+    """Send each table's pending changelog records and await them; note the offsets the
+    changelog acknowledged (recovery resumes after them). Returns the records sent."""
+    records: list = []
+    owners: list[tuple[Any, str]] = []
+    for table in tables:
+        topic = table.changelog_topic.get_topic_name()
+        owners.append((table, topic))
+        for partition, chunks in table.take_pending().items():
+            records += [(topic, partition, None, chunk) for chunk in chunks]
+    futures = await publisher.send(records)
+    offsets: dict[tuple[str, int], int] = {}
+    for meta in await asyncio.gather(*futures):
+        tp = (meta.topic, meta.partition)
+        offsets[tp] = max(offsets.get(tp, -1), meta.offset)
+    for table, topic in owners:
+        table.note_logged({p: o for (t, p), o in offsets.items() if t == topic})
+    return len(records)
+
+
+class Checkpoint:
+    """Lands processed batches one landing at a time and acks their offsets (steps above).
+
+    Collaborators: `sink.start(batch)` (a future of the warehouse's ack, payflow.sink),
+    `outputs.send_landed(...)` and `outputs.publisher.send(records)` (payflow.outputs),
+    `processor.expire(start_watermarks)` (payflow.stages.batch), the state `tables`, and
+    `ack(messages)`, which hands offsets to the consumer (payflow.runtime.take.ack).
+    """
+
+    def __init__(self, *, sink: Any, outputs: Any, processor: Any, tables: Iterable[Any],
+                 ack: Callable[[list], None], max_pending: int, fault_exit_after_land: int = 0,
+                 exit_: Callable[[int], None] = os._exit):
+        self.sink = sink
+        self.outputs = outputs
+        self.processor = processor
+        self.tables = tuple(tables)
+        self.ack = ack
+        self.max_pending = max_pending
+        self.fault_exit_after_land = fault_exit_after_land
+        self.exit = exit_
+        self.pending: Landing | None = None
+        self.in_flight: Landing | None = None
+        self.landed = asyncio.Event()  # a landing finished: wakes the batch loop (take_batches)
+        self.commits = 0
+
+    def add(self, landing: Landing) -> None:
+        """Step 1: a processed batch joins what waits for the next landing."""
+        self.pending = landing if self.pending is None else self.pending.merge(landing)
+
+    async def commit_landed(self) -> None:
+        """Step 3, if the warehouse is done with the landing in flight (else nothing)."""
+        if self.in_flight is not None and self.in_flight.task.done():
+            landing, self.in_flight = self.in_flight, None
+            await self._commit(landing)
+
+    async def advance(self) -> None:
+        """Step 2: wait for the landing in flight if too much is pending; launch the next."""
+        if self.in_flight is not None and self.pending is not None and len(self.pending.messages) >= self.max_pending:
+            landing, self.in_flight = self.in_flight, None  # the warehouse is behind: wait for it
+            await self._commit(landing)
+        if self.in_flight is None and self.pending is not None:
+            self.in_flight, self.pending = self._launch(self.pending), None
+        if self.in_flight is None or not self.in_flight.task.done():
+            # only a finished in-flight landing may wake the loop. A landing's done-callback
+            # can run after the loop already saw the task done and committed it; left set,
+            # that stale wake-up made take_batches yield [] at once, forever, while the next
+            # landing could never complete: the worker spun
+            self.landed.clear()
+
+    def _launch(self, landing: Landing) -> Landing:
+        landing.task = self.sink.start(landing.batch)
+        landing.task.add_done_callback(lambda _: self.landed.set())
+        return landing
+
+    async def _commit(self, landing: Landing) -> None:
+        waited = time.perf_counter()
+        assert landing.task is not None
+        landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked
+        conflicts = getattr(landed_rows, "conflicts", [])
+        if conflicts:  # (b)
+            metrics.DLQ.labels(ID_CONFLICT).inc(len(conflicts))
+            log.warning("stage sink: %d payment(s) refused: transaction_id already landed from another "
+                        "partition or offset (id_conflict, sent to the DLQ)", len(conflicts))
+        # (c) the enriched payments the warehouse took are published now, not before: one it
+        # refused (an id conflict) is no valid payment
+        landing.published += await self.outputs.send_landed(landing.enriched, conflicts, datetime.now(timezone.utc))
+        if landing.published:  # (d) the landing's outputs are on Kafka before its input is acked
+            await asyncio.gather(*landing.published)
+        landed_at = time.time()
+        metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
+        metrics.observe_many(metrics.END_TO_END, [landed_at - m.timestamp for m in landing.messages])
+        self.commits += 1
+        if self.fault_exit_after_land and self.commits == self.fault_exit_after_land:
+            log.warning("fault injection: exiting after landing batch %d, before acking its offsets", self.commits)
+            self.exit(FAULT_EXIT_CODE)
+        self.processor.expire(landing.start_watermarks)  # (e)
+        await flush_changelog(self.outputs.publisher, self.tables)  # (f)
+        self.ack(landing.messages)  # (g)
+        metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())

@@ -1,0 +1,165 @@
+"""The checkpoint's ordering rules (payflow.runtime.checkpoint), without Kafka or a warehouse:
+its collaborators are doubles (tests/fakes.py) that write what happens, in order, to a journal."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from payflow.sink import SinkStopped
+from tests.fakes import CheckpointParts
+
+
+async def settle() -> None:
+    """Let every task run as far as it can."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def drive(parts: CheckpointParts, awaitable) -> None:
+    """Run `awaitable`, completing every output and changelog future as it appears."""
+    task = asyncio.ensure_future(awaitable)
+    for _ in range(50):
+        parts.release_all()
+        await asyncio.sleep(0)
+        if task.done():
+            return task.result()
+    raise AssertionError("the checkpoint did not finish")
+
+
+def position(parts: CheckpointParts, entry: tuple) -> int:
+    return parts.journal.index(entry)
+
+
+async def test_no_ack_before_the_warehouse_acknowledged():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint(max_pending=1)
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()  # a in flight
+    checkpoint.add(parts.landing("b"))  # b at the bound: the next advance waits for a
+    parts.outputs.hold = parts.outputs.publisher.hold = False
+    parts.outputs.release()
+    waiting = asyncio.ensure_future(checkpoint.advance())
+    await settle()
+    assert not waiting.done() and parts.acked() == []
+    await checkpoint.commit_landed()  # a is not landed: nothing to commit
+    assert parts.acked() == []
+    parts.sink.ack(0)
+    await drive(parts, waiting)
+    assert parts.acked() == [["a0"]]
+    assert position(parts, ("warehouse ack", "a")) < position(parts, ("ack", ["a0"]))
+
+
+async def test_no_ack_before_the_outputs_futures_completed():
+    parts = CheckpointParts()
+    parts.outputs.publisher.hold = False  # the changelog is acknowledged at once
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()
+    parts.sink.ack(0)
+    committing = asyncio.ensure_future(checkpoint.commit_landed())
+    await settle()
+    # processing's outputs and the landed enriched payments are still on their way
+    assert ("publish enriched", ["a"]) in parts.journal
+    assert parts.outputs.unfinished() == 2
+    assert not committing.done() and parts.acked() == []
+    parts.outputs.release()
+    await committing
+    assert parts.acked() == [["a0"]]
+
+
+async def test_no_ack_before_the_changelog_futures_completed():
+    parts = CheckpointParts()
+    parts.outputs.hold = False  # outputs are acknowledged at once
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()
+    parts.sink.ack(0)
+    committing = asyncio.ensure_future(checkpoint.commit_landed())
+    await settle()
+    assert ("changelog sent", 1) in parts.journal and parts.outputs.publisher.unfinished() == 1
+    assert not committing.done() and parts.acked() == []
+    parts.outputs.publisher.release()
+    await committing
+    assert parts.acked() == [["a0"]]
+    assert position(parts, ("changelog logged", "dedup")) < position(parts, ("ack", ["a0"]))
+
+
+async def test_a_failed_landing_acks_nothing_and_expires_nothing():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a", start_watermarks={0: 100}))
+    await checkpoint.advance()
+    parts.release_all()
+    parts.sink.fail(0)
+    with pytest.raises(SinkStopped):
+        await checkpoint.commit_landed()
+    assert parts.acked() == [] and parts.expired() == []
+    assert not any(entry[0] in ("publish enriched", "changelog sent") for entry in parts.journal)
+
+
+async def test_merged_landings_expire_no_further_than_the_earliest_allows():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a", start_watermarks={0: 100, 1: 50}))
+    await checkpoint.advance()  # a in flight: b and c wait and merge
+    checkpoint.add(parts.landing("b", start_watermarks={0: 80, 1: 70, 2: 5}))
+    checkpoint.add(parts.landing("c", start_watermarks={0: 90, 1: 60}))
+    await checkpoint.advance()
+    parts.sink.ack(0)
+    await drive(parts, checkpoint.commit_landed())
+    await checkpoint.advance()
+    assert ("land", "b+c") in parts.journal
+    parts.sink.ack(1)
+    await drive(parts, checkpoint.commit_landed())
+    assert parts.expired() == [{0: 100, 1: 50}, {0: 80, 1: 60, 2: 5}]
+    assert parts.acked() == [["a0"], ["b0", "c0"]]
+
+
+async def test_the_landing_in_flight_is_committed_before_the_next_launches():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()
+    checkpoint.add(parts.landing("b"))
+    await checkpoint.advance()
+    assert parts.sink.in_flight() == 1 and [e for e in parts.journal if e[0] == "land"] == [("land", "a")]
+    assert not checkpoint.landed.is_set()
+    parts.sink.ack(0)
+    await settle()
+    assert checkpoint.landed.is_set()  # wakes the batch loop
+    await drive(parts, checkpoint.commit_landed())
+    await checkpoint.advance()
+    assert position(parts, ("ack", ["a0"])) < position(parts, ("land", "b"))
+    assert not checkpoint.landed.is_set()  # b is in flight, not done: no stale wake-up
+
+
+async def test_pending_is_bounded_the_worker_waits_for_the_landing_in_flight():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint(max_pending=3)
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()
+    checkpoint.add(parts.landing("b", messages=2))
+    await checkpoint.advance()  # 2 pending: below the bound, returns at once
+    checkpoint.add(parts.landing("c", messages=1))
+    waiting = asyncio.ensure_future(checkpoint.advance())  # 3 pending: waits for a
+    await settle()
+    assert not waiting.done()
+    parts.sink.ack(0)
+    await drive(parts, waiting)
+    assert parts.acked() == [["a0"]] and ("land", "b+c") in parts.journal
+
+
+async def test_the_fault_hook_exits_after_the_nth_landing_before_its_state_and_ack():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint(fault_exit_after_land=2)
+    for index, name in enumerate(("a", "b")):
+        checkpoint.add(parts.landing(name, start_watermarks={0: 1}))
+        await checkpoint.advance()
+        parts.sink.ack(index)
+        await drive(parts, checkpoint.commit_landed())
+    exit_at = position(parts, ("exit", 86))
+    assert parts.journal.count(("exit", 86)) == 1
+    assert position(parts, ("ack", ["a0"])) < position(parts, ("publish enriched", ["b"])) < exit_at
+    assert exit_at < position(parts, ("ack", ["b0"]))
+    assert exit_at < [i for i, e in enumerate(parts.journal) if e[0] == "expire"][1]
