@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import faust
 
-from payflow.runtime import commit_offsets
-from payflow.runtime import fetch
-from payflow.runtime import stall_guard, worker
+from payflow import runtime
 from payflow.runtime.process import limit_malloc_arenas
 from payflow.runtime.monitor import LeanMonitor
+from payflow.kafka_security import current as kafka_security
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
 
@@ -24,18 +23,21 @@ if settings.processing_guarantee != "at_least_once":
         "dedup and the idempotent sink gives one warehouse row per payment"
     )
 
-commit_offsets.install()  # never commit over an offset that was not acked (faust#606)
-fetch.install()  # raw-topic messages reach the pipeline agent as whole fetches
-worker.install(settings.shutdown_seconds)  # read_committed; SIGTERM ends within a bound
+# refuses library versions the seams were not audited against; then every Faust seam
+# (whole fetches, the commit fix, read_committed, bounded shutdown, the stall detector)
+runtime.install(shutdown_seconds=settings.shutdown_seconds)
 limit_malloc_arenas()  # before Faust, RocksDB and the executors start their threads
 
 app = faust.App(
     settings.app_id,
     broker=kafka_url(settings.kafka_bootstrap),
+    broker_credentials=kafka_security().faust_broker_credentials(),
     store="rocksdb://",
     datadir=str(settings.data_dir / "state"),
     topic_partitions=settings.partitions,
-    topic_replication_factor=1,
+    # Faust takes no -1 here: `payflow worker` sets the cluster's default.replication.factor
+    # (kafka_security.preflight) before the worker declares any topic
+    topic_replication_factor=max(1, kafka_security().replication_factor),
     processing_guarantee=settings.processing_guarantee,
     consumer_auto_offset_reset="earliest",
     broker_commit_every=settings.batch_size,
@@ -63,7 +65,8 @@ app = faust.App(
 )
 
 raw_events = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+                       key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
+                       config=kafka_security().topic_config().config)
 
 
 def _register() -> None:
@@ -75,4 +78,4 @@ def _register() -> None:
 
 
 _register()
-stall_guard.register(app, settings.topics.raw)  # un-sticks partitions Faust stopped delivering (faust#596)
+runtime.attach(app, raw_topic=settings.topics.raw)  # the stall guard (faust#596), outage and stall logs

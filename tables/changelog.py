@@ -31,6 +31,8 @@ from typing import Any, Iterable, Iterator, Protocol
 import faust
 from rocksdict import WriteBatch
 
+from payflow.runtime.internals import is_rocksdb_store, rocksdb_partition, rocksdb_partitions
+
 log = logging.getLogger(__name__)
 
 # One record: MAGIC, then per change: key length, value length (-1 = delete), key, value.
@@ -94,11 +96,14 @@ async def max_message_bytes(bootstrap: str, topics: list[str]) -> dict[str, int]
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
+    from payflow.kafka_security import current as kafka_security
+    from payflow.runtime.internals import refresh_metadata
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
     await admin.start()
     try:
-        await admin._client.force_metadata_update()
-        brokers = sorted(b.nodeId for b in admin._client.cluster.brokers())
+        cluster = await refresh_metadata(admin)
+        brokers = sorted(b.nodeId for b in cluster.brokers())
         resources = [ConfigResource(ConfigResourceType.BROKER, str(b), {"message.max.bytes": None}) for b in brokers]
         resources += [ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None}) for t in topics]
         found: dict[tuple[int, str], int] = {}
@@ -158,7 +163,7 @@ def unpack_changes(record: bytes) -> Iterator[tuple[bytes, bytes | None]]:
 
 
 class PartitionedState(Protocol):
-    """What the batch processor needs of a state table (see BatchLoggedTable, DictState)."""
+    """What the batch processor needs of a state table (BatchLoggedTable; tests/fakes.py: DictState)."""
 
     def read(self, partition: int, key: str) -> bytes | None: ...
     def write(self, partition: int, key: str, value: bytes) -> None: ...
@@ -178,8 +183,8 @@ class BatchLoggedTable(faust.Table):
 
     def __init__(self, *args: Any, retention_seconds: float, max_value_bytes: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._changelog_compacting = False
-        self._changelog_deleting = True
+        self._changelog_compacting = False  # noqa: SLF001 - Faust's Table settings for its changelog
+        self._changelog_deleting = True  # noqa: SLF001
         self._retention_seconds = retention_seconds
         # the largest value written to this table, and the changelog record limit
         # (configure_record_limits sets it from the broker's limits at the worker's start)
@@ -189,13 +194,14 @@ class BatchLoggedTable(faust.Table):
         # written in this batch, not yet in the local store: reads see them first
         self._unapplied: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
 
-    def _new_changelog_topic(self, *, retention=None, compacting=None, deleting=None):
-        return super()._new_changelog_topic(retention=self._retention_seconds, compacting=False, deleting=True)
+    def _new_changelog_topic(self, *, retention=None, compacting=None, deleting=None):  # noqa: SLF001 - Faust's hook
+        return super()._new_changelog_topic(  # noqa: SLF001
+            retention=self._retention_seconds, compacting=False, deleting=True)
 
     # -- the local store ------------------------------------------------------------------
     @cached_property
     def _rocksdb(self) -> bool:  # the store's kind never changes (read per state access)
-        return hasattr(self.data, "_db_for_partition")
+        return is_rocksdb_store(self.data)
 
     def _write_local(self, partition: int, changes: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Key changes (None: delete) to the local store: RocksDB takes them as one WriteBatch
@@ -208,7 +214,7 @@ class BatchLoggedTable(faust.Table):
                 else:
                     batch.put(k, value)
             if len(batch):
-                self.data._db_for_partition(partition).write(batch)
+                rocksdb_partition(self.data, partition).write(batch)
         else:
             store = self.data.data
             for k, value in changes:
@@ -223,7 +229,7 @@ class BatchLoggedTable(faust.Table):
         if unapplied and k in unapplied:
             return unapplied[k]
         if self._rocksdb:
-            return self.data._db_for_partition(partition).get(k)
+            return rocksdb_partition(self.data, partition).get(k)
         return self.data.data.get(k)
 
     def write(self, partition: int, key: str, value: bytes) -> None:
@@ -255,7 +261,7 @@ class BatchLoggedTable(faust.Table):
     def scan(self) -> Iterator[tuple[str, bytes]]:
         """Every (key, value) held locally, over all assigned partitions."""
         if self._rocksdb:
-            for db in list(self.data._dbs.values()):
+            for db in rocksdb_partitions(self.data):
                 yield from self._db_items(db)
         else:
             for k, v in list(self.data.data.items()):
@@ -265,7 +271,7 @@ class BatchLoggedTable(faust.Table):
         """Every (key, value) held locally for one partition (the memory store: all of them;
         readers tell partitions apart by the value)."""
         if self._rocksdb:
-            yield from self._db_items(self.data._db_for_partition(partition))
+            yield from self._db_items(rocksdb_partition(self.data, partition))
         else:
             yield from self.scan()
 
@@ -301,40 +307,6 @@ class BatchLoggedTable(faust.Table):
         if self._rocksdb:
             for tp, offset in offsets.items():
                 self.data.set_persisted_offset(tp, offset)
-
-
-class DictState:
-    """A PartitionedState over a plain dict (unit tests of the batch processor).
-
-    One dict for all partitions, as Faust's memory store is; the processor still looks a
-    key up only in the partition it was written from (its expiry index is per partition),
-    as over RocksDB, where each partition is a database of its own. Feed it items
-    partitioned by key, as the raw topic is."""
-
-    def __init__(self, data: dict | None = None):
-        self.data: dict[str, bytes] = {} if data is None else data
-
-    def read(self, partition: int, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def write(self, partition: int, key: str, value: bytes) -> None:
-        self.data[key] = value
-
-    def remove(self, partition: int, key: str) -> bool:
-        return self.data.pop(key, None) is not None
-
-    def apply_writes(self) -> None:
-        pass  # written through at once
-
-    def expire(self, partition: int, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.data.pop(key, None)
-
-    def scan(self) -> Iterable[tuple[str, bytes]]:
-        return list(self.data.items())
-
-    def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        return self.scan()  # one dict for all partitions: the values say which
 
 
 def configure_record_limits(tables: Iterable[BatchLoggedTable], topic_limits: dict[str, int], *,

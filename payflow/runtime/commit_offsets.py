@@ -33,10 +33,10 @@ from typing import Optional
 from faust.transport.consumer import Consumer
 from faust.utils.functional import consecutive_numbers
 
-from payflow.runtime import fetch
+from payflow.runtime import fetch, seams
 
-FAUST_NEW_OFFSET = Consumer._new_offset  # Faust's own, for the test that shows the loss
-FAUST_PERFORM_SEEK = Consumer.perform_seek
+FAUST_NEW_OFFSET = seams.original(Consumer, "_new_offset")  # Faust's own, for the test that shows the loss
+FAUST_PERFORM_SEEK = seams.original(Consumer, "perform_seek")
 log = logging.getLogger("payflow.consumer")
 
 
@@ -48,12 +48,12 @@ def fixed_new_offset(self, tp) -> Optional[int]:
 
 
 def _new_offset_of_acks(self, tp) -> Optional[int]:
-    acked = self._acked[tp]
+    acked = self._acked[tp]  # noqa: SLF001
     if not acked:
         return None
     max_offset = max(acked)
-    committed = self._committed_offset[tp]
-    gap_for_tp = self._gap[tp]
+    committed = self._committed_offset[tp]  # noqa: SLF001
+    gap_for_tp = self._gap[tp]  # noqa: SLF001
     if gap_for_tp:
         # offsets Faust knows will never arrive (compaction, transaction markers) count as acked
         candidates = sorted(gap_for_tp.overlap(0, max_offset), key=lambda x: x.begin)
@@ -75,7 +75,7 @@ def _new_offset_of_acks(self, tp) -> Optional[int]:
         return None
     batch = next(consecutive_numbers(acked))
     acked[: len(batch)] = []
-    self._acked_index[tp].difference_update(batch)
+    self._acked_index[tp].difference_update(batch)  # noqa: SLF001
     return batch[-1] + 1
 
 
@@ -83,7 +83,7 @@ async def perform_seek_from_start_when_uncommitted(self) -> None:
     await FAUST_PERFORM_SEEK(self)
     # Faust reads a committed 0 as "nothing committed" too; either way the start is the first offset
     uncommitted = [tp for tp in self.assignment()
-                   if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]
+                   if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]  # noqa: SLF001
     if not uncommitted:
         return
     earliest = await self.earliest_offsets(*uncommitted)
@@ -92,9 +92,12 @@ async def perform_seek_from_start_when_uncommitted(self) -> None:
         if offset is not None:
             log.info("%s[%d] has no committed offset: reading it from its first offset %d", tp.topic, tp.partition, offset)
             await self.seek(tp, offset)
-            self._committed_offset[tp] = offset
+            self._committed_offset[tp] = offset  # noqa: SLF001
 
 
 def install() -> None:
-    Consumer._new_offset = fixed_new_offset
-    Consumer.perform_seek = perform_seek_from_start_when_uncommitted
+    """Faust's `Consumer._commit_offsets` computes each partition's commit with `_new_offset`;
+    the recovery and rebalance seeks call `perform_seek`."""
+    seams.require(Consumer, "earliest_offsets", "seek", "assignment")
+    seams.replace(Consumer, "_new_offset", fixed_new_offset)
+    seams.replace(Consumer, "perform_seek", perform_seek_from_start_when_uncommitted)

@@ -39,6 +39,8 @@ from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.types import TP
 from mode import Service
 
+from payflow.runtime import seams
+
 
 class Route(Protocol):
     def full(self) -> bool: ...
@@ -67,22 +69,22 @@ def routed(topic: str) -> bool:
     return topic in _routes
 
 
-async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no cover - run by the worker
+async def drain_messages(self: Consumer, fetcher: Any) -> None:
     """Faust's fetch loop, a fetch at a time: `Consumer.getmany`, then each partition's
     records go to their route at once, or message by message through Faust's path."""
-    consumer_should_stop = cast(Service, self)._stopped.is_set
-    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+    consumer_should_stop = cast(Service, self)._stopped.is_set  # noqa: SLF001 - mode's Service
+    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set  # noqa: SLF001
     flag_consumer_fetching = CONSUMER_FETCHING
     set_flag = self.diag.set_flag
     unset_flag = self.diag.unset_flag
-    to_message = self._to_message
+    to_message = self._to_message  # noqa: SLF001
     app = self.app
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
             # Faust's getmany, without its per-message generator: one fetch, all partitions
-            records, active_partitions = await self._wait_next_records(1.0)
+            records, active_partitions = await self._wait_next_records(1.0)  # noqa: SLF001
             await self.sleep(0)
             if records is None or self.should_stop:
                 unset_flag(flag_consumer_fetching)
@@ -103,7 +105,8 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
                     continue  # sought while this fetch waited (the stall guard): read again from there
                 if not self.flow_active or app.consumer_generation_id != generation_id:
                     break  # a rebalance began: the rest is read again from committed offsets
-                if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
+                if not (active_partitions is None or tp in active_partitions
+                        or tp in self._buffered_partitions):  # noqa: SLF001
                     continue
                 if not tp_records:
                     continue
@@ -137,7 +140,7 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:  # pragma: no co
 async def _accept(self: Consumer, tp: Any, messages: list) -> list:
     """The messages at or after the partition's read offset, in order; a jump in offsets is
     noted as a gap for commits (Faust's read-offset and gap rules, per message)."""
-    get_read_offset = self._read_offset.__getitem__
+    get_read_offset = self._read_offset.__getitem__  # noqa: SLF001
     acks_enabled = self.app.topics.acks_enabled_for(tp.topic)
     r_offset = get_read_offset(tp)
     accepted = []
@@ -145,16 +148,16 @@ async def _accept(self: Consumer, tp: Any, messages: list) -> list:
         offset = message.offset
         if r_offset is None or offset >= r_offset:
             if r_offset and offset - r_offset > 1 and acks_enabled:
-                await self._add_gap(tp, r_offset + 1, offset)
+                await self._add_gap(tp, r_offset + 1, offset)  # noqa: SLF001
             accepted.append(message)
             r_offset = offset
     return accepted
 
 
 async def _commit_if_due(self: Consumer) -> None:
-    commit_every = self._commit_every
-    if commit_every is not None and self._n_acked >= commit_every:
-        self._n_acked = 0
+    commit_every = self._commit_every  # noqa: SLF001
+    if commit_every is not None and self._n_acked >= commit_every:  # noqa: SLF001
+        self._n_acked = 0  # noqa: SLF001
         await self.commit()
 
 
@@ -165,7 +168,7 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
     until a rebalance's recovery is done), a full route makes the loop wait (interruptible by
     a rebalance), and what a rebalance interrupts is dropped: it is read again from the
     committed offset (take_batches also drops messages of an older generation)."""
-    read_before = self._read_offset[tp]
+    read_before = self._read_offset[tp]  # noqa: SLF001
     accepted = await _accept(self, tp, messages)
     if not accepted:
         return False
@@ -252,12 +255,12 @@ def _fetch_position(self: Consumer, tp: Any) -> int | None:
 async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int) -> bool:
     """Faust's path for a partition of an unrouted topic: each message through the
     consumer's callback (the conductor). False if a rebalance interrupted it."""
-    to_message = self._to_message
+    to_message = self._to_message  # noqa: SLF001
     for record in records:
         if not self.flow_active or self.app.consumer_generation_id != generation_id:
             return False
         message = to_message(tp, record)
-        read_before = self._read_offset[tp]
+        read_before = self._read_offset[tp]  # noqa: SLF001
         if await _accept(self, tp, [message]):
             await _commit_if_due(self)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
@@ -271,9 +274,12 @@ def _move_read_offset(self: Consumer, tp: Any, read_before: int | None, offset: 
     moved it while the loop waited (the stall guard): moved past where a seek put it, the
     read offset would drop the messages the seek asked for."""
     interrupted = self.suspend_flow.is_set() or self.app.consumer_generation_id != generation_id
-    if not interrupted and self._read_offset[tp] == read_before:
-        self._read_offset[tp] = offset
+    if not interrupted and self._read_offset[tp] == read_before:  # noqa: SLF001
+        self._read_offset[tp] = offset  # noqa: SLF001
 
 
 def install() -> None:
-    Consumer._drain_messages = drain_messages
+    """Faust's fetch loop (`Fetcher._fetcher` calls `Consumer._drain_messages`) runs ours."""
+    seams.require(Consumer, "_wait_next_records", "_to_message", "_add_gap", "perform_seek", "highwater",
+                  "wait_first")
+    seams.replace(Consumer, "_drain_messages", drain_messages)

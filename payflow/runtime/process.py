@@ -19,8 +19,15 @@ class StaleCompiledModule(ImportError):
 
 
 def compiled_modules(package_dir: Path = STAGES_DIR) -> dict[str, Path]:
-    """module name -> its compiled extension, for the package's modules that have one."""
-    return {so.name.split(".", 1)[0]: so for so in sorted(package_dir.glob("*.so"))}
+    """module name -> its compiled extension, for the package's modules that have one built
+    for this interpreter (venvs of several Python versions may share a checkout)."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+    found = {}
+    for so in sorted(package_dir.glob("*.so")):
+        name = so.name.split(".", 1)[0]
+        if so.name[len(name):] in EXTENSION_SUFFIXES:
+            found[name] = so
+    return found
 
 
 def refuse_stale(package_dir: Path = STAGES_DIR) -> None:

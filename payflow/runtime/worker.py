@@ -22,6 +22,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from payflow.runtime import seams
+
 log = logging.getLogger("payflow.worker")
 
 SHUTDOWN_TIMED_OUT_EXIT = 75  # EX_TEMPFAIL: the orchestrator restarts it
@@ -29,26 +31,13 @@ _shutdown_seconds = 30.0
 _watchdog_started = threading.Event()
 
 
-def _replace(cls: type, name: str, make: Callable[[Any], Any]) -> None:
-    """Replace cls.name with make(original), refusing if Faust no longer has it."""
-    original = cls.__dict__.get(name)
-    if original is None:
-        raise RuntimeError(f"payflow seam: {cls.__module__}.{cls.__qualname__}.{name} is gone; "
-                           "payflow/runtime/worker.py must be re-audited against this Faust version")
-    if getattr(original, "_payflow_seam", False):
-        return  # installed already
-    replacement = make(original)
-    replacement._payflow_seam = True
-    setattr(cls, name, replacement)
-
-
-def _read_committed(original: Callable) -> Callable:
-    def create_worker_consumer(self: Any, transport: Any) -> Any:
-        consumer = original(self, transport)
-        # stored as given and handed to aiokafka's Fetcher at consumer.start()
-        consumer._isolation_level = "read_committed"  # noqa: SLF001 - see module docstring
-        return consumer
-    return create_worker_consumer
+def create_read_committed_consumer(self: Any, transport: Any) -> Any:
+    """AIOKafkaConsumerThread._create_worker_consumer, its consumer made read_committed."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    consumer = seams.original(AIOKafkaConsumerThread, "_create_worker_consumer")(self, transport)
+    # stored as given and handed to aiokafka's Fetcher at consumer.start()
+    consumer._isolation_level = "read_committed"  # noqa: SLF001 - see module docstring
+    return consumer
 
 
 def start_shutdown_watchdog(seconds: float | None = None,
@@ -69,11 +58,16 @@ def start_shutdown_watchdog(seconds: float | None = None,
     return True
 
 
-def _with_watchdog(original: Callable) -> Callable:
-    def on_signal(self: Any) -> None:
-        start_shutdown_watchdog()
-        original(self)
-    return on_signal
+def on_sigterm_with_watchdog(self: Any) -> None:
+    import faust.worker
+    start_shutdown_watchdog()
+    seams.original(faust.worker.Worker, "_on_sigterm")(self)
+
+
+def on_sigint_with_watchdog(self: Any) -> None:
+    import faust.worker
+    start_shutdown_watchdog()
+    seams.original(faust.worker.Worker, "_on_sigint")(self)
 
 
 def install(shutdown_seconds: float) -> None:
@@ -82,9 +76,9 @@ def install(shutdown_seconds: float) -> None:
     import faust.worker
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-    _replace(AIOKafkaConsumerThread, "_create_worker_consumer", _read_committed)
-    _replace(faust.worker.Worker, "_on_sigterm", _with_watchdog)
-    _replace(faust.worker.Worker, "_on_sigint", _with_watchdog)
+    seams.replace(AIOKafkaConsumerThread, "_create_worker_consumer", create_read_committed_consumer)
+    seams.replace(faust.worker.Worker, "_on_sigterm", on_sigterm_with_watchdog)
+    seams.replace(faust.worker.Worker, "_on_sigint", on_sigint_with_watchdog)
 
 
 AGENT_FAILED_EXIT = 70  # EX_SOFTWARE

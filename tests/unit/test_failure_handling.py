@@ -8,10 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
+from payflow import runtime
 from payflow.runtime import worker
 from payflow.keys import KeyRing
 from payflow.models import Rejection
 from payflow.stages.batch import BatchProcessor, RawItem
+from tests.fakes import dict_processor
 from payflow.warehouse.base import Landed, find_conflicts
 from tests.unit.cards_fixtures import event
 
@@ -20,7 +22,7 @@ T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
 
 def _processor(now: datetime) -> BatchProcessor:
-    return BatchProcessor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={},
+    return dict_processor(keyring=RING, dedup_table={}, watermark_table={}, sender_table={}, card_table={},
                           max_future_seconds=900, now=lambda: now)
 
 
@@ -33,8 +35,8 @@ def test_event_time_skew_is_judged_against_the_record_timestamp_not_a_lagging_cl
     late_reader = _processor(T0 + timedelta(minutes=5))
     ahead = _raw("txn_ahead", T0 + timedelta(minutes=16))  # 16 min ahead of its own write
     fine = _raw("txn_fine", T0 + timedelta(minutes=14))
-    out = late_reader.process([RawItem(0, 0, ahead, None, T0.timestamp()),
-                               RawItem(0, 1, fine, None, T0.timestamp())])
+    out = late_reader.process([RawItem(0, 0, ahead, T0.timestamp()),
+                               RawItem(0, 1, fine, T0.timestamp())])
     assert [r.reason for r in out.rejections] == ["event_time_in_future"]
     assert [e.payment.transaction_id for e in out.enriched] == ["txn_fine"]
 
@@ -42,7 +44,7 @@ def test_event_time_skew_is_judged_against_the_record_timestamp_not_a_lagging_cl
 def test_a_record_timestamp_ahead_of_the_worker_clock_is_not_trusted():
     reader = _processor(T0)
     ahead = _raw("txn_ahead", T0 + timedelta(minutes=16))
-    out = reader.process([RawItem(0, 0, ahead, None, (T0 + timedelta(hours=1)).timestamp())])
+    out = reader.process([RawItem(0, 0, ahead, (T0 + timedelta(hours=1)).timestamp())])
     assert [r.reason for r in out.rejections] == ["event_time_in_future"]
 
 
@@ -95,8 +97,8 @@ def test_a_missing_seam_target_refuses_loudly():
         pass
 
     try:
-        worker._replace(Gone, "_create_worker_consumer", lambda original: original)
-    except RuntimeError as exc:
+        runtime.replace(Gone, "_create_worker_consumer", worker.create_read_committed_consumer)
+    except runtime.MissingSeam as exc:
         assert "re-audited" in str(exc)
     else:
         raise AssertionError("replacing a method Faust no longer has must fail")

@@ -1,0 +1,50 @@
+"""payflow's runtime: every piece that touches Faust, mode, aiokafka or prometheus_client internals.
+
+Each seam, what it replaces, and why (the module docstrings say more):
+
+  fetch           Consumer._drain_messages    raw-topic records reach the agent a fetch at a time
+  take            (calls Stream internals)    batches with manual acks, idle ticks, no blocking
+  commit_offsets  Consumer._new_offset,       never commit over an offset that was not acked
+                  Consumer.perform_seek       (faust#606); a first offset for new partitions
+  worker          AIOKafkaConsumerThread.     read_committed whatever the guarantee; a bounded
+                  _create_worker_consumer,    shutdown after SIGTERM/SIGINT
+                  Worker._on_sigterm/_sigint
+  monitor         AIOKafkaConsumerThread.     no false stall errors about routed partitions;
+                  verify_event_path           a Monitor without per-event hooks
+  stall_guard     (reads Consumer state)      seeks back partitions Faust stopped delivering
+  health          (logging filter, timer)     outages and stalls logged once, then summarised
+  internals, prometheus                       private reads for code outside the runtime
+
+`install()` checks the library versions first (payflow.runtime.seams) and puts every seam
+in place through `seams.replace`, which refuses if a replaced method is gone; `attach(app)`
+starts the runtime's timers once the app exists. Every private access is marked
+`# noqa: SLF001`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from payflow.runtime.seams import MissingSeam, UnauditedVersion, check_versions, original, replace, require
+
+__all__ = ["MissingSeam", "UnauditedVersion", "attach", "check_versions", "install", "original", "replace",
+           "require"]
+
+
+def install(*, shutdown_seconds: float) -> None:
+    """Refuse unaudited library versions, then install every seam (idempotent)."""
+    check_versions()
+    from payflow.runtime import commit_offsets, fetch, monitor, take, worker
+
+    fetch.install()
+    take.install()
+    commit_offsets.install()
+    worker.install(shutdown_seconds)
+    monitor.install()
+
+
+def attach(app: Any, *, raw_topic: str) -> None:
+    """The runtime's timers on `app`: the stall guard (faust#596) and the health watch."""
+    from payflow.runtime import health, stall_guard
+
+    stall_guard.register(app, raw_topic)
+    health.watch(app, raw_topic)
