@@ -10,17 +10,25 @@ from aiokafka.errors import (
 )
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from payflow.kafka_security import current as kafka_security
+
 log = logging.getLogger(__name__)
 _COORDINATOR_LOADING = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
 
 
 async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
                         configs: dict[str, dict[str, str]] | None = None) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1, topic_configs=(configs or {}).get(n, {})) for n in names if n not in existing]
+        durable = kafka_security().topic_config()
+        new = [NewTopic(n, partitions, 1, topic_configs={**durable.config, **(configs or {}).get(n, {})})
+               for n in names if n not in existing]
+        for topic in new:
+            # -1: the cluster's default.replication.factor (KIP-464); NewTopic refuses -1 without
+            # a replica assignment, the broker takes it
+            topic.replication_factor = durable.replication_factor
         if new:
             try:
                 await admin.create_topics(new)
@@ -32,7 +40,7 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
 
 
 async def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -51,7 +59,7 @@ async def rewind_group(bootstrap: str, group: str, topic: str) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id="payflow-admin",
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **kafka_security().client_kwargs())
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
@@ -65,7 +73,7 @@ async def rewind_group(bootstrap: str, group: str, topic: str) -> None:
 
 
 async def list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
     await admin.start()
     try:
         return set(await admin.list_topics())
@@ -77,8 +85,9 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """partition -> messages not yet committed by the consumer group (end offset - committed)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="payflow-lag", enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="payflow-lag", enable_auto_commit=False,
+                                **kafka_security().client_kwargs())
     await admin.start()
     await consumer.start()
     try:

@@ -6,21 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PIDFILE="$KAFKA_DIR/broker.pid"
 LOGFILE="$KAFKA_DIR/broker.log"
 
-fetch() {
-  if [ -f "$KAFKA_LIBS/.complete" ]; then
-    log "Kafka $KAFKA_VERSION jars already in $KAFKA_LIBS"
-    return 0
-  fi
-  log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
-  rm -rf "$KAFKA_LIBS" && mkdir -p "$KAFKA_LIBS"
-  if ! mvn -B --no-transfer-progress -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS" > "$CACHE_DIR/kafka-mvn.log" 2>&1; then
-    tail -n 30 "$CACHE_DIR/kafka-mvn.log" >&2
-    log "mvn could not fetch the Kafka jars (log: $CACHE_DIR/kafka-mvn.log)"
-    return 1
-  fi
-  touch "$KAFKA_LIBS/.complete"
-}
+fetch() { kafka_mvn_fetch; }
 
 write_config() {
   mkdir -p "$KAFKA_DIR/data"
@@ -45,23 +31,10 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 log.cleaner.enable=true
 CONF
-  cat > "$KAFKA_DIR/log4j.properties" <<CONF
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File=$LOGFILE
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.state.change.logger=WARN
-log4j.logger.org.apache.kafka.storage=WARN
-CONF
+  kafka_write_log_config "$KAFKA_DIR" "$LOGFILE"
 }
 
-java_cmd() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-       -Dlog4j.configuration="file:$KAFKA_DIR/log4j.properties" \
-       -cp "$KAFKA_LIBS/*" "$@"
-}
+java_cmd() { kafka_java "$KAFKA_LOG_OPT" "$@"; }
 
 start() {
   if [ -n "${PAYFLOW_KAFKA_BOOTSTRAP:-}" ]; then
@@ -77,16 +50,22 @@ start() {
     return 1
   fi
   fetch
+  # a data dir formatted by another Kafka version is not always readable: start it afresh
+  if [ -f "$KAFKA_DIR/data/meta.properties" ] && [ "$(cat "$KAFKA_DIR/kafka-version" 2>/dev/null)" != "$KAFKA_VERSION" ]; then
+    log "run dir was formatted by Kafka $(cat "$KAFKA_DIR/kafka-version" 2>/dev/null || echo '?'): formatting afresh for $KAFKA_VERSION"
+    rm -rf "$KAFKA_DIR/data"
+  fi
   write_config
   if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
     local cluster_id
     cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
     java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_DIR/server.properties" >/dev/null
+    echo "$KAFKA_VERSION" > "$KAFKA_DIR/kafka-version"
   fi
   : > "$LOGFILE"
   log "starting Kafka $KAFKA_VERSION (KRaft) on 127.0.0.1:$KAFKA_PORT, log in $LOGFILE"
   setsid bash -c "exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-       -Dlog4j.configuration=file:$KAFKA_DIR/log4j.properties \
+       '$KAFKA_LOG_OPT' \
        -cp '$KAFKA_LIBS/*' kafka.Kafka '$KAFKA_DIR/server.properties'" \
        >"$KAFKA_DIR/stdout.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"

@@ -17,6 +17,7 @@ from __future__ import annotations
 from payflow.stages import dedup
 from payflow.tables import watermark_log
 from payflow.app import app, settings
+from payflow.kafka_security import current as kafka_security
 from payflow.stages.batch import history_value_bound
 from payflow.tables.changelog import BatchLoggedTable, apply_broker_limits
 
@@ -32,7 +33,8 @@ def _table(name: str, help: str, max_value_bytes: int) -> BatchLoggedTable:
                "target_file_size_base": 8 * 2**20, "block_cache_size": 2 * 2**20}
     table = BatchLoggedTable(app, name=name, help=help, key_type=bytes, value_type=bytes,
                              partitions=settings.partitions, options=options, beacon=app.tables.beacon,
-                             retention_seconds=settings.watermark_seconds + DAY, max_value_bytes=max_value_bytes)
+                             retention_seconds=settings.watermark_seconds + DAY, max_value_bytes=max_value_bytes,
+                             extra_topic_configs=kafka_security().topic_config().config)  # min.insync.replicas
     return app.tables.add(table)
 
 

@@ -153,8 +153,10 @@ class WorkerRun:
 async def raw_baseline(bootstrap: str, topic: str, expected: int) -> float:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from payflow.kafka_security import current as kafka_security
+
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+                                max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_security().client_kwargs())
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()

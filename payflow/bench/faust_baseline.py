@@ -20,6 +20,7 @@ import time
 import faust
 import orjson
 
+from payflow.kafka_security import current as kafka_security
 from payflow.runtime import fetch
 from payflow.runtime.take import ack, take_batches
 from payflow.settings import kafka_url
@@ -34,6 +35,7 @@ if MODE == "fetch":
     fetch.install()
 
 app = faust.App(os.environ["BENCH_APP_ID"], broker=kafka_url(os.environ["BENCH_KAFKA"]), store="memory://", datadir=os.environ["BENCH_DATADIR"],
+                broker_credentials=kafka_security().faust_broker_credentials(),
                 consumer_auto_offset_reset="earliest", broker_max_poll_records=2000,
                 stream_buffer_maxsize=4 * BATCH, web_port=int(os.environ["BENCH_WEB_PORT"]),
                 autodiscover=False, key_serializer="raw", value_serializer="raw")

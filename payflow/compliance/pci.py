@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from payflow.kafka_security import current as kafka_security
 from payflow.stages import cards
 from payflow.stages.cards import find_pans, mask_digits
 from payflow.warehouse.base import Warehouse
@@ -196,14 +197,17 @@ def scan_topics(bootstrap: str, topics: Iterable[str], max_per_topic: int | None
     except AuditError:
         raise
     except Exception as exc:  # connection refused, timeouts, authorisation ...
-        raise AuditError(f"cannot read Kafka at {bootstrap}: {describe_error(exc)}") from None
+        from payflow.kafka_security import explain_connection_failure
+        raise AuditError(f"cannot read Kafka at {bootstrap}: {describe_error(exc)}; "
+                         f"{explain_connection_failure(exc, bootstrap)}") from None
 
 
 async def topic_partitions(bootstrap: str, topics: list[str] | None = None) -> dict[str, list[int]]:
     """topic -> its partitions (every topic when `topics` is None)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-audit", request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-audit", request_timeout_ms=15_000,
+                                **kafka_security().client_kwargs())
     await admin.start()
     try:
         names = topics if topics is not None else sorted(await admin.list_topics())
@@ -238,7 +242,8 @@ async def _scan_topic(bootstrap: str, topic: str, partitions: list[int], bound: 
     # a consumer per topic: one re-assigned from topic to topic read nothing of the later ones
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 client_id="payflow-audit", max_partition_fetch_bytes=4 * 2**20,
-                                isolation_level="read_uncommitted", request_timeout_ms=30_000)
+                                isolation_level="read_uncommitted", request_timeout_ms=30_000,
+                                **kafka_security().client_kwargs())
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -9,8 +9,6 @@ import string
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from faker import Faker
-
 from payflow.stages.cards import BRANDS, luhn_check_digit
 
 # region -> (IPv4 first octets used there, currencies used there)
@@ -89,6 +87,8 @@ class Population:
 
     @classmethod
     def build(cls, seed: int, n_accounts: int, n_merchants: int, start: datetime) -> "Population":
+        from faker import Faker  # the `simulate` extra: the worker and reconcile do not need it
+
         rng = random.Random(f"population-{seed}")
         fake = Faker()
         fake.seed_instance(seed)

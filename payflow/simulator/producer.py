@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
 from payflow.kafka_admin import ensure_topics
+from payflow.kafka_security import current as kafka_security
 from payflow.simulator.generator import EventStream, Message, SimOptions
 from payflow.simulator.manifest import Manifest
 
@@ -37,6 +38,7 @@ def make_producer(bootstrap: str, *, idempotent: bool = True, **overrides) -> AI
         max_batch_size=256 * 1024,
         max_request_size=2 * 1024 * 1024,
         compression_type="lz4",
+        **kafka_security().client_kwargs(),
     )
     config.update(overrides)
     return AIOKafkaProducer(**config)
