@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from payflow import metrics
-from payflow.runtime import worker
+from payflow.runtime import internals, worker
 from payflow.app import app, settings
 from payflow.compliance.gdpr import (
     INVALID_ERASURE_REQUEST, ErasureRequest, InvalidErasureRequest, parse_request, refresh_erased_subjects,
@@ -76,7 +76,7 @@ async def erase_state(stream):
 
 
 async def _erase(stream) -> None:
-    outputs = KafkaOutputs(app.producer._ensure_producer, settings.topics)
+    outputs = KafkaOutputs(internals.kafka_producer_of(app), settings.topics)
     async for event in stream.events():
         partition, offset = event.message.partition, event.message.offset
         try:

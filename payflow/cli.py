@@ -33,10 +33,14 @@ class _Main(click.Group):
     usage errors and invalid settings (exit 2) as much as an unreachable broker or warehouse.
     PAYFLOW_LOG_LEVEL=debug shows the traceback of an unexpected error."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["payflow.args"] = list(args)  # the command words, for the error line
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         from payflow.kafka_security import KafkaConnectionFailure, KafkaSettingError
 
-        where = _path_of(ctx)  # before invoking: click empties the context's args then
+        where = _path_of(ctx)
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:  # BadParameter and the range types among them
@@ -57,8 +61,7 @@ class _Main(click.Group):
 def _path_of(ctx: click.Context) -> str:
     """`payflow gdpr erase`: the command words of this invocation, for the error line."""
     words, command = [ctx.command_path], ctx.command
-    protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args  # click < 8.2
-    args = [*protected, *ctx.args]
+    args = list(ctx.meta.get("payflow.args", []))
     while isinstance(command, click.Group) and args:
         command = command.get_command(ctx, args[0])
         if command is None:

@@ -11,6 +11,7 @@ from aiokafka.errors import (
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from payflow.kafka_security import current as kafka_security
+from payflow.runtime.internals import refresh_metadata
 
 log = logging.getLogger(__name__)
 _COORDINATOR_LOADING = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
@@ -62,7 +63,7 @@ async def rewind_group(bootstrap: str, group: str, topic: str) -> None:
                                 enable_auto_commit=False, **kafka_security().client_kwargs())
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         if tps:
@@ -93,7 +94,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     try:
         partitions = consumer.partitions_for_topic(topic)
         if partitions is None:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await consumer.end_offsets(tps) if tps else {}

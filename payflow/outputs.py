@@ -21,6 +21,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from payflow.stages.mask import ERASED_SUBJECT
 from payflow.stages.redact import mask_text
 from payflow.models import Rejection, dumps
+from payflow.runtime.internals import partition_for
 from payflow.stages.batch import BatchResult
 from payflow.settings import Topics
 from payflow.warehouse.base import ID_CONFLICT, conflict_detail
@@ -96,13 +97,13 @@ class BatchPublisher:
 
     def _partition_of(self, producer: Any, topic: str, count: int, key: bytes | None, value: bytes) -> int:
         if key is None:
-            return producer._partition(topic, None, key, value, key, value)
+            return partition_for(producer, topic, key, value)
         cache_key = (topic, count, key)
         partition = self._partitions.get(cache_key)
         if partition is None:
             if len(self._partitions) >= 200_000:
                 self._partitions.clear()
-            partition = self._partitions[cache_key] = producer._partition(topic, None, key, value, key, value)
+            partition = self._partitions[cache_key] = partition_for(producer, topic, key, value)
         return partition
 
     async def send(self, records: Iterable[Record]) -> list[Any]:

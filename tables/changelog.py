@@ -32,6 +32,7 @@ import faust
 from rocksdict import WriteBatch
 
 from payflow.runtime.internals import is_rocksdb_store, rocksdb_partition, rocksdb_partitions
+from payflow.runtime.tables import RetainedChangelogTable
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class PartitionedState(Protocol):
     def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
 
 
-class BatchLoggedTable(faust.Table):
+class BatchLoggedTable(RetainedChangelogTable):
     """A Faust table read and written per partition, its changelog one record per batch.
 
     Works over Faust's RocksDB store (the worker) and its memory store (unit tests under
@@ -182,10 +183,7 @@ class BatchLoggedTable(faust.Table):
     """
 
     def __init__(self, *args: Any, retention_seconds: float, max_value_bytes: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._changelog_compacting = False  # noqa: SLF001 - Faust's Table settings for its changelog
-        self._changelog_deleting = True  # noqa: SLF001
-        self._retention_seconds = retention_seconds
+        super().__init__(*args, retention_seconds=retention_seconds, **kwargs)
         # the largest value written to this table, and the changelog record limit
         # (configure_record_limits sets it from the broker's limits at the worker's start)
         self.max_value_bytes = max_value_bytes
@@ -193,10 +191,6 @@ class BatchLoggedTable(faust.Table):
         self._pending: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
         # written in this batch, not yet in the local store: reads see them first
         self._unapplied: dict[int, dict[bytes, bytes | None]] = defaultdict(dict)
-
-    def _new_changelog_topic(self, *, retention=None, compacting=None, deleting=None):  # noqa: SLF001 - Faust's hook
-        return super()._new_changelog_topic(  # noqa: SLF001
-            retention=self._retention_seconds, compacting=False, deleting=True)
 
     # -- the local store ------------------------------------------------------------------
     @cached_property

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tabulate import tabulate
 
 from payflow.kafka_admin import delete_topics, group_lag, list_topics
+from payflow.runtime.internals import refresh_metadata
 from payflow.settings import ROOT, Settings
 
 TARGETS = {"throughput_events_per_s": 10_000, "latency_p99_s": 2.0, "peak_rss_mb": 512}
@@ -159,7 +160,7 @@ async def raw_baseline(bootstrap: str, topic: str, expected: int) -> float:
                                 max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_security().client_kwargs())
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -130,6 +130,6 @@ def _count(n_in: int, result: Any) -> None:
     high = sum(1 for e in result.enriched if e.fraud.is_high_risk)
     metrics.HIGH_RISK.inc(high)
     metrics.SCORED.inc(len(result.enriched))
-    scored = metrics.SCORED._value.get()
+    scored = metrics.value(metrics.SCORED)
     if scored:
-        metrics.HIGH_RISK_SHARE.set(metrics.HIGH_RISK._value.get() / scored)
+        metrics.HIGH_RISK_SHARE.set(metrics.value(metrics.HIGH_RISK) / scored)

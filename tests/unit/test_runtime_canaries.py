@@ -288,3 +288,18 @@ def test_the_refusal_names_files_that_exist():
     for dist, where in seams.RE_AUDIT.items():
         for name in re.findall(r"[\w/]+\.py", where):
             assert (ROOT / name).exists() or (ROOT / "payflow/runtime" / name).exists(), (dist, name)
+
+
+def test_faust_builds_the_state_tables_changelog_through_the_replaced_hook():
+    """tables/: the changelog is deleted by retention, not compacted, because Faust still
+    asks `_new_changelog_topic` for it (payflow/runtime/tables.py)."""
+    import faust
+
+    from payflow.tables.changelog import BatchLoggedTable
+
+    canary_app = faust.App("canary-changelog-hook", store="memory://", autodiscover=False)
+    table = BatchLoggedTable(canary_app, name="canary", key_type=bytes, value_type=bytes, partitions=2,
+                             retention_seconds=7200)
+    topic = table.changelog_topic
+    assert topic.deleting is True and not topic.compacting
+    assert topic.retention is not None and float(topic.retention.total_seconds() if hasattr(topic.retention, "total_seconds") else topic.retention) == 7200
