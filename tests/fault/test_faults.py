@@ -50,10 +50,20 @@ def assert_reconciled_and_clean(worker: Worker, manifest_path: Path, warehouse=N
             warehouse.close()
 
 
-def test_worker_sigkilled_three_times_during_a_50k_run(kafka, tmp):
+@pytest.mark.parametrize("backend", ["duckdb", "bigquery"])
+def test_worker_sigkilled_three_times_during_a_run(kafka, tmp, request, backend):
     prefix = unique("kill-") + "-"
-    m = simulate(prefix, tmp / "m.json", count=50_000, seed=31)
-    worker = Worker(tmp, prefix=prefix, extra_env={"PAYFLOW_SINK_BATCH_SIZE": "1000"}).start()
+    # the emulator lands slower than DuckDB: a shorter run still has every kill mid-stream
+    m = simulate(prefix, tmp / "m.json", count=50_000 if backend == "duckdb" else 20_000, seed=31)
+    env = {"PAYFLOW_SINK_BATCH_SIZE": "1000"}
+    warehouse = dataset = None
+    if backend == "bigquery":
+        endpoint = request.getfixturevalue("bq_endpoint")
+        dataset = unique("kill_")
+        env["PAYFLOW_BIGQUERY_ENDPOINT"] = endpoint
+        warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=endpoint)
+    worker = Worker(tmp, prefix=prefix, extra_env=env,
+                    warehouse=f"bigquery://{BQ_PROJECT}/{dataset}" if dataset else None).start()
     rng = random.Random(31)
     kills = []
     try:
@@ -71,7 +81,12 @@ def test_worker_sigkilled_three_times_during_a_50k_run(kafka, tmp):
     finally:
         assert worker.stop() == 0, worker.log_tail()
     assert len(kills) == 3 and worker.starts == 4
-    assert_reconciled_and_clean(worker, tmp / "m.json")
+    try:
+        assert_reconciled_and_clean(worker, tmp / "m.json", warehouse)
+    finally:
+        if warehouse is not None:
+            warehouse.client.delete_dataset(f"{BQ_PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
+            warehouse.close()
 
 
 def test_broker_restarted_mid_run(kafka, tmp):

@@ -6,6 +6,7 @@ sums per currency) and no card data."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from collections import defaultdict
@@ -20,6 +21,8 @@ from tests.helpers import BQ_PROJECT, Worker, read_topic, simulate, unique, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 EVENTS = int(os.environ.get("PAYFLOW_TEST_SCALE_OUT_EVENTS", "20000"))
+# the timing of the membership changes (share of the run committed at each), varied by seed
+TIMING = random.Random(int(os.environ.get("PAYFLOW_TEST_SCALE_OUT_SEED", "41")))
 
 
 def test_three_workers_join_are_killed_and_leave_mid_stream(kafka, bq_endpoint, tmp):
@@ -50,12 +53,12 @@ def test_three_workers_join_are_killed_and_leave_mid_stream(kafka, bq_endpoint, 
     started = time.monotonic()
     try:
         a.start()
-        reach(0.10, "B and C join")
+        reach(TIMING.uniform(0.05, 0.15), "B and C join")
         b.start()
         c.start()
-        reach(0.35, "B is killed")
+        reach(TIMING.uniform(0.30, 0.40), "B is killed")
         b.kill()
-        reach(0.55, "C leaves")
+        reach(TIMING.uniform(0.50, 0.65), "C leaves")
         assert c.stop() == 0, c.log_tail()
         a.wait_caught_up(timeout=900)
         assert a.alive(), a.log_tail()
