@@ -10,13 +10,11 @@ FROM python:3.11.15-bookworm@sha256:a8f8fbe1a0edc9e4dddafa64ba73f7e04be7be5ebc23
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/payflow && /opt/payflow/bin/pip install pip==26.3
-# dependencies first (pinned in setup.cfg), so code changes do not rebuild this layer
+# dependencies first, exactly as locked and hash-checked (requirements/lock-image.txt: the
+# runtime and the simulator, no test tools), so code changes do not rebuild this layer
+COPY requirements/lock-image.txt ./requirements/
+RUN /opt/payflow/bin/pip install --require-hashes --no-deps -r requirements/lock-image.txt
 COPY setup.cfg setup.py pyproject.toml README.md ./
-# (empty packages: setup.cfg lists every package, which must exist to install the dependencies)
-RUN for d in payflow payflow/bench payflow/compliance payflow/runtime payflow/simulator payflow/stages \
-        payflow/warehouse agents tables; do mkdir -p "$d" && touch "$d/__init__.py"; done \
-    && PAYFLOW_PURE_PYTHON=1 /opt/payflow/bin/pip install . \
-    && /opt/payflow/bin/pip uninstall -y payflow
 COPY payflow ./payflow
 COPY agents ./agents
 COPY tables ./tables

@@ -18,7 +18,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from payflow.kafka_admin import delete_topics, group_lag, list_topics, rewind_group
-from payflow.settings import ROOT, Settings
+from payflow.settings import Settings
 
 DEMO_EVENTS = int(os.environ.get("PAYFLOW_DEMO_EVENTS", "20000"))
 EXAMPLE_QUERIES = {
@@ -53,6 +53,17 @@ async def _reset(settings: Settings) -> None:
     raise RuntimeError(f"topics not deleted in time: {sorted(left)}")
 
 
+def _query_hint(db_path: Path) -> str:
+    """The `payflow query` command for this warehouse, as the user can paste it."""
+    def short(p: Path) -> Path:
+        try:
+            return p.relative_to(Path.cwd())
+        except ValueError:
+            return p
+    return (f"PAYFLOW_WAREHOUSE=duckdb:///{short(db_path)} {short(Path(sys.executable).parent / 'payflow')} query "
+            '"SELECT currency, payments, total_amount FROM daily_summary ORDER BY currency"')
+
+
 def main() -> int:
     os.environ.setdefault("PAYFLOW_APP_ID", "payflow-demo")
     os.environ.setdefault("PAYFLOW_WAREHOUSE", "duckdb:///var/demo/payflow.duckdb")
@@ -73,7 +84,7 @@ def main() -> int:
 
     say(f"simulating {DEMO_EVENTS} payment events (5% duplicates, 1% late, 1% malformed, fraud scenarios)")
     sim = subprocess.run([sys.executable, "-m", "payflow.cli", "simulate", "--count", str(DEMO_EVENTS),
-                          "--seed", "2026", "--manifest", str(manifest_path)], cwd=ROOT)
+                          "--seed", "2026", "--manifest", str(manifest_path)])
     if sim.returncode != 0:
         return sim.returncode
     # the new topic starts from nothing for the worker's consumer group too
@@ -82,7 +93,7 @@ def main() -> int:
     say("starting the worker (payflow worker) and waiting until every offset is committed")
     log_path = settings.data_dir / "worker-stdout.log"
     with open(log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"], cwd=ROOT,
+        worker = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     started = time.monotonic()
     try:
@@ -129,7 +140,7 @@ def main() -> int:
         print(findings.summary())
     finally:
         warehouse.close()
-    say(f"done: open the warehouse with `duckdb {db_path}` (or Python's duckdb) and query the views")
+    say("done: query the views (also while a worker runs), for example:\n   " + _query_hint(db_path))
     return 0 if result.ok and findings.ok else 1
 
 

@@ -1,14 +1,18 @@
 """Worker web endpoints on PAYFLOW_WEB_PORT: /metrics (Prometheus), /livez, /healthz, /readyz,
-and a timer that keeps lag and commit-age gauges current."""
+POST /warehouse/query and /warehouse/erase (the embedded warehouse for other processes while
+this worker holds its file: payflow/query.py), and a timer that keeps lag and commit-age
+gauges current."""
 from __future__ import annotations
 
+import asyncio
+import hmac
 import time
 
 from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from payflow import metrics
-from payflow.runtime import worker
+from payflow.runtime import internals, worker
 from payflow.app import app, settings
 
 
@@ -55,6 +59,48 @@ async def ready_page(self: web.View, request: web.Request) -> web.Response:
     return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 
+class _WarehouseEndpoint(web.View):
+    """Base of the two warehouse endpoints: token check, typed-JSON body, one-line errors."""
+
+    async def _answer(self, request: web.Request, call) -> web.Response:
+        from payflow import query
+        runtime = _runtime()
+        wh = runtime.sink.warehouse if runtime is not None else None
+        token = getattr(wh, "owner_token", None)
+        if token is None:
+            return self._error(503, "this worker holds no embedded DuckDB warehouse (yet)")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return self._error(403, "bad or missing token (read it from the warehouse's owner file)")
+        try:
+            body = query.loads(await self.read_request_content(request))
+            result = await asyncio.to_thread(call, wh, body)
+        except query.ReadOnlyViolation as exc:
+            return self._error(400, f"read-only: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a bad query is the caller's error, reported to it
+            return self._error(400, " ".join(f"{type(exc).__name__}: {exc}".split()))
+        return self.bytes(query.dumps(result), content_type="application/json")
+
+    def _error(self, status: int, message: str) -> web.Response:
+        return self.json({"error": message}, status=status)
+
+
+@app.page("/warehouse/query")
+class WarehouseQuery(_WarehouseEndpoint):
+    async def post(self, request: web.Request) -> web.Response:
+        return await self._answer(request, lambda wh, b: {"rows": wh.query_read_only(b["sql"], b.get("params") or {})})
+
+
+@app.page("/warehouse/erase")
+class WarehouseErase(_WarehouseEndpoint):
+    async def post(self, request: web.Request) -> web.Response:
+        def erase(wh, b):
+            r = wh.erase([tuple(p) for p in b["pii_hashes"]], b["mode"], b["request_id"])
+            return {"mode": r.mode, "pii_hashes": r.pii_hashes, "rows_affected": r.rows_affected,
+                    "seconds": r.seconds, "request_id": r.request_id}
+        return await self._answer(request, erase)
+
+
 def _raw_partitions_assigned() -> bool:
     try:
         return any(tp.topic == settings.topics.raw for tp in app.consumer.assignment())
@@ -64,8 +110,7 @@ def _raw_partitions_assigned() -> bool:
 
 def _broker_connected() -> bool:
     try:
-        client = app.producer._ensure_producer().client  # aiokafka client under Faust's producer
-        return any(conn.connected() for conn in client._conns.values())
+        return internals.broker_connected(app)
     except Exception:  # noqa: BLE001 - not started yet or no connection: not ready
         return False
 
@@ -83,7 +128,7 @@ async def refresh_gauges() -> None:
             metrics.WATERMARK_LAG.labels(str(partition)).set(max(0.0, now - wm / 1e6))
     consumer = app.consumer
     try:
-        committed = consumer._committed_offset  # Faust keeps what it last committed per TP
+        committed = internals.committed_offsets(app)  # what Faust last committed per TP
         for tp in consumer.assignment():
             if tp.topic != settings.topics.raw:
                 continue  # changelog and erasure partitions are not the pipeline's lag

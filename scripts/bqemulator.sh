@@ -14,8 +14,12 @@ install() {
   log "installing bqemulator into $BQ_VENV"
   rm -rf "$BQ_VENV"
   "$PYTHON" -m venv "$BQ_VENV"
-  "$BQ_VENV/bin/pip" install -q --disable-pip-version-check \
-      bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy==2.4.6
+  local pkgs=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy==2.4.6)
+  if [ -x "$CACHE_DIR/uv-venv/bin/uv" ]; then  # made by `make`: installs in seconds
+    "$CACHE_DIR/uv-venv/bin/uv" pip install -q --python "$BQ_VENV/bin/python" "${pkgs[@]}"
+  else
+    "$BQ_VENV/bin/pip" install -q --disable-pip-version-check "${pkgs[@]}"
+  fi
   touch "$BQ_VENV/.complete"
 }
 

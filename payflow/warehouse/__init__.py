@@ -14,8 +14,9 @@ def open_warehouse(settings: Settings, url: str | None = None, *, child_process:
         if child_process:
             from payflow.warehouse.child import ChildProcessDuckDB
             return ChildProcessDuckDB(path)
-        from payflow.warehouse.duck import DuckDBWarehouse
-        return DuckDBWarehouse(path)
+        # directly, or through the running worker that holds the file (payflow/query.py)
+        from payflow.query import open_duckdb
+        return open_duckdb(path)
     if url.startswith("bigquery://"):
         from payflow.warehouse.bq import BigQueryWarehouse
         project, _, dataset = url[len("bigquery://"):].partition("/")

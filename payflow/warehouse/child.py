@@ -8,7 +8,9 @@ interpreter's switch interval: a batch that lands at ~70 µs/event alone took 30
 core; the worker only pickles the batch's rows across.
 
 The child is the only process with the DuckDB file open (DuckDB allows one writer), and
-it dies with its parent, so a restarted worker can open the file again.
+it dies with its parent, so a restarted worker can open the file again. While it runs, other
+processes read the file through it: the worker publishes an owner file next to the DuckDB
+file and serves reads and erasures on its web port (payflow/query.py, payflow/web.py).
 """
 from __future__ import annotations
 
@@ -84,6 +86,21 @@ def _call(method: str, *args: Any) -> Any:
     return getattr(_warehouse, method)(*args)
 
 
+def _query_read_only(sql: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A query sent by another process through the worker: one read-only statement only."""
+    import sqlglot
+
+    from payflow.query import ReadOnlyViolation, is_read_only
+    assert _warehouse is not None
+    try:
+        duck_sql = ";".join(sqlglot.transpile(sql, read="bigquery", write="duckdb"))
+    except sqlglot.errors.SqlglotError as exc:
+        raise ValueError(" ".join(str(exc).split())) from None
+    if not is_read_only(_warehouse.con, duck_sql):  # type: ignore[attr-defined]
+        raise ReadOnlyViolation("only one read-only statement (SELECT) is accepted through the worker")
+    return _warehouse.query(sql, params)
+
+
 def _land_pickled(batch: bytes) -> dict[str, int]:
     assert _warehouse is not None
     return _warehouse.land(pickle.loads(batch))
@@ -103,11 +120,24 @@ def _pickled_without_memo(batch: LandingBatch) -> bytes:
 class ChildProcessDuckDB(Warehouse):
     name = "duckdb"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, web_port: int | None = None):
         self.path = path
         # spawn, not fork: the worker has threads (DuckDB's, the event loop's executors)
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_start, initargs=(path, os.getpid()))
+        # where other processes find us while we hold the file (payflow/query.py); the token
+        # authenticates their requests on the web port
+        self.owner_token: str | None = None
+        if path != ":memory:":
+            from payflow.query import publish_owner
+            from payflow.settings import Settings
+            self.owner_token = publish_owner(path, web_port if web_port is not None else Settings.from_env().web_port)
+            # the worker stops without closing its warehouse (the child dies with it): withdraw
+            # at exit too; a file left by a killed worker is only read on a lock conflict
+            import atexit
+
+            from payflow.query import withdraw_owner
+            atexit.register(withdraw_owner, path)
 
     def _run(self, method: str, *args: Any) -> Any:
         return self._pool.submit(_call, method, *args).result()
@@ -121,6 +151,9 @@ class ChildProcessDuckDB(Warehouse):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._run("query", sql, params)
 
+    def query_read_only(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._pool.submit(_query_read_only, sql, params).result()
+
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt:
         return self._run("erase", pii_hashes, mode, request_id)
 
@@ -128,6 +161,9 @@ class ChildProcessDuckDB(Warehouse):
         return self._run("string_columns")
 
     def close(self) -> None:
+        if self.owner_token is not None:
+            from payflow.query import withdraw_owner
+            withdraw_owner(self.path)
         try:
             self._run("close")
         finally:

@@ -35,7 +35,9 @@ def test_the_stages_in_use_are_the_compiled_ones_unless_built_as_pure_python():
 
 def _package(tmp_path: Path, source_age: float, extension_age: float) -> Path:
     (tmp_path / "fraud.py").write_text("# source\n")
-    extension = tmp_path / "fraud.cpython-311-x86_64-linux-gnu.so"
+    from importlib.machinery import EXTENSION_SUFFIXES  # this interpreter's: .cpython-3XX-...so
+    extension = tmp_path / f"fraud{EXTENSION_SUFFIXES[0]}"
+    (tmp_path / "fraud.cpython-39-x86_64-linux-gnu.so").write_bytes(b"")  # another Python's: not ours
     extension.write_bytes(b"\x7fELF")
     now = 1_800_000_000
     os.utime(tmp_path / "fraud.py", (now - source_age, now - source_age))
