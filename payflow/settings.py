@@ -22,7 +22,7 @@ class Setting:
 
 
 SETTINGS_DOC: tuple[Setting, ...] = (
-    Setting("PAYFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers; when set in the environment, the local scripts start no broker"),
+    Setting("PAYFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers; when set in the environment, the local scripts start no broker (unset: the local broker, on PAYFLOW_LOCAL_KAFKA_PORT if that is set)"),
     Setting("PAYFLOW_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client payflow makes (payflow/kafka_security.py)"),
     Setting("PAYFLOW_KAFKA_SASL_MECHANISM", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_ protocol)"),
     Setting("PAYFLOW_KAFKA_SASL_USERNAME", "", "SASL user name"),
@@ -122,8 +122,13 @@ WAREHOUSE_SHAPES = "duckdb:///RELATIVE/PATH, duckdb:////ABSOLUTE/PATH or bigquer
 LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "crit", "critical")
 
 
+def local_bootstrap() -> str:
+    """The local broker the scripts start (scripts/kafka.sh: PAYFLOW_LOCAL_KAFKA_PORT, 9092)."""
+    return f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_KAFKA_PORT', '').strip() or '9092'}"
+
+
 def _bootstrap() -> str:
-    raw = _env("PAYFLOW_KAFKA_BOOTSTRAP").strip()
+    raw = (os.environ.get("PAYFLOW_KAFKA_BOOTSTRAP") or local_bootstrap()).strip()
     parts = [p.strip() for p in raw.split(",")]
     for p in parts:
         m = _HOST_PORT.fullmatch(p)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from payflow.settings import ROOT
 
-KAFKA = os.environ.get("PAYFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-BQ_ENDPOINT = os.environ.get("PAYFLOW_TEST_BQ_ENDPOINT", "http://127.0.0.1:9050")
+# the stack `make test` started (on PAYFLOW_LOCAL_*_PORT when those move it), or a given one
+KAFKA = os.environ.get("PAYFLOW_KAFKA_BOOTSTRAP") or f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_KAFKA_PORT') or 9092}"
+BQ_ENDPOINT = (os.environ.get("PAYFLOW_TEST_BQ_ENDPOINT")
+               or f"http://127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_PORT') or 9050}")
 BQ_PROJECT = "payflow-local"
 TEST_HMAC_KEYS = "test-1:" + "5a" * 32
 
