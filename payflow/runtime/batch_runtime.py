@@ -79,6 +79,7 @@ def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outp
     return Checkpoint(sink=sink, outputs=outputs, processor=processor, tables=ALL_TABLES,
                       ack=lambda messages: ack(app.consumer, messages),
                       max_pending=settings.batch_size * settings.landing_batches,
+                      min_pending=settings.batch_size, target_landing_seconds=settings.target_landing_seconds,
                       fault_exit_after_land=settings.fault_exit_after_land)
 
 

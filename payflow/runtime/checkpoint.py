@@ -10,9 +10,13 @@ The steps, in order:
 1. `add`: a processed batch (a `Landing`: its warehouse rows, its messages, the futures of
    the outputs processing queued on the producer, its enriched payments) joins `pending`;
    batches waiting together merge into one landing.
-2. `advance`: at most one landing is in flight. With one in flight and `max_pending`
-   messages or more pending, the worker waits for it (commits it first: bounds memory).
-   With none in flight, `pending` is launched (`sink.start`: it lands in the background).
+2. `advance`: at most one landing is in flight. With one in flight and the landing limit
+   reached by what is pending, the worker waits for it (commits it first: bounds memory and
+   the size of the next landing). With none in flight, `pending` is launched (`sink.start`:
+   it lands in the background). The limit starts at `max_pending` messages; a landing slower
+   than `target_landing_seconds` halves it (down to `min_pending`, one batch), one four times
+   faster doubles it back: a slow warehouse gets smaller landings, each well inside the
+   consumer's rebalance and session timeouts, instead of ever larger merged ones.
 3. `commit_landed` commits the landing in flight once the warehouse is done with it:
    a. await the warehouse's ack; a failed landing raises SinkStopped here, and nothing of
       it is published, expired, flushed or acked;
@@ -97,7 +101,8 @@ class Checkpoint:
     """
 
     def __init__(self, *, sink: Any, outputs: Any, processor: Any, tables: Iterable[Any],
-                 ack: Callable[[list], None], max_pending: int, fault_exit_after_land: int = 0,
+                 ack: Callable[[list], None], max_pending: int, min_pending: int = 1,
+                 target_landing_seconds: float = 10.0, fault_exit_after_land: int = 0,
                  exit_: Callable[[int], None] = os._exit):
         self.sink = sink
         self.outputs = outputs
@@ -105,6 +110,9 @@ class Checkpoint:
         self.tables = tuple(tables)
         self.ack = ack
         self.max_pending = max_pending
+        self.min_pending = min(min_pending, max_pending)
+        self.target_landing_seconds = target_landing_seconds
+        self.landing_limit = max_pending  # adapts to the warehouse's speed (step 2)
         self.fault_exit_after_land = fault_exit_after_land
         self.exit = exit_
         self.pending: Landing | None = None
@@ -124,7 +132,7 @@ class Checkpoint:
 
     async def advance(self) -> None:
         """Step 2: wait for the landing in flight if too much is pending; launch the next."""
-        if self.in_flight is not None and self.pending is not None and len(self.pending.messages) >= self.max_pending:
+        if self.in_flight is not None and self.pending is not None and len(self.pending.messages) >= self.landing_limit:
             landing, self.in_flight = self.in_flight, None  # the warehouse is behind: wait for it
             await self._commit(landing)
         if self.in_flight is None and self.pending is not None:
@@ -137,8 +145,17 @@ class Checkpoint:
             self.landed.clear()
 
     def _launch(self, landing: Landing) -> Landing:
+        started = time.monotonic()
         landing.task = self.sink.start(landing.batch)
-        landing.task.add_done_callback(lambda _: self.landed.set())
+
+        def done(task: asyncio.Future) -> None:
+            if not task.cancelled() and task.exception() is None:
+                self.landing_limit = next_landing_limit(self.landing_limit, time.monotonic() - started,
+                                                        self.target_landing_seconds, self.min_pending,
+                                                        self.max_pending)
+            self.landed.set()
+
+        landing.task.add_done_callback(done)
         return landing
 
     async def _commit(self, landing: Landing) -> None:
@@ -166,3 +183,12 @@ class Checkpoint:
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)
         metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())
+
+
+def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:
+    """The pending messages the next landing may gather, after one that took `seconds`."""
+    if seconds > target:
+        return max(floor, limit // 2)
+    if seconds < target / 4:
+        return min(ceiling, limit * 2)
+    return limit

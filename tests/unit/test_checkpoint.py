@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from payflow.sink import SinkStopped
+from payflow.runtime.checkpoint import Checkpoint
 from tests.fakes import CheckpointParts
 
 
@@ -163,3 +164,34 @@ async def test_the_fault_hook_exits_after_the_nth_landing_before_its_state_and_a
     assert position(parts, ("ack", ["a0"])) < position(parts, ("publish enriched", ["b"])) < exit_at
     assert exit_at < position(parts, ("ack", ["b0"]))
     assert exit_at < [i for i, e in enumerate(parts.journal) if e[0] == "expire"][1]
+
+
+def test_the_landing_limit_halves_after_a_slow_landing_and_grows_back_after_fast_ones():
+    from payflow.runtime.checkpoint import next_landing_limit
+
+    assert next_landing_limit(6000, 25.0, 10.0, 2000, 6000) == 3000
+    assert next_landing_limit(3000, 25.0, 10.0, 2000, 6000) == 2000  # never below one batch
+    assert next_landing_limit(2000, 5.0, 10.0, 2000, 6000) == 2000  # neither slow nor fast
+    assert next_landing_limit(2000, 1.0, 10.0, 2000, 6000) == 4000
+    assert next_landing_limit(4000, 1.0, 10.0, 2000, 6000) == 6000  # never above the bound
+
+
+async def test_after_a_slow_landing_the_worker_waits_with_less_pending():
+    parts = CheckpointParts()
+    checkpoint = Checkpoint(sink=parts.sink, outputs=parts.outputs, processor=parts.processor, tables=parts.tables,
+                            ack=parts.ack, max_pending=4, min_pending=1, target_landing_seconds=0.05)
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()
+    await asyncio.sleep(0.1)  # the warehouse is slow: a takes longer than the target
+    parts.sink.ack(0)
+    await drive(parts, checkpoint.commit_landed())
+    assert checkpoint.landing_limit == 2
+    checkpoint.add(parts.landing("b"))
+    await checkpoint.advance()  # b in flight
+    checkpoint.add(parts.landing("c", messages=2))
+    waiting = asyncio.ensure_future(checkpoint.advance())  # 2 pending: the halved limit, waits for b
+    await settle()
+    assert not waiting.done()
+    parts.sink.ack(1)
+    await drive(parts, waiting)
+    assert ("land", "c") in parts.journal
