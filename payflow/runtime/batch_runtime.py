@@ -76,10 +76,14 @@ class Runtime:
 def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outputs: Any,
                    sink: WarehouseSink) -> Checkpoint:
     from payflow.tables.definitions import ALL_TABLES
+    bigquery = settings.warehouse_url.startswith("bigquery://")
+    # BigQuery: fewer, larger landings (each opens write streams, a quota per project and hour)
+    landing_batches = settings.bq_landing_batches if bigquery else settings.landing_batches
     return Checkpoint(sink=sink, outputs=outputs, processor=processor, tables=ALL_TABLES,
                       ack=lambda messages: ack(app.consumer, messages),
-                      max_pending=settings.batch_size * settings.landing_batches,
+                      max_pending=settings.batch_size * landing_batches,
                       min_pending=settings.batch_size, target_landing_seconds=settings.target_landing_seconds,
+                      min_landing_seconds=settings.bq_min_landing_seconds if bigquery else 0.0,
                       fault_exit_after_land=settings.fault_exit_after_land)
 
 

@@ -16,7 +16,10 @@ The steps, in order:
    it lands in the background). The limit starts at `max_pending` messages; a landing slower
    than `target_landing_seconds` halves it (down to `min_pending`, one batch), one four times
    faster doubles it back: a slow warehouse gets smaller landings, each well inside the
-   consumer's rebalance and session timeouts, instead of ever larger merged ones.
+   consumer's rebalance and session timeouts, instead of ever larger merged ones. A landing
+   starts at most every `min_landing_seconds` (BigQuery: each landing opens write streams,
+   a quota per project and hour); meanwhile batches gather, and at the limit the worker
+   waits out the interval.
 3. `commit_landed` commits the landing in flight once the warehouse is done with it:
    a. await the warehouse's ack; a failed landing raises SinkStopped here, and nothing of
       it is published, expired, flushed or acked;
@@ -102,7 +105,8 @@ class Checkpoint:
 
     def __init__(self, *, sink: Any, outputs: Any, processor: Any, tables: Iterable[Any],
                  ack: Callable[[list], None], max_pending: int, min_pending: int = 1,
-                 target_landing_seconds: float = 10.0, fault_exit_after_land: int = 0,
+                 target_landing_seconds: float = 10.0, min_landing_seconds: float = 0.0,
+                 fault_exit_after_land: int = 0,
                  exit_: Callable[[int], None] = os._exit):
         self.sink = sink
         self.outputs = outputs
@@ -113,6 +117,8 @@ class Checkpoint:
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
         self.landing_limit = max_pending  # adapts to the warehouse's speed (step 2)
+        self.min_landing_seconds = min_landing_seconds
+        self.last_launch = -float("inf")
         self.fault_exit_after_land = fault_exit_after_land
         self.exit = exit_
         self.pending: Landing | None = None
@@ -136,7 +142,12 @@ class Checkpoint:
             landing, self.in_flight = self.in_flight, None  # the warehouse is behind: wait for it
             await self._commit(landing)
         if self.in_flight is None and self.pending is not None:
-            self.in_flight, self.pending = self._launch(self.pending), None
+            wait = self.last_launch + self.min_landing_seconds - time.monotonic()
+            if wait > 0 and len(self.pending.messages) >= self.landing_limit:
+                await asyncio.sleep(wait)  # at the limit: wait out the cadence, then land
+                wait = 0
+            if wait <= 0:
+                self.in_flight, self.pending = self._launch(self.pending), None
         if self.in_flight is None or not self.in_flight.task.done():
             # only a finished in-flight landing may wake the loop. A landing's done-callback
             # can run after the loop already saw the task done and committed it; left set,
@@ -145,7 +156,7 @@ class Checkpoint:
             self.landed.clear()
 
     def _launch(self, landing: Landing) -> Landing:
-        started = time.monotonic()
+        started = self.last_launch = time.monotonic()
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:

@@ -195,3 +195,21 @@ async def test_after_a_slow_landing_the_worker_waits_with_less_pending():
     parts.sink.ack(1)
     await drive(parts, waiting)
     assert ("land", "c") in parts.journal
+
+
+async def test_a_landing_starts_at_most_every_min_landing_seconds_and_at_the_limit_the_worker_waits():
+    parts = CheckpointParts()
+    checkpoint = Checkpoint(sink=parts.sink, outputs=parts.outputs, processor=parts.processor, tables=parts.tables,
+                            ack=parts.ack, max_pending=3, min_landing_seconds=0.3)
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()  # the first lands at once
+    parts.sink.ack(0)
+    await drive(parts, checkpoint.commit_landed())
+    checkpoint.add(parts.landing("b"))
+    await checkpoint.advance()  # within the interval and below the limit: b waits, not launched
+    assert checkpoint.in_flight is None and ("land", "b") not in parts.journal
+    checkpoint.add(parts.landing("c", messages=2))  # 3 pending: the limit
+    started = asyncio.get_running_loop().time()
+    await checkpoint.advance()  # waits out the interval, then lands b and c together
+    assert asyncio.get_running_loop().time() - started > 0.1
+    assert ("land", "b+c") in parts.journal
