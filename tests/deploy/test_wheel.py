@@ -73,6 +73,12 @@ def test_installed_wheel_simulates_runs_a_worker_and_reconciles(kafka, wheel: Pa
 
     work = tmp_path / "work"  # the user's working directory, outside the checkout
     work.mkdir()
+    # installed as payflow.agents and payflow.tables: the import names agents and tables stay free
+    names = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import importlib.util, payflow.agents, payflow.tables; "
+                            "print(importlib.util.find_spec('agents'), importlib.util.find_spec('tables'))"],
+                           cwd=work, capture_output=True, text=True, timeout=120)
+    assert names.returncode == 0 and names.stdout.split() == ["None", "None"], names.stdout + names.stderr
     prefix = unique("whl") + "-"
     web_port = free_port()
     env = {k: v for k, v in os.environ.items()
