@@ -145,8 +145,16 @@ def pack_changes(changes: dict[bytes, bytes | None], limit: int = MAX_RECORD_BYT
 
 
 def unpack_changes(record: bytes) -> Iterator[tuple[bytes, bytes | None]]:
-    if not record.startswith(MAGIC):
-        raise ValueError("not a payflow state record")
+    """A record's changes, read by the format its 4-byte header names (b"PFS1" today): a
+    later format gets a new header and its own reader here, beside this one, so a changelog
+    written by an older worker stays readable."""
+    reader = _READERS.get(bytes(record[:len(MAGIC)]))
+    if reader is None:
+        raise ValueError(f"not a payflow state record of a known format (header {bytes(record[:4])!r})")
+    return reader(record)
+
+
+def _unpack_v1(record: bytes) -> Iterator[tuple[bytes, bytes | None]]:
     view = memoryview(record)
     pos = len(MAGIC)
     end = len(record)
@@ -161,6 +169,9 @@ def unpack_changes(record: bytes) -> Iterator[tuple[bytes, bytes | None]]:
         else:
             yield key, bytes(view[pos:pos + value_len])
             pos += value_len
+
+
+_READERS = {MAGIC: _unpack_v1}  # header -> reader, one per record format
 
 
 class PartitionedState(Protocol):

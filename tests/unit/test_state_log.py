@@ -61,3 +61,11 @@ def test_rocksdb_writes_reach_the_store_at_apply_and_reads_see_them_before(tmp_p
     table.apply_writes()
     table.expire(1, ["txn_b", "txn_never_written"])
     assert db.get(b"txn_b") is None and dict(table.scan()) == {}
+
+
+def test_a_record_names_its_format_and_an_unknown_format_is_refused_by_name():
+    record = pack_changes({b"k": b"v"})[0]
+    assert record[:4] == MAGIC == b"PFS1"
+    assert dict(unpack_changes(record)) == {b"k": b"v"}
+    with pytest.raises(ValueError, match=r"known format \(header b'PFS9'\)"):
+        list(unpack_changes(b"PFS9" + record[4:]))
