@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -74,6 +75,7 @@ class BigQueryWarehouse(Warehouse):
         self.emulated = bool(endpoint)
         self.endpoint = endpoint
         self.landing = landing or os.environ.get("PAYFLOW_BQ_LANDING", "storage")
+        self._landing_lock = threading.Lock()
         if self.landing not in LANDINGS:
             raise ValueError(f"PAYFLOW_BQ_LANDING must be one of {LANDINGS}, not {self.landing!r}")
         self.land_retry = _LAND_RETRY
@@ -161,9 +163,12 @@ class BigQueryWarehouse(Warehouse):
         return bigquery.ArrayQueryParameter("rows", "STRUCT", structs)
 
     def land(self, batch: LandingBatch) -> Landed:
-        if self.landing == "storage":
-            return self.storage_landing().land(batch)
-        return self.merge_land(batch)
+        # one landing at a time per process: a timed-out attempt still running in its thread
+        # and the sink's retry never interleave (each is idempotent, not each other's guard)
+        with self._landing_lock:
+            if self.landing == "storage":
+                return self.storage_landing().land(batch)
+            return self.merge_land(batch)
 
     def merge_land(self, batch: LandingBatch) -> Landed:
         batch = batch.first_per_key()
@@ -224,10 +229,15 @@ class BigQueryWarehouse(Warehouse):
         return {t: [c.name for c in cols if c.bq_type == "STRING"] for t, cols in schema.tables().items()}
 
     # -- GDPR erasure --------------------------------------------------------------------
+    def apply_erasure(self, hashes: list[str], mode: str, now: datetime) -> dict[str, int]:
+        """The erasure plan's DML for these subjects, without a ledger row (erase() writes it;
+        the landing calls this for a subject erased while it landed)."""
+        return _apply_erasure(self, hashes, mode, now)
+
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str | None = None) -> ErasureReceipt:
         """The erasure plan (compliance.gdpr.erasure_plan), one DML job per step."""
-        from payflow.compliance.gdpr import LEDGER_COMPLETE, LEDGER_INSERT, SUBJECT_TRANSACTIONS, erasure_plan
-        plan = erasure_plan(mode)
+        from payflow.compliance.gdpr import LEDGER_COMPLETE, LEDGER_INSERT, erasure_plan
+        erasure_plan(mode)  # an unknown mode is refused before the ledger is written
         request_id = request_id or str(uuid.uuid4())
         started = time.perf_counter()
         hashes = [h for _, h in pii_hashes]
@@ -244,17 +254,30 @@ class BigQueryWarehouse(Warehouse):
                 bigquery.ScalarQueryParameter("h", "STRING", h), bigquery.ScalarQueryParameter("kid", "STRING", key_id),
                 bigquery.ScalarQueryParameter("mode", "STRING", mode),
                 bigquery.ScalarQueryParameter("now", "TIMESTAMP", now))
-        hp = bigquery.ArrayQueryParameter("hashes", "STRING", hashes)
-        ids = [r.transaction_id for r in run(SUBJECT_TRANSACTIONS, hp)[1]]
-        params = {"hashes": hp, "ids": bigquery.ArrayQueryParameter("ids", "STRING", ids),
-                  "now": bigquery.ScalarQueryParameter("now", "TIMESTAMP", now)}
-        affected: dict[str, int] = {}
-        for table, sql in plan:
-            job, _ = run(sql, *(p for name, p in params.items() if f"@{name}" in sql))
-            affected[table] = int(job.num_dml_affected_rows or 0)
+        affected = self.apply_erasure(hashes, mode, now)
         run(LEDGER_COMPLETE, bigquery.ScalarQueryParameter("ra", "STRING", json.dumps(affected)),
             bigquery.ScalarQueryParameter("rid", "STRING", request_id))
         return ErasureReceipt(mode, hashes, affected, time.perf_counter() - started, request_id)
+
+
+def _apply_erasure(wh: "BigQueryWarehouse", hashes: list[str], mode: str, now: datetime) -> dict[str, int]:
+    """The erasure plan's DML for these subjects (their ledger rows are written by the caller)."""
+    from payflow.compliance.gdpr import SUBJECT_TRANSACTIONS, erasure_plan
+
+    def run(sql: str, *params: Any) -> Any:
+        job = wh.client.query(schema.render_sql(sql, "bigquery", project=wh.project, dataset=wh.dataset),
+                              job_config=bigquery.QueryJobConfig(query_parameters=list(params)))
+        return job, job.result()
+
+    hp = bigquery.ArrayQueryParameter("hashes", "STRING", hashes)
+    ids = [r.transaction_id for r in run(SUBJECT_TRANSACTIONS, hp)[1]]
+    params = {"hashes": hp, "ids": bigquery.ArrayQueryParameter("ids", "STRING", ids),
+              "now": bigquery.ScalarQueryParameter("now", "TIMESTAMP", now)}
+    affected: dict[str, int] = {}
+    for table, sql in erasure_plan(mode):
+        job, _ = run(sql, *(p for name, p in params.items() if f"@{name}" in sql))
+        affected[table] = int(job.num_dml_affected_rows or 0)
+    return affected
 
 
 def _bq_value(v: Any) -> Any:

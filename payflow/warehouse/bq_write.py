@@ -79,6 +79,7 @@ class StorageWriteLanding:
                 hashes.update(h for h in batch.sources[name]["pii_hash"] if h)
         positional = {table: batch.columns(table) for table in POSITIONED if batch.count(table)}
         there: dict[str, set[tuple[int, int]]] = {table: set() for table in POSITIONED}
+        erasures: dict[str, str] = {}
         if payments or hashes or positional:
             found, positions_in_table, erasures, there = self._lookup(payments, sorted(hashes), positional)
 
@@ -135,7 +136,29 @@ class StorageWriteLanding:
         self.last_streams = len(streams)
         for table, stream in streams.items():  # one atomic commit per table (BigQuery's unit)
             self._commit(table, stream)
+        if streams and hashes:
+            self._erase_what_was_erased_meanwhile(hashes, erasures, now)
         return landed
+
+    def _erase_what_was_erased_meanwhile(self, hashes: set[str], known: dict[str, str], now: datetime) -> None:
+        """An erasure that reached the ledger after this landing's lookup may have run its DML
+        before these rows were committed: read the ledger again for the batch's subjects and
+        apply the erasure plan to any erased since (its ledger row is already there). Any
+        erasure later than this read runs its DML after the commit, on the landed rows."""
+        from google.cloud import bigquery
+        job = self.wh.client.query(
+            f"SELECT pii_hash, MAX(mode) AS mode FROM {self.wh._t('gdpr_erasures')} "
+            "WHERE requested_at >= @since AND pii_hash IN UNNEST(@hashes) GROUP BY pii_hash",
+            job_config=bigquery.QueryJobConfig(query_parameters=[
+                bigquery.ScalarQueryParameter("since", "TIMESTAMP", now - timedelta(days=1)),
+                bigquery.ArrayQueryParameter("hashes", "STRING", sorted(hashes))]),
+            retry=self.wh.land_retry, job_retry=None, timeout=self.rpc_timeout)
+        late: dict[str, list[str]] = {}
+        for row in job.result(retry=self.wh.land_retry, timeout=self.rpc_timeout):
+            if row["pii_hash"] not in known:
+                late.setdefault(row["mode"], []).append(row["pii_hash"])
+        for mode, subjects in late.items():
+            self.wh.apply_erasure(subjects, mode, now)
 
     def _lookup(self, payments: dict[str, list] | None, hashes: list[str], positional: dict[str, dict[str, list]]):
         """One query: which of the batch's payment ids each payment table holds (pruned to the
