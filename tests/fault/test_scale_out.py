@@ -16,7 +16,7 @@ import pytest
 from payflow.reconcile import reconcile
 from payflow.simulator.manifest import load
 from payflow.warehouse.bq import BigQueryWarehouse
-from tests.fault.test_faults import assert_reconciled_and_clean
+from tests.fault.test_faults import assert_reconciled_and_clean, consumed
 from tests.helpers import BQ_PROJECT, Worker, read_topic, simulate, unique, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -31,7 +31,9 @@ def test_three_workers_join_are_killed_and_leave_mid_stream(kafka, bq_endpoint, 
     sent = m["messages_sent"]
     dataset = unique("scale_")
     warehouse_url = f"bigquery://{BQ_PROJECT}/{dataset}"
-    env = {"PAYFLOW_BIGQUERY_ENDPOINT": bq_endpoint, "PAYFLOW_PARTITIONS": "12", "PAYFLOW_SINK_BATCH_SIZE": "500"}
+    # small, frequent landings: commits advance steadily, so each change lands mid-stream
+    env = {"PAYFLOW_BIGQUERY_ENDPOINT": bq_endpoint, "PAYFLOW_PARTITIONS": "12", "PAYFLOW_SINK_BATCH_SIZE": "500",
+           "PAYFLOW_BQ_MIN_LANDING_SECONDS": "1", "PAYFLOW_BQ_LANDING_BATCHES": "2"}
 
     def worker(name: str) -> Worker:
         (tmp / name).mkdir()
@@ -56,6 +58,12 @@ def test_three_workers_join_are_killed_and_leave_mid_stream(kafka, bq_endpoint, 
         reach(TIMING.uniform(0.05, 0.15), "B and C join")
         b.start()
         c.start()
+        # B and C have joined: each consumed part of the stream (a slow start on a busy machine
+        # would otherwise leave them out of it, and C's SIGTERM would hit a process still importing)
+        for joined in (b, c):
+            wait_until(lambda: not joined.alive() or consumed(joined) > 0 or committed() >= sent, 600,
+                       interval=0.5, what="B and C consuming")
+            assert joined.alive() and consumed(joined) > 0, "B or C never took part: " + joined.log_tail()
         reach(TIMING.uniform(0.30, 0.40), "B is killed")
         b.kill()
         reach(TIMING.uniform(0.50, 0.65), "C leaves")

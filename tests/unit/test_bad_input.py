@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from payflow.settings import ROOT
 from payflow.simulator.manifest import Manifest
 from payflow.stages.cards import luhn_valid
 
-PAYFLOW = ROOT / ".venv" / "bin" / "payflow"
+# the payflow command of the venv running the tests (.venv, or .venv-3.12 for PYTHON=python3.12)
+PAYFLOW = Path(sys.executable).parent / "payflow"
 KEY = "k1:" + "ab" * 32
 # nothing listens on port 1
 DEAD = "127.0.0.1:1"
