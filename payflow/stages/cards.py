@@ -180,9 +180,11 @@ def _run_hits(run_start: int, run: str) -> list[PanHit]:
 
 
 # an RFC 4122 / 9562 UUID (version 1-8, variant 10xx): digits joined across its dashes hold a
-# plausible, Luhn-valid window in about one random UUID of 250, the usual transaction id
-_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[1-8][0-9A-Fa-f]{3}-[89abAB][0-9A-Fa-f]{3}-"
-                   r"[0-9A-Fa-f]{12}(?![0-9A-Za-z])")
+# plausible, Luhn-valid window in about one random UUID of 250, the usual transaction id. Its
+# edges are hex edges, not word edges: a UUID follows a name with no separator in binary
+# files (RocksDB writes its db identity right after "rocksdb.creating.db.identity")
+_UUID = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[1-8][0-9A-Fa-f]{3}-[89abAB][0-9A-Fa-f]{3}-"
+                   r"[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
 
 
 def find_pans(text: str) -> list[PanHit]:

@@ -61,7 +61,7 @@ def test_query_reconcile_audit_and_erase_while_the_worker_consumes(kafka, tmp: P
             with pytest.raises(duckdb.IOException):
                 duckdb.connect(str(db_path), read_only=True)
             first = count(worker, "SELECT count(*) AS n FROM payment_transactions")
-            wait_until(lambda: count(worker, "SELECT count(*) AS n FROM payment_transactions") > first, 60,
+            wait_until(lambda: count(worker, "SELECT count(*) AS n FROM payment_transactions") > first, 180,
                        what="the count to grow while querying")
             refused = cli(worker, "query", "DELETE FROM payment_transactions")
             assert refused.returncode == 2 and "read-only" in refused.stderr, refused.stderr

@@ -222,3 +222,13 @@ def test_random_uuids_are_not_card_numbers_but_a_pan_beside_one_is():
     # shaped like a UUID but not one (variant nibble 1): the digits across its dashes are found
     assert pan in [h.digits for h in find_pans(f"abcdabcd-{pan[:4]}-{pan[4:8]}-{pan[8:12]}-{pan[12:]}abcdefab")]
 
+
+
+def test_a_uuid_glued_to_a_name_is_still_a_uuid():
+    # a RocksDB table file: the db identity follows its property name with no separator, and
+    # this one holds a Luhn-valid window across its dashes (a PCI scan of the state flagged it)
+    from payflow.stages.cards import find_pans_bytes
+
+    sst = b"\x13$reating.db.identityee9fa2c4-6532-4995-9228-969647f9ad13\x11\r\x02host.identity"
+    assert find_pans_bytes(sst) == []
+    assert find_pans_bytes(b"x6532 4995 9228 9696 47x") != []  # the same digits, not in a UUID
