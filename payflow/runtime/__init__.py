@@ -13,6 +13,7 @@ Each seam, what it replaces, and why (the module docstrings say more):
                   verify_event_path           a Monitor without per-event hooks
   stall_guard     (reads Consumer state)      seeks back partitions Faust stopped delivering
   health          (logging filter, timer)     outages and stalls logged once, then summarised
+  tables          Table._new_changelog_topic  state changelogs deleted by retention, not compacted
   internals, prometheus                       private reads for code outside the runtime
 
 `install()` checks the library versions first (payflow.runtime.seams) and puts every seam
