@@ -115,13 +115,19 @@ UV_COMPILE_IMAGE = $(UV) pip compile --quiet --universal --python-version 3.11 -
 	--extra simulate --no-emit-package payflow --custom-compile-command "make lock" \
 	-o requirements/lock-image.txt setup.cfg
 
-lock: $(UV)
+# a sha256 whose hex holds a card-shaped digit run is swapped for the file's sha512
+# (scripts/lock_hashes.py): no card-number-shaped digits in the repository
+LOCK_HASHES := $(PY) scripts/lock_hashes.py $(LOCK) requirements/lock-image.txt
+
+lock: $(UV) $(VENV)/.installed
 	$(UV_COMPILE)
 	$(UV_COMPILE_IMAGE)
+	$(LOCK_HASHES)
 
-lock-upgrade: $(UV)
+lock-upgrade: $(UV) $(VENV)/.installed
 	$(UV_COMPILE) --upgrade
 	$(UV_COMPILE_IMAGE) --upgrade
+	$(LOCK_HASHES)
 
 clean: down
 	rm -rf var $(VENV)
