@@ -1,6 +1,7 @@
 """The warehouse sink's retry policy: transient failures and hung calls are retried."""
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -51,3 +52,39 @@ async def test_a_permanent_error_stops_the_sink():
         await sink.land(LandingBatch())
     assert not sink.healthy
     metrics.SINK_UP.set(1)  # other tests share the process-wide gauge
+
+
+class HangingWarehouse:
+    """Every call hangs until released; counts how many run at once."""
+
+    name = "hanging"
+
+    def __init__(self):
+        self.running = self.most = self.calls = 0
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+
+    def land(self, batch: LandingBatch) -> dict[str, int]:
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.release.wait(10)
+        with self.lock:
+            self.running -= 1
+        return {}
+
+
+async def test_hung_calls_of_a_landing_are_bounded_and_a_late_answer_lands_it():
+    warehouse = HangingWarehouse()
+    sink = WarehouseSink(warehouse, attempt_timeout=0.05, initial_backoff=0.01, max_backoff=0.02,
+                         max_retry_seconds=5.0)
+    landing = asyncio.ensure_future(sink.land(LandingBatch()))
+    await asyncio.sleep(1.0)  # ~15 attempts timed out
+    assert not landing.done()
+    assert warehouse.most == 2, f"{warehouse.most} calls at once: each holds its own copy of the rows"
+    assert 0.9 < sink.landing_seconds() < 3
+    assert not sink.up(0.5) and sink.up(30)
+    warehouse.release.set()  # the hung calls answer after all: the landing is done
+    assert await landing == {}
+    assert sink.landing_seconds() == 0 and sink.up(0.5)
