@@ -35,7 +35,11 @@ PendingEnriched = tuple[str, int, int, bytes, bytes]
 
 
 def enriched_records(result: BatchResult) -> list[PendingEnriched]:
-    """A batch's enriched payments, serialised now, published after their landing."""
+    """A batch's enriched payments, serialised now, published after their landing.
+
+    Each JSON value is copied into a bytes object of its own length: orjson returns its
+    output in the buffer it wrote it to, 4-8 KiB for a ~1 KiB record, and these records
+    are held until the landing commits (several batches while the warehouse is slow)."""
     out: list[PendingEnriched] = []
     masked_at, masked_at_text = None, None
     for e in result.enriched:
@@ -44,7 +48,7 @@ def enriched_records(result: BatchResult) -> list[PendingEnriched]:
             masked_at = p.masked_at
             masked_at_text = orjson.dumps(masked_at).decode()[1:-1]
         out.append((p.transaction_id, p.source_partition, p.source_offset, p.sender_account_id.encode(),
-                    e.to_enriched_json(masked_at_text)))
+                    bytes(memoryview(e.to_enriched_json(masked_at_text)))))
     return out
 
 
