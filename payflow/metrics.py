@@ -35,5 +35,10 @@ END_TO_END = Histogram("payflow_produce_to_land_seconds", "Seconds from produce 
                                 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0))
 STALL_RECOVERIES = Counter("payflow_stall_recoveries_total", "Partitions sought back to their committed offset because commits were stuck behind undelivered offsets")
 SINK_RETRIES = Counter("payflow_sink_retries_total", "Transient warehouse errors retried")
-SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy, 0 when it has stopped")
+SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy: not stopped, and no landing failing or "
+                "hanging longer than PAYFLOW_READY_LANDING_STALL_SECONDS; 0 otherwise")
 SINK_UP.set(1)
+BUFFERED_BYTES = Gauge("payflow_buffered_bytes", "Bytes (estimated) of processed batches held until they land: "
+                       "the landing in flight and what waits for the next (bounded by PAYFLOW_MAX_BUFFERED_BYTES)")
+BUFFER_FULL = Counter("payflow_buffer_full_total", "Times the worker stopped taking batches because "
+                      "PAYFLOW_MAX_BUFFERED_BYTES was reached (backpressure until a landing commits)")

@@ -84,7 +84,8 @@ def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outp
                       max_pending=settings.batch_size * landing_batches,
                       min_pending=settings.batch_size, target_landing_seconds=settings.target_landing_seconds,
                       min_landing_seconds=settings.bq_min_landing_seconds if bigquery else 0.0,
-                      fault_exit_after_land=settings.fault_exit_after_land)
+                      fault_exit_after_land=settings.fault_exit_after_land,
+                      max_buffered_bytes=settings.max_buffered_bytes)
 
 
 async def start_runtime(app: Any, settings: Settings) -> Runtime:

@@ -11,8 +11,11 @@ The steps, in order:
    the outputs processing queued on the producer, its enriched payments) joins `pending`;
    batches waiting together merge into one landing.
 2. `advance`: at most one landing is in flight. With one in flight and the landing limit
-   reached by what is pending, the worker waits for it (commits it first: bounds memory and
-   the size of the next landing). With none in flight, `pending` is launched (`sink.start`:
+   reached by what is pending, or the bytes held by the landing in flight and what is
+   pending reaching `max_buffered_bytes`, the worker waits for it (commits it first: bounds
+   memory and the size of the next landing). While it waits, the agent takes no batch, the
+   batch buffer fills and Faust's fetch loop stops fetching (payflow.runtime.fetch waits
+   for room in it): backpressure, nothing dropped. With none in flight, `pending` is launched (`sink.start`:
    it lands in the background). The limit starts at `max_pending` messages; a landing slower
    than `target_landing_seconds` halves it (down to `min_pending`, one batch), one four times
    faster doubles it back: a slow warehouse gets smaller landings, each well inside the
@@ -40,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,8 +66,10 @@ class Landing:
     published: list  # futures of their output records
     enriched: list  # their enriched payments, published once landed (outputs.PendingEnriched)
     task: asyncio.Future | None = None
+    size: int = -1  # bytes it holds (estimated: `held_bytes`), set when added
 
     def merge(self, later: "Landing") -> "Landing":
+        self.size += later.size
         self.batch.extend(later.batch)
         self.messages += later.messages
         for partition, watermark in later.start_watermarks.items():
@@ -106,7 +112,7 @@ class Checkpoint:
     def __init__(self, *, sink: Any, outputs: Any, processor: Any, tables: Iterable[Any],
                  ack: Callable[[list], None], max_pending: int, min_pending: int = 1,
                  target_landing_seconds: float = 10.0, min_landing_seconds: float = 0.0,
-                 fault_exit_after_land: int = 0,
+                 fault_exit_after_land: int = 0, max_buffered_bytes: int = 64 * 2**20,
                  exit_: Callable[[int], None] = os._exit):
         self.sink = sink
         self.outputs = outputs
@@ -118,6 +124,7 @@ class Checkpoint:
         self.target_landing_seconds = target_landing_seconds
         self.landing_limit = max_pending  # adapts to the warehouse's speed (step 2)
         self.min_landing_seconds = min_landing_seconds
+        self.max_buffered_bytes = max_buffered_bytes
         self.last_launch = -float("inf")
         self.fault_exit_after_land = fault_exit_after_land
         self.exit = exit_
@@ -128,19 +135,41 @@ class Checkpoint:
 
     def add(self, landing: Landing) -> None:
         """Step 1: a processed batch joins what waits for the next landing."""
+        if landing.size < 0:
+            landing.size = held_bytes(landing)
         self.pending = landing if self.pending is None else self.pending.merge(landing)
+        self._note_buffered()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held by the landing in flight and what waits for the next one."""
+        return sum(landing.size for landing in (self.in_flight, self.pending) if landing is not None)
+
+    def _note_buffered(self) -> None:
+        metrics.BUFFERED_BYTES.set(self.buffered_bytes)
+
+    def must_wait(self) -> bool:
+        """The landing in flight must commit before anything more is taken (step 2)."""
+        if self.in_flight is None or self.pending is None:
+            return False
+        return (len(self.pending.messages) >= self.landing_limit
+                or self.buffered_bytes >= self.max_buffered_bytes)
 
     async def commit_landed(self) -> None:
         """Step 3, if the warehouse is done with the landing in flight (else nothing)."""
         if self.in_flight is not None and self.in_flight.task.done():
             landing, self.in_flight = self.in_flight, None
             await self._commit(landing)
+            self._note_buffered()
 
     async def advance(self) -> None:
         """Step 2: wait for the landing in flight if too much is pending; launch the next."""
-        if self.in_flight is not None and self.pending is not None and len(self.pending.messages) >= self.landing_limit:
+        if self.must_wait():
+            if self.buffered_bytes >= self.max_buffered_bytes:
+                metrics.BUFFER_FULL.inc()
             landing, self.in_flight = self.in_flight, None  # the warehouse is behind: wait for it
             await self._commit(landing)
+            self._note_buffered()
         if self.in_flight is None and self.pending is not None:
             wait = self.last_launch + self.min_landing_seconds - time.monotonic()
             if wait > 0 and len(self.pending.messages) >= self.landing_limit:
@@ -148,6 +177,7 @@ class Checkpoint:
                 wait = 0
             if wait <= 0:
                 self.in_flight, self.pending = self._launch(self.pending), None
+                self._note_buffered()
         if self.in_flight is None or not self.in_flight.task.done():
             # only a finished in-flight landing may wake the loop. A landing's done-callback
             # can run after the loop already saw the task done and committed it; left set,
@@ -194,6 +224,40 @@ class Checkpoint:
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)
         metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())
+
+
+def held_bytes(landing: Landing) -> int:
+    """The bytes a processed batch holds until it has landed, estimated from a sample of
+    each column and list (Python object sizes and the lists' pointers): its warehouse rows,
+    its enriched payments' JSON, its Faust messages (their values already freed)."""
+    total = 0
+    for columns in getattr(landing.batch, "sources", {}).values():
+        for column in columns.values():
+            total += _list_bytes(column)
+    for entry in landing.enriched:  # (transaction id, partition, offset, key, JSON)
+        total += sys.getsizeof(entry) + sum(sys.getsizeof(field) for field in entry)
+    total += _list_bytes(landing.messages, _message_bytes) + _list_bytes(landing.published)
+    return total
+
+
+_SAMPLE = 16
+
+
+def _list_bytes(values: list, size: Callable[[Any], int] = sys.getsizeof) -> int:
+    """A list's size with its items', estimated from evenly spaced samples; one object
+    repeated through the list (a batch's timestamp, None) is counted once."""
+    sample = values[::max(1, len(values) // _SAMPLE)]
+    if not sample:
+        return sys.getsizeof(values)
+    if all(v is sample[0] for v in sample):
+        return sys.getsizeof(values) + size(sample[0])
+    return sys.getsizeof(values) + len(values) * sum(map(size, sample)) // len(sample)
+
+
+def _message_bytes(message: Any) -> int:
+    return (sys.getsizeof(message) + sys.getsizeof(getattr(message, "key", None))
+            + sys.getsizeof(getattr(message, "value", None)) + sys.getsizeof(getattr(message, "offset", 0))
+            + sys.getsizeof(getattr(message, "timestamp", 0.0)))
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

@@ -213,3 +213,89 @@ async def test_a_landing_starts_at_most_every_min_landing_seconds_and_at_the_lim
     await checkpoint.advance()  # waits out the interval, then lands b and c together
     assert asyncio.get_running_loop().time() - started > 0.1
     assert ("land", "b+c") in parts.journal
+
+
+async def test_the_worker_waits_for_the_landing_in_flight_once_the_buffered_bytes_reach_the_bound():
+    parts = CheckpointParts()
+    checkpoint = Checkpoint(sink=parts.sink, outputs=parts.outputs, processor=parts.processor, tables=parts.tables,
+                            ack=parts.ack, max_pending=1_000_000, max_buffered_bytes=3_000)
+    a = parts.landing("a")
+    a.size = 1_000
+    checkpoint.add(a)
+    await checkpoint.advance()  # a in flight
+    b = parts.landing("b")
+    b.size = 1_500
+    checkpoint.add(b)
+    assert checkpoint.buffered_bytes == 2_500
+    await checkpoint.advance()  # under the bound: goes on without waiting for a
+    c = parts.landing("c")
+    c.size = 600
+    checkpoint.add(c)  # 3,100 bytes held: the next advance waits for a (the agent takes no batch meanwhile)
+    parts.outputs.hold = parts.outputs.publisher.hold = False
+    parts.outputs.release()
+    waiting = asyncio.ensure_future(checkpoint.advance())
+    await settle()
+    assert not waiting.done() and parts.acked() == []
+    parts.sink.ack(0)
+    await drive(parts, waiting)
+    assert parts.acked() == [["a0"]]
+    assert checkpoint.buffered_bytes == 2_100  # b and c, now in flight together
+
+
+def test_held_bytes_follows_what_a_processed_batch_really_holds():
+    """The estimate against tracemalloc for a real batch: its messages (values freed), its
+    warehouse rows and its enriched payments' JSON, ~2 KB an event."""
+    import gc
+    import tracemalloc
+    from datetime import datetime, timezone
+
+    from faust.types import TP, Message
+
+    from payflow.keys import KeyRing
+    from payflow.outputs import enriched_records
+    from payflow.runtime.checkpoint import Landing, held_bytes
+    from payflow.simulator.generator import EventStream, SimOptions
+    from payflow.stages.batch import RawItem
+    from payflow.warehouse.base import build_batch
+    from tests.fakes import dict_processor
+
+    n = 2_000
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+    events = list(EventStream(SimOptions(count=n, seed=3, start_time=datetime(2026, 11, 20, 11, 0,
+                                                                                 tzinfo=timezone.utc))))[:n]
+    processor = dict_processor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+                               sender_table={}, card_table={}, now=lambda: now)
+    tp = TP("raw", 0)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        messages = [Message("raw", 0, i, now.timestamp(), 0, [], e.key, e.value, None, tp=tp, generation_id=1)
+                    for i, e in enumerate(events)]
+        result = processor.process([RawItem(m.partition, m.offset, m.value, m.timestamp) for m in messages])
+        for m in messages:
+            m.value = None
+        landing = Landing(build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                                      result.watermarks, now), messages, result.start_watermarks, [],
+                          enriched_records(result))
+        assert len(landing.enriched) > n * 0.9
+        del result, messages
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+        del landing.batch, landing.messages, landing.enriched
+        gc.collect()
+        held -= tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    landing = Landing(build_batch([]), [], {}, [], [])
+    assert held / n < 3_000, f"{held / n:.0f} bytes an event held until the landing commits"
+    # estimated on a fresh copy of the same batch
+    processor = dict_processor(keyring=KeyRing.parse("t-1:" + "ab" * 32), dedup_table={}, watermark_table={},
+                               sender_table={}, card_table={}, now=lambda: now)
+    messages = [Message("raw", 0, i, now.timestamp(), 0, [], e.key, None, None, tp=tp, generation_id=1)
+                for i, e in enumerate(events)]
+    result = processor.process([RawItem(0, i, e.value, now.timestamp()) for i, e in enumerate(events)])
+    landing = Landing(build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                                  result.watermarks, now), messages, result.start_watermarks, [],
+                      enriched_records(result))
+    estimate = held_bytes(landing)
+    assert 0.9 * held <= estimate <= 1.6 * held, (estimate / n, held / n)
