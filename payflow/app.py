@@ -78,4 +78,4 @@ def _register() -> None:
 
 
 _register()
-runtime.attach(app, raw_topic=settings.topics.raw)  # the stall guard (faust#596), outage and stall logs
+runtime.attach(app, raw_topic=settings.topics.raw, settings=settings)  # the stall guard (faust#596), outage and stall logs

@@ -162,13 +162,19 @@ def level_of(settings) -> int:
 
 
 def worker_logging_config(settings) -> dict:
-    """dictConfig for Faust's worker, which replaces the root handlers when it starts."""
+    """dictConfig for Faust's worker, which replaces the root handlers when it starts. The
+    handlers carry the worker's outage filter (payflow.runtime.health) from the start: the
+    libraries' thousands of lines about a broker that does not answer are folded into a few
+    from the first one on, while the worker is still starting too."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"outages": {"()": "payflow.runtime.health.process_filter"}},
         "handlers": {
-            "stdout": {"()": "payflow.logs.stdout_handler", "log_format": settings.log_format},
-            "file": {"()": "payflow.logs.file_handler", "path": str(settings.data_dir / "logs" / "worker.log")},
+            "stdout": {"()": "payflow.logs.stdout_handler", "log_format": settings.log_format,
+                       "filters": ["outages"]},
+            "file": {"()": "payflow.logs.file_handler", "path": str(settings.data_dir / "logs" / "worker.log"),
+                     "filters": ["outages"]},
         },
         "root": {"level": level_of(settings), "handlers": ["stdout", "file"]},
     }

@@ -52,6 +52,9 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),
     Setting("PAYFLOW_BQ_LANDING_BATCHES", "25", "BigQuery: batches one landing may gather (PAYFLOW_SINK_LANDING_BATCHES for DuckDB): enough for the landing cadence at full speed"),
     Setting("PAYFLOW_PRODUCER_COMPRESSION", "none", "compression of what the worker publishes: none, lz4, zstd, gzip or snappy (lz4 cost ~7% of the worker's CPU at full load)"),
+    Setting("PAYFLOW_MAX_BUFFERED_BYTES", "67108864", "processed work (rows, outputs and messages of batches not yet landed) a worker holds at most, in bytes (estimated); at the bound it stops fetching until a landing commits (backpressure, nothing lost); one batch always goes through"),
+    Setting("PAYFLOW_READY_BROKER_SECONDS", "10", "the worker is not ready (/readyz 503) and logs a Kafka broker outage when no broker has answered its probe (an ApiVersions request every 2 s, each given 5 s) for this long: a frozen broker too, not only a closed connection"),
+    Setting("PAYFLOW_READY_LANDING_STALL_SECONDS", "30", "the worker is not ready (/readyz 503, payflow_sink_up 0) and logs a warehouse outage while a landing has been failing or hanging for longer than this (the retries go on for PAYFLOW_SINK_MAX_RETRY_SECONDS)"),
     Setting("PAYFLOW_SINK_MAX_RETRY_SECONDS", "300", "how long transient warehouse errors are retried (backoff with jitter) before the sink stops loudly"),
     Setting("PAYFLOW_PROCESSING_GUARANTEE", "at_least_once", "at_least_once (with offset-aware dedup and idempotent sink)"),
     Setting("PAYFLOW_SESSION_TIMEOUT_SECONDS", "10", "Kafka consumer session timeout: how soon a killed worker's partitions move on"),
@@ -259,6 +262,9 @@ class Settings:
     erasure_refresh_seconds: float = 30.0
     shutdown_seconds: float = 30.0
     fault_exit_after_land: int = 0
+    max_buffered_bytes: int = 64 * 2**20
+    ready_broker_seconds: float = 10.0
+    ready_landing_stall_seconds: float = 30.0
 
     @property
     def topics(self) -> "Topics":
@@ -300,6 +306,9 @@ class Settings:
             erasure_refresh_seconds=_float("PAYFLOW_ERASURE_REFRESH_SECONDS", 0, 86400, low_open=True),
             shutdown_seconds=_float("PAYFLOW_SHUTDOWN_SECONDS", 0, 3600, low_open=True),
             fault_exit_after_land=_int("PAYFLOW_FAULT_EXIT_AFTER_LAND", 0, 1_000_000),
+            max_buffered_bytes=_int("PAYFLOW_MAX_BUFFERED_BYTES", 1 * 2**20, 2**40),
+            ready_broker_seconds=_float("PAYFLOW_READY_BROKER_SECONDS", 0, 3600, low_open=True),
+            ready_landing_stall_seconds=_float("PAYFLOW_READY_LANDING_STALL_SECONDS", 0, 86400, low_open=True),
         )
 
 

@@ -12,7 +12,7 @@ from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from payflow import metrics
-from payflow.runtime import internals, worker
+from payflow.runtime import health, internals, worker
 from payflow.app import app, settings
 
 
@@ -23,6 +23,9 @@ def _runtime():
 
 @app.page("/metrics")
 async def metrics_page(self: web.View, request: web.Request) -> web.Response:
+    runtime = _runtime()
+    if runtime is not None:  # payflow_sink_up: the same truth as /readyz's warehouse check
+        metrics.SINK_UP.set(1 if health.process_health().warehouse_ready(runtime.sink, time.monotonic()) else 0)
     return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 
@@ -46,11 +49,16 @@ async def health_page(self: web.View, request: web.Request) -> web.Response:
 
 @app.page("/readyz")
 async def ready_page(self: web.View, request: web.Request) -> web.Response:
+    """Ready: the pipeline runs, no landing has failed or hung for longer than
+    PAYFLOW_READY_LANDING_STALL_SECONDS, a broker answered the health probe within
+    PAYFLOW_READY_BROKER_SECONDS (a frozen broker too, payflow.runtime.health), and the raw
+    topic's partitions are assigned."""
     runtime = _runtime()
+    state, now = health.process_health(), time.monotonic()
     checks = {
         "pipeline_started": runtime is not None,
-        "warehouse": bool(runtime and runtime.sink.healthy),
-        "broker": _broker_connected(),
+        "warehouse": bool(runtime and state.warehouse_ready(runtime.sink, now)),
+        "broker": state.broker_ready(now),
         # the raw topic's, not a changelog's or the erasure topic's: a worker started before
         # payment-events exists has nothing to do yet
         "raw_partitions_assigned": _raw_partitions_assigned(),
@@ -108,13 +116,6 @@ def _raw_partitions_assigned() -> bool:
         return False
 
 
-def _broker_connected() -> bool:
-    try:
-        return internals.broker_connected(app)
-    except Exception:  # noqa: BLE001 - not started yet or no connection: not ready
-        return False
-
-
 _behind_since: dict[int, float] = {}
 
 
@@ -134,10 +135,15 @@ async def refresh_gauges() -> None:
                 continue  # changelog and erasure partitions are not the pipeline's lag
             high = consumer.highwater(tp)
             if high is not None:
-                done = committed.get(tp)
-                lag = max(0, high - (done + 1 if done is not None else 0))
+                lag = consumer_lag(high, committed.get(tp))
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
                 since = _behind_since.setdefault(tp.partition, time.time()) if lag else _behind_since.pop(tp.partition, None)
                 metrics.CONSUMER_LAG_SECONDS.labels(str(tp.partition)).set(time.time() - since if lag else 0.0)
     except Exception:  # noqa: BLE001 - gauges are best effort while rebalancing
         pass
+
+
+def consumer_lag(highwater: int, committed: int | None) -> int:
+    """Kafka's lag: the high-water mark (the next offset to be written) minus the committed
+    position (the next offset to read); everything, when nothing is committed yet."""
+    return max(0, highwater - (committed if committed is not None else 0))

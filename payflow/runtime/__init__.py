@@ -43,9 +43,19 @@ def install(*, shutdown_seconds: float) -> None:
     monitor.install()
 
 
-def attach(app: Any, *, raw_topic: str) -> None:
-    """The runtime's timers on `app`: the stall guard (faust#596) and the health watch."""
+def attach(app: Any, *, raw_topic: str, settings: Any = None) -> None:
+    """The runtime's timers on `app`: the stall guard (faust#596) and the health watch (with
+    `settings`: its broker probe and the readiness bounds)."""
     from payflow.runtime import health, stall_guard
 
+    def sink() -> Any:
+        from payflow.agents import pipeline  # the agent sets its runtime once started
+        return pipeline.current_runtime.sink if pipeline.current_runtime is not None else None
+
     stall_guard.register(app, raw_topic)
-    health.watch(app, raw_topic)
+    if settings is None:
+        health.watch(app, raw_topic, sink=sink)
+    else:
+        health.watch(app, raw_topic, sink=sink, bootstrap=settings.kafka_bootstrap,
+                     broker_seconds=settings.ready_broker_seconds,
+                     landing_stall_seconds=settings.ready_landing_stall_seconds)

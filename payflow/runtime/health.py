@@ -4,24 +4,40 @@
   heartbeat and metadata request, and Faust's event-path check one per partition every few
   seconds: thousands of lines for a 20 s outage. `LibraryLogFilter` turns them into one line
   when the outage starts, a summary every `summary_seconds` (how many lines, of which kinds)
-  and one line when the broker answers again.
+  and one line when the broker answers again. A broker that is frozen (its sockets open, no
+  answers: a stopped process, a hung host) makes no library line for a long while, and
+  Faust's connections to it still count as connected: `BrokerProbe` asks the brokers for
+  their API versions every `interval` seconds through a client of its own (the security
+  settings of payflow.kafka_security), each probe given `timeout` seconds; no answer for
+  `broker_seconds` starts the outage and makes the worker not ready. The probe does not
+  read Faust's or aiokafka's consumer state: a consumer that stops fetching because the
+  warehouse is behind, or rebalances, is no broker outage. Rebalance and eviction lines
+  (a heartbeat refused because the group rebalances, an unknown member, an expired
+  session) are not broker trouble either: they are logged as they come.
 - Warehouse outage: the sink logs each retry; the first starts an outage, the rest are
-  summarised, and its end is the next landing acknowledged.
+  summarised, and its end is the next landing acknowledged. A landing that hangs makes no
+  line until its attempt times out: one not acknowledged for `landing_stall_seconds`
+  starts the outage too, and makes the worker not ready (`payflow_sink_up` 0).
 - Stall: raw-topic messages taken by the agent and not acknowledged for `stall_seconds`
   (a landing, or a lock it waits for, that does not finish) are logged once, and once more
   when they move again.
 
-The filter sits on the root logger's handlers, put there by the worker's timer on every tick
-(Faust's worker replaces the handlers when it configures logging; a process that only
-imports the app, a CLI command, gets no filter).
+The filter sits on the worker's log handlers from the moment Faust's worker configures
+logging (payflow.logs.worker_logging_config), before anything connects, and the watch
+(`HealthWatch`, a service started first with the app) runs from then on, through a start
+that waits for the broker; each tick puts the filter back on handlers configured anew. A
+process that only imports the app, a CLI command, gets no filter.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable
+
+from mode import Service
 
 log = logging.getLogger("payflow.health")
 
@@ -31,8 +47,16 @@ BROKER_TROUBLE = (
     "unable connect", "connect attempt", "connection", "kafkaconnectionerror", "nodenotready",
     "unable to update metadata", "unable to request metadata", "failed fetch messages", "heartbeat failed",
     "coordinatornotavailable", "coordinator dead", "requesttimedout", "broker stopped responding",
-    "stopped fetching", "no active partitions", "refused",
+    "refused",
 )
+# a group changing shape, or this worker evicted from it: not the broker's fault, logged as it comes
+GROUP_CHURN = (
+    "because it is rebalancing", "generation id is not", "member_id was not recognized",
+    "heartbeat session expired", "no active partitions", "rebalanceinprogress", "illegalgeneration",
+    "unknownmemberid",
+)
+# the consumer not fetching: what a full batch buffer does while the warehouse is behind
+FETCH_PAUSED = ("stopped fetching",)
 WAREHOUSE_TROUBLE = ("warehouse unavailable",)
 
 
@@ -52,6 +76,11 @@ class Outage:
     @property
     def active(self) -> bool:
         return self.started is not None
+
+    def still_failing(self, now: float) -> None:
+        """The outage goes on without a line to count (a probe still unanswered)."""
+        if self.started is not None:
+            self.last_failure = now
 
     def failed(self, kind: str, detail: str, now: float) -> None:
         """A line saying `what` failed: the first starts the outage, the rest are counted."""
@@ -132,7 +161,15 @@ class LibraryLogFilter(logging.Filter):
             if self.broker.active:
                 self.broker.failed(_kind(record), "", self.clock())
                 return False
-            if any(word in _text(record).lower() for word in BROKER_TROUBLE):
+            text = _text(record).lower()
+            if any(word in text for word in GROUP_CHURN):
+                return True
+            if any(word in text for word in FETCH_PAUSED):
+                if self.warehouse.active:
+                    self.warehouse.failed(_kind(record), "", self.clock())
+                    return False
+                return True
+            if any(word in text for word in BROKER_TROUBLE):
                 self.broker.failed(_kind(record), _detail(record), self.clock())
                 return False
             return True
@@ -204,13 +241,88 @@ def in_flight_progress(consumer: Any, topic: str) -> dict:
     return {tp: (committed.get(tp), len(acked.get(tp) or ())) for tp in busy}
 
 
-def broker_reachable(consumer: Any) -> bool:
-    """True if the worker's aiokafka consumer holds a live broker connection."""
-    try:
-        client = consumer._thread._consumer._client  # noqa: SLF001 - aiokafka's client under Faust's
-        return any(conn.connected() for conn in client._conns.values())  # noqa: SLF001
-    except Exception:  # noqa: BLE001 - not started yet, or stopping
-        return False
+class BrokerProbe:
+    """Is the cluster answering? An ApiVersions request to every known broker every
+    `interval` seconds, each probe bounded by `timeout`, through a client of its own."""
+
+    def __init__(self, bootstrap: str, *, interval: float = 2.0, timeout: float = 5.0,
+                 client_kwargs: dict | None = None, clock: Callable[[], float] = time.monotonic):
+        self.bootstrap = bootstrap
+        self.interval = interval
+        self.timeout = timeout
+        self.client_kwargs = client_kwargs
+        self.clock = clock
+        self.created = clock()
+        self.answered_at: float | None = None
+        self.last_error = "no answer yet"
+        self._client: Any = None
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since a broker last answered (since the probe began, if none has)."""
+        return now - (self.answered_at if self.answered_at is not None else self.created)
+
+    def answering(self, now: float, within: float) -> bool:
+        return self.answered_at is not None and now - self.answered_at <= within
+
+    async def probe(self) -> bool:
+        """One probe: True if a broker answered within `timeout`."""
+        try:
+            await asyncio.wait_for(self._ask(), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure is "no answer"; the next probe starts afresh
+            self.last_error = f"{type(exc).__name__}: {exc}".strip().rstrip(":") if str(exc) else type(exc).__name__
+            await self._drop_client()
+            return False
+        self.answered_at = self.clock()
+        return True
+
+    async def _ask(self) -> None:
+        from aiokafka.client import AIOKafkaClient
+        from aiokafka.protocol.admin import ApiVersionRequest
+
+        if self._client is None:
+            if self.client_kwargs is None:
+                from payflow.kafka_security import current
+                self.client_kwargs = current().client_kwargs()
+            client = AIOKafkaClient(bootstrap_servers=self.bootstrap, client_id="payflow-health",
+                                    request_timeout_ms=int(self.timeout * 1000), **self.client_kwargs)
+            self._client = client
+            await client.bootstrap()
+        client = self._client
+        nodes = [b.nodeId for b in client.cluster.brokers()]
+        if not nodes:
+            raise ConnectionError("no broker known")
+        # any broker answering is the cluster answering: a single broker frozen in a replicated
+        # cluster is the cluster's to fail over; the first answer ends the probe
+        asks = [asyncio.ensure_future(client.send(node, ApiVersionRequest())) for node in nodes]
+        try:
+            for ask in asyncio.as_completed(asks):
+                try:
+                    await ask
+                    return
+                except Exception as exc:  # noqa: BLE001 - another broker may still answer
+                    error = exc
+            raise error
+        finally:
+            for ask in asks:
+                if not ask.done():
+                    ask.cancel()
+                ask.add_done_callback(_retrieved)
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.close(), self.timeout)
+            except Exception:  # noqa: BLE001 - closing a client to a dead broker: nothing to save
+                pass
+
+    async def close(self) -> None:
+        await self._drop_client()
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
@@ -220,6 +332,15 @@ class Health:
     filter: LibraryLogFilter
     stalls: StallWatch
     last_ack_seen: float = 0.0
+    probe: BrokerProbe | None = None
+    broker_seconds: float = 10.0  # no broker answer for this long: outage, not ready
+    landing_stall_seconds: float = 30.0  # a landing unacknowledged for this long: outage, not ready
+
+    def broker_ready(self, now: float) -> bool:
+        return self.probe is not None and self.probe.answering(now, self.broker_seconds)
+
+    def warehouse_ready(self, sink: Any, now: float) -> bool:
+        return sink is not None and sink.up(self.landing_stall_seconds, now)
 
 
 def new_health(*, stall_seconds: float = 30.0, summary_seconds: float = 30.0,
@@ -230,12 +351,71 @@ def new_health(*, stall_seconds: float = 30.0, summary_seconds: float = 30.0,
     return Health(broker, warehouse, LibraryLogFilter(broker, warehouse, clock), StallWatch(stall_seconds))
 
 
+_process_health: Health | None = None
+
+
+def process_health() -> Health:
+    """The worker process's one Health: its filter goes on the log handlers at start."""
+    global _process_health
+    if _process_health is None:
+        _process_health = new_health()
+    return _process_health
+
+
+def process_filter() -> LibraryLogFilter:
+    """The process's library log filter (a logging dictConfig filter factory)."""
+    return process_health().filter
+
+
+class HealthWatch(Service):
+    """Runs the probe and the tick on the worker's event loop from the app's start on, not
+    only once the worker is ready (Faust starts its timers after recovery): a mode Service,
+    made a dependency of the app before it starts."""
+
+    def __init__(self, health: Health, tick_once: Callable[[float], None], interval: float):
+        super().__init__()
+        self.health = health
+        self.tick_once = tick_once
+        self.interval = interval
+
+    async def on_start(self) -> None:
+        self.add_future(self._ticks())
+        if self.health.probe is not None:
+            self.add_future(self._probes(self.health.probe))
+
+    async def on_stop(self) -> None:
+        if self.health.probe is not None:
+            await self.health.probe.close()
+
+    async def _probes(self, probe: BrokerProbe) -> None:
+        while not self.should_stop:
+            started = time.monotonic()
+            await probe.probe()
+            await self.sleep(max(0.0, probe.interval - (time.monotonic() - started)))
+
+    async def _ticks(self) -> None:
+        while not self.should_stop:
+            try:
+                self.tick_once(time.monotonic())
+            except Exception:  # noqa: BLE001 - a health tick must never stop the worker
+                log.debug("health tick failed", exc_info=True)
+            await self.sleep(self.interval)
+
+
 def watch(app: Any, raw_topic: str, *, interval: float = 2.0, stall_seconds: float = 30.0,
-          summary_seconds: float = 30.0, last_ack: Callable[[], float] | None = None) -> Health:
-    """Run the outage and stall watch on `app` every `interval` seconds. `last_ack`: the
-    time of the warehouse's last acknowledgement (default: the sink's gauge)."""
-    health = new_health(stall_seconds=stall_seconds, summary_seconds=summary_seconds)
-    # the filter goes on at the first tick: only a running worker ends an outage it saw start
+          summary_seconds: float = 30.0, last_ack: Callable[[], float] | None = None,
+          bootstrap: str | None = None, broker_seconds: float = 10.0, landing_stall_seconds: float = 30.0,
+          sink: Callable[[], Any] = lambda: None) -> Health:
+    """Run the outage and stall watch on `app` every `interval` seconds from the app's start.
+    `last_ack`: the time of the warehouse's last acknowledgement (default: the sink's gauge);
+    `sink`: the running WarehouseSink, or None before the pipeline started."""
+    health = process_health()
+    health.stalls.stall_seconds = stall_seconds
+    health.broker.summary_seconds = health.warehouse.summary_seconds = summary_seconds
+    health.broker_seconds = broker_seconds
+    health.landing_stall_seconds = landing_stall_seconds
+    if bootstrap is not None:
+        health.probe = BrokerProbe(bootstrap, interval=interval)
     if last_ack is None:
         from payflow import metrics
         from payflow.runtime.prometheus import value
@@ -244,18 +424,35 @@ def watch(app: Any, raw_topic: str, *, interval: float = 2.0, stall_seconds: flo
             return value(metrics.LAST_ACK_TIME)
     health.last_ack_seen = last_ack()
 
-    @app.timer(interval=interval, name="payflow.health")
-    async def check_health() -> None:
-        tick(health, app.consumer, raw_topic, last_ack(), time.monotonic())
+    def tick_once(now: float) -> None:
+        tick(health, app.consumer, raw_topic, last_ack(), now, sink())
 
+    app.add_dependency(HealthWatch(health, tick_once, interval))
     return health
 
 
-def tick(health: Health, consumer: Any, raw_topic: str, last_ack: float, now: float) -> None:
+def tick(health: Health, consumer: Any, raw_topic: str, last_ack: float, now: float, sink: Any = None) -> None:
     attach_filter(health.filter)  # Faust's worker may have configured logging anew
-    if health.broker.active and broker_reachable(consumer):
-        health.broker.recovered(now)
+    probe = health.probe
+    if probe is not None:
+        silent = probe.silent_for(now)
+        if silent > health.broker_seconds:
+            if not health.broker.active:
+                health.broker.failed("broker probe", f"no broker answered for {silent:.0f} s "
+                                     f"({probe.last_error})", now)
+            health.broker.still_failing(now)
+        elif health.broker.active and probe.answered_at is not None and probe.answered_at > health.broker.started:
+            health.broker.recovered(now)
     health.broker.tick(now)
+    if sink is not None:
+        stalled = sink.landing_seconds(now)
+        if stalled > health.landing_stall_seconds:
+            if not health.warehouse.active:
+                health.warehouse.failed("landing stalled", f"a landing has not been acknowledged for "
+                                        f"{stalled:.0f} s", now)
+            health.warehouse.still_failing(now)
+        from payflow import metrics
+        metrics.SINK_UP.set(1 if health.warehouse_ready(sink, now) else 0)
     if last_ack > health.last_ack_seen:
         health.last_ack_seen = last_ack
         health.warehouse.recovered(now)

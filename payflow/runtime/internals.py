@@ -32,15 +32,6 @@ def kafka_producer_of(app: Any) -> Callable[[], Any]:
     return lambda: kafka_producer(app)
 
 
-def broker_connected(app: Any) -> bool:
-    """True if the producer's client holds at least one live broker connection."""
-    try:
-        client = kafka_producer(app).client
-        return any(conn.connected() for conn in client._conns.values())  # noqa: SLF001
-    except Exception:  # noqa: BLE001 - not started yet or no connection
-        return False
-
-
 # -- aiokafka --------------------------------------------------------------------------------
 def partition_for(producer: Any, topic: str, key: bytes | None, value: bytes) -> int:
     """The partition aiokafka's producer would pick for (key, value) (its partitioner;

@@ -29,3 +29,13 @@ def test_observe_many_exposes_what_observe_does(amounts):
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert abs(got[key] - value) <= 1e-9 * max(1.0, abs(value)), key
+
+
+def test_the_consumer_lag_is_kafka_s_highwater_minus_the_committed_position():
+    """kafka-consumer-groups' LAG: log end offset - current (committed) offset."""
+    from payflow.web import consumer_lag
+
+    assert consumer_lag(10, 10) == 0  # caught up: committed the position after the last record
+    assert consumer_lag(10, 9) == 1   # one record, offset 9, not yet committed
+    assert consumer_lag(10, None) == 10
+    assert consumer_lag(10, 12) == 0

@@ -37,6 +37,8 @@ def setup(monkeypatch):
     monkeypatch.setattr(root, "handlers", [lines])
     monkeypatch.setattr(root, "level", logging.INFO)
     state = health.new_health(stall_seconds=30, summary_seconds=30, clock=clock)
+    state.probe = health.BrokerProbe("127.0.0.1:1", clock=clock)
+    state.probe.answered_at = clock.now
     health.attach_filter(state.filter)
     health.attach_filter(state.filter)  # idempotent
     assert lines.filters == [state.filter]
@@ -51,12 +53,15 @@ def connection_errors(n: int) -> None:
         logging.getLogger("faust.transport.drivers.aiokafka").error("Aiokafka stopped fetching from %r", "tp")
 
 
-def consumer(connected: bool, in_flight=(), committed=None, acked=None):
-    conn = SimpleNamespace(connected=lambda: connected)
-    client = SimpleNamespace(_conns={1: conn})
-    return SimpleNamespace(_thread=SimpleNamespace(_consumer=SimpleNamespace(_client=client)),
-                           _unacked_messages=list(in_flight), _committed_offset=committed or {},
-                           _acked=acked or {})
+def consumer(in_flight=(), committed=None, acked=None):
+    return SimpleNamespace(_unacked_messages=list(in_flight), _committed_offset=committed or {}, _acked=acked or {})
+
+
+def tick(state, clock, *, broker_answers: bool, last_ack: float = 0.0, consumer_=None, sink=None) -> None:
+    """A health tick; the broker probe answered just before it, or not."""
+    if broker_answers:
+        state.probe.answered_at = clock.now
+    health.tick(state, consumer_ or consumer(), "raw", last_ack, clock.now, sink)
 
 
 def test_a_broker_outage_is_a_start_a_summary_and_an_end_not_thousands_of_lines(monkeypatch):
@@ -67,10 +72,10 @@ def test_a_broker_outage_is_a_start_a_summary_and_an_end_not_thousands_of_lines(
     for second in range(40):  # a 40 s outage: 4 library lines every 10 ms
         connection_errors(100)
         clock.now += 1
-        health.tick(state, consumer(connected=False), "raw", 0.0, clock.now)
+        tick(state, clock, broker_answers=False)
     assert state.broker.active
-    clock.now += 15  # the broker is back: no more errors, the consumer connects again
-    health.tick(state, consumer(connected=True), "raw", 0.0, clock.now)
+    clock.now += 15  # the broker is back: no more errors, the probe is answered again
+    tick(state, clock, broker_answers=True)
     texts = lines.texts()
     assert len(texts) == 3, texts
     assert texts[0].startswith("Kafka broker outage started: aiokafka: Unable connect to node")
@@ -86,7 +91,7 @@ def test_the_outage_does_not_end_while_errors_still_come(monkeypatch):
     connection_errors(1)
     clock.now += 2
     connection_errors(1)
-    health.tick(state, consumer(connected=True), "raw", 0.0, clock.now)  # a connection flickers up
+    tick(state, clock, broker_answers=True)  # the broker answers once
     assert state.broker.active
 
 
@@ -104,8 +109,8 @@ def test_a_warehouse_outage_ends_with_the_next_acknowledged_landing(monkeypatch)
     for attempt in range(1, 40):
         sink.warning("warehouse unavailable (%s), retry %d", "TransientWarehouseError", attempt)
         clock.now += 2
-        health.tick(state, consumer(connected=True), "raw", 0.0, clock.now)
-    health.tick(state, consumer(connected=True), "raw", 5.0, clock.now)  # a landing acknowledged
+        tick(state, clock, broker_answers=True)
+    tick(state, clock, broker_answers=True, last_ack=5.0)  # a landing acknowledged
     texts = lines.texts()
     assert texts[0] == ("warehouse outage started: warehouse unavailable (TransientWarehouseError), retry 1; "
                         "further errors about it are summarised every 30 s until it ends")
@@ -118,15 +123,15 @@ def test_a_stall_is_logged_once_and_once_more_when_it_moves(monkeypatch):
     lines, state, clock = setup(monkeypatch)
     tp = TP("raw", 2)
     taken = [SimpleNamespace(tp=tp)]
-    stuck = consumer(True, in_flight=taken, committed={tp: 100}, acked={tp: []})
+    stuck = consumer(in_flight=taken, committed={tp: 100}, acked={tp: []})
     for _ in range(30):  # a landing that hangs for a minute: checked every 2 s
         clock.now += 2
-        health.tick(state, stuck, "raw", 0.0, clock.now)
+        tick(state, clock, broker_answers=True, consumer_=stuck)
     assert lines.texts() == ["raw partition(s) 2: messages taken 30 s ago are still not acknowledged: their landing "
                              "(the warehouse write, the outputs and changelog on Kafka, or a lock they wait for) "
                              "has not finished; logged once, and again when they move"]
     clock.now += 2
-    health.tick(state, consumer(True, in_flight=taken, committed={tp: 100}, acked={tp: [100]}), "raw", 0.0, clock.now)
+    tick(state, clock, broker_answers=True, consumer_=consumer(in_flight=taken, committed={tp: 100}, acked={tp: [100]}))
     assert lines.texts()[-1] == "raw partition(s) 2: acknowledged again after 60 s"
 
 
@@ -140,10 +145,10 @@ def test_a_stall_during_an_outage_names_it(monkeypatch):
     lines, state, clock = setup(monkeypatch)
     connection_errors(1)
     tp = TP("raw", 0)
-    stuck = consumer(False, in_flight=[SimpleNamespace(tp=tp)], committed={tp: 5}, acked={tp: []})
+    stuck = consumer(in_flight=[SimpleNamespace(tp=tp)], committed={tp: 5}, acked={tp: []})
     for _ in range(16):
         clock.now += 2
-        health.tick(state, stuck, "raw", 0.0, clock.now)
+        tick(state, clock, broker_answers=False, consumer_=stuck)
     assert lines.texts()[-1].endswith("has not finished (during the Kafka broker outage); logged once, "
                                       "and again when they move")
 
@@ -152,5 +157,109 @@ def test_each_tick_puts_the_filter_back_on_handlers_faust_configured_anew(monkey
     lines, state, clock = setup(monkeypatch)
     fresh = Lines()
     monkeypatch.setattr(logging.getLogger(), "handlers", [fresh])  # the worker configured logging
-    health.tick(state, consumer(connected=True), "raw", 0.0, clock.now)
+    tick(state, clock, broker_answers=True)
     assert fresh.filters == [state.filter]
+
+
+def test_rebalance_and_eviction_lines_are_not_a_broker_outage(monkeypatch):
+    lines, state, clock = setup(monkeypatch)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.warning("Heartbeat failed for group %s because it is rebalancing", "g")
+    coordinator.warning("Heartbeat failed for group %s: generation id is not  current.", "g")
+    coordinator.warning("Heartbeat failed: local member_id was not recognized; resetting and re-joining group")
+    coordinator.error("Heartbeat session expired - marking coordinator dead")
+    assert not state.broker.active
+    assert len(lines.texts()) == 4 and not any("outage" in t for t in lines.texts())
+
+
+def test_a_broker_that_stops_answering_without_a_line_is_an_outage_once_silent_for_the_bound(monkeypatch):
+    lines, state, clock = setup(monkeypatch)
+    state.broker_seconds = 10
+    for _ in range(4):  # frozen: the probe gets no answer, the libraries say nothing yet
+        clock.now += 2
+        tick(state, clock, broker_answers=False)
+    assert state.broker_ready(clock.now) and not state.broker.active
+    for _ in range(2):
+        clock.now += 2
+        tick(state, clock, broker_answers=False)
+    assert not state.broker_ready(clock.now)
+    assert lines.texts() == ["Kafka broker outage started: no broker answered for 12 s (no answer yet); further "
+                             "errors about it are summarised every 30 s until it ends"]
+    clock.now += 60
+    tick(state, clock, broker_answers=False)
+    assert state.broker.active
+    clock.now += 2
+    tick(state, clock, broker_answers=True)  # it answers again: the end, once quiet for a while
+    assert state.broker_ready(clock.now)
+    clock.now += 6
+    tick(state, clock, broker_answers=True)
+    assert not state.broker.active
+    assert lines.texts()[-1].startswith("Kafka broker outage ended after 68 s")
+
+
+def test_the_probe_of_a_frozen_broker_fails_within_its_timeout():
+    """A listening socket that never answers: TCP connects, the request gets no reply."""
+    import asyncio
+    import socket
+    import time as time_
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        probe = health.BrokerProbe(f"127.0.0.1:{silent.getsockname()[1]}", timeout=1.0, client_kwargs={})
+        started = time_.monotonic()
+        assert asyncio.run(probe.probe()) is False
+        assert time_.monotonic() - started < 3
+        assert probe.answered_at is None and probe.last_error
+    finally:
+        silent.close()
+
+
+class StalledSink:
+    def __init__(self, seconds: float, healthy: bool = True):
+        self.seconds, self.healthy = seconds, healthy
+
+    def landing_seconds(self, now=None) -> float:
+        return self.seconds
+
+    def up(self, stall_seconds: float, now=None) -> bool:
+        return self.healthy and self.seconds <= stall_seconds
+
+
+def test_a_landing_that_hangs_is_a_warehouse_outage_when_it_starts_and_the_sink_is_down(monkeypatch):
+    from payflow import metrics
+
+    lines, state, clock = setup(monkeypatch)
+    state.landing_stall_seconds = 30
+    sink = StalledSink(12)
+    tick(state, clock, broker_answers=True, sink=sink)
+    assert metrics.value(metrics.SINK_UP) == 1 and state.warehouse_ready(sink, clock.now)
+    sink.seconds = 31  # no retry line yet: the attempt has not even timed out
+    clock.now += 2
+    tick(state, clock, broker_answers=True, sink=sink)
+    assert metrics.value(metrics.SINK_UP) == 0 and not state.warehouse_ready(sink, clock.now)
+    assert lines.texts() == ["warehouse outage started: a landing has not been acknowledged for 31 s; further "
+                             "errors about it are summarised every 30 s until it ends"]
+    sink.seconds = 0
+    clock.now += 40
+    tick(state, clock, broker_answers=True, sink=sink, last_ack=5.0)  # landed
+    assert metrics.value(metrics.SINK_UP) == 1
+    assert lines.texts()[-1].startswith("warehouse outage ended after 40 s")
+
+
+def test_the_worker_log_handlers_carry_the_outage_filter_from_the_start(monkeypatch, tmp_path):
+    """Faust's worker configures logging from worker_logging_config before anything connects."""
+    import logging.config
+
+    from payflow.logs import worker_logging_config
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    settings = SimpleNamespace(log_format="text", data_dir=tmp_path, log_level="info")
+    logging.config.dictConfig(worker_logging_config(settings))
+    try:
+        assert root.handlers and all(health.process_filter() in h.filters for h in root.handlers)
+    finally:
+        for h in root.handlers:
+            h.close()
