@@ -84,3 +84,83 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readexactly(4)
     size = struct.unpack(">i", head)[0]
     return head + await reader.readexactly(size)
+
+
+class FreezableKafkaProxy:
+    """A Kafka proxy on loopback that can freeze: while frozen it accepts connections and
+    reads nothing, forwards nothing, answers nothing; sockets stay open. What a client sees
+    of a broker whose process is stopped (SIGSTOP) or whose host hangs, without stopping
+    the broker other tests share. Runs its own event loop in a thread (for sync tests)."""
+
+    def __init__(self, broker_host: str, broker_port: int):
+        import threading
+
+        self.broker = (broker_host, broker_port)
+        self.port = 0
+        self._running = asyncio.Event()
+        self._running.set()
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.AbstractServer | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=30)
+
+    def freeze(self) -> None:
+        self._loop.call_soon_threadsafe(self._running.clear)
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(self._running.set)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self._running.set()
+            if self._server is not None:
+                self._server.close()
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        await self._running.wait()
+        try:
+            broker_r, broker_w = await asyncio.open_connection(*self.broker)
+        except OSError:
+            client_w.close()
+            return
+        api_of: dict[int, int] = {}
+
+        async def upstream() -> None:
+            while True:
+                await self._running.wait()
+                frame = await _read_frame(client_r)
+                await self._running.wait()
+                api_key, _version, correlation = struct.unpack(">hhi", frame[4:12])
+                api_of[correlation] = api_key
+                broker_w.write(frame)
+                await broker_w.drain()
+
+        async def downstream() -> None:
+            while True:
+                await self._running.wait()
+                frame = await _read_frame(broker_r)
+                await self._running.wait()
+                correlation = struct.unpack(">i", frame[4:8])[0]
+                if api_of.pop(correlation, None) in (METADATA, FIND_COORDINATOR):
+                    host, port = self.broker
+                    frame = frame.replace(host.encode() + struct.pack(">i", port),
+                                          host.encode() + struct.pack(">i", self.port))
+                client_w.write(frame)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for w in (client_w, broker_w):
+                w.close()
