@@ -12,7 +12,8 @@ Each seam, what it replaces, and why (the module docstrings say more):
   monitor         AIOKafkaConsumerThread.     no false stall errors about routed partitions;
                   verify_event_path           a Monitor without per-event hooks
   stall_guard     (reads Consumer state)      seeks back partitions Faust stopped delivering
-  health          (logging filter, timer)     outages and stalls logged once, then summarised
+  health          (log filter, broker probe)  outages and stalls logged once, then summarised;
+                                              readiness that tells a frozen broker or warehouse
   tables          Table._new_changelog_topic  state changelogs deleted by retention, not compacted
   internals, prometheus                       private reads for code outside the runtime
 
