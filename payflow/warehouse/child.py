@@ -217,8 +217,9 @@ _reads_lock = threading.Lock()
 
 
 def _page(read_id: str, rows_json: str, *, done: bool) -> bytes:
-    return ('{"cursor":%s,"done":%s,"rows":%s}' % (json.dumps(read_id), "true" if done else "false",
-                                                    rows_json)).encode()
+    """{cursor, done, rows} in payflow.query's typed JSON (a mapping is tagged $map)."""
+    return ('{"$map":[["cursor",%s],["done",%s],["rows",%s]]}' % (
+        json.dumps(read_id), "true" if done else "false", rows_json)).encode()
 
 
 def _read_page(request: dict[str, Any]) -> tuple[int, bytes]:
