@@ -216,6 +216,19 @@ _reads: dict[str, _Read] = {}
 _reads_lock = threading.Lock()
 
 
+def _close() -> None:
+    """Stop every read (a connection cannot close while one of its cursors runs), then close."""
+    assert _warehouse is not None
+    with _reads_lock:
+        reads = list(_reads.values())
+        _reads.clear()
+    for read in reads:
+        read.cancel()
+    for read in reads:
+        read.finished.wait(timeout=10.0)
+    _warehouse.close()
+
+
 def _page(read_id: str, rows_json: str, *, done: bool) -> bytes:
     """{cursor, done, rows} in payflow.query's typed JSON (a mapping is tagged $map)."""
     return ('{"$map":[["cursor",%s],["done",%s],["rows",%s]]}' % (
@@ -324,6 +337,6 @@ class ChildProcessDuckDB(Warehouse):
             from payflow.query import withdraw_owner
             withdraw_owner(self.path)
         try:
-            self._run("close")
+            self._pool.submit(_close).result()
         finally:
             self._pool.shutdown(wait=True)
