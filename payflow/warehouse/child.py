@@ -196,19 +196,19 @@ class _Read:
             kind, value = self.pages.get(timeout=PAGE_WAIT_SECONDS)
         except queue.Empty:  # nothing yet: the reader asks again
             if self.finished.is_set():
-                self._forget()
+                self.forget()
                 return 400, json.dumps({"error": "the read ended without an answer (cancelled or past its "
                                                  "time bound)"}).encode()
             return 200, _page(self.id, "[]", done=False)
         if kind == "rows":
             return 200, _page(self.id, value, done=False)
-        self._forget()
+        self.forget()
         if kind == "done":
             return 200, _page(self.id, "[]", done=True)
         prefix = "bound: " if kind == "bound" else ""
         return 400, json.dumps({"error": prefix + value}).encode()
 
-    def _forget(self) -> None:
+    def forget(self) -> None:
         with _reads_lock:
             _reads.pop(self.id, None)
 
@@ -264,7 +264,7 @@ def _read_page(request: dict[str, Any]) -> tuple[int, bytes]:
             return 400, json.dumps({"error": "no such read (finished, cancelled or past its time bound)"}).encode()
         if request.get("cancel"):
             read.cancel()
-            read._forget()
+            read.forget()
             return 200, _page(read.id, "[]", done=True)
         return read.next_answer()
     try:
