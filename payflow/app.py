@@ -56,6 +56,14 @@ app = faust.App(
     web_port=settings.web_port,
     web_host="0.0.0.0",
     web_in_thread=False,
+    # Faust's own views would show table values by key (a dedup oracle), the partition map,
+    # sensor counters and the service graph to anyone who reaches the port: payflow serves
+    # only its own endpoints (payflow/web.py; the warehouse ones take the owner file's token)
+    web_tables_enabled=False,
+    web_router_enabled=False,
+    web_stats_enabled=False,
+    web_graph_enabled=False,
+    web_metrics_enabled=False,
     table_cleanup_interval=60.0,
     autodiscover=False,
     monitor=LeanMonitor(),

@@ -12,8 +12,16 @@ while it runs. So a reader or an erasure goes one of two ways:
   warehouse's folder can query it, and nobody else who reaches the port.
 
 Values cross as typed JSON (Decimal, timestamps, dates kept exactly), never pickled.
-Statements sent with write=False must be one read-only statement (SELECT); writes over the
-wire are only the warehouse's own erase(), which gdpr erase calls.
+
+A read cannot write or reach outside the warehouse, on either path (docs/operations.md,
+"The query face"): the statement is parsed and its whole tree checked (one query; no write,
+DDL or command anywhere, data-modifying CTEs included; only the warehouse's tables and
+views and the range/generate_series/unnest table functions; no file, URL or settings
+function), and it runs on a connection with external access, extension loading and
+configuration changes off, inside a transaction that is always rolled back, interrupted
+after PAYFLOW_QUERY_TIMEOUT_SECONDS, stopped past PAYFLOW_QUERY_MAX_ROWS, its rows fetched
+a page at a time. Writes over the wire are only the warehouse's own erase() (the fixed
+erasure plan, no caller SQL), which gdpr erase calls.
 
     from payflow import query
     rows = query.run("SELECT count(*) AS n FROM payment_transactions")
@@ -25,12 +33,15 @@ import base64
 import datetime as dt
 import json
 import os
+import re
 import secrets
+import threading
 import urllib.error
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 from payflow.settings import Settings
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, Landed, Warehouse
@@ -41,7 +52,23 @@ class QueryError(Exception):
 
 
 class ReadOnlyViolation(QueryError):
-    """A statement that would change the warehouse, sent as a read."""
+    """A statement that would change the warehouse or reach outside it, sent as a read."""
+
+
+class QueryBoundExceeded(QueryError):
+    """A query stopped at its time or row bound."""
+
+
+@dataclass(frozen=True)
+class QueryBounds:
+    """What one read may take: wall time, rows, and DuckDB's memory."""
+    seconds: float = 60.0
+    max_rows: int = 1_000_000
+    memory_limit: str = "512MB"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "QueryBounds":
+        return cls(settings.query_timeout_seconds, settings.query_max_rows, settings.duckdb_memory_limit)
 
 
 # -- typed JSON ----------------------------------------------------------------------------
@@ -121,14 +148,166 @@ def withdraw_owner(db_path: str) -> None:
         pass
 
 
-def is_read_only(con: Any, sql: str) -> bool:
-    """One statement, and a SELECT (DuckDB's own parser decides; DuckDB dialect)."""
+# -- the read-only check ------------------------------------------------------------------------
+_TABLE_FUNCTIONS = {"range", "generate_series"}  # rows made up in place, nothing read
+# functions that read files, URLs, other databases, the environment or the configuration,
+# or run SQL given as text; DuckDB's own refusal (enable_external_access off) stands behind this
+_FORBIDDEN_FUNCTION = re.compile(
+    r"(read_.*|.*_scan|glob|query|query_table|getenv|current_setting|duckdb_.*|pragma_.*|sniff_csv|"
+    r"parquet_.*|iceberg_.*|delta_.*|st_read.*|http_.*|load.*|install.*|.*checkpoint|which_secret|"
+    r"json_execute_serialized_sql|sql_auto_complete|test_.*|enable_.*|disable_.*|set_.*|"
+    r"export_.*|import_.*|attach|detach)", re.IGNORECASE)
+
+
+def _write_nodes() -> tuple[type, ...]:
+    from sqlglot import exp
+    names = ("DML", "DDL", "Insert", "Update", "Delete", "Merge", "Create", "Drop", "Alter", "TruncateTable",
+             "Command", "Copy", "Set", "Pragma", "Attach", "Detach", "Use", "Transaction", "Commit", "Rollback",
+             "Into", "LoadData", "Install", "Describe", "Analyze", "Cache", "Uncache", "Refresh", "Grant",
+             "Revoke", "Export", "Summarize", "Kill", "Show", "Execute", "Declare", "Lock")
+    return tuple(getattr(exp, n) for n in names if isinstance(getattr(exp, n, None), type))
+
+
+def checked_query(sql: str, *, dialect: str = "duckdb") -> str:
+    """`sql` (BigQuery dialect) as one read-only query in `dialect`, or ReadOnlyViolation.
+
+    The whole parse tree is checked: exactly one query (SELECT, UNION, WITH ... SELECT), no
+    write, DDL or command node anywhere (a data-modifying CTE included), and for DuckDB every
+    table it names is one of the warehouse's tables or views or a CTE of the statement, every
+    table function range/generate_series/unnest, and no function that reads files, URLs, the
+    environment or the configuration."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        raise ReadOnlyViolation(f"not one read-only query: {' '.join(str(exc).split())[:300]}") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise ReadOnlyViolation("only one read-only statement (SELECT) is accepted: payflow query is for reading")
+    tree = statements[0]
+    write_nodes = _write_nodes()
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    allowed_tables = _warehouse_relations() | ctes
+    for node in tree.walk():
+        if isinstance(node, write_nodes):
+            raise ReadOnlyViolation(f"a {type(node).__name__.upper()} inside a query is not accepted: "
+                                    "payflow query is for reading")
+        if isinstance(node, exp.Func):
+            name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
+            if _FORBIDDEN_FUNCTION.fullmatch(name or "") or type(node).__name__.startswith("Read"):
+                raise ReadOnlyViolation(f"the function {name.lower()} is not accepted: a query reads the "
+                                        "warehouse's tables only")
+        if isinstance(node, exp.Table) and dialect == "duckdb":
+            _check_table(node, allowed_tables)
+    return tree.sql(dialect=dialect)
+
+
+def _check_table(node: Any, allowed: set[str]) -> None:
+    from sqlglot import exp
+
+    target = node.this
+    if isinstance(target, exp.Func):
+        name = (target.name if isinstance(target, exp.Anonymous) else target.sql_name()).lower()
+        if name not in _TABLE_FUNCTIONS:
+            raise ReadOnlyViolation(f"the table function {name} is not accepted: a query reads the warehouse's "
+                                    "tables and views (and range, generate_series, unnest)")
+        return
+    name = node.name.lower()
+    if node.args.get("db") or node.args.get("catalog") or name not in allowed:
+        raise ReadOnlyViolation(f"{node.sql(dialect='bigquery')[:80]} is not one of the warehouse's tables or "
+                                "views: a query reads those only")
+
+
+def _warehouse_relations() -> set[str]:
+    from payflow.warehouse import schema
+    return {t.lower() for t in schema.tables()} | {v.lower() for v in schema.views()}
+
+
+def duckdb_single_select(con: Any, duck_sql: str) -> bool:
+    """DuckDB's own parser agrees: one statement, typed SELECT (a second opinion only: DuckDB
+    types a data-modifying CTE as SELECT too)."""
     import duckdb
     try:
-        statements = con.extract_statements(sql)
+        statements = con.extract_statements(duck_sql)
     except duckdb.Error:
         return False
     return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
+
+
+def is_read_only(con: Any, sql: str) -> bool:
+    """One read-only query by the tree check, and DuckDB's parser agrees (DuckDB dialect in)."""
+    import sqlglot
+    try:
+        bigquery_sql = ";".join(sqlglot.transpile(sql, read="duckdb", write="bigquery"))
+        return duckdb_single_select(con, checked_query(bigquery_sql))
+    except (QueryError, sqlglot.errors.SqlglotError):
+        return False
+
+
+# -- running a read ---------------------------------------------------------------------------------
+PAGE_ROWS = 1000  # rows fetched, encoded and sent at a time
+
+# set on every connection a read runs on, before the read: no files, URLs or extensions, and
+# no way back (lock_configuration); memory_limit is DuckDB's bound on the whole instance
+def hardening_statements(bounds: QueryBounds) -> list[str]:
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", bounds.memory_limit, re.IGNORECASE):
+        raise QueryError(f"PAYFLOW_DUCKDB_MEMORY_LIMIT={bounds.memory_limit!r}: expected a size like 512MB")
+    return ["SET enable_external_access = false", "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false", f"SET memory_limit = '{bounds.memory_limit.strip()}'",
+            "SET lock_configuration = true"]
+
+
+def harden(con: Any, bounds: QueryBounds) -> None:
+    for statement in hardening_statements(bounds):
+        con.execute(statement)
+
+
+def stream_rows(cursor: Any, duck_sql: str, params: dict[str, Any] | None, bounds: QueryBounds,
+                max_rows: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a checked query, a page at a time, on `cursor` (a connection of its own,
+    hardened): in a transaction always rolled back, interrupted at the time bound, stopped
+    past the row bound. Closing the iterator early ends the transaction too."""
+    import duckdb
+
+    limit = min(max_rows or bounds.max_rows, bounds.max_rows)
+    timed_out = threading.Event()
+
+    def interrupt() -> None:
+        timed_out.set()
+        cursor.interrupt()
+
+    timer = threading.Timer(bounds.seconds, interrupt)
+    timer.daemon = True
+    cursor.execute("BEGIN TRANSACTION")
+    timer.start()
+    try:
+        result = cursor.execute(duck_sql, params or {})
+        names = [d[0] for d in result.description]
+        count = 0
+        while True:
+            chunk = result.fetchmany(PAGE_ROWS)
+            if not chunk:
+                return
+            count += len(chunk)
+            if count > limit:
+                raise QueryBoundExceeded(f"the result has more than {limit} rows (PAYFLOW_QUERY_MAX_ROWS): "
+                                         "add a LIMIT, a WHERE or an aggregate")
+            yield [dict(zip(names, row)) for row in chunk]
+    except duckdb.InterruptException:
+        if timed_out.is_set():
+            raise QueryBoundExceeded(f"the query ran longer than {bounds.seconds:g} s "
+                                     "(PAYFLOW_QUERY_TIMEOUT_SECONDS) and was stopped") from None
+        raise
+    except duckdb.OutOfMemoryException:
+        raise QueryBoundExceeded(f"the query needs more memory than {bounds.memory_limit} "
+                                 "(PAYFLOW_DUCKDB_MEMORY_LIMIT): add a WHERE, a LIMIT or aggregate") from None
+    finally:
+        timer.cancel()
+        try:
+            cursor.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # interrupted or already ended: the cursor is closed by its owner
 
 
 # -- the client ----------------------------------------------------------------------------------
@@ -161,6 +340,8 @@ class WorkerWarehouse(Warehouse):
                 message = exc.reason
             if exc.code == 400 and "read-only" in str(message):
                 raise ReadOnlyViolation(message) from None
+            if exc.code == 400 and "bound:" in str(message):
+                raise QueryBoundExceeded(str(message).split("bound: ", 1)[1]) from None
             raise QueryError(f"the worker at {self.url} refused: {message}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -173,8 +354,33 @@ class WorkerWarehouse(Warehouse):
     def land(self, batch: LandingBatch) -> Landed:
         raise QueryError("landing goes through the worker's pipeline, not through its web server")
 
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self._post("/warehouse/query", {"sql": sql, "params": params or {}})["rows"]
+    def query(self, sql: str, params: dict[str, Any] | None = None,
+              max_rows: int | None = None) -> list[dict[str, Any]]:
+        """The rows, fetched a page at a time: the worker answers each request within about a
+        second (a landing waits for no read longer), and stops the read at its bounds."""
+        rows: list[dict[str, Any]] = []
+        for page in self.pages(sql, params, max_rows):
+            rows.extend(page)
+        return rows
+
+    def pages(self, sql: str, params: dict[str, Any] | None = None,
+              max_rows: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        answer = self._post("/warehouse/query", {"sql": sql, "params": params or {}, "max_rows": max_rows})
+        cursor = answer.get("cursor")
+        try:
+            while True:
+                if answer["rows"]:
+                    yield answer["rows"]
+                if answer["done"]:
+                    cursor = None
+                    return
+                answer = self._post("/warehouse/query", {"cursor": cursor})
+        finally:
+            if cursor is not None:  # left early: stop the read in the worker now, not at its time bound
+                try:
+                    self._post("/warehouse/query", {"cursor": cursor, "cancel": True})
+                except QueryError:
+                    pass
 
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt:
         r = self._post("/warehouse/erase", {"pii_hashes": [list(p) for p in pii_hashes], "mode": mode,
@@ -236,33 +442,43 @@ def connect(settings: Settings | None = None, url: str | None = None, *, read_on
 def run(sql: str, params: dict[str, Any] | None = None, *, write: bool = False,
         settings: Settings | None = None, url: str | None = None) -> list[dict[str, Any]]:
     """Rows of `sql` (BigQuery dialect, as every warehouse query) with named `params`.
-    write=False (the default) accepts one read-only statement. write=True runs any statement,
-    on a file no worker holds, or on BigQuery; a worker takes no ad-hoc writes (erasure goes
-    through the warehouse's erase(), which connect() gives to gdpr erase)."""
+    write=False (the default) accepts one read-only query, checked and bounded (the module's
+    docstring). write=True runs any statement, on a file no worker holds, or on BigQuery; a
+    worker takes no ad-hoc writes (erasure goes through the warehouse's erase(), which
+    connect() gives to gdpr erase)."""
     settings = settings or Settings.from_env()
+    bounds = QueryBounds.from_settings(settings)
     wh = connect(settings, url, read_only=not write)
     try:
         if isinstance(wh, WorkerWarehouse):
             if write:
                 raise QueryError(f"a worker holds {wh.path}: it takes reads only (`payflow gdpr erase` erases "
                                  "through it); stop the worker to write")
+            return wh.query(sql, params, max_rows=bounds.max_rows)
+        if write:
             return wh.query(sql, params)
-        if not write:
-            _check_read_only(wh, sql)
-        return wh.query(sql, params)
+        con = getattr(wh, "con", None)
+        if con is None:  # BigQuery: one query with no write anywhere in it, by sqlglot's reading
+            checked_query(sql, dialect="bigquery")
+            return wh.query(sql, params)
+        return read_duckdb(con, sql, params, bounds)
     finally:
         wh.close()
 
 
-def _check_read_only(wh: Warehouse, sql: str) -> None:
-    import sqlglot
-    from sqlglot import exp
-
-    con = getattr(wh, "con", None)
-    if con is not None:  # DuckDB: its own parser decides
-        ok = is_read_only(con, ";".join(sqlglot.transpile(sql, read="bigquery", write="duckdb")))
-    else:  # BigQuery: one query (SELECT, UNION, WITH ... SELECT) by sqlglot's reading
-        statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
-        ok = len(statements) == 1 and isinstance(statements[0], exp.Query)
-    if not ok:
+def read_duckdb(con: Any, sql: str, params: dict[str, Any] | None, bounds: QueryBounds,
+                max_rows: int | None = None) -> list[dict[str, Any]]:
+    """A read on a DuckDB connection this process owns (`payflow query` on a file): hardened
+    first, then checked and run as stream_rows runs it."""
+    duck_sql = checked_query(sql)
+    if not duckdb_single_select(con, duck_sql):
         raise ReadOnlyViolation("only one read-only statement (SELECT) is accepted: payflow query is for reading")
+    harden(con, bounds)
+    cursor = con.cursor()
+    try:
+        rows: list[dict[str, Any]] = []
+        for page in stream_rows(cursor, duck_sql, params, bounds, max_rows):
+            rows.extend(page)
+        return rows
+    finally:
+        cursor.close()

@@ -42,6 +42,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_DATA_DIR", "var", "worker state: RocksDB tables, logs"),
     Setting("PAYFLOW_PRODUCTION", "false", "production mode: refuse to start without an HMAC key from the environment"),
     Setting("PAYFLOW_HMAC_KEYS", "", "HMAC keys for pii_hash as KEY_ID:HEX_SECRET[,KEY_ID:HEX_SECRET...]; the first is active"),
+    Setting("PAYFLOW_HMAC_KEYS_FILE", "", "a file holding the value of PAYFLOW_HMAC_KEYS (a mounted secret; the chart's way), read when PAYFLOW_HMAC_KEYS is empty: the keys then stay out of the process environment"),
     Setting("PAYFLOW_HMAC_KEY_FILE", "var/hmac-keys", "where the demo's generated local key is kept when PAYFLOW_HMAC_KEYS is empty (not in production)"),
     Setting("PAYFLOW_WATERMARK_SECONDS", "3600", "events older than the highest event_time seen minus this go to payment-events-late"),
     Setting("PAYFLOW_SINK_BATCH_SIZE", "2000", "events per pipeline batch (and warehouse write)"),
@@ -59,6 +60,9 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_PROCESSING_GUARANTEE", "at_least_once", "at_least_once (with offset-aware dedup and idempotent sink)"),
     Setting("PAYFLOW_SESSION_TIMEOUT_SECONDS", "10", "Kafka consumer session timeout: how soon a killed worker's partitions move on"),
     Setting("PAYFLOW_WEB_PORT", "6066", "worker web port: /metrics, /healthz, /readyz"),
+    Setting("PAYFLOW_QUERY_TIMEOUT_SECONDS", "60", "a read through `payflow query` (or another process's read through the worker) is interrupted after this long, the fetching of its rows included"),
+    Setting("PAYFLOW_QUERY_MAX_ROWS", "1000000", "a read returning more rows than this is stopped with a message (add a LIMIT or aggregate)"),
+    Setting("PAYFLOW_DUCKDB_MEMORY_LIMIT", "512MB", "DuckDB's memory limit for `payflow query` on a file, and for the worker's landing process (its landings and the reads it answers share it; beyond it DuckDB spills to disk or stops the read)"),
     Setting("PAYFLOW_LOG_FORMAT", "json", "json (one object a line) or text"),
     Setting("PAYFLOW_LOG_LEVEL", "info", "debug, info, warn, error"),
     Setting("PAYFLOW_ERASURE_REFRESH_SECONDS", "30", "how often each worker re-reads the erasure ledger (gdpr_erasures) into the set of erased subjects its mask step drops; a worker learns an erasure at once only for the sender partitions it owns"),
@@ -160,6 +164,16 @@ def resolve_warehouse_url(url: str) -> str:
 
 def _hmac_keys() -> str:
     spec = _env("PAYFLOW_HMAC_KEYS").strip()
+    source = "PAYFLOW_HMAC_KEYS"
+    keys_file = _env("PAYFLOW_HMAC_KEYS_FILE").strip()
+    if not spec and keys_file:
+        source = "PAYFLOW_HMAC_KEYS_FILE"
+        try:
+            spec = resolve_path(keys_file).read_text().strip()
+        except OSError as exc:
+            raise SettingError(f"PAYFLOW_HMAC_KEYS_FILE={keys_file!r} cannot be read: {exc.strerror or exc}") from None
+        if not spec:
+            raise SettingError(f"PAYFLOW_HMAC_KEYS_FILE={keys_file!r} is empty: expected KEY_ID:HEX_SECRET[,...]")
     if spec:
         from payflow.keys import KeyConfigError, KeyRing
         try:
@@ -167,10 +181,20 @@ def _hmac_keys() -> str:
         except KeyConfigError as exc:
             # the value is a secret: named, never shown
             reason = str(exc).replace("PAYFLOW_HMAC_KEYS ", "")
-            raise SettingError(f"PAYFLOW_HMAC_KEYS is not valid ({reason}; the value is a secret, not shown): "
+            raise SettingError(f"{source} is not valid ({reason}; the value is a secret, not shown): "
                                "expected KEY_ID:HEX_SECRET[,KEY_ID:HEX_SECRET...], secrets of at least 32 bytes "
                                "(64 hex digits), unique key ids") from None
     return spec
+
+
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def _size(name: str) -> str:
+    raw = _env(name).strip()
+    if not _SIZE.fullmatch(raw):
+        raise _bad(name, raw, "a size like 512MB or 2GiB")
+    return raw
 
 
 def _compression(name: str) -> str | None:
@@ -265,6 +289,9 @@ class Settings:
     max_buffered_bytes: int = 64 * 2**20
     ready_broker_seconds: float = 10.0
     ready_landing_stall_seconds: float = 30.0
+    query_timeout_seconds: float = 60.0
+    query_max_rows: int = 1_000_000
+    duckdb_memory_limit: str = "512MB"
 
     @property
     def topics(self) -> "Topics":
@@ -309,6 +336,9 @@ class Settings:
             max_buffered_bytes=_int("PAYFLOW_MAX_BUFFERED_BYTES", 1 * 2**20, 2**40),
             ready_broker_seconds=_float("PAYFLOW_READY_BROKER_SECONDS", 0, 3600, low_open=True),
             ready_landing_stall_seconds=_float("PAYFLOW_READY_LANDING_STALL_SECONDS", 0, 86400, low_open=True),
+            query_timeout_seconds=_float("PAYFLOW_QUERY_TIMEOUT_SECONDS", 0, 86400, low_open=True),
+            query_max_rows=_int("PAYFLOW_QUERY_MAX_ROWS", 1, 10**12),
+            duckdb_memory_limit=_size("PAYFLOW_DUCKDB_MEMORY_LIMIT"),
         )
 
 

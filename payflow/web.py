@@ -70,16 +70,23 @@ async def ready_page(self: web.View, request: web.Request) -> web.Response:
 class _WarehouseEndpoint(web.View):
     """Base of the two warehouse endpoints: token check, typed-JSON body, one-line errors."""
 
-    async def _answer(self, request: web.Request, call) -> web.Response:
-        from payflow import query
+    def _authorised(self, request: web.Request):
+        """(the warehouse, None) for a request carrying the owner file's token, else (None, a refusal)."""
         runtime = _runtime()
         wh = runtime.sink.warehouse if runtime is not None else None
         token = getattr(wh, "owner_token", None)
         if token is None:
-            return self._error(503, "this worker holds no embedded DuckDB warehouse (yet)")
+            return None, self._error(503, "this worker holds no embedded DuckDB warehouse (yet)")
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), token.encode()):
-            return self._error(403, "bad or missing token (read it from the warehouse's owner file)")
+            return None, self._error(403, "bad or missing token (read it from the warehouse's owner file)")
+        return wh, None
+
+    async def _answer(self, request: web.Request, call) -> web.Response:
+        from payflow import query
+        wh, refusal = self._authorised(request)
+        if refusal is not None:
+            return refusal
         try:
             body = query.loads(await self.read_request_content(request))
             result = await asyncio.to_thread(call, wh, body)
@@ -93,10 +100,31 @@ class _WarehouseEndpoint(web.View):
         return self.json({"error": message}, status=status)
 
 
+# one read request at a time waits in the landing process's queue, so a landing queued
+# behind reads waits for one page at most (payflow/warehouse/child.py)
+_read_turn = asyncio.Lock()
+
+
 @app.page("/warehouse/query")
 class WarehouseQuery(_WarehouseEndpoint):
+    """A read, a page per request (payflow/query.py: WorkerWarehouse.pages): the landing
+    process checks, runs and bounds it, and its answer is relayed as it is, never decoded
+    here, so a large result costs the event loop nothing but the copy."""
+
     async def post(self, request: web.Request) -> web.Response:
-        return await self._answer(request, lambda wh, b: {"rows": wh.query_read_only(b["sql"], b.get("params") or {})})
+        from payflow import query
+        wh, refusal = self._authorised(request)
+        if refusal is not None:
+            return refusal
+        try:
+            body = query.loads(await self.read_request_content(request))
+            if not isinstance(body, dict) or not ("sql" in body or "cursor" in body):
+                return self._error(400, "expected {sql, params} or {cursor}")
+            async with _read_turn:
+                status, answer = await asyncio.wrap_future(wh.read_page(body))
+        except Exception as exc:  # noqa: BLE001 - a bad request is the caller's error, reported to it
+            return self._error(400, " ".join(f"{type(exc).__name__}: {exc}".split()))
+        return self.bytes(answer, content_type="application/json", status=status)
 
 
 @app.page("/warehouse/erase")

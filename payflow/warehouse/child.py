@@ -14,15 +14,20 @@ file and serves reads and erasures on its web port (payflow/query.py, payflow/we
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import multiprocessing
 import os
 import pickle
+import queue
+import re
+import secrets
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Iterator
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -64,10 +69,20 @@ def _start(path: str, parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
     _keep_memory_small()
+    # the DuckDB file, its WAL and spill files readable by this user only, like the owner file
+    os.umask(0o077)
+    for existing in (path, path + ".wal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(existing, 0o600)
     _warehouse = _open_duckdb(path)
     # one DuckDB thread: the process shares two cores with the worker and the broker, and
     # a second thread's buffers counted against the pod's memory for no faster landing
     _warehouse.con.execute("SET threads = 1")
+    # before any read is answered: no files, URLs or extensions, a memory bound, and the
+    # configuration locked (DuckDB's settings are the instance's, landings share them)
+    from payflow.query import QueryBounds, harden
+    from payflow.settings import Settings
+    harden(_warehouse.con, QueryBounds.from_settings(Settings.from_env()))
     tune_garbage_collector()
 
 
@@ -81,24 +96,193 @@ def _keep_memory_small() -> None:
     pa.set_memory_pool(pa.system_memory_pool())  # not jemalloc's retaining pool
 
 
+# what the landing process never needs and a read must never find in /proc/self/environ
+_SECRET_NAMES = re.compile(r"PAYFLOW_HMAC_KEYS.*|.*(PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY).*", re.IGNORECASE)
+_environment_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _secrets_out_of_environment() -> Iterator[None]:
+    """os.environ without the secret-bearing variables while the landing process is
+    spawned (it inherits the environment as it is at that moment), then as it was."""
+    with _environment_lock:
+        removed = {name: os.environ.pop(name) for name in list(os.environ) if _SECRET_NAMES.fullmatch(name)}
+        try:
+            yield
+        finally:
+            os.environ.update(removed)
+
+
 def _call(method: str, *args: Any) -> Any:
     assert _warehouse is not None
     return getattr(_warehouse, method)(*args)
 
 
-def _query_read_only(sql: str, params: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """A query sent by another process through the worker: one read-only statement only."""
-    import sqlglot
+# -- reads for other processes -------------------------------------------------------------------
+# A read runs on a connection of its own in a thread of its own, beside the landings (DuckDB
+# reads a snapshot and blocks no writer); the pool's single worker thread only starts it and
+# hands out its pages, each call returning within PAGE_WAIT_SECONDS, so a landing queued
+# behind a read waits at most that long.
+PAGE_WAIT_SECONDS = 0.5
+PAGE_BYTES = 1 << 20  # a page relayed through the worker: about this much JSON
+MAX_RUNNING_READS = 2
 
-    from payflow.query import ReadOnlyViolation, is_read_only
+
+class _Read:
+    def __init__(self, duck_sql: str, params: dict[str, Any] | None, max_rows: int | None) -> None:
+        from payflow.query import QueryBounds
+        from payflow.settings import Settings
+
+        assert _warehouse is not None
+        self.id = secrets.token_urlsafe(12)
+        self.bounds = QueryBounds.from_settings(Settings.from_env())
+        self.deadline = time.monotonic() + self.bounds.seconds
+        self.pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)  # one page ready ahead, no more
+        self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        self._cursor = _warehouse.con.cursor()  # type: ignore[attr-defined]
+        self._sql, self._params, self._max_rows = duck_sql, params, max_rows
+        threading.Thread(target=self._produce, name=f"read-{self.id}", daemon=True).start()
+
+    def _produce(self) -> None:
+        import duckdb
+
+        from payflow.query import QueryBoundExceeded, QueryError, encode, stream_rows
+        rows = stream_rows(self._cursor, self._sql, self._params, self.bounds, self._max_rows)
+        try:
+            for page in _joined(rows, encode):
+                if not self._put(("rows", page)):
+                    if not self.cancelled.is_set():
+                        self._put(("bound", f"the read and the fetching of its rows took longer than {self.bounds.seconds:g} s "
+                                            "(PAYFLOW_QUERY_TIMEOUT_SECONDS) and was stopped"), final=True)
+                    return
+            self._put(("done", None), final=True)
+        except QueryBoundExceeded as exc:
+            self._put(("bound", str(exc)), final=True)
+        except QueryError as exc:
+            self._put(("error", str(exc)), final=True)
+        except duckdb.Error as exc:
+            if not self.cancelled.is_set():
+                self._put(("error", " ".join(f"{type(exc).__name__}: {exc}".split())), final=True)
+        finally:
+            rows.close()  # the transaction rolled back, the timer stopped
+            self._cursor.close()
+            self.finished.set()
+
+    def _put(self, item: tuple[str, Any], *, final: bool = False) -> bool:
+        """Hand a page to the reader; False when the reader cancelled or did not come back
+        for it before the time bound (a last answer gets a few seconds more)."""
+        deadline = self.deadline + (5.0 if final else 0.0)
+        while not self.cancelled.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                self.pages.put(item, timeout=min(left, 1.0))
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self._cursor.interrupt()
+
+    def stale(self) -> bool:
+        return self.finished.is_set() and time.monotonic() > self.deadline + 5.0
+
+    def next_answer(self) -> tuple[int, bytes]:
+        try:
+            kind, value = self.pages.get(timeout=PAGE_WAIT_SECONDS)
+        except queue.Empty:  # nothing yet: the reader asks again
+            if self.finished.is_set():
+                self.forget()
+                return 400, json.dumps({"error": "the read ended without an answer (cancelled or past its "
+                                                 "time bound)"}).encode()
+            return 200, _page(self.id, "[]", done=False)
+        if kind == "rows":
+            return 200, _page(self.id, value, done=False)
+        self.forget()
+        if kind == "done":
+            return 200, _page(self.id, "[]", done=True)
+        prefix = "bound: " if kind == "bound" else ""
+        return 400, json.dumps({"error": prefix + value}).encode()
+
+    def forget(self) -> None:
+        with _reads_lock:
+            _reads.pop(self.id, None)
+
+
+def _joined(pages: Iterator[list[dict[str, Any]]], encode: Any) -> Iterator[str]:
+    """Fetched pages as JSON arrays of about PAGE_BYTES each: fewer round trips through the worker."""
+    parts: list[str] = []
+    size = 0
+    for page in pages:
+        text = json.dumps(encode(page), separators=(",", ":"))
+        parts.append(text[1:-1])
+        size += len(text)
+        if size >= PAGE_BYTES:
+            yield "[" + ",".join(p for p in parts if p) + "]"
+            parts, size = [], 0
+    if parts:
+        yield "[" + ",".join(p for p in parts if p) + "]"
+
+
+_reads: dict[str, _Read] = {}
+_reads_lock = threading.Lock()
+
+
+def _close() -> None:
+    """Stop every read (a connection cannot close while one of its cursors runs), then close."""
     assert _warehouse is not None
+    with _reads_lock:
+        reads = list(_reads.values())
+        _reads.clear()
+    for read in reads:
+        read.cancel()
+    for read in reads:
+        read.finished.wait(timeout=10.0)
+    _warehouse.close()
+
+
+def _page(read_id: str, rows_json: str, *, done: bool) -> bytes:
+    """{cursor, done, rows} in payflow.query's typed JSON (a mapping is tagged $map)."""
+    return ('{"$map":[["cursor",%s],["done",%s],["rows",%s]]}' % (
+        json.dumps(read_id), "true" if done else "false", rows_json)).encode()
+
+
+def _read_page(request: dict[str, Any]) -> tuple[int, bytes]:
+    """One answer to a read request from another process (payflow/web.py relays it as it is):
+    {sql, params, max_rows} starts a read, {cursor} takes its next page, {cursor, cancel}
+    stops it. A page: {"cursor", "done", "rows"}; a refusal: status 400 and {"error"}."""
+    from payflow.query import QueryError, checked_query, duckdb_single_select
+    assert _warehouse is not None
+    if "cursor" in request:
+        with _reads_lock:
+            read = _reads.get(str(request["cursor"]))
+        if read is None:
+            return 400, json.dumps({"error": "no such read (finished, cancelled or past its time bound)"}).encode()
+        if request.get("cancel"):
+            read.cancel()
+            read.forget()
+            return 200, _page(read.id, "[]", done=True)
+        return read.next_answer()
     try:
-        duck_sql = ";".join(sqlglot.transpile(sql, read="bigquery", write="duckdb"))
-    except sqlglot.errors.SqlglotError as exc:
-        raise ValueError(" ".join(str(exc).split())) from None
-    if not is_read_only(_warehouse.con, duck_sql):  # type: ignore[attr-defined]
-        raise ReadOnlyViolation("only one read-only statement (SELECT) is accepted through the worker")
-    return _warehouse.query(sql, params)
+        duck_sql = checked_query(str(request["sql"]))
+        if not duckdb_single_select(_warehouse.con, duck_sql):  # type: ignore[attr-defined]
+            raise QueryError("only one read-only statement (SELECT) is accepted through the worker")
+    except QueryError as exc:
+        return 400, json.dumps({"error": f"read-only: {exc}"}).encode()
+    with _reads_lock:
+        for stale in [r for r in _reads.values() if r.stale()]:  # answered by nobody who came back
+            _reads.pop(stale.id, None)
+        if len(_reads) >= MAX_RUNNING_READS:
+            return 503, json.dumps({"error": f"{MAX_RUNNING_READS} reads are running in this worker already: "
+                                             "try again when one has finished"}).encode()
+        max_rows = request.get("max_rows")
+        read = _Read(duck_sql, request.get("params") or {}, int(max_rows) if max_rows else None)
+        _reads[read.id] = read
+    return read.next_answer()
 
 
 def _land_pickled(batch: bytes) -> dict[str, int]:
@@ -123,8 +307,11 @@ class ChildProcessDuckDB(Warehouse):
     def __init__(self, path: str, web_port: int | None = None):
         self.path = path
         # spawn, not fork: the worker has threads (DuckDB's, the event loop's executors)
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start, initargs=(path, os.getpid()))
+        # started here, with an environment without secrets (multiprocessing's resource tracker too)
+        with _secrets_out_of_environment():
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start, initargs=(path, os.getpid()))
+            self._pool.submit(os.getpid).result()
         # where other processes find us while we hold the file (payflow/query.py); the token
         # authenticates their requests on the web port
         self.owner_token: str | None = None
@@ -151,8 +338,10 @@ class ChildProcessDuckDB(Warehouse):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._run("query", sql, params)
 
-    def query_read_only(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self._pool.submit(_query_read_only, sql, params).result()
+    def read_page(self, request: dict[str, Any]) -> "Future[tuple[int, bytes]]":
+        """A read request from another process (see _read_page), answered by the landing
+        process within about PAGE_WAIT_SECONDS; the status and body to relay as they are."""
+        return self._pool.submit(_read_page, request)
 
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt:
         return self._run("erase", pii_hashes, mode, request_id)
@@ -165,6 +354,6 @@ class ChildProcessDuckDB(Warehouse):
             from payflow.query import withdraw_owner
             withdraw_owner(self.path)
         try:
-            self._run("close")
+            self._pool.submit(_close).result()
         finally:
             self._pool.shutdown(wait=True)

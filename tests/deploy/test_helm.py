@@ -81,7 +81,14 @@ def test_worker_statefulset_probes_security_and_volumes():
     assert set(config) <= documented, set(config) - documented
     assert "PAYFLOW_HMAC_KEYS" not in config  # secrets never in the ConfigMap
     env = {e["name"]: e for e in worker["env"]}
-    assert env["PAYFLOW_HMAC_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "pf-payflow", "key": "hmac-keys"}
+    # the key ring as a file, never in the worker's environment
+    assert "PAYFLOW_HMAC_KEYS" not in env
+    assert env["PAYFLOW_HMAC_KEYS_FILE"]["value"] == "/var/run/secrets/payflow/hmac/keys"
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["hmac-keys"]["secret"] == {"secretName": "pf-payflow", "defaultMode": 0o440,
+                                              "items": [{"key": "hmac-keys", "path": "keys"}]}
+    assert {m["name"]: m for m in worker["volumeMounts"]}["hmac-keys"] == {
+        "name": "hmac-keys", "mountPath": "/var/run/secrets/payflow/hmac", "readOnly": True}
     assert docs["PodDisruptionBudget"][0]["spec"]["maxUnavailable"] == 1
     assert docs["Service"][0]["spec"]["ports"][0]["port"] == 6066
 
@@ -92,9 +99,11 @@ def test_existing_secret_is_referenced_and_no_secret_is_rendered():
     assert "Secret" not in docs
     worker = docs["StatefulSet"][0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in worker["env"]}
-    assert env["PAYFLOW_HMAC_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "vault-payflow"
+    assert "PAYFLOW_HMAC_KEYS" not in env
+    assert env["PAYFLOW_HMAC_KEYS_FILE"]["value"] == "/var/run/secrets/payflow/hmac/keys"
     assert env["GOOGLE_APPLICATION_CREDENTIALS"]["value"] == "/var/run/secrets/payflow/gcp/sa.json"
     volumes = {v["name"]: v for v in docs["StatefulSet"][0]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["hmac-keys"]["secret"]["secretName"] == "vault-payflow"
     assert volumes["gcp-credentials"]["secret"]["secretName"] == "vault-payflow"
     assert volumes["gcp-credentials"]["secret"]["items"] == [{"key": "sa.json", "path": "sa.json"}]
     mounts = {m["name"]: m for m in worker["volumeMounts"]}
@@ -404,10 +413,12 @@ def test_helm_test_hook_checks_readyz_on_every_worker():
     assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
-def test_network_policy_is_optional():
-    assert "NetworkPolicy" not in kinds(render(*BASE))
-    docs = kinds(render(*BASE, "--set", "networkPolicy.enabled=true",
-                        "--set", "networkPolicy.egress[0].ports[0].port=9093"))
+def test_network_policy_is_on_by_default():
+    (policy,) = kinds(render(*BASE))["NetworkPolicy"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"][0]["ports"] == [{"port": "web"}]
+    assert "NetworkPolicy" not in kinds(render(*BASE, "--set", "networkPolicy.enabled=false"))
+    docs = kinds(render(*BASE, "--set", "networkPolicy.egress[0].ports[0].port=9093"))
     (policy,) = docs["NetworkPolicy"]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": "web"}]

@@ -67,6 +67,7 @@ file, credentials come from the pod's identity (Workload Identity, IRSA, node me
     "PAYFLOW_SQL_DIR" "the image's DDL, /app/sql"
     "PAYFLOW_HMAC_KEYS" "from secrets.existingSecret or secrets.create.hmacKeys, never a ConfigMap"
     "PAYFLOW_HMAC_KEY_FILE" "from secrets.existingSecret or secrets.create.hmacKeys, never a ConfigMap"
+    "PAYFLOW_HMAC_KEYS_FILE" "the key ring's file, mounted from secrets.existingSecret or secrets.create.hmacKeys"
     "PAYFLOW_KAFKA_SECURITY_PROTOCOL" "from kafka.securityProtocol"
     "PAYFLOW_KAFKA_SASL_MECHANISM" "from kafka.sasl.mechanism"
     "PAYFLOW_KAFKA_SASL_USERNAME" "from kafka.sasl.username"
@@ -172,11 +173,9 @@ envFrom:
 {{- if or .hmac (and .gcp (include "payflow.gcpKey" $)) $.Values.extraEnv }}
 env:
   {{- if .hmac }}
-  - name: PAYFLOW_HMAC_KEYS
-    valueFrom:
-      secretKeyRef:
-        name: {{ include "payflow.secretName" $ }}
-        key: {{ $.Values.secrets.hmacKeysKey }}
+  # a file, not the key ring itself: no process environment holds the keys
+  - name: PAYFLOW_HMAC_KEYS_FILE
+    value: /var/run/secrets/payflow/hmac/keys
   {{- end }}
   {{- with and .gcp (include "payflow.gcpKey" $) }}
   - name: GOOGLE_APPLICATION_CREDENTIALS
@@ -188,9 +187,15 @@ env:
 {{- end }}
 {{- end -}}
 
-{{/* .gcp: whether the BigQuery key file (if any) is mounted; Kafka's files always are */}}
+{{/* .gcp: whether the BigQuery key file (if any) is mounted; .hmac: the HMAC key ring's file;
+     Kafka's files always are */}}
 {{- define "payflow.secretVolumeMounts" -}}
 {{- $gcp := .gcp }}
+{{- if .hmac }}
+- name: hmac-keys
+  mountPath: /var/run/secrets/payflow/hmac
+  readOnly: true
+{{- end }}
 {{- with .root }}
 {{- if and $gcp (include "payflow.gcpKey" .) }}
 - name: gcp-credentials
@@ -214,6 +219,15 @@ env:
 {{- define "payflow.secretVolumes" -}}
 {{- $gcp := .gcp }}
 {{- $r := .root }}
+{{- if .hmac }}
+- name: hmac-keys
+  secret:
+    secretName: {{ include "payflow.secretName" $r }}
+    defaultMode: 0440
+    items:
+      - key: {{ $r.Values.secrets.hmacKeysKey }}
+        path: keys
+{{- end }}
 {{- with .root }}
 {{- with and $gcp (include "payflow.gcpKey" .) }}
 - name: gcp-credentials
