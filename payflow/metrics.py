@@ -37,6 +37,7 @@ STALL_RECOVERIES = Counter("payflow_stall_recoveries_total", "Partitions sought 
 COMMIT_REFUSED = Counter("payflow_commit_refused_total",
                          "Offset commits refused because they would pass an offset neither acked nor known to be skipped",
                          ["reason"])
+COMMIT_REFUSED.labels(reason="unacked_offset")  # exposed at 0 from the start
 SINK_RETRIES = Counter("payflow_sink_retries_total", "Transient warehouse errors retried")
 SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy, 0 when it has stopped")
 SINK_UP.set(1)
