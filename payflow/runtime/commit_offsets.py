@@ -23,6 +23,14 @@ partition's first 2,000 offsets this way (neither worker processed them). After 
 their first offset (what auto_offset_reset=earliest means) and records it as their
 committed position, so the head check above applies to them too.
 
+The commit is checked where it is computed: the offsets from the committed position up to the
+one about to be committed must each be acked, in a gap Faust filed, or stepped over by the
+fetcher (payflow.runtime.fetch); otherwise the partition's commit is refused with an ERROR and
+`payflow_commit_refused_total{reason}`, and its acks are kept, so the stall guard reads the
+hole again. Faust forgets a revoked partition's committed position before its last commit
+(`wait_empty` in the revocation), which then took any run of acks; the position last known
+here (`_positions`) is used instead, and with none known nothing is committed.
+
 `install()` puts both on Faust's Consumer class once.
 """
 from __future__ import annotations

@@ -28,7 +28,17 @@ One change to Faust's rules: a read offset set by a seek while the loop waited (
 for flow control: a rebalance's seek, the stall guard's) is left where the seek put it,
 and a delivery a rebalance interrupted does not move it on; Faust's loop overwrote it with
 the offset of the message it had waited with, which would skip what the seek asked for.
-`install()` puts it on Faust's Consumer class once.
+Seeks and fetches: every seek is counted before it runs (`note_seek`, through Faust's
+`Consumer.seek` and payflow's `perform_seek`), and runs in the consumer thread, between its
+fetches (`seek_in_consumer_thread`); a partition's records from a fetch begun before its last
+seek are dropped, not delivered, and no skipped tail is noted for them. Before, a seek landing
+while a fetch was in flight could be overwritten inside aiokafka (Faust called it from the
+app's thread while the consumer thread handed out a fetch), and the fetch's records, from
+the old position, were delivered after it: a jump past the sought offset that commits fold
+over, or, after a seek to a partition's first offset, the first records taken to be the
+partition's start. Both left offsets behind that were never processed.
+
+`install()` puts these on Faust's Consumer classes once.
 """
 from __future__ import annotations
 
