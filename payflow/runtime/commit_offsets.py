@@ -141,7 +141,7 @@ class _Snapshot:
         consumer._acked_index[tp].update(self.acked_index)  # noqa: SLF001
         consumer._gap[tp] = self.gaps  # noqa: SLF001
         if self.skipped:
-            fetch._skipped[key] = self.skipped
+            fetch._skipped[key] = self.skipped  # noqa: SLF001
 
 
 def _new_offset_of_acks(self, tp, committed: Optional[int]) -> Optional[int]:

@@ -53,25 +53,24 @@ def test_two_workers_then_the_raw_topic_every_payment_lands_once(kafka, bq_endpo
 
     a, b = worker("a"), worker("b")
     started = time.monotonic()
-    try:
-        a.start()
-        b.start()
-        for w in (a, b):
-            wait_until(lambda: ready(w), 300, interval=0.5, what="both workers ready before the raw topic exists")
-        simulate(prefix, tmp / "m.json", count=EVENTS, seed=100 + run, partitions=4)
-        a.wait_caught_up(timeout=600)
-        assert b.alive(), b.log_tail()
-        refused = {name: refused_commits(w) for name, w in (("a", a), ("b", b))}
-    finally:
-        codes = {name: w.stop() for name, w in (("a", a), ("b", b))}
-    assert codes == {"a": 0, "b": 0}, a.log_tail() + "\n" + b.log_tail()
-    print(f"start {run}: {EVENTS} events, {time.monotonic() - started:.0f} s")
-
     bq = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
     try:
+        try:
+            a.start()
+            b.start()
+            for w in (a, b):
+                wait_until(lambda: ready(w), 300, interval=0.5, what="both workers ready before the raw topic exists")
+            simulate(prefix, tmp / "m.json", count=EVENTS, seed=100 + run, partitions=4)
+            a.wait_caught_up(timeout=600)
+            assert b.alive(), b.log_tail()
+            refused = {name: refused_commits(w) for name, w in (("a", a), ("b", b))}
+        finally:
+            codes = {name: w.stop() for name, w in (("a", a), ("b", b))}
+        assert codes == {"a": 0, "b": 0}, a.log_tail() + "\n" + b.log_tail()
+        print(f"start {run}: {EVENTS} events, {time.monotonic() - started:.0f} s")
         result = reconcile(bq, load(tmp / "m.json"))
         assert result.ok, result.report() + "\n" + where_missing(prefix + "payment-events", set(result.missing))
+        assert refused == {"a": 0, "b": 0}, f"commits refused (a race caught at the point of commit): {refused}"
     finally:
         bq.client.delete_dataset(f"{BQ_PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
         bq.close()
-    assert refused == {"a": 0, "b": 0}, f"commits refused (a race caught at the point of commit): {refused}"
