@@ -34,6 +34,10 @@ END_TO_END = Histogram("payflow_produce_to_land_seconds", "Seconds from produce 
                        buckets=(0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25,
                                 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 60.0))
 STALL_RECOVERIES = Counter("payflow_stall_recoveries_total", "Partitions sought back to their committed offset because commits were stuck behind undelivered offsets")
+COMMIT_REFUSED = Counter("payflow_commit_refused_total",
+                         "Offset commits refused because they would pass an offset neither acked nor known to be skipped",
+                         ["reason"])
+COMMIT_REFUSED.labels(reason="unacked_offset")  # exposed at 0 from the start
 SINK_RETRIES = Counter("payflow_sink_retries_total", "Transient warehouse errors retried")
 SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy: not stopped, and no landing failing or "
                 "hanging longer than PAYFLOW_READY_LANDING_STALL_SECONDS; 0 otherwise")

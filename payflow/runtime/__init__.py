@@ -2,10 +2,13 @@
 
 Each seam, what it replaces, and why (the module docstrings say more):
 
-  fetch           Consumer._drain_messages    raw-topic records reach the agent a fetch at a time
+  fetch           Consumer._drain_messages    raw-topic records reach the agent a fetch at a time;
+                  Consumer.seek,              seeks counted and run in the consumer thread: a fetch
+                  ThreadDelegateConsumer._seek  in flight during a seek is dropped, not delivered
   take            (calls Stream internals)    batches with manual acks, idle ticks, no blocking
   commit_offsets  Consumer._new_offset,       never commit over an offset that was not acked
-                  Consumer.perform_seek       (faust#606); a first offset for new partitions
+                  Consumer.perform_seek       (faust#606), checked at the point of commit; a
+                                              first offset for new partitions
   worker          AIOKafkaConsumerThread.     read_committed whatever the guarantee; a bounded
                   _create_worker_consumer,    shutdown after SIGTERM/SIGINT
                   Worker._on_sigterm/_sigint

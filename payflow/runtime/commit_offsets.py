@@ -23,6 +23,14 @@ partition's first 2,000 offsets this way (neither worker processed them). After 
 their first offset (what auto_offset_reset=earliest means) and records it as their
 committed position, so the head check above applies to them too.
 
+The commit is checked where it is computed: the offsets from the committed position up to the
+one about to be committed must each be acked, in a gap Faust filed, or stepped over by the
+fetcher (payflow.runtime.fetch); otherwise the partition's commit is refused with an ERROR and
+`payflow_commit_refused_total{reason}`, and its acks are kept, so the stall guard reads the
+hole again. Faust forgets a revoked partition's committed position before its last commit
+(`wait_empty` in the revocation), which then took any run of acks; the position last known
+here (`_positions`) is used instead, and with none known nothing is committed.
+
 `install()` puts both on Faust's Consumer class once.
 """
 from __future__ import annotations
@@ -31,8 +39,11 @@ import logging
 from typing import Optional
 
 from faust.transport.consumer import Consumer
+from faust.types import TP
 from faust.utils.functional import consecutive_numbers
+from intervaltree import IntervalTree
 
+from payflow.metrics import COMMIT_REFUSED
 from payflow.runtime import fetch, seams
 
 FAUST_NEW_OFFSET = seams.original(Consumer, "_new_offset")  # Faust's own, for the test that shows the loss
@@ -40,19 +51,104 @@ FAUST_PERFORM_SEEK = seams.original(Consumer, "perform_seek")
 log = logging.getLogger("payflow.consumer")
 
 
+# tp -> the committed position (next offset to read) this worker last knew for it. Faust
+# forgets its own when a partition is revoked, before its final commit (wait_empty) runs:
+# without a position that commit took any run of acks, however far past the unacked head.
+_positions: dict = {}
+
+
 def fixed_new_offset(self, tp) -> Optional[int]:
-    new_offset = _new_offset_of_acks(self, tp)
+    """The offset to commit for tp, or None: the acked run from the committed position, past
+    offsets the fetcher stepped over; refused (None, an ERROR, payflow_commit_refused_total)
+    if it would pass an offset neither acked nor known to be skipped."""
+    acked = self._acked[tp]  # noqa: SLF001
+    if not acked:
+        return None
+    key = _key(tp)
+    committed = self._committed_offset[tp]  # noqa: SLF001
+    if committed is not None:
+        _positions[key] = committed
+    else:
+        committed = _positions.get(key)
+        if committed is None:
+            return None  # no position known to commit from yet: the assignment's seek sets one
+        # acks below the position are replays of what is committed already
+        acked[:] = [o for o in acked if o >= committed]
+        if not acked:
+            return None
+    before = _Snapshot.of(self, tp, key)
+    new_offset = _new_offset_of_acks(self, tp, committed)
+    if new_offset is None:
+        return None
     # offsets stepped over after a fetch's last record (a transaction marker) never arrive:
     # a commit that reaches them goes past them (payflow.runtime.fetch)
-    return fetch.skipped_run_end(tp, new_offset) if new_offset is not None else None
+    new_offset = fetch.skipped_run_end(tp, new_offset)
+    hole = before.first_unaccounted(committed, new_offset)
+    if hole is not None:
+        before.restore(self, tp, key)
+        COMMIT_REFUSED.labels(reason="unacked_offset").inc()
+        log.error("refusing to commit %s at offset %d: offset %d (from the committed position %d) was "
+                  "neither acked nor known to be skipped; the partition's commits stop until it is "
+                  "read again", key, new_offset, hole, committed)
+        return None
+    return new_offset
 
 
-def _new_offset_of_acks(self, tp) -> Optional[int]:
+def _key(tp):
+    return TP(tp[0], tp[1]) if isinstance(tp, tuple) else tp
+
+
+class _Snapshot:
+    """A partition's acks, Faust's gaps and the skipped runs before a commit is computed: what
+    the computed offset is checked against, and restored if it is refused."""
+
+    def __init__(self, acked: list, acked_index: set, gaps: IntervalTree, skipped: dict):
+        self.acked, self.acked_index, self.gaps, self.skipped = acked, acked_index, gaps, skipped
+
+    @classmethod
+    def of(cls, consumer, tp, key) -> "_Snapshot":
+        return cls(list(consumer._acked[tp]), set(consumer._acked_index[tp]),  # noqa: SLF001
+                   IntervalTree(consumer._gap[tp]), dict(fetch._skipped.get(key) or {}))  # noqa: SLF001
+
+    def first_unaccounted(self, committed: int, new_offset: int) -> Optional[int]:
+        """The first offset in [committed, new_offset) neither acked, nor in a gap Faust filed,
+        nor stepped over by the fetcher; None if every one is accounted for. The committed
+        offset itself counts as skipped when a gap begins right after it (the broker's first
+        record after a seek came later, see _new_offset_of_acks)."""
+        acked = set(self.acked)
+        skipped_ends = self.skipped
+        offset = committed
+        while offset < new_offset:
+            if offset in acked:
+                offset += 1
+                continue
+            if offset in skipped_ends:
+                offset = skipped_ends[offset]
+                continue
+            covering = self.gaps.at(offset)
+            if covering:
+                offset = max(i.end for i in covering)
+                continue
+            if offset == committed and self.gaps.at(committed + 1):
+                offset += 1
+                continue
+            return offset
+        return None
+
+    def restore(self, consumer, tp, key) -> None:
+        consumer._acked[tp][:] = self.acked  # noqa: SLF001
+        consumer._acked_index[tp].clear()  # noqa: SLF001
+        consumer._acked_index[tp].update(self.acked_index)  # noqa: SLF001
+        consumer._gap[tp] = self.gaps  # noqa: SLF001
+        if self.skipped:
+            fetch._skipped[key] = self.skipped  # noqa: SLF001
+
+
+def _new_offset_of_acks(self, tp, committed: Optional[int]) -> Optional[int]:
     acked = self._acked[tp]  # noqa: SLF001
     if not acked:
         return None
     max_offset = max(acked)
-    committed = self._committed_offset[tp]  # noqa: SLF001
     gap_for_tp = self._gap[tp]  # noqa: SLF001
     if gap_for_tp:
         # offsets Faust knows will never arrive (compaction, transaction markers) count as acked
@@ -80,19 +176,33 @@ def _new_offset_of_acks(self, tp) -> Optional[int]:
 
 
 async def perform_seek_from_start_when_uncommitted(self) -> None:
+    assignment = self.assignment()
+    generation = self.app.consumer_generation_id
+    # Faust's seek moves every partition with a commit (in the consumer thread): what a fetch
+    # in flight brings from the old positions is stale
+    for tp in assignment:
+        fetch.note_seek(tp)
     await FAUST_PERFORM_SEEK(self)
     # Faust reads a committed 0 as "nothing committed" too; either way the start is the first offset
     uncommitted = [tp for tp in self.assignment()
                    if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]  # noqa: SLF001
+    for tp in self.assignment():
+        committed = self._committed_offset[tp]  # noqa: SLF001
+        if committed:
+            _positions[_key(tp)] = committed
     if not uncommitted:
         return
     earliest = await self.earliest_offsets(*uncommitted)
     for tp in uncommitted:
         offset = earliest.get(tp)
-        if offset is not None:
-            log.info("%s[%d] has no committed offset: reading it from its first offset %d", tp.topic, tp.partition, offset)
-            await self.seek(tp, offset)
-            self._committed_offset[tp] = offset  # noqa: SLF001
+        if offset is None:
+            continue
+        if self.app.consumer_generation_id != generation or tp not in self.assignment():
+            return  # a rebalance began meanwhile: its own seek decides
+        log.info("%s[%d] has no committed offset: reading it from its first offset %d", tp.topic, tp.partition, offset)
+        await self.seek(tp, offset)
+        self._committed_offset[tp] = offset  # noqa: SLF001
+        _positions[_key(tp)] = offset
 
 
 def install() -> None:

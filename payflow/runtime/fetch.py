@@ -28,14 +28,24 @@ One change to Faust's rules: a read offset set by a seek while the loop waited (
 for flow control: a rebalance's seek, the stall guard's) is left where the seek put it,
 and a delivery a rebalance interrupted does not move it on; Faust's loop overwrote it with
 the offset of the message it had waited with, which would skip what the seek asked for.
-`install()` puts it on Faust's Consumer class once.
+Seeks and fetches: every seek is counted before it runs (`note_seek`, through Faust's
+`Consumer.seek` and payflow's `perform_seek`), and runs in the consumer thread, between its
+fetches (`seek_in_consumer_thread`); a partition's records from a fetch begun before its last
+seek are dropped, not delivered, and no skipped tail is noted for them. Before, a seek landing
+while a fetch was in flight could be overwritten inside aiokafka (Faust called it from the
+app's thread while the consumer thread handed out a fetch), and the fetch's records, from
+the old position, were delivered after it: a jump past the sought offset that commits fold
+over, or, after a seek to a partition's first offset, the first records taken to be the
+partition's start. Both left offsets behind that were never processed.
+
+`install()` puts these on Faust's Consumer classes once.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Protocol, cast
 
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer, ThreadDelegateConsumer
 from faust.types import TP
 from mode import Service
 
@@ -83,6 +93,9 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
+            # seeks counted before the fetch starts: a partition sought after this point (while
+            # the fetch is in flight or being delivered) has its records of this fetch dropped
+            fetched_at = _seeks
             # Faust's getmany, without its per-message generator: one fetch, all partitions
             records, active_partitions = await self._wait_next_records(1.0)  # noqa: SLF001
             await self.sleep(0)
@@ -99,10 +112,9 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                 unset_flag(flag_consumer_fetching)
                 continue
             generation_id = app.consumer_generation_id
-            epochs = {tp: _seek_epoch.get(tp, 0) for tp in records}
             for tp, tp_records in records.items():
-                if _seek_epoch.get(tp, 0) != epochs[tp]:
-                    continue  # sought while this fetch waited (the stall guard): read again from there
+                if sought_since(tp, fetched_at):
+                    continue  # fetched from the position before a seek: read again from where it points
                 if not self.flow_active or app.consumer_generation_id != generation_id:
                     break  # a rebalance began: the rest is read again from committed offsets
                 if not (active_partitions is None or tp in active_partitions
@@ -113,11 +125,11 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                 app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 target = _routes.get(tp.topic)
                 if target is None:
-                    if not await _deliver_each(self, tp, tp_records, generation_id):
+                    if not await _deliver_each(self, tp, tp_records, generation_id, fetched_at):
                         break
                 elif await _deliver_routed(self, tp, [to_message(tp, r) for r in tp_records], target,
-                                           generation_id):
-                    _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id)
+                                           generation_id, fetched_at):
+                    _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id, fetched_at)
                 await asyncio.sleep(0)
             unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
@@ -161,13 +173,15 @@ async def _commit_if_due(self: Consumer) -> None:
         await self.commit()
 
 
-async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route, generation_id: int) -> bool:
+async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route, generation_id: int,
+                          fetched_at: int = -1) -> bool:
     """A partition's fetched messages to their route, as many at a time as it has room for.
 
     What Faust does per message is kept: the app's flow control is waited for (suspended
     until a rebalance's recovery is done), a full route makes the loop wait (interruptible by
-    a rebalance), and what a rebalance interrupts is dropped: it is read again from the
-    committed offset (take_batches also drops messages of an older generation)."""
+    a rebalance), and what a rebalance or a seek interrupts is dropped: it is read again from
+    the committed offset or the sought one (take_batches also drops messages of an older
+    generation). `fetched_at`: the seek count when the fetch began (-1: no seek check)."""
     read_before = self._read_offset[tp]  # noqa: SLF001
     accepted = await _accept(self, tp, messages)
     if not accepted:
@@ -177,7 +191,12 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
     flow_control = self.app.flow_control
     app = self.app
     start = 0
-    while start < len(accepted) and not suspended() and app.consumer_generation_id == generation_id:
+
+    def current() -> bool:
+        return (not suspended() and app.consumer_generation_id == generation_id
+                and not sought_since(tp, fetched_at))
+
+    while start < len(accepted) and current():
         if not flow_control.is_active():
             await self.wait_first(flow_control.acquire(), self.suspend_flow.wait())
             continue
@@ -189,22 +208,30 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
         # cleared the buffer kept the rebalance waiting for its ack forever
         start += target.put_many(accepted[start:])
     if start:
-        _move_read_offset(self, tp, read_before, accepted[start - 1].offset, generation_id)
+        _move_read_offset(self, tp, read_before, accepted[start - 1].offset, generation_id, fetched_at)
     # True: the whole fetch for tp reached the route, up to its last record, uninterrupted
-    return (start == len(accepted) and accepted[-1].offset == messages[-1].offset
-            and not suspended() and app.consumer_generation_id == generation_id)
+    return start == len(accepted) and accepted[-1].offset == messages[-1].offset and current()
 
 
-# tp -> how many times payflow sought it (the stall guard): records fetched before a seek
-# and not yet delivered are stale, and delivered after it they looked like a jump past the
-# sought offset (a gap that commits would fold over the offsets the seek asked for)
-_seek_epoch: dict = {}
+# Seeks counted: `_seeks` goes up by one per seek, `_sought_at[tp]` holds its value at tp's
+# last seek. Records a fetch brought from before a seek of their partition are stale: the
+# seek asked for other offsets, and delivered they would look like a jump past the sought
+# position (a gap that commits fold over the offsets the seek asked for).
+_seeks = 0
+_sought_at: dict = {}
 
 
 def note_seek(tp: Any) -> None:
-    """Call before seeking tp: what the fetch loop holds for it is dropped, not delivered."""
-    key = TP(tp.topic, tp.partition)
-    _seek_epoch[key] = _seek_epoch.get(key, 0) + 1
+    """Call before seeking tp (every seek path does, through the consumer's `seek` and
+    `perform_seek`): what a fetch begun before holds for tp is dropped, not delivered."""
+    global _seeks
+    _seeks += 1
+    _sought_at[TP(tp.topic, tp.partition)] = _seeks
+
+
+def sought_since(tp: Any, fetched_at: int) -> bool:
+    """tp was sought after the fetch counted at `fetched_at` began (-1: never asks)."""
+    return fetched_at >= 0 and _sought_at.get(TP(tp.topic, tp.partition), 0) > fetched_at
 
 
 # tp -> {first offset: end offset (exclusive)} of offsets the fetcher stepped over right after
@@ -213,13 +240,16 @@ def note_seek(tp: Any) -> None:
 _skipped: dict = {}
 
 
-def _note_skipped_tail(self: Consumer, tp: Any, last_offset: int, generation_id: int) -> None:
+def _note_skipped_tail(self: Consumer, tp: Any, last_offset: int, generation_id: int,
+                       fetched_at: int = -1) -> None:
     """A transaction's commit or abort marker after a fetch's last record is stepped over by
     the fetcher (read_committed, and control records in any mode) and never arrives: noted
     from the fetcher's position, read right after the fetch was delivered whole (no fetch
-    ran since; a seek in between only moves the position back). Without it, commits stopped
-    one short of a partition ending in a marker: lag 1 for good."""
-    if self.app.consumer_generation_id != generation_id or self.suspend_flow.is_set():
+    ran since) and only if tp was not sought since the fetch began (a seek moves the
+    position anywhere: what lies between is not skipped). Without it, commits stopped one
+    short of a partition ending in a marker: lag 1 for good."""
+    if (self.app.consumer_generation_id != generation_id or self.suspend_flow.is_set()
+            or sought_since(tp, fetched_at)):
         return
     position = _fetch_position(self, tp)
     if position is not None and position > last_offset + 1:
@@ -252,34 +282,68 @@ def _fetch_position(self: Consumer, tp: Any) -> int | None:
         return None
 
 
-async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int) -> bool:
+async def _deliver_each(self: Consumer, tp: Any, records: list, generation_id: int, fetched_at: int = -1) -> bool:
     """Faust's path for a partition of an unrouted topic: each message through the
-    consumer's callback (the conductor). False if a rebalance interrupted it."""
+    consumer's callback (the conductor). False if a rebalance or a seek interrupted it."""
     to_message = self._to_message  # noqa: SLF001
     for record in records:
-        if not self.flow_active or self.app.consumer_generation_id != generation_id:
+        if (not self.flow_active or self.app.consumer_generation_id != generation_id
+                or sought_since(tp, fetched_at)):
             return False
         message = to_message(tp, record)
         read_before = self._read_offset[tp]  # noqa: SLF001
         if await _accept(self, tp, [message]):
             await _commit_if_due(self)
             await self.wait_first(self.callback(message), self.suspend_flow.wait())
-            _move_read_offset(self, tp, read_before, message.offset, generation_id)
+            _move_read_offset(self, tp, read_before, message.offset, generation_id, fetched_at)
     return True
 
 
-def _move_read_offset(self: Consumer, tp: Any, read_before: int | None, offset: int, generation_id: int) -> None:
+def _move_read_offset(self: Consumer, tp: Any, read_before: int | None, offset: int, generation_id: int,
+                      fetched_at: int = -1) -> None:
     """The read offset moves on to the last message delivered, unless a rebalance began
     (its seek sets every partition's read offset, possibly to the value it had) or a seek
-    moved it while the loop waited (the stall guard): moved past where a seek put it, the
-    read offset would drop the messages the seek asked for."""
-    interrupted = self.suspend_flow.is_set() or self.app.consumer_generation_id != generation_id
+    moved it while the loop waited: moved past where a seek put it, the read offset would
+    drop the messages the seek asked for. (A seek to offset 0 leaves the read offset None,
+    as it may have been: the seek count tells, not the value.)"""
+    interrupted = (self.suspend_flow.is_set() or self.app.consumer_generation_id != generation_id
+                   or sought_since(tp, fetched_at))
     if not interrupted and self._read_offset[tp] == read_before:  # noqa: SLF001
         self._read_offset[tp] = offset  # noqa: SLF001
 
 
+async def seek_noted(self: Consumer, partition: Any, offset: int) -> None:
+    """Faust's `Consumer.seek`, counted first (note_seek): a fetch in flight for the partition
+    is then dropped instead of delivered from the old position."""
+    note_seek(partition)
+    await FAUST_SEEK(self, partition, offset)
+
+
+async def seek_in_consumer_thread(self: ThreadDelegateConsumer, partition: Any, offset: int) -> None:
+    """aiokafka's seek run by the consumer thread's loop, between its fetches. Faust calls it
+    from the app's thread, where it could land inside a fetch the consumer thread is handing
+    out (aiokafka's FetchResult.getall checks the position, then sets it past the records it
+    returns): the seek was then overwritten and lost, and the records it should have read
+    again were never delivered."""
+    thread = self._thread  # noqa: SLF001 - Faust's consumer thread
+
+    async def in_thread() -> None:
+        thread.seek(partition, offset)
+
+    await thread.call_thread(in_thread)
+
+
+FAUST_SEEK = seams.original(Consumer, "seek")
+
+
 def install() -> None:
-    """Faust's fetch loop (`Fetcher._fetcher` calls `Consumer._drain_messages`) runs ours."""
+    """Faust's fetch loop (`Fetcher._fetcher` calls `Consumer._drain_messages`) runs ours; every
+    seek is counted and runs in the consumer thread."""
+    global FAUST_SEEK
     seams.require(Consumer, "_wait_next_records", "_to_message", "_add_gap", "perform_seek", "highwater",
-                  "wait_first")
+                  "wait_first", "_seek")
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    seams.require(AIOKafkaConsumerThread, "seek", "call_thread")
     seams.replace(Consumer, "_drain_messages", drain_messages)
+    FAUST_SEEK = seams.replace(Consumer, "seek", seek_noted)
+    seams.replace(ThreadDelegateConsumer, "_seek", seek_in_consumer_thread)

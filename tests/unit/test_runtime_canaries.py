@@ -106,6 +106,28 @@ async def test_faust_s_fetcher_drains_through_payflow_s_whole_fetch_delivery():
     assert Consumer._drain_messages is fetch.drain_messages
 
 
+# -- seek: Faust's Consumer.seek reaches the consumer thread through ThreadDelegateConsumer._seek
+async def test_faust_s_seek_is_counted_and_runs_in_the_consumer_thread():
+    calls = []
+
+    class Thread:
+        def seek(self, partition, offset):
+            calls.append(("seek", partition, offset))
+
+        async def call_thread(self, fun, *args, **kwargs):
+            calls.append("call_thread")
+            return await fun(*args, **kwargs)
+
+    consumer = object.__new__(AIOKafkaDriverConsumer)
+    consumer._thread = Thread()
+    consumer._read_offset = {}
+    consumer.log = SimpleNamespace(dev=lambda *a, **k: None)
+    seeks = fetch._seeks
+    await Consumer.seek(consumer, RAW, 12)  # Faust's entry point: seek -> _seek -> the thread
+    assert calls == ["call_thread", ("seek", RAW, 12)]
+    assert fetch.sought_since(RAW, seeks) and consumer._read_offset[RAW] == 12
+
+
 # -- commit: Consumer._filter_committable_offsets computes commits with _new_offset ----------
 class CommitStub(AIOKafkaDriverConsumer):
     def __init__(self, committed, acked):
@@ -200,7 +222,9 @@ async def test_faust_s_stream_delivers_to_the_take_buffer():
 # -- the fence ---------------------------------------------------------------------------------
 def test_every_seam_is_installed_through_replace():
     import faust.worker
+    from faust.transport.consumer import ThreadDelegateConsumer
     for cls, name in [(Consumer, "_drain_messages"), (Consumer, "_new_offset"), (Consumer, "perform_seek"),
+                      (Consumer, "seek"), (ThreadDelegateConsumer, "_seek"),
                       (AIOKafkaConsumerThread, "_create_worker_consumer"),
                       (AIOKafkaConsumerThread, "verify_event_path"),
                       (faust.worker.Worker, "_on_sigterm"), (faust.worker.Worker, "_on_sigint")]:

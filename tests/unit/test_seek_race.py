@@ -1,0 +1,282 @@
+"""A seek that lands while a fetch is in flight (issue 25: a raw partition's first offsets,
+never processed, committed past).
+
+The race, stage by stage, with aiokafka's and Faust's own code where it runs:
+
+1. aiokafka: Faust ran aiokafka's seek from the app's thread while the consumer thread was
+   handing out a fetch (`Fetcher.fetched_records` -> `FetchResult.getall` checks the
+   position, yields the records, then sets the position past them). A seek landing in
+   between is overwritten: the position stays past the fetch, the sought offsets are never
+   read again.
+2. payflow's fetch loop: the fetch begun before the seek came back after it, and was
+   delivered from the old position: after a seek to T > 0 its first record looked like a
+   jump past T (a gap, which commits fold over the offsets the seek asked for); after a
+   seek to 0 (a partition with nothing committed) its records were taken as the first ones.
+3. commits: with the committed position 0 the acks starting at 26 were held back, until
+   Faust forgot the position when the partition was revoked (a rebalance right after the
+   start) and its final commit took the run of acks: 0-25 committed past, never processed.
+
+The fetch loop and the seek paths are driven directly: Faust's aiokafka Consumer class with
+just the state they read (no broker, no threads), the seek through Faust's `Consumer.seek`
+and payflow's `perform_seek`, the acks through Faust's `Consumer.ack`, the commit through
+Faust's `_filter_committable_offsets`.
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.consumer.fetcher import Fetcher as AIOKafkaFetcher
+from aiokafka.consumer.fetcher import FetchResult, PartitionRecords, READ_UNCOMMITTED
+from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import TopicPartition
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from payflow import runtime
+from payflow.runtime import commit_offsets, fetch
+
+runtime.install(shutdown_seconds=30.0)  # what payflow.app does; idempotent
+
+RAW = TP("race-raw", 1)
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime_state():
+    """No committed positions or skipped runs left by other tests (module state)."""
+    for state in (vars(commit_offsets).get("_positions", {}), fetch._skipped):
+        state.clear()
+    yield
+    for state in (vars(commit_offsets).get("_positions", {}), fetch._skipped):
+        state.clear()
+
+
+def record_batch(first: int, count: int) -> bytes:
+    """One Kafka record batch (format v2) holding offsets first..first+count-1."""
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for delta in range(count):
+        builder.append(delta, timestamp=None, key=None, value=b"payment", headers=[])
+    data = bytes(builder.build())
+    return struct.pack(">q", first) + data[8:]  # the base offset (outside the CRC)
+
+
+# -- 1. aiokafka: a seek landing inside FetchResult.getall is overwritten -------------------
+async def test_aiokafka_loses_a_seek_that_lands_while_a_fetch_is_handed_out():
+    """What Faust's `AIOKafkaConsumerThread.seek` did from the app's thread: aiokafka's
+    `Fetcher.seek_to`. Landing while `getall` hands out a fetch (here at its first record,
+    deterministically, from the record deserializer), it is overwritten by the position
+    after the fetch; payflow therefore runs every seek in the consumer thread, between fetches."""
+    tp = TopicPartition(RAW.topic, RAW.partition)
+    subscriptions = SubscriptionState()
+    subscriptions.assign_from_user({tp})
+    assignment = subscriptions.subscription.assignment
+    assignment.state_value(tp).seek(26)  # the position the fetch was made from
+    fetcher = object.__new__(AIOKafkaFetcher)  # aiokafka's own methods, without a client
+    fetcher._subscriptions = subscriptions
+    fetcher._records = {}
+    fetcher._wait_consume_future = None
+    sought = []
+
+    def deserialize(value: bytes) -> bytes:
+        if not sought:
+            sought.append(0)
+            # the seek lands mid-fetch: Fetcher.seek_to's first step, the position (its
+            # next, dropping the fetch, finds it already handed out; run whole here, it
+            # makes the consumer thread's fetched_records raise KeyError instead)
+            subscriptions.seek(tp, 0)
+        return value
+
+    records = PartitionRecords(tp, MemoryRecords(record_batch(26, 25)), [], 26, None, deserialize, False,
+                               READ_UNCOMMITTED)
+    fetcher._records[tp] = FetchResult(tp, assignment=assignment, partition_records=records, backoff=0)
+    got = await fetcher.fetched_records({tp}, timeout=0)
+    assert [r.offset for r in got[tp]] == list(range(26, 51))  # the stale fetch is handed out
+    assert assignment.state_value(tp).position == 51  # and the seek to 0 is gone
+
+
+async def test_payflow_runs_aiokafka_s_seek_in_the_consumer_thread():
+    ran_in_thread = []
+
+    class Thread:
+        def seek(self, partition, offset):
+            ran_in_thread.append((partition, offset, in_thread[0]))
+
+        async def call_thread(self, fun, *args, **kwargs):
+            in_thread[0] = True
+            try:
+                return await fun(*args, **kwargs)
+            finally:
+                in_thread[0] = False
+
+    in_thread = [False]
+    consumer = RaceConsumer()
+    consumer._thread = Thread()
+    await consumer.seek(RAW, 7)
+    assert ran_in_thread == [(RAW, 7, True)]
+    assert consumer._read_offset[RAW] == 7
+
+
+# -- 2 and 3. payflow's fetch loop and the commit ------------------------------------------
+class RaceConsumer(AIOKafkaDriverConsumer):
+    """Faust's aiokafka Consumer with the state the fetch loop, seek, ack and commit read.
+    `_wait_next_records` is the consumer thread's fetch: made from the position before the
+    seek, it returns only once the seek has landed (`seek_landed`)."""
+
+    def __init__(self, position: int = 26, count: int = 25):
+        self.app = SimpleNamespace(
+            consumer_generation_id=5, flow_control=SimpleNamespace(is_active=lambda: True),
+            monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
+            topics=SimpleNamespace(acks_enabled_for=lambda topic: True), rebalancing=False, should_stop=False)
+        self.fetch_from = (position, count)
+        self.fetches = 0
+        self.seek_landed = asyncio.Event()
+        self.position = position  # aiokafka's fetch position
+        self._stopped = asyncio.Event()
+        self._read_offset = defaultdict(lambda: None)
+        self._committed_offset = defaultdict(lambda: None)
+        self._acked = defaultdict(list)
+        self._acked_index = defaultdict(set)
+        self._gap = defaultdict(IntervalTree)
+        self._unacked_messages = set()
+        self._waiting_for_ack = None
+        self._buffered_partitions = set()
+        self._commit_every = None
+        self._n_acked = 0
+        self.suspend_flow = asyncio.Event()
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        consumer = self
+
+        class Thread:  # the consumer thread: its seek moves aiokafka's position
+            def seek(self, partition, offset):
+                consumer.position = offset
+
+            async def call_thread(self, fun, *args, **kwargs):
+                return await fun(*args, **kwargs)
+
+        self._thread = Thread()
+
+    @property
+    def log(self):
+        return SimpleNamespace(dev=lambda *a, **k: None, info=lambda *a, **k: None,
+                               warning=lambda *a, **k: None, exception=lambda *a, **k: None)
+
+    @property
+    def flow_active(self):
+        return True
+
+    @property
+    def should_stop(self):
+        return False
+
+    def assignment(self):
+        return {RAW}
+
+    async def seek_to_committed(self):
+        return {RAW: None}  # nothing committed for the partition yet
+
+    async def earliest_offsets(self, *tps):
+        return {tp: 0 for tp in tps}
+
+    async def _wait_next_records(self, timeout):
+        self.fetches += 1
+        if self.fetches > 1:
+            self._stopped.set()
+            return None, None
+        first, count = self.fetch_from  # sent from the old position, back after the seek
+        await self.seek_landed.wait()
+        return {RAW: [SimpleNamespace(offset=o) for o in range(first, first + count)]}, {RAW}
+
+    async def sleep(self, seconds):
+        await asyncio.sleep(0)
+
+    def _to_message(self, tp, record):
+        return Msg(tp, record.offset)
+
+    def highwater(self, tp):
+        return 100
+
+
+class Msg:
+    """A consumer message as Faust's ack reads it (hashable, as Faust's are)."""
+
+    def __init__(self, tp, offset):
+        self.tp, self.topic, self.offset = tp, tp.topic, offset
+        self.generation_id, self.tracked, self.acked = 5, True, False
+
+
+class Route:
+    def __init__(self):
+        self.messages = []
+
+    def full(self):
+        return False
+
+    def put_many(self, messages):
+        self.messages.extend(messages)
+        return len(messages)
+
+    async def wait_for_space(self):
+        pass
+
+
+async def fetch_while_seeking(consumer: RaceConsumer, seek) -> list:
+    """Runs payflow's fetch loop with a fetch in flight, lands `seek` meanwhile, then acks
+    whatever the loop delivered (as the checkpoint does once a batch landed)."""
+    route = Route()
+    fetch.route(RAW.topic, route)
+    try:
+        loop_task = asyncio.ensure_future(fetch.drain_messages(consumer, SimpleNamespace(_stopped=asyncio.Event())))
+        await asyncio.sleep(0.01)  # the fetch is in flight
+        await seek()
+        consumer.seek_landed.set()
+        await asyncio.wait_for(loop_task, 5)
+    finally:
+        fetch.unroute(RAW.topic, route)
+    for message in route.messages:
+        Consumer.ack(consumer, message)
+    return [m.offset for m in route.messages]
+
+
+def commit(consumer: RaceConsumer) -> dict:
+    return Consumer._filter_committable_offsets(consumer, [RAW])
+
+
+async def test_a_seek_back_while_a_fetch_is_in_flight_never_commits_past_the_sought_offsets():
+    """The stall guard (or a rebalance) seeks back to the committed position 10 while a fetch
+    made from 26 is in flight: the fetch must not be delivered, or it files a gap 11-26 that
+    the commit folds over: 10-25 committed past, never processed."""
+    consumer = RaceConsumer(position=26)
+    consumer._committed_offset[RAW] = 10
+    delivered = await fetch_while_seeking(consumer, lambda: consumer.seek(RAW, 10))
+    assert commit(consumer) == {}  # on main: {RAW: 51}, offsets 10-25 committed past
+    assert delivered == []
+    assert consumer.position == 10
+
+
+async def test_a_first_offset_seek_at_the_start_while_a_fetch_is_in_flight_loses_nothing():
+    """The issue's case: a new raw partition with nothing committed is sought to its first
+    offset (perform_seek) while a fetch made from 26 is in flight; Faust then revokes the
+    partition (a rebalance right after the start), forgetting the committed position, and
+    its final commit runs with the acks of what was delivered."""
+    consumer = RaceConsumer(position=26)
+    delivered = await fetch_while_seeking(
+        consumer, lambda: commit_offsets.perform_seek_from_start_when_uncommitted(consumer))
+    assert consumer.position == 0 and consumer._committed_offset[RAW] == 0
+    # revoked: Faust's Consumer.on_partitions_revoked forgets the partition's state, then its
+    # wait_empty acks what is in flight (a batch of the stale fetch, where it was delivered)
+    # and commits
+    for state in (consumer._gap, consumer._acked, consumer._acked_index, consumer._read_offset,
+                  consumer._committed_offset):
+        state.pop(RAW, None)
+    for offset in range(26, 51):
+        Consumer.ack(consumer, Msg(RAW, offset))
+    assert commit(consumer) == {}  # on main: {RAW: 51}, offsets 0-25 committed past
+    assert delivered == []  # read again from 0 by the next fetch
