@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+import orjson
+
 from payflow.fraudeval.traffic import FRAUD, LEGIT, Labelled, Traffic, messages
 
 THRESHOLDS = (20, 30, 40, 50, 60, 70, 80, 90)
@@ -54,7 +56,7 @@ def _dict_state():  # the unit tests' DictState, without importing the tests pac
 
 
 def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size: int = 500,
-                     processor_kwargs: dict | None = None) -> dict[str, tuple[int, str]]:
+                     account_kinds: dict[str, str] | None = None, processor_kwargs: dict | None = None) -> dict[str, tuple[int, str]]:
     """transaction_id -> (fraud_score, risk_flags) from the batch processor over in-memory
     tables, each partition's payments in order, batches of `batch_size` (no Kafka, no warehouse)."""
     from payflow.keys import KeyRing
@@ -64,7 +66,7 @@ def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size:
     last = max(e.event_time for e in events)
     now = datetime.fromtimestamp(last + 60, timezone.utc)
     processor = BatchProcessor(keyring=KeyRing.parse("eval-1:" + "5a" * 32), now=lambda: now,
-                               **tables, **(processor_kwargs or {}))
+                               account_kinds=account_kinds, **tables, **(processor_kwargs or {}))
     queues: dict[int, list[RawItem]] = defaultdict(list)
     for key, value in messages(events):
         p = zlib.crc32(key) % partitions
@@ -96,7 +98,7 @@ async def _produce(bootstrap: str, topic: str, partitions: int, events: list[Lab
         await producer.stop()
 
 
-def score_with_worker(events: list[Labelled]) -> dict[str, tuple[int, str]]:
+def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> dict[str, tuple[int, str]]:
     """The traffic to a fresh raw topic, a real `payflow worker` until every offset is
     committed, then the scores as the warehouse holds them."""
     from payflow.demo import _reset
@@ -108,6 +110,10 @@ def score_with_worker(events: list[Labelled]) -> dict[str, tuple[int, str]]:
     os.environ.setdefault("PAYFLOW_WAREHOUSE", "duckdb:///var/fraudeval/payflow.duckdb")
     os.environ.setdefault("PAYFLOW_DATA_DIR", "var/fraudeval")
     os.environ.setdefault("PAYFLOW_LOG_FORMAT", "json")
+    kinds_path = Path(os.environ["PAYFLOW_DATA_DIR"]) / "account-kinds.json"
+    kinds_path.parent.mkdir(parents=True, exist_ok=True)
+    kinds_path.write_bytes(orjson.dumps(account_kinds))
+    os.environ.setdefault("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", str(kinds_path))
     settings = Settings.from_env()
     db_path = Path(settings.warehouse_url[len("duckdb:///"):])
     asyncio.run(_reset(settings))
@@ -219,18 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--direct", action="store_true", help="score in-process with the batch processor")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--no-account-kinds", action="store_true", help="do not give the worker the account types")
     ap.add_argument("--threshold", type=int, default=None, help="high risk above (default: the setting)")
     args = ap.parse_args(argv)
-    from payflow.models import HIGH_RISK_ABOVE
+    from payflow.settings import Settings
 
-    threshold = args.threshold if args.threshold is not None else HIGH_RISK_ABOVE
-    events = Traffic(seed=args.seed, scale=args.scale).build()
+    threshold = args.threshold if args.threshold is not None else Settings.from_env().fraud_high_risk_above
+    traffic = Traffic(seed=args.seed, scale=args.scale)
+    events = traffic.build()
+    kinds = {} if args.no_account_kinds else traffic.account_kinds
     started = time.process_time()
     if args.direct:
-        scores = score_in_process(events, partitions=args.partitions, batch_size=args.batch_size)
+        scores = score_in_process(events, partitions=args.partitions, batch_size=args.batch_size, account_kinds=kinds)
         print(f"scored in-process in {time.process_time() - started:.1f} s CPU")
     else:
-        scores = score_with_worker(events)
+        scores = score_with_worker(events, kinds)
     print(report(events, scores, threshold))
     return 0
 
