@@ -157,8 +157,9 @@ def _note(s: dict[bytes, list[float]], d: bytes, ts: float, cap: int) -> None:
     s[d] = [ts, ts]
 
 
-def _fold(p: Profile, e: Recent) -> None:
-    """A payment leaves the last hour into the long-memory profile."""
+def _fold(p: Profile, e: Recent, learn_peaks: bool = True) -> None:
+    """A payment leaves the last hour into the long-memory profile. One pushed out by the
+    cap (its hour is not over) does not teach the peaks: a burst is not its own baseline."""
     ts = e[0]
     if p.n == 0 or ts < p.first_ts:
         p.first_ts = ts if p.n == 0 else min(p.first_ts, ts)
@@ -169,8 +170,8 @@ def _fold(p: Profile, e: Recent) -> None:
     p.weight = p.weight * amount_decay + 1.0
     p.sum_log = p.sum_log * amount_decay + log_usd
     p.sum_log2 = p.sum_log2 * amount_decay + log_usd * log_usd
-    p.peak_5m = max(p.peak_5m * peak_decay, float(e[2]))
-    p.peak_1h = max(p.peak_1h * peak_decay, float(e[3]))
+    p.peak_5m = max(p.peak_5m * peak_decay, float(e[2]) if learn_peaks else 0.0)
+    p.peak_1h = max(p.peak_1h * peak_decay, float(e[3]) if learn_peaks else 0.0)
     p.folded_ts = max(p.folded_ts, ts)
     p.n = min(p.n + 1, 2**32 - 1)
     sets = p.sets
@@ -202,6 +203,25 @@ class _Evidence:
         self.reasons.append(f"{code}: {why}")
 
 
+def _familiarity(known: dict[bytes, list[float]], d: bytes, in_hour: "set[bytes] | dict[bytes, float] | tuple[()]",
+                 ts: float) -> float:
+    """0: never seen, 0.5: first seen within FAMILIAR_AFTER_S (or in the last hour), 1: familiar."""
+    seen = known.get(d)
+    if seen is not None:
+        return 1.0 if ts - seen[0] >= FAMILIAR_AFTER_S else 0.5
+    return 0.5 if d in in_hour else 0.0
+
+
+def _first_payment(ts: float, usd: float, kind: str, cfg: FraudConfig, entry: Recent) -> Scored:
+    ev = _Evidence()
+    if usd > 1000 and kind not in BULK_KINDS:
+        ev.add("HIGH_AMOUNT", min(40.0, 10.0 * math.log2(usd / 1000)), f"amount {usd:.0f} USD")
+    fraud_score = int(round(100.0 * (1.0 - math.exp(-ev.points / SCORE_SCALE)))) if ev.points else 0
+    assessment = FraudAssessment(fraud_score=fraud_score, risk_flags=ev.flags, geographic_risk=0, velocity_5m=1,
+                                 distinct_devices_30m=1, risk_reasons=ev.reasons, high_risk_above=cfg.high_risk_above)
+    return Scored(assessment, SenderState(Profile(), [entry]))
+
+
 def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: FraudConfig | None = None) -> Scored:
     """The payment's assessment against its sender's state, and the state with it added.
     `kind` is the sender's account type from the reference data ("" = unknown)."""
@@ -214,6 +234,8 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
     card = digest(payment.pii_hash)
     usd = float(to_usd(payment.amount, payment.currency))
     p = state.profile
+    if p.n == 0 and not state.recent:  # a sender's first payment: only its amount can tell
+        return _first_payment(ts, usd, kind, cfg, (ts, usd, 1, 1, region, device, receiver, card, txn))
 
     # the last hour: a replay's own entry goes; what fell behind the hour goes to the profile
     horizon = ts - RECENT_WINDOW_S
@@ -223,14 +245,15 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
         if e[8] == txn:
             continue
         (leaving if e[0] < horizon else keep).append(e)
-    if len(keep) >= RECENT_CAP:
-        keep.sort(key=lambda e: e[0])
-        leaving.extend(keep[:len(keep) - RECENT_CAP + 1])
-        keep = keep[len(keep) - RECENT_CAP + 1:]
     if leaving:
         leaving.sort(key=lambda e: e[0])
         for e in leaving:
             _fold(p, e)
+    if len(keep) >= RECENT_CAP:
+        keep.sort(key=lambda e: e[0])
+        for e in keep[:len(keep) - RECENT_CAP + 1]:
+            _fold(p, e, learn_peaks=False)
+        keep = keep[len(keep) - RECENT_CAP + 1:]
 
     # the last hour before this payment
     c5 = c1h = 1
@@ -261,13 +284,6 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
     bulk = kind in BULK_KINDS
     ev = _Evidence()
 
-    def familiarity(which: int, d: bytes, in_hour: set[bytes]) -> float:
-        """0: never seen, 0.5: first seen within FAMILIAR_AFTER_S, 1: familiar."""
-        seen = sets[which].get(d)
-        if seen is not None:
-            return 1.0 if ts - seen[0] >= FAMILIAR_AFTER_S else 0.5
-        return 0.5 if d in in_hour else 0.0
-
     # -- amount: against the sender's own baseline, and in absolute terms
     z = 0.0
     typical = 0.0
@@ -291,8 +307,8 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
                    f"{outsized + 1} payments over 3x the sender's typical within 1 h")
 
     # -- device, region, receiver: new for this sender?
-    dev_fam = familiarity(DEVICES, device, devices_1h)
-    reg_fam = familiarity(REGIONS, region, set(region_seen_at))
+    dev_fam = _familiarity(sets[DEVICES], device, devices_1h, ts)
+    reg_fam = _familiarity(sets[REGIONS], region, region_seen_at, ts)
     rcv_new = receiver not in sets[RECEIVERS] and receiver not in receivers_1h
     if established and dev_fam < 1:
         ev.add("NEW_DEVICE", 25.0 if dev_fam == 0 else 15.0,
@@ -347,7 +363,7 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
         ev.add("MANY_CARDS", min(60.0, 18.0 * (new_cards - 1)), f"{new_cards} cards new to this sender within 1 h")
     if usd < cfg.small_usd and (new_cards >= 2 or (not established and small_1h >= 3)):
         ev.add("CARD_TESTING", min(40.0, 8.0 * small_1h), f"{small_1h} payments under {cfg.small_usd:.0f} USD within 1 h")
-    new_devices = sum(1 for d in devices_1h | {device} if familiarity(DEVICES, d, set()) < 1)
+    new_devices = (dev_fam < 1) + sum(1 for d in devices_1h if d != device and _familiarity(sets[DEVICES], d, (), ts) < 1)
     if established and new_devices >= 2:
         ev.add("DEVICE_BURST", min(50.0, 25.0 * (new_devices - 1)), f"{new_devices} new devices within 1 h")
 
