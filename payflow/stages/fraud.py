@@ -350,7 +350,7 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
         expect5 = max(3.0, 1.5 * p.peak_5m)
         expect1h = max(6.0, 1.5 * p.peak_1h)
         if c5 > expect5:
-            ev.add("VELOCITY_5M", min(40.0, 8.0 * (c5 - expect5)), f"{c5} payments in 5 min (usual peak {p.peak_5m:.1f})")
+            ev.add("VELOCITY_5M", min(60.0, 8.0 * (c5 - expect5)), f"{c5} payments in 5 min (usual peak {p.peak_5m:.1f})")
         if c1h > expect1h:
             ev.add("VELOCITY_1H", min(40.0, 3.0 * (c1h - expect1h)), f"{c1h} payments in 1 h (usual peak {p.peak_1h:.1f})")
         new_payees = sum(1 for r in receivers_1h if r not in sets[RECEIVERS]) + (1 if rcv_new else 0)
