@@ -24,12 +24,13 @@ UV := $(PAYFLOW_CACHE_DIR)/uv-venv/bin/uv
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 
 .PHONY: test-cluster help install kafka-jars bq-emulator helm up down status \
-        test test-unit chaos demo bench lint lock lock-upgrade clean
+        test test-unit chaos demo bench fraud-eval lint lock lock-upgrade clean
 
 help:
 	@echo "make demo    run the whole pipeline on local Kafka + DuckDB and reconcile (needs Python 3.11-3.13, Java 17+, mvn, a C compiler)"
 	@echo "make test    install everything, start Kafka + BigQuery emulator, run all tests, stop them"
 	@echo "make bench   throughput / latency / memory benchmark (prints a table, writes bench-results.json)"
+	@echo "make fraud-eval   fraud scoring on labelled typology traffic through the real worker (docs/fraud.md)"
 	@echo "make up | down | status   the local stack"
 	@echo "make lock    re-resolve $(LOCK) after a change to setup.cfg (lock-upgrade: newest of everything)"
 	@echo "PYTHON=python3.12 make ...   another Python (own venv .venv-3.12); PAYFLOW_PURE_PYTHON=1 installs uncompiled"
@@ -98,6 +99,10 @@ demo: prereqs-demo $(VENV)/.installed kafka-jars
 
 bench: prereqs-demo $(VENV)/.installed kafka-jars
 	$(STACK) run --no-bq -- $(PY) -m payflow.bench
+
+# Fraud scoring measured on labelled traffic payflow did not write (docs/fraud.md); not a test.
+fraud-eval: prereqs-demo $(VENV)/.installed kafka-jars
+	$(STACK) run --no-bq -- $(PY) -m payflow.fraudeval.run $(FRAUD_EVAL_ARGS)
 
 lint: prereqs-lint $(VENV)/.installed helm
 	$(VENV)/bin/hadolint Dockerfile

@@ -85,16 +85,20 @@ class FraudAssessment:
     geographic_risk: int
     velocity_5m: int
     distinct_devices_30m: int
+    # "CODE: the values behind it", one per risk flag (docs/fraud.md); no commas inside
+    risk_reasons: list[str] = field(default_factory=list)
+    # the operating point the score was judged at (PAYFLOW_FRAUD_HIGH_RISK_ABOVE)
+    high_risk_above: int = HIGH_RISK_ABOVE
 
     @property
     def is_high_risk(self) -> bool:
-        return self.fraud_score > HIGH_RISK_ABOVE
+        return self.fraud_score > self.high_risk_above
 
 
 # The enriched record (payments-enriched): every MaskedPayment field but these, then the
 # published part of the fraud assessment.
 ENRICHED_OMITS = ("user_email",)  # PII that is not card data: pii_masking_audit only
-ENRICHED_FRAUD = ("fraud_score", "risk_flags", "geographic_risk", "is_high_risk")
+ENRICHED_FRAUD = ("fraud_score", "risk_flags", "geographic_risk", "is_high_risk", "risk_reasons")
 ENRICHED_SCHEMA_VERSION = 1
 ENRICHED_FIELDS = ("schema_version",
                    *(f.name for f in fields(MaskedPayment) if f.name not in ENRICHED_OMITS), *ENRICHED_FRAUD)

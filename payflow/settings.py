@@ -69,6 +69,10 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_MAX_MESSAGE_BYTES", "65536", "raw messages larger than this go to the DLQ as oversized"),
     Setting("PAYFLOW_SQL_DIR", "sql", "the warehouse DDL (BigQuery dialect) the schema is built from; the image sets /app/sql"),
     Setting("PAYFLOW_MAX_FUTURE_SECONDS", "900", "event_time further ahead than this of the record's Kafka timestamp (or the worker's clock, if earlier) goes to the DLQ"),
+    Setting("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", "60", "fraud operating point: a payment whose fraud score (0-100, docs/fraud.md) is above this is high risk (is_high_risk); docs/fraud.md has the recall and false-positive rate at each"),
+    Setting("PAYFLOW_FRAUD_SMALL_USD", "10", "fraud scoring: payments under this many USD count as card-testing attempts when several cards are tried"),
+    Setting("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", "900", "fraud scoring: travel between two regions' centroids faster than this is impossible travel"),
+    Setting("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", "", "JSON object sender_account_id -> account type (payroll, payout, marketplace, billing), read at the worker's start: bulk senders are not judged on velocity, fan-out or absolute amount; empty = none"),
     Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM; then the worker exits (code 75) and what was in flight is read again at restart"),
 )
 
@@ -292,6 +296,10 @@ class Settings:
     query_timeout_seconds: float = 60.0
     query_max_rows: int = 1_000_000
     duckdb_memory_limit: str = "512MB"
+    fraud_high_risk_above: int = 60
+    fraud_small_usd: float = 10.0
+    fraud_travel_max_kmh: float = 900.0
+    fraud_account_kinds_file: str = ""
 
     @property
     def topics(self) -> "Topics":
@@ -339,6 +347,10 @@ class Settings:
             query_timeout_seconds=_float("PAYFLOW_QUERY_TIMEOUT_SECONDS", 0, 86400, low_open=True),
             query_max_rows=_int("PAYFLOW_QUERY_MAX_ROWS", 1, 10**12),
             duckdb_memory_limit=_size("PAYFLOW_DUCKDB_MEMORY_LIMIT"),
+            fraud_high_risk_above=_int("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", 0, 100),
+            fraud_small_usd=_float("PAYFLOW_FRAUD_SMALL_USD", 0, 1_000_000),
+            fraud_travel_max_kmh=_float("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", 0, 1_000_000, low_open=True),
+            fraud_account_kinds_file=_env("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE").strip(),
         )
 
 

@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS payment_transactions_fraud (
   velocity_5m INT64,
   distinct_devices_30m INT64,
   is_high_risk BOOL NOT NULL,
+  risk_reasons STRING,
+  high_risk_above INT64,
   PRIMARY KEY (transaction_id) NOT ENFORCED
 )
 PARTITION BY DATE(event_time)

@@ -17,11 +17,15 @@ SELECT
   COUNTIF(is_high_risk) AS high_risk_payments,
   ROUND(SAFE_DIVIDE(COUNTIF(is_high_risk), COUNT(*)), 4) AS high_risk_share,
   ROUND(AVG(fraud_score), 2) AS avg_fraud_score,
-  COUNTIF(risk_flags LIKE '%VELOCITY_SPIKE%') AS velocity_spikes,
+  -- risk flags: docs/fraud.md (VELOCITY_5M/1H, NEW_DEVICE*, DEVICE_BURST, MANY_CARDS...)
+  COUNTIF(risk_flags LIKE '%VELOCITY_%') AS velocity_spikes,
   COUNTIF(risk_flags LIKE '%IMPOSSIBLE_TRAVEL%') AS impossible_travel,
-  COUNTIF(risk_flags LIKE '%DEVICE_ANOMALY%') AS device_anomalies,
-  COUNTIF(risk_flags LIKE '%CARD_TESTING%') AS card_testing,
-  COUNTIF(risk_flags LIKE '%HIGH_AMOUNT%') AS high_amounts
+  COUNTIF(risk_flags LIKE '%NEW_DEVICE%' OR risk_flags LIKE '%DEVICE_BURST%') AS device_anomalies,
+  COUNTIF(risk_flags LIKE '%CARD_TESTING%' OR risk_flags LIKE '%MANY_CARDS%') AS card_testing,
+  COUNTIF(risk_flags LIKE '%HIGH_AMOUNT%') AS high_amounts,
+  COUNTIF(risk_flags LIKE '%AMOUNT_VS_BASELINE%') AS amounts_unusual_for_sender,
+  COUNTIF(risk_flags LIKE '%PAYEE_FAN_OUT%') AS payee_fan_outs,
+  COUNTIF(risk_flags LIKE '%NEW_REGION%') AS new_regions
 FROM payment_transactions_fraud
 GROUP BY day;
 

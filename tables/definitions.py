@@ -3,8 +3,8 @@ worker holds, for its partitions, exactly the state those partitions need.
 
 - dedup:      transaction_id -> (partition, offset, event_time) where first seen; 1 h window
 - watermarks: partition -> highest event_time seen (µs)
-- senders:    sender_account_id -> [partition, recent activity] (velocity, travel, devices)
-- cards:      pii_hash -> [partition, recent small payments] (card testing)
+- senders:    sender_account_id -> fraud state: long-memory profile and the last hour (docs/fraud.md)
+- cards:      pii_hash -> recent small payments (an older format; no longer written, expires)
 
 Values are compact bytes (struct), not faust.Record, each of a bounded size (per sender
 and card: payflow.stages.batch.history_value_bound). Each table's changelog gets one record
@@ -19,12 +19,13 @@ from payflow.tables import watermark_log
 from payflow.app import app, settings
 from payflow.kafka_security import current as kafka_security
 from payflow.stages.batch import history_value_bound
+from payflow.stages.fraud import PROFILE_IDLE_S
 from payflow.tables.changelog import BatchLoggedTable, apply_broker_limits
 
 DAY = 86_400
 
 
-def _table(name: str, help: str, max_value_bytes: int) -> BatchLoggedTable:
+def _table(name: str, help: str, max_value_bytes: int, retention_seconds: float | None = None) -> BatchLoggedTable:
     # A fresh options dict per table: Faust's store pops keys from it. RocksDB's defaults
     # (64 MB memtables x 3, a 2 GB block cache) are per partition database: four tables x
     # N partitions of them would be most of the pod's memory. The state is small (keys
@@ -33,7 +34,7 @@ def _table(name: str, help: str, max_value_bytes: int) -> BatchLoggedTable:
                "target_file_size_base": 8 * 2**20, "block_cache_size": 2 * 2**20}
     table = BatchLoggedTable(app, name=name, help=help, key_type=bytes, value_type=bytes,
                              partitions=settings.partitions, options=options, beacon=app.tables.beacon,
-                             retention_seconds=settings.watermark_seconds + DAY, max_value_bytes=max_value_bytes,
+                             retention_seconds=retention_seconds or settings.watermark_seconds + DAY, max_value_bytes=max_value_bytes,
                              extra_topic_configs=kafka_security().topic_config().config)  # min.insync.replicas
     return app.tables.add(table)
 
@@ -42,8 +43,11 @@ dedup_table = _table("dedup", "transaction_id -> first seen (partition, offset, 
                      len(dedup.FirstSeen(0, 0, 0).pack()))
 watermark_table = _table("watermarks", "partition -> highest event_time seen",
                          watermark_log.MAX_ENTRIES * len(watermark_log.WatermarkLog([(0, 0)]).pack()))
-sender_table = _table("sender-activity", "sender -> recent activity for fraud signals", history_value_bound())
-card_table = _table("card-activity", "pii_hash -> recent small payments (card testing)", history_value_bound())
+# a sender's fraud profile lives for weeks (payflow.stages.fraud.PROFILE_IDLE_S): its changelog too
+sender_table = _table("sender-activity", "sender -> fraud profile (long memory) and last hour", history_value_bound(),
+                      retention_seconds=PROFILE_IDLE_S + DAY)
+# no longer written (card testing is judged per sender: docs/fraud.md); older values expire
+card_table = _table("card-activity", "pii_hash -> recent small payments (format 2, expiring)", history_value_bound())
 
 ALL_TABLES = (dedup_table, watermark_table, sender_table, card_table)
 

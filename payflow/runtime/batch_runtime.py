@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from faust.types import TP
@@ -29,6 +30,7 @@ from payflow.runtime.take import ack
 from payflow.settings import Settings
 from payflow.sink import WarehouseSink
 from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.stages.fraud import FraudConfig
 from payflow.warehouse import open_warehouse
 from payflow.warehouse.base import build_batch
 
@@ -112,9 +114,24 @@ def _open(app: Any, settings: Settings) -> tuple[BatchProcessor, KafkaOutputs, W
         card_table=card_table, watermark_seconds=settings.watermark_seconds,
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
         committed_offset=lambda partition: internals.committed_position(app, TP(raw, partition)),
-        erased=load_erased_subjects(keyring, warehouse))  # GDPR: the erasure ledger, before the first batch
+        erased=load_erased_subjects(keyring, warehouse),  # GDPR: the erasure ledger, before the first batch
+        account_kinds=load_account_kinds(settings.fraud_account_kinds_file),
+        fraud_config=FraudConfig(high_risk_above=settings.fraud_high_risk_above, small_usd=settings.fraud_small_usd,
+                                 travel_max_kmh=settings.fraud_travel_max_kmh))
     return (processor, KafkaOutputs(internals.kafka_producer_of(app), settings.topics),
             WarehouseSink(warehouse, max_retry_seconds=settings.sink_max_retry_seconds))
+
+
+def load_account_kinds(path: str) -> dict[str, str]:
+    """The senders' account types (reference data for fraud scoring), from a JSON object."""
+    if not path:
+        return {}
+    import orjson
+    kinds = orjson.loads(Path(path).read_bytes())
+    if not isinstance(kinds, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in kinds.items()):
+        raise SystemExit(f"PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE {path}: expected a JSON object of strings")
+    log.info("stage fraud: %d account types from %s", len(kinds), path)
+    return kinds
 
 
 def _count(n_in: int, result: Any) -> None:

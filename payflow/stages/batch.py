@@ -32,6 +32,7 @@ from payflow.stages.validation import UNDECODABLE, ValidatedPayment, decode
 from payflow.tables.watermark_log import WatermarkLog
 
 STAGES = ("decode", "mask", "dedup", "fraud")
+LEGACY_CARD_WINDOW_S = 600  # the card table's values (format 2) expire after this
 log = logging.getLogger("payflow.pipeline")
 
 
@@ -72,42 +73,28 @@ def _from_seconds(seconds: float, fallback: datetime) -> datetime:
         return fallback
 
 
-# A sender's or card's stored history: a header (format, partition, newest event time), then
-# fixed-size entries (payflow.stages.fraud: event time and digests), at most fraud.HISTORY_CAP of
-# them: every value has a size bound (history_value_bound) whatever the traffic. Values
-# written before this format are orjson [partition, [[ts, region, device, txn], ...]] (cards:
-# [[ts, txn], ...]) with the raw strings; they are read (as digests) until they expire, and
-# written back in this format when their key is next touched.
-HISTORY_FORMAT = 2
+# A sender's stored fraud state: a header (format, partition, newest event time), then
+# payflow.stages.fraud's packed state (profile and last hour), of a bounded size
+# (history_value_bound) whatever the traffic. Values of older formats (2: struct entries of
+# the last 30 minutes; orjson lists before that) start a new state, and a card's (the card
+# table's, no longer written) expire.
+HISTORY_FORMAT = 3
 _HISTORY_HEAD = struct.Struct(">BId")
-_SENDER_ENTRY = struct.Struct(f">d{fraud.DIGEST_BYTES}s{fraud.DIGEST_BYTES}s{fraud.DIGEST_BYTES}s")
-_CARD_ENTRY = struct.Struct(f">d{fraud.DIGEST_BYTES}s")
 
 
-def history_value_bound(sender_cap: int = fraud.HISTORY_CAP, card_cap: int = fraud.CARD_HISTORY_CAP) -> int:
-    """The largest sender or card value the processor writes."""
-    return _HISTORY_HEAD.size + max(sender_cap * _SENDER_ENTRY.size, card_cap * _CARD_ENTRY.size)
-
-
-def _pack_history(partition: int, history: list, entry: struct.Struct, newest: float) -> bytes:
-    return _HISTORY_HEAD.pack(HISTORY_FORMAT, partition, newest) + b"".join([entry.pack(*e) for e in history])
+def history_value_bound(sender_cap: int = 0, card_cap: int = 0) -> int:
+    """The largest sender value the processor writes."""
+    return _HISTORY_HEAD.size + fraud.state_bound()
 
 
 def _is_legacy(value: bytes) -> bool:
     return value[:1] == b"["
 
 
-def _sender_history(value: bytes) -> list[fraud.SenderEntry]:
-    if _is_legacy(value):
-        digest = fraud.digest
-        return [(float(e[0]), digest(e[1]), digest(e[2]), digest(e[3])) for e in orjson.loads(value)[1]]
-    return list(_SENDER_ENTRY.iter_unpack(memoryview(value)[_HISTORY_HEAD.size:]))
-
-
-def _card_history(value: bytes) -> list[fraud.CardEntry]:
-    if _is_legacy(value):
-        return [(float(e[0]), fraud.digest(e[1])) for e in orjson.loads(value)[1]]
-    return list(_CARD_ENTRY.iter_unpack(memoryview(value)[_HISTORY_HEAD.size:]))
+def _sender_state(value: bytes) -> fraud.SenderState:
+    if _is_legacy(value) or value[0] != HISTORY_FORMAT:
+        return fraud.new_state()
+    return fraud.unpack_state(memoryview(value)[_HISTORY_HEAD.size:])
 
 
 def _history_partition(value: bytes) -> int:
@@ -149,7 +136,7 @@ class BatchProcessor:
                  card_table: PartitionedState, watermark_seconds: int = 3600,
                  max_message_bytes: int = 65536, max_future_seconds: int = 900,
                  committed_offset: Callable[[int], int | None] | None = None,
-                 history_cap: int = fraud.HISTORY_CAP, card_history_cap: int = fraud.CARD_HISTORY_CAP,
+                 account_kinds: dict[str, str] | None = None, fraud_config: fraud.FraudConfig | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  decoder: Callable[..., ValidatedPayment | Rejection] = decode,
                  erased: ErasedSubjects | None = None):
@@ -175,9 +162,9 @@ class BatchProcessor:
                                        partition_of=lambda v: dedup.FirstSeen.unpack(v).partition)
         self.sender_index = ExpiryIndex(ts_of=_history_ts, partition_of=_history_partition)
         self.card_index = ExpiryIndex(ts_of=_history_ts, partition_of=_history_partition)
-        # entries kept per sender and card history (fraud.HISTORY_CAP; tests lower them)
-        self.history_cap = history_cap
-        self.card_history_cap = card_history_cap
+        # sender -> account type (payroll, payout, ...) from the reference data; thresholds
+        self.account_kinds = account_kinds if account_kinds is not None else {}
+        self.fraud_config = fraud_config if fraud_config is not None else fraud.FraudConfig()
         self._watermarks: dict[int, int] = {}   # partition -> current watermark (µs)
         self._logs: dict[int, WatermarkLog] = {}  # partition -> watermark per processed batch
         self._seen: dict[int, int] = {}  # partition -> last offset processed
@@ -242,13 +229,11 @@ class BatchProcessor:
         out = BatchResult()
         perf = time.perf_counter
         now = self.now()
-        senders: dict[str, list[fraud.SenderEntry]] = {}
-        cards: dict[str, list[fraud.CardEntry]] = {}
+        senders: dict[str, fraud.SenderState] = {}
         last_offsets: dict[int, int] = {}
         first_offsets: dict[int, int] = {}
         # state key -> the partition it is written to
         sender_owner: dict[str, int] = {}
-        card_owner: dict[str, int] = {}
         key = self.keyring.active
         seen = self._seen
         # seconds per stage, added to the clock once per batch
@@ -341,40 +326,28 @@ class BatchProcessor:
             t_dedup += perf() - t2
 
         t3 = perf()
+        kinds = self.account_kinds
+        config = self.fraud_config
         for payment in to_score:
             partition = payment.source_partition  # where it was read (mask() records it)
             sender = payment.sender_account_id
             if sender not in senders:
                 raw = _stored(self.sender_table, self.sender_index, partition, sender)
-                senders[sender] = _sender_history(raw) if raw is not None else []
-            card = payment.pii_hash
-            if card not in cards:
-                raw = _stored(self.card_table, self.card_index, partition, card)
-                cards[card] = _card_history(raw) if raw is not None else []
-            scored = fraud.score(payment, senders[sender], cards[card], self.history_cap, self.card_history_cap)
-            senders[sender] = scored.sender_history
-            cards[card] = scored.card_history
+                senders[sender] = _sender_state(raw) if raw is not None else fraud.new_state()
+            scored = fraud.score(payment, senders[sender], kinds.get(sender, ""), config)
+            senders[sender] = scored.state
             sender_owner[sender] = partition
-            card_owner[card] = partition
             out.enriched.append(EnrichedPayment(payment, scored.assessment))
         t_fraud += perf() - t3
         self.clock.events += len(items)
 
         t4 = perf()
-        for sender, history in senders.items():
+        for sender, state in senders.items():
             partition = sender_owner[sender]
-            newest = max(e[0] for e in history) if history else 0.0
-            self.sender_table.write(partition, sender, _pack_history(partition, history, _SENDER_ENTRY, newest))
-            if history:
-                self.sender_index.note(partition, newest, sender)
-        for card, card_history in cards.items():
-            partition = card_owner[card]
-            if card_history:
-                newest = max(c[0] for c in card_history)
-                self.card_table.write(partition, card, _pack_history(partition, card_history, _CARD_ENTRY, newest))
-                self.card_index.note(partition, newest, card)
-            # a card with no small payments in the window is simply not written; a stored
-            # history of it expires with the card index
+            newest = max(state.profile.folded_ts, max((e[0] for e in state.recent), default=0.0))
+            self.sender_table.write(partition, sender, _HISTORY_HEAD.pack(HISTORY_FORMAT, partition, newest)
+                                    + fraud.pack_state(state))
+            self.sender_index.note(partition, newest, sender)
         for partition, last_offset in last_offsets.items():
             wm = self._watermarks.get(partition)
             if wm is None:
@@ -410,7 +383,7 @@ class BatchProcessor:
             wm = watermark_us / 1e6
             for index, table, horizon in (
                 (self.dedup_index, self.dedup_table, wm - self.window_us / 1e6),
-                (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
-                (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
+                (self.sender_index, self.sender_table, wm - fraud.PROFILE_IDLE_S),
+                (self.card_index, self.card_table, wm - LEGACY_CARD_WINDOW_S),
             ):
                 table.expire(partition, index.expired(partition, horizon))

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payflow.stages.cards import _MAYBE_PAN, BRANDS, find_pans, may_hold_pan
-from payflow.stages.fraud import score
+from payflow.stages.fraud import new_state, score
 from payflow.keys import KeyRing
 from payflow.stages.mask import mask
 from payflow.models import EnrichedPayment, Rejection
@@ -73,7 +73,7 @@ def test_no_exception_escapes_and_no_output_carries_the_pan(case):
         batch = build_batch([], rejections=[result], now=NOW)
     else:
         payment = mask(result, KEY, NOW, 0, 0)
-        assessment = score(payment, [], []).assessment
+        assessment = score(payment, new_state()).assessment
         enriched = EnrichedPayment(payment, assessment)
         assert_no_pan(pan, payment.to_masked_json(), "a masked payment")
         assert_no_pan(pan, enriched.to_enriched_json(), "an enriched payment")

@@ -1,0 +1,248 @@
+"""`make fraud-eval`: the labelled traffic (payflow.fraudeval.traffic) through the real worker
+into the warehouse (DuckDB), then recall, false-positive rate and precision, overall and per
+scenario, and a threshold table (docs/fraud.md explains the figures).
+
+    python -m payflow.fraudeval.run                 # real worker, local broker, DuckDB
+    python -m payflow.fraudeval.run --direct        # the batch processor in-process (quick)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import orjson
+
+from payflow.fraudeval.traffic import FRAUD, LEGIT, Labelled, Traffic, messages
+
+THRESHOLDS = (20, 30, 40, 50, 60, 70, 80, 90)
+
+
+# -- scoring ------------------------------------------------------------------------------
+def _dict_state():  # the unit tests' DictState, without importing the tests package
+    class DictState:
+        def __init__(self) -> None:
+            self.data: dict[tuple[int, str], bytes] = {}
+
+        def read(self, partition: int, key: str) -> bytes | None:
+            return self.data.get((partition, key))
+
+        def write(self, partition: int, key: str, value: bytes) -> None:
+            self.data[(partition, key)] = value
+
+        def remove(self, partition: int, key: str) -> bool:
+            return self.data.pop((partition, key), None) is not None
+
+        def apply_writes(self) -> None:
+            pass
+
+        def expire(self, partition: int, keys: Iterable[str]) -> None:
+            for key in keys:
+                self.data.pop((partition, key), None)
+
+        def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
+            return [(k, v) for (p, k), v in self.data.items() if p == partition]
+    return DictState()
+
+
+def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size: int = 500,
+                     account_kinds: dict[str, str] | None = None, processor_kwargs: dict | None = None) -> dict[str, tuple[int, str]]:
+    """transaction_id -> (fraud_score, risk_flags) from the batch processor over in-memory
+    tables, each partition's payments in order, batches of `batch_size` (no Kafka, no warehouse)."""
+    from payflow.keys import KeyRing
+    from payflow.stages.batch import BatchProcessor, RawItem
+
+    tables = {name: _dict_state() for name in ("dedup_table", "watermark_table", "sender_table", "card_table")}
+    last = max(e.event_time for e in events)
+    now = datetime.fromtimestamp(last + 60, timezone.utc)
+    processor = BatchProcessor(keyring=KeyRing.parse("eval-1:" + "5a" * 32), now=lambda: now,
+                               account_kinds=account_kinds, **tables, **(processor_kwargs or {}))
+    queues: dict[int, list[RawItem]] = defaultdict(list)
+    for key, value in messages(events):
+        p = zlib.crc32(key) % partitions
+        queues[p].append(RawItem(p, len(queues[p]), value, None))
+    out: dict[str, tuple[int, str]] = {}
+    for p in sorted(queues):
+        items = queues[p]
+        for i in range(0, len(items), batch_size):
+            result = processor.process(items[i:i + batch_size])
+            for e in result.enriched:
+                out[e.payment.transaction_id] = (e.fraud.fraud_score, ",".join(e.fraud.risk_flags))
+            processor.expire(result.start_watermarks)
+    return out
+
+
+async def _produce(bootstrap: str, topic: str, partitions: int, events: list[Labelled]) -> None:
+    from payflow.kafka_admin import ensure_topics
+    from payflow.simulator.producer import make_producer
+
+    await ensure_topics(bootstrap, [topic], partitions)
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages(events)]
+        await producer.flush()
+        for f in futures:
+            await f
+    finally:
+        await producer.stop()
+
+
+def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> dict[str, tuple[int, str]]:
+    """The traffic to a fresh raw topic, a real `payflow worker` until every offset is
+    committed, then the scores as the warehouse holds them."""
+    from payflow.demo import _reset
+    from payflow.kafka_admin import group_lag, rewind_group
+    from payflow.settings import Settings
+    from payflow.warehouse import open_warehouse
+
+    os.environ.setdefault("PAYFLOW_APP_ID", "payflow-fraudeval")
+    os.environ.setdefault("PAYFLOW_WAREHOUSE", "duckdb:///var/fraudeval/payflow.duckdb")
+    os.environ.setdefault("PAYFLOW_DATA_DIR", "var/fraudeval")
+    os.environ.setdefault("PAYFLOW_LOG_FORMAT", "json")
+    kinds_path = Path(os.environ["PAYFLOW_DATA_DIR"]) / "account-kinds.json"
+    kinds_path.parent.mkdir(parents=True, exist_ok=True)
+    kinds_path.write_bytes(orjson.dumps(account_kinds))
+    os.environ.setdefault("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", str(kinds_path))
+    settings = Settings.from_env()
+    db_path = Path(settings.warehouse_url[len("duckdb:///"):])
+    asyncio.run(_reset(settings))
+    shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
+    for p in (db_path, db_path.with_suffix(".duckdb.wal")):
+        p.unlink(missing_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"producing {len(events)} labelled payments to {settings.topics.raw}", flush=True)
+    asyncio.run(_produce(settings.kafka_bootstrap, settings.topics.raw, settings.partitions, events))
+    asyncio.run(rewind_group(settings.kafka_bootstrap, settings.app_id, settings.topics.raw))
+    log_path = settings.data_dir / "worker-stdout.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started = time.monotonic()
+    try:
+        while True:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited with {worker.returncode}; see {log_path}")
+            lag = sum(asyncio.run(group_lag(settings.kafka_bootstrap, settings.app_id, settings.topics.raw)).values())
+            print(f"  {time.monotonic() - started:5.1f} s  not yet committed: {lag}", flush=True)
+            if lag == 0:
+                break
+            if time.monotonic() - started > 1200:
+                raise SystemExit("the worker did not catch up within 20 minutes")
+            time.sleep(3)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    warehouse = open_warehouse(settings)
+    try:
+        rows = warehouse.query("SELECT transaction_id, fraud_score, risk_flags FROM payment_transactions_fraud")
+    finally:
+        warehouse.close()
+    return {r["transaction_id"]: (int(r["fraud_score"]), r["risk_flags"] or "") for r in rows}
+
+
+# -- figures --------------------------------------------------------------------------------
+def figures(events: list[Labelled], scores: dict[str, tuple[int, str]], threshold: int) -> dict:
+    """Recall (over detectable fraud, and over all fraud), false-positive rate and precision
+    at `threshold` (high risk: score > threshold), overall and per scenario."""
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # scenario -> [flagged, payments]
+    tp = fn = fp = tn = tp_all = n_fraud = missing = 0
+    for e in events:
+        got = scores.get(e.doc["transaction_id"])
+        if got is None:
+            missing += 1
+            continue
+        flagged = got[0] > threshold
+        per[e.scenario][0] += flagged
+        per[e.scenario][1] += 1
+        if e.fraud:
+            n_fraud += 1
+            tp_all += flagged
+            if e.detectable:
+                tp += flagged
+                fn += not flagged
+        else:
+            fp += flagged
+            tn += not flagged
+    return {"threshold": threshold, "recall": tp / max(1, tp + fn), "recall_all_fraud": tp_all / max(1, n_fraud),
+            "fpr": fp / max(1, fp + tn), "precision": tp_all / max(1, tp_all + fp),
+            "per_scenario": {k: (v[0], v[1]) for k, v in per.items()}, "missing": missing,
+            "legit": fp + tn, "fraud": n_fraud, "detectable": tp + fn}
+
+
+def report(events: list[Labelled], scores: dict[str, tuple[int, str]], threshold: int) -> str:
+    from tabulate import tabulate
+
+    f = figures(events, scores, threshold)
+    lines = [f"{len(events)} labelled payments ({f['legit']} legitimate, {f['fraud']} fraud of which "
+             f"{f['detectable']} detectable), {f['missing']} not in the warehouse",
+             f"operating point: high risk = score > {threshold}",
+             f"recall {f['recall']:.3f} (detectable fraud; all fraud {f['recall_all_fraud']:.3f}), "
+             f"false-positive rate {f['fpr']:.4f}, precision {f['precision']:.3f}", ""]
+    reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in events:
+        got = scores.get(e.doc["transaction_id"])
+        if got and got[0] > threshold:
+            for flag in filter(None, got[1].split(",")):
+                reasons[e.scenario][flag.split(":")[0]] += 1
+    rows = []
+    for name in (*LEGIT, *FRAUD):
+        flagged, n = f["per_scenario"].get(name, (0, 0))
+        if n:
+            top = sorted(reasons[name].items(), key=lambda kv: -kv[1])[:3]
+            rows.append((name, "fraud" if name in FRAUD else "legit", n, flagged, f"{flagged / n:.3f}",
+                         " ".join(f"{k}={v}" for k, v in top)))
+    lines.append(tabulate(rows, headers=("scenario", "label", "payments", "flagged", "rate", "top reasons"),
+                          tablefmt="github"))
+    lines.append("")
+    table = []
+    for t in THRESHOLDS:
+        g = figures(events, scores, t)
+        worst = max(((g["per_scenario"][s][0] / g["per_scenario"][s][1], s) for s in LEGIT if s in g["per_scenario"]),
+                    default=(0.0, "-"))
+        table.append((f"> {t}", f"{g['recall']:.3f}", f"{g['recall_all_fraud']:.3f}", f"{g['fpr']:.4f}",
+                      f"{g['precision']:.3f}", f"{worst[1]} {worst[0]:.3f}"))
+    lines.append(tabulate(table, headers=("high risk", "recall", "recall (all fraud)", "FPR", "precision",
+                                          "worst legitimate scenario"), tablefmt="github"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=29)
+    ap.add_argument("--scale", type=float, default=0.5, help="traffic volume (1.0: about 57,000 payments)")
+    ap.add_argument("--direct", action="store_true", help="score in-process with the batch processor")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--no-account-kinds", action="store_true", help="do not give the worker the account types")
+    ap.add_argument("--threshold", type=int, default=None, help="high risk above (default: the setting)")
+    args = ap.parse_args(argv)
+    from payflow.settings import Settings
+
+    threshold = args.threshold if args.threshold is not None else Settings.from_env().fraud_high_risk_above
+    traffic = Traffic(seed=args.seed, scale=args.scale)
+    events = traffic.build()
+    kinds = {} if args.no_account_kinds else traffic.account_kinds
+    started = time.process_time()
+    if args.direct:
+        scores = score_in_process(events, partitions=args.partitions, batch_size=args.batch_size, account_kinds=kinds)
+        print(f"scored in-process in {time.process_time() - started:.1f} s CPU")
+    else:
+        scores = score_with_worker(events, kinds)
+    print(report(events, scores, threshold))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
