@@ -48,6 +48,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SINK_BATCH_SECONDS", "0.5", "longest wait to fill a batch"),
     Setting("PAYFLOW_SINK_LANDING_BATCHES", "3", "while the warehouse is busy, up to this many processed batches wait and then land together; beyond it the worker waits (bounds memory)"),
     Setting("PAYFLOW_SINK_TARGET_LANDING_SECONDS", "10", "a landing slower than this halves how much the next may gather (down to one batch), one four times faster doubles it back (up to PAYFLOW_SINK_LANDING_BATCHES): a slow warehouse gets smaller landings"),
+    Setting("PAYFLOW_DUCKDB_CACHE_MB", "32", "DuckDB: table blocks the landing process keeps cached beyond the memory DuckDB cannot evict (its key index); the rest is reread from the file when needed"),
     Setting("PAYFLOW_BQ_LANDING", "storage", "BigQuery landing: storage (the Storage Write API, no DML; docs/bigquery.md) or merge (one MERGE per table)"),
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),
     Setting("PAYFLOW_BQ_LANDING_BATCHES", "25", "BigQuery: batches one landing may gather (PAYFLOW_SINK_LANDING_BATCHES for DuckDB): enough for the landing cadence at full speed"),
@@ -242,6 +243,7 @@ class Settings:
     batch_size: int
     batch_seconds: float
     landing_batches: int
+    duckdb_cache_mb: int
     target_landing_seconds: float
     bq_landing: str
     bq_min_landing_seconds: float
@@ -283,6 +285,7 @@ class Settings:
             batch_size=_int("PAYFLOW_SINK_BATCH_SIZE", 1, 1_000_000),
             batch_seconds=_float("PAYFLOW_SINK_BATCH_SECONDS", 0, 3600, low_open=True),
             landing_batches=_int("PAYFLOW_SINK_LANDING_BATCHES", 1, 1000),
+            duckdb_cache_mb=_int("PAYFLOW_DUCKDB_CACHE_MB", 1, 1_000_000),
             target_landing_seconds=_float("PAYFLOW_SINK_TARGET_LANDING_SECONDS", 0, 3600, low_open=True),
             bq_landing=_choice("PAYFLOW_BQ_LANDING", ("storage", "merge")),
             bq_min_landing_seconds=_float("PAYFLOW_BQ_MIN_LANDING_SECONDS", 0, 3600),
