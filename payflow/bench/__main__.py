@@ -383,7 +383,7 @@ def main(events: int, latency_rate: int, latency_seconds: int, output: Path, kee
         lat = latency_run(settings, workdir, f"bench{run_id}lat-", latency_rate, latency_seconds)
     finally:
         if not keep:
-            names = [n for n in asyncio.run(list_topics(settings.kafka_bootstrap)) if n.startswith(f"bench{run_id}")]
+            names = [n for n in asyncio.run(list_topics(settings.kafka_bootstrap)) if f"bench{run_id}" in n]  # Quix names its changelogs changelog__<group>--...
             asyncio.run(delete_topics(settings.kafka_bootstrap, names))
 
     results = {
