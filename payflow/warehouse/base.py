@@ -143,8 +143,15 @@ def _plan(record_type: type, only: tuple[str, ...] | None = None) -> tuple[tuple
 def _columns(records: list, plan: tuple[tuple[str, Callable | None], ...]) -> dict[str, list]:
     out = {}
     for name, convert in plan:
-        values = map(attrgetter(name), records)
-        out[name] = list(values) if convert is None else list(map(convert, values))
+        values = list(map(attrgetter(name), records))
+        if convert is not None:
+            # one time shared by the whole batch (masked_at) is converted once (equal times are
+            # the same microsecond; list.count compares in C)
+            if convert is to_us and values and values[-1] is values[0] and values.count(values[0]) == len(values):
+                values = [convert(values[0])] * len(values)
+            else:
+                values = list(map(convert, values))
+        out[name] = values
     return out
 
 

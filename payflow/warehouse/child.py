@@ -74,16 +74,31 @@ def _start(path: str, parent: int) -> None:
     for existing in (path, path + ".wal"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(existing, 0o600)
+    from payflow.warehouse import schema
+    schema.preload(_schema_snapshot())
     _warehouse = _open_duckdb(path)
     # one DuckDB thread: the process shares two cores with the worker and the broker, and
     # a second thread's buffers counted against the pod's memory for no faster landing
     _warehouse.con.execute("SET threads = 1")
     # before any read is answered: no files, URLs or extensions, a memory bound, and the
-    # configuration locked (DuckDB's settings are the instance's, landings share them)
+    # configuration locked (DuckDB's settings are the instance's, landings share them: the
+    # fixed PAYFLOW_DUCKDB_MEMORY_LIMIT bounds both, as a limit re-fitted after each landing
+    # (DuckDBWarehouse.limit_cache) cannot be set once the configuration is locked)
     from payflow.query import QueryBounds, harden
     from payflow.settings import Settings
     harden(_warehouse.con, QueryBounds.from_settings(Settings.from_env()))
     tune_garbage_collector()
+
+
+def _schema_snapshot() -> dict[str, Any]:
+    """The parsed warehouse schema, from a short-lived process: parsing the DDL takes sqlglot,
+    whose modules would stay in this process for good (~40 MB of its memory)."""
+    import json
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", "import json, payflow.warehouse.schema as s; print(json.dumps(s.snapshot()))"],
+                          capture_output=True, check=True)
+    return json.loads(done.stdout)
 
 
 def _keep_memory_small() -> None:
@@ -348,6 +363,9 @@ class ChildProcessDuckDB(Warehouse):
 
     def string_columns(self) -> dict[str, list[str]]:
         return self._run("string_columns")
+
+    def erased_subjects(self) -> list[tuple[str, str, str]]:
+        return self._run("erased_subjects")
 
     def close(self) -> None:
         if self.owner_token is not None:

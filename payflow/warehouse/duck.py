@@ -11,7 +11,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import sqlglot
 
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
@@ -46,6 +45,8 @@ class DuckDBWarehouse(Warehouse):
         self._lock = threading.Lock()
         self._insert_sql: dict[str, str] = {}
         self._keyed: set[str] | None = None  # tables with a key in this file
+        self._cache_bytes: int | None = None  # limit_cache(): table blocks kept beyond the pinned memory
+        self._memory_limit: int | None = None
 
     def ensure_schema(self) -> None:
         with self._lock:
@@ -96,7 +97,42 @@ class DuckDBWarehouse(Warehouse):
         self._insert_sql[table] = sql
         return sql
 
+    # -- memory -------------------------------------------------------------------------
+    def limit_cache(self, cache_mb: int) -> None:
+        """Keep at most `cache_mb` of table blocks cached beyond the memory DuckDB cannot evict.
+
+        DuckDB's buffer manager otherwise keeps every block it wrote (up to 80% of the
+        machine's memory); those are reread from the file when needed. Its key index cannot be
+        evicted and grows with the table, so no fixed memory_limit is safe: the limit follows
+        the pinned memory, re-measured after each landing (_fit_memory_limit)."""
+        self._cache_bytes = cache_mb * 2**20
+        with self._lock:
+            self._fit_memory_limit()
+
+    def _fit_memory_limit(self) -> None:
+        if self._cache_bytes is None:
+            return
+        pinned = self.con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                                  "WHERE tag <> 'BASE_TABLE'").fetchone()[0]
+        step = 16 * 2**20  # set again only when the pinned memory moved by a step
+        limit = (int(pinned) + self._cache_bytes + step - 1) // step * step
+        if limit != self._memory_limit:
+            self.con.execute(f"SET memory_limit = '{limit}B'")
+            self._memory_limit = limit
+
     def land(self, batch: LandingBatch) -> Landed:
+        try:
+            return self._land(batch)
+        except Exception as exc:
+            # the landing needed more than the cache left it: more room, and the sink retries
+            if self._cache_bytes is None or not _out_of_memory(exc):
+                raise
+            self._cache_bytes *= 2
+            with self._lock:
+                self._fit_memory_limit()
+            raise TransientWarehouseError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _land(self, batch: LandingBatch) -> Landed:
         inserted = Landed()
         with self._lock:
             try:
@@ -118,6 +154,7 @@ class DuckDBWarehouse(Warehouse):
                         rows = rows.take(pa.array(taken, type=pa.int64()))
                     inserted[table] = self._insert(table, rows, returning=False) if rows.num_rows else 0
                 self.con.execute("COMMIT")
+                self._fit_memory_limit()
             except (duckdb.TransactionException, duckdb.IOException) as exc:
                 # a conflict, a lock, a full or read-only disk: the sink retries with backoff
                 self._rollback_quietly()
@@ -188,11 +225,18 @@ class DuckDBWarehouse(Warehouse):
 
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        import sqlglot  # here, not at import: the landing process goes without it until a query
         duck_sql = sqlglot.transpile(sql, read="bigquery", write="duckdb")[0]
         with self._lock:
             cur = self.con.execute(duck_sql, params or {})
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def erased_subjects(self) -> list[tuple[str, str, str]]:
+        # the ledger's query reads the same in both dialects: run as it is, without sqlglot
+        with self._lock:
+            rows = self.con.execute("SELECT DISTINCT pii_key_id, pii_hash, mode FROM gdpr_erasures").fetchall()
+        return [(key_id or "", h, mode) for key_id, h, mode in rows]
 
     def string_columns(self) -> dict[str, list[str]]:
         return {t: [c.name for c in cols if c.bq_type == "STRING"] for t, cols in schema.tables().items()}
@@ -231,6 +275,17 @@ class DuckDBWarehouse(Warehouse):
     def close(self) -> None:
         with self._lock:
             self.con.close()
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """DuckDB ran out of memory somewhere in this exception's chain (a later statement in the
+    failed transaction reports only that the transaction is aborted)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _count(cursor: Any) -> int:

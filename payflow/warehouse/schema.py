@@ -5,18 +5,23 @@ except on the tables in DUCKDB_KEYED_BY_PAYMENT, which carry no key of their own
 PARTITION BY / CLUSTER BY are dropped (DuckDB has no such storage options).
 BigQuery: every table is qualified with project.dataset; against the emulator, which rejects
 PRIMARY KEY ... NOT ENFORCED, the key clause is left out.
+
+sqlglot is imported where a statement is parsed or rendered, not with this module: the DuckDB
+landing process takes the parsed schema as a snapshot (snapshot(), preload()) made by a
+short-lived process, and so does without sqlglot's ~40 MB until a query or an erasure needs it.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import sqlglot
-from sqlglot import exp
+from typing import TYPE_CHECKING, Any
 
 from payflow.settings import ROOT, resolve_path
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 
 def sql_dir() -> Path:
@@ -30,7 +35,8 @@ def sql_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
-def parsed() -> tuple[exp.Expression, ...]:
+def parsed() -> tuple["exp.Expression", ...]:
+    import sqlglot
     out = []
     for path in sorted(sql_dir().glob("*.sql")):
         for statement in sqlglot.parse(path.read_text(), read="bigquery"):
@@ -47,16 +53,33 @@ class Column:
     nullable: bool
 
 
-_BQ_TYPE = {
-    exp.DataType.Type.TEXT: "STRING", exp.DataType.Type.DECIMAL: "NUMERIC",
-    exp.DataType.Type.TIMESTAMPTZ: "TIMESTAMP", exp.DataType.Type.BIGINT: "INT64",
-    exp.DataType.Type.BOOLEAN: "BOOL",
-}
+_BQ_TYPE = {"TEXT": "STRING", "DECIMAL": "NUMERIC", "TIMESTAMPTZ": "TIMESTAMP", "BIGINT": "INT64",
+            "BOOLEAN": "BOOL"}  # sqlglot's DataType.Type names
+
+# the schema as a snapshot (preload): what this process uses instead of parsing the DDL
+_preloaded: dict[str, Any] | None = None
+
+
+def snapshot() -> dict[str, Any]:
+    """The parsed schema as plain JSON-able data: what the DuckDB landing process needs."""
+    return {"tables": {t: [astuple(c) for c in cols] for t, cols in tables().items()},
+            "primary_keys": primary_keys(), "views": views(), "duckdb_statements": duckdb_statements()}
+
+
+def preload(data: dict[str, Any]) -> None:
+    """Use a snapshot() (made by another process) instead of parsing the DDL here."""
+    global _preloaded
+    _preloaded = {**data, "tables": {t: [Column(*c) for c in cols] for t, cols in data["tables"].items()}}
+    tables.cache_clear()
+    primary_keys.cache_clear()
 
 
 @lru_cache(maxsize=1)
 def tables() -> dict[str, list[Column]]:
     """Table name -> columns, in DDL order."""
+    if _preloaded is not None:
+        return _preloaded["tables"]
+    from sqlglot import exp
     out: dict[str, list[Column]] = {}
     for statement in parsed():
         if isinstance(statement, exp.Create) and statement.kind == "TABLE":
@@ -65,13 +88,16 @@ def tables() -> dict[str, list[Column]]:
             for col in statement.this.expressions:
                 if isinstance(col, exp.ColumnDef):
                     not_null = any(isinstance(c.kind, exp.NotNullColumnConstraint) for c in col.constraints or [])
-                    cols.append(Column(col.name, _BQ_TYPE[col.kind.this], not not_null))
+                    cols.append(Column(col.name, _BQ_TYPE[col.kind.this.name], not not_null))
             out[name] = cols
     return out
 
 
 @lru_cache(maxsize=1)
 def primary_keys() -> dict[str, list[str]]:
+    if _preloaded is not None:
+        return _preloaded["primary_keys"]
+    from sqlglot import exp
     out = {}
     for statement in parsed():
         if isinstance(statement, exp.Create) and statement.kind == "TABLE":
@@ -82,6 +108,9 @@ def primary_keys() -> dict[str, list[str]]:
 
 
 def views() -> list[str]:
+    if _preloaded is not None:
+        return list(_preloaded["views"])
+    from sqlglot import exp
     return [s.this.name for s in parsed() if isinstance(s, exp.Create) and s.kind == "VIEW"]
 
 
@@ -95,6 +124,9 @@ DUCKDB_KEYED_BY_PAYMENT = ("payment_transactions_fraud", "pii_masking_audit")
 
 
 def duckdb_statements() -> list[str]:
+    if _preloaded is not None:
+        return list(_preloaded["duckdb_statements"])
+    from sqlglot import exp
     out = []
     for statement in parsed():
         s = statement.copy()
@@ -114,6 +146,7 @@ def duckdb_statements() -> list[str]:
 
 
 def bigquery_statements(project: str, dataset: str, *, primary_keys: bool = True) -> list[str]:
+    from sqlglot import exp
     out = []
     for statement in parsed():
         s = statement.copy()
@@ -134,6 +167,8 @@ def render_sql(sql: str, dialect: str, *, project: str | None = None, dataset: s
     "bigquery" with the schema's tables qualified by project.dataset, or "duckdb" (named
     parameters $name; `ignore_existing` makes an INSERT an INSERT OR IGNORE, for a table
     DuckDB keys)."""
+    import sqlglot
+    from sqlglot import exp
     tree = sqlglot.parse_one(sql, read="bigquery")
     if dialect == "bigquery":
         names = {*tables(), *views()}
