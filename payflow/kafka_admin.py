@@ -86,10 +86,13 @@ async def follow_partitions(bootstrap: str, source: str, followers: list[str]) -
             try:
                 await admin.create_partitions({name: NewPartitions(total_count=target)})
             except InvalidPartitionsError:
-                # another worker grew it first (the broker refuses a count the topic has)
-                current = (await partition_counts(bootstrap, [name])).get(name, 0)
-                if current != target:
-                    raise
+                # another worker grew it first (the broker refuses a count the topic has);
+                # the brokers' metadata may show the old count for a moment
+                async for attempt in AsyncRetrying(retry=retry_if_exception_type(InvalidPartitionsError),
+                                                   wait=wait_fixed(0.5), stop=stop_after_delay(10), reraise=True):
+                    with attempt:
+                        if (await partition_counts(bootstrap, [name])).get(name, 0) != target:
+                            raise
                 continue
             grown[name] = target
     finally:
