@@ -413,4 +413,4 @@ class BatchProcessor:
                 (self.sender_index, self.sender_table, wm - fraud.SENDER_HISTORY_S),
                 (self.card_index, self.card_table, wm - fraud.CARD_TEST_WINDOW_S),
             ):
-                table.expire(partition, index.expired(partition, horizon))
+                table.expire(partition, index.expired(partition, horizon, table))
