@@ -40,6 +40,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_WAREHOUSE", "duckdb:///var/payflow.duckdb", "warehouse URL: duckdb:///PATH or bigquery://PROJECT/DATASET"),
     Setting("PAYFLOW_BIGQUERY_ENDPOINT", "", "BigQuery API endpoint override (the emulator: http://127.0.0.1:9050); empty = Google"),
     Setting("PAYFLOW_DATA_DIR", "var", "worker state: RocksDB tables, logs"),
+    Setting("PAYFLOW_DUCKDB_MEMORY_MB", "160", "DuckDB's memory limit in the worker's landing process (its buffer pool would otherwise keep every block the landings wrote, up to 80% of the machine's memory)"),
     Setting("PAYFLOW_PRODUCTION", "false", "production mode: refuse to start without an HMAC key from the environment"),
     Setting("PAYFLOW_HMAC_KEYS", "", "HMAC keys for pii_hash as KEY_ID:HEX_SECRET[,KEY_ID:HEX_SECRET...]; the first is active"),
     Setting("PAYFLOW_HMAC_KEY_FILE", "var/hmac-keys", "where the demo's generated local key is kept when PAYFLOW_HMAC_KEYS is empty (not in production)"),
@@ -251,6 +252,7 @@ class Settings:
     processing_guarantee: str
     session_timeout_seconds: float
     web_port: int
+    duckdb_memory_mb: int
     log_format: str
     log_level: str
     max_message_bytes: int
@@ -292,6 +294,7 @@ class Settings:
             processing_guarantee=guarantee,
             session_timeout_seconds=_float("PAYFLOW_SESSION_TIMEOUT_SECONDS", 1, 3600),
             web_port=_int("PAYFLOW_WEB_PORT", 0, 65535),
+            duckdb_memory_mb=_int("PAYFLOW_DUCKDB_MEMORY_MB", 64, 1_000_000),
             log_format=log_format,
             log_level=_choice("PAYFLOW_LOG_LEVEL", LOG_LEVELS),
             max_message_bytes=_int("PAYFLOW_MAX_MESSAGE_BYTES", 1024, 100 * 2**20),

@@ -13,7 +13,7 @@ def open_warehouse(settings: Settings, url: str | None = None, *, child_process:
         path = url[len("duckdb://"):] or ":memory:"
         if child_process:
             from payflow.warehouse.child import ChildProcessDuckDB
-            return ChildProcessDuckDB(path)
+            return ChildProcessDuckDB(path, memory_mb=settings.duckdb_memory_mb)
         # directly, or through the running worker that holds the file (payflow/query.py)
         from payflow.query import open_duckdb
         return open_duckdb(path)

@@ -55,7 +55,7 @@ def _open_duckdb(path: str) -> Warehouse:
     return DuckDBWarehouse(path)
 
 
-def _start(path: str, parent: int) -> None:
+def _start(path: str, parent: int, memory_mb: int | None = None) -> None:
     global _warehouse
     # the worker decides when we stop: a Ctrl-C or a SIGTERM to the process group must not
     # kill a landing in flight (it stopped the sink and crashed a worker that was stopping
@@ -68,6 +68,10 @@ def _start(path: str, parent: int) -> None:
     # one DuckDB thread: the process shares two cores with the worker and the broker, and
     # a second thread's buffers counted against the pod's memory for no faster landing
     _warehouse.con.execute("SET threads = 1")
+    if memory_mb:
+        # DuckDB's buffer pool keeps the blocks landings wrote up to its limit (80% of the
+        # machine's memory by default): bounded, persisted blocks are evicted and read back
+        _warehouse.con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
     tune_garbage_collector()
 
 
@@ -120,11 +124,11 @@ def _pickled_without_memo(batch: LandingBatch) -> bytes:
 class ChildProcessDuckDB(Warehouse):
     name = "duckdb"
 
-    def __init__(self, path: str, web_port: int | None = None):
+    def __init__(self, path: str, web_port: int | None = None, memory_mb: int | None = None):
         self.path = path
         # spawn, not fork: the worker has threads (DuckDB's, the event loop's executors)
         self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start, initargs=(path, os.getpid()))
+                                         initializer=_start, initargs=(path, os.getpid(), memory_mb))
         # where other processes find us while we hold the file (payflow/query.py); the token
         # authenticates their requests on the web port
         self.owner_token: str | None = None
