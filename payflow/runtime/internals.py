@@ -38,7 +38,10 @@ async def await_producer_partitions(app: Any, topics: Iterable[str], count: int,
     for name in topics:
         client.add_topic(name)  # a topic the producer has not sent to yet is in no metadata request
     while True:
-        await client.force_metadata_update()
+        try:
+            await asyncio.wait_for(client.force_metadata_update(), timeout=max(1.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            pass
         if all(len(client.cluster.partitions_for_topic(t) or ()) >= count for t in topics):
             return
         if time.monotonic() > deadline:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Iterable
 
-from payflow.kafka_admin import follow_partitions
+from payflow.kafka_admin import follow_partitions, partition_counts
 from payflow.runtime import internals
 
 log = logging.getLogger("payflow.pipeline")
@@ -27,12 +27,13 @@ class PartitionFollowers:
     """Keeps `followers()` at the raw topic's partition count (see the module's docstring)."""
 
     def __init__(self, app: Any, *, bootstrap: str, raw_topic: str, followers: Callable[[], list[str]],
-                 follow: Callable[..., Any] = follow_partitions):
+                 follow: Callable[..., Any] = follow_partitions, counts: Callable[..., Any] = partition_counts):
         self.app = app
         self.bootstrap = bootstrap
         self.raw_topic = raw_topic
         self.followers = followers
         self._follow = follow
+        self._counts = counts
         self.partitions: int | None = None  # what every follower is known to have
         self._lock = asyncio.Lock()
 
@@ -40,13 +41,15 @@ class PartitionFollowers:
         """Grow the followers to the raw topic's count (idempotent); returns that count."""
         async with self._lock:
             count = await self._follow(self.bootstrap, self.raw_topic, self.followers())
-            if count is not None and count != self.partitions:
-                if self.partitions is not None:
-                    log.warning("%s now has %d partitions (was %d): its changelogs and erasure requests follow; "
-                                "the consumer group rebalances onto them", self.raw_topic, count, self.partitions)
-                # the producer learns the new partitions now, not at its next metadata refresh:
-                # a state record for one of them must not wait for it
-                await internals.await_producer_partitions(self.app, self.followers(), count)
+            if count is not None and self.partitions is not None and count > self.partitions:
+                log.warning("%s now has %d partitions (was %d): its changelogs and erasure requests follow; "
+                            "the consumer group rebalances onto them", self.raw_topic, count, self.partitions)
+                # the producer learns the new partitions now, not at its next metadata refresh
+                # (minutes): a state record for one of them must not wait for it. Topics Faust
+                # has not created yet are learnt by the producer when first sent to.
+                grown = list(await self._counts(self.bootstrap, self.followers()))
+                await internals.await_producer_partitions(self.app, grown, count)
+            if count is not None:
                 self.partitions = count
             return count
 
