@@ -210,6 +210,7 @@ def worker(ctx: click.Context) -> None:
     # a wrong security setting or an unreachable cluster: one line and exit 1, not a retry loop;
     # with PAYFLOW_KAFKA_REPLICATION_FACTOR=-1 the topics get the cluster's default (Faust takes no -1)
     app.conf.topic_replication_factor = preflight(settings.kafka_bootstrap)
+    _follow_raw_partitions(settings)
     # After a crash the dead worker stays in the consumer group until its session times
     # out, so a quick restart joins, gets partitions, and is rebalanced again moments later;
     # across such back-to-back rebalances Faust can lose track of offsets it read
@@ -230,6 +231,20 @@ def worker(ctx: click.Context) -> None:
         app.main()
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _follow_raw_partitions(settings: Settings) -> None:
+    """The state changelogs and erasure requests grown to the raw topic's partition count
+    (docs/operations.md, "Growing the raw topic"); a follower with more partitions than the
+    raw topic: one line and exit 2, as Kafka cannot shrink it."""
+    from payflow.kafka_admin import PartitionsAhead, follow_partitions
+    from payflow.runtime.batch_runtime import follower_topics
+
+    try:
+        asyncio.run(follow_partitions(settings.kafka_bootstrap, settings.topics.raw, follower_topics(settings)))
+    except PartitionsAhead as exc:
+        click.echo(f"payflow worker: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command()

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import (
-    CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, NotCoordinatorForGroupError,
-    TopicAlreadyExistsError,
+    CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError, InvalidPartitionsError,
+    NotCoordinatorForGroupError, TopicAlreadyExistsError,
 )
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -38,6 +38,69 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
             log.info("created topics %s", ", ".join(t.name for t in new))
     finally:
         await admin.close()
+
+
+class PartitionsAhead(RuntimeError):
+    """A topic that must follow the raw topic's partitioning has more partitions than it."""
+
+
+async def partition_counts(bootstrap: str, names: list[str]) -> dict[str, int]:
+    """topic -> its partition count, read from the cluster's metadata now (topics that do not
+    exist are left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
+    await admin.start()
+    try:
+        cluster = await refresh_metadata(admin)
+        counts = {n: len(cluster.partitions_for_topic(n) or ()) for n in names}
+        return {n: c for n, c in counts.items() if c}
+    finally:
+        await admin.close()
+
+
+async def follow_partitions(bootstrap: str, source: str, followers: list[str]) -> int | None:
+    """Grow every existing topic of `followers` to the partition count of `source` (the raw
+    topic): its state changelogs and the erasure requests are keyed like it, and a sender's
+    state must sit in the partition its payments arrive on. Idempotent: any worker may call
+    it at any time (a topic another worker grew meanwhile is left as it is). Raises
+    PartitionsAhead when a follower has more partitions than `source` (Kafka cannot shrink a
+    topic). Returns the partition count of `source` (None: it does not exist yet)."""
+    counts = await partition_counts(bootstrap, [source, *followers])
+    target = counts.get(source)
+    if target is None:
+        return None
+    ahead = {n: c for n, c in counts.items() if c > target}
+    if ahead:
+        name, count = max(ahead.items(), key=lambda item: item[1])
+        raise PartitionsAhead(
+            f"topic {name} has {count} partitions, more than the {target} of {source}: grow {source} "
+            f"to {count} (kafka-topics.sh --alter --topic {source} --partitions {count}); Kafka cannot "
+            f"shrink {name}")
+    behind = {n: c for n, c in counts.items() if n != source and c < target}
+    if not behind:
+        return target
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="payflow-admin", **kafka_security().client_kwargs())
+    await admin.start()
+    grown: dict[str, int] = {}
+    try:
+        for name in sorted(behind):
+            try:
+                await admin.create_partitions({name: NewPartitions(total_count=target)})
+            except InvalidPartitionsError:
+                # another worker grew it first (the broker refuses a count the topic has);
+                # the brokers' metadata may show the old count for a moment
+                async for attempt in AsyncRetrying(retry=retry_if_exception_type(InvalidPartitionsError),
+                                                   wait=wait_fixed(0.5), stop=stop_after_delay(10), reraise=True):
+                    with attempt:
+                        if (await partition_counts(bootstrap, [name])).get(name, 0) != target:
+                            raise
+                continue
+            grown[name] = target
+    finally:
+        await admin.close()
+    if grown:
+        log.warning("%s has %d partitions: grew %s to match (their keys follow the raw topic's)",
+                    source, target, ", ".join(f"{n} ({behind[n]} -> {target})" for n in sorted(grown)))
+    return target
 
 
 async def delete_topics(bootstrap: str, names: list[str]) -> None:

@@ -20,7 +20,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from payflow.stages.mask import ERASED_SUBJECT
 from payflow.stages.redact import mask_text
-from payflow.models import Rejection, dumps
+from payflow.models import DedupAudit, Rejection, dumps, from_us
 from payflow.runtime.internals import partition_for
 from payflow.stages.batch import BatchResult
 from payflow.settings import Topics
@@ -53,15 +53,25 @@ def enriched_records(result: BatchResult) -> list[PendingEnriched]:
 
 
 def landed_records(pending: list[PendingEnriched], conflicts: list[tuple[str, int, int, int, int]],
-                   topics: Topics, now: datetime) -> list[Record]:
-    """After a landing: the enriched payments it took, and a DLQ record (id_conflict) for
-    each one it refused because the id had landed from another raw position."""
+                   topics: Topics, now: datetime,
+                   duplicates: Iterable[tuple[str, int, int, int, int, int, int]] = ()) -> list[Record]:
+    """After a landing: the enriched payments it took, and for each one it refused because
+    the id had landed from another raw position a DLQ record (id_conflict), or a dedup audit
+    record when it was a copy of the landed payment (base.Landed.duplicates)."""
     refused = {(p, o): (lp, lo) for _, p, o, lp, lo in conflicts}
+    copies = {(p, o): (lp, lo, first_us, copy_us) for _, p, o, lp, lo, first_us, copy_us in duplicates}
     records: list[Record] = []
     for txn, partition, offset, key, value in pending:
         landed_at = refused.get((partition, offset))
+        copy = copies.get((partition, offset))
         if landed_at is None:
             records.append((topics.enriched, None, key, value))
+        elif copy is not None:
+            lp, lo, first_us, copy_us = copy
+            audit = DedupAudit(transaction_id=txn, first_partition=lp, first_offset=lo,
+                               first_event_time=from_us(first_us), duplicate_partition=partition,
+                               duplicate_offset=offset, duplicate_event_time=from_us(copy_us), detected_at=now)
+            records.append((topics.dedup_audit, None, txn.encode(), dumps(audit)))
         else:
             rejection = Rejection(ID_CONFLICT, conflict_detail(*landed_at), remains=None, transaction_id=txn,
                                   source_partition=partition, source_offset=offset)
@@ -145,6 +155,8 @@ class KafkaOutputs:
         return await self.publisher.send(output_records(result, keys, self.topics, now))
 
     async def send_landed(self, pending: list[PendingEnriched], conflicts: list[tuple[str, int, int, int, int]],
-                          now: datetime) -> list[Any]:
-        """Queue the enriched payments a landing took (and id conflicts to the DLQ)."""
-        return await self.publisher.send(landed_records(pending, conflicts, self.topics, now))
+                          now: datetime, duplicates: Iterable[tuple[str, int, int, int, int, int, int]] = ()
+                          ) -> list[Any]:
+        """Queue the enriched payments a landing took (id conflicts to the DLQ, copies of a
+        landed payment to the dedup audit)."""
+        return await self.publisher.send(landed_records(pending, conflicts, self.topics, now, duplicates))

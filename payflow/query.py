@@ -64,7 +64,7 @@ class QueryBounds:
     """What one read may take: wall time, rows, and DuckDB's memory."""
     seconds: float = 60.0
     max_rows: int = 1_000_000
-    memory_limit: str = "512MB"
+    memory_limit: str = "256MB"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "QueryBounds":

@@ -62,7 +62,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_WEB_PORT", "6066", "worker web port: /metrics, /healthz, /readyz"),
     Setting("PAYFLOW_QUERY_TIMEOUT_SECONDS", "60", "a read through `payflow query` (or another process's read through the worker) is interrupted after this long, the fetching of its rows included"),
     Setting("PAYFLOW_QUERY_MAX_ROWS", "1000000", "a read returning more rows than this is stopped with a message (add a LIMIT or aggregate)"),
-    Setting("PAYFLOW_DUCKDB_MEMORY_LIMIT", "512MB", "DuckDB's memory limit for `payflow query` on a file, and for the worker's landing process (its landings and the reads it answers share it; beyond it DuckDB spills to disk or stops the read)"),
+    Setting("PAYFLOW_DUCKDB_MEMORY_LIMIT", "256MB", "DuckDB's memory limit for `payflow query` on a file, and for the worker's landing process (its landings and the reads it answers share it; beyond it DuckDB spills to disk or stops the read)"),
     Setting("PAYFLOW_LOG_FORMAT", "json", "json (one object a line) or text"),
     Setting("PAYFLOW_LOG_LEVEL", "info", "debug, info, warn, error"),
     Setting("PAYFLOW_ERASURE_REFRESH_SECONDS", "30", "how often each worker re-reads the erasure ledger (gdpr_erasures) into the set of erased subjects its mask step drops; a worker learns an erasure at once only for the sender partitions it owns"),
@@ -295,7 +295,7 @@ class Settings:
     ready_landing_stall_seconds: float = 30.0
     query_timeout_seconds: float = 60.0
     query_max_rows: int = 1_000_000
-    duckdb_memory_limit: str = "512MB"
+    duckdb_memory_limit: str = "256MB"
     fraud_high_risk_above: int = 60
     fraud_small_usd: float = 10.0
     fraud_travel_max_kmh: float = 900.0

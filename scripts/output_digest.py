@@ -74,6 +74,10 @@ class PartitionState:
     def scan_partition(self, partition: int) -> list[tuple[str, bytes]]:
         return list(self.data.get(partition, {}).items())
 
+    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        data = self.data.get(partition, {})
+        return [(k, data[k]) for k in sorted(k for k in data if after is None or k > after)[:limit]]
+
 
 def _feed(h: Any, *parts: Any) -> None:
     """Each value length-prefixed, so no two different sequences hash alike."""

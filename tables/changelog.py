@@ -184,6 +184,7 @@ class PartitionedState(Protocol):
     def expire(self, partition: int, keys: Iterable[str]) -> None: ...
     def scan(self) -> Iterable[tuple[str, bytes]]: ...
     def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
+    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]: ...
 
 
 class BatchLoggedTable(RetainedChangelogTable):
@@ -279,6 +280,23 @@ class BatchLoggedTable(RetainedChangelogTable):
             yield from self._db_items(rocksdb_partition(self.data, partition))
         else:
             yield from self.scan()
+
+    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Up to `limit` (key, value) held locally for one partition whose keys sort after
+        `after` (None: from the first), in key order (the memory store: of all partitions)."""
+        start = None if after is None else after.encode()
+        out: list[tuple[str, bytes]] = []
+        if self._rocksdb:
+            offset_key = self.data.offset_key
+            for k, v in rocksdb_partition(self.data, partition).items(from_key=start):
+                if k == offset_key or (start is not None and k <= start):
+                    continue
+                out.append((k.decode(), v))
+                if len(out) >= limit:
+                    break
+            return out
+        keys = sorted(k for k in self.data.data if start is None or k > start)[:limit]
+        return [(k.decode() if isinstance(k, bytes) else str(k), self.data.data[k]) for k in keys]
 
     def _db_items(self, db: Any) -> Iterator[tuple[str, bytes]]:
         offset_key = self.data.offset_key  # Faust's own bookkeeping key, not state

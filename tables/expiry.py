@@ -1,72 +1,162 @@
-"""Keeping state tables bounded: an in-memory index of keys by age, per partition.
+"""Keeping state tables bounded, in memory of a fixed size whatever the number of keys.
 
-Tables hold only what the watermark window needs. Each write notes (event time, key); after
-a batch, keys whose newest event time fell behind the horizon are deleted from the local
-store (the changelog ages out by retention, see payflow.tables.changelog). A partition's entries
-are loaded from the table when the worker first processes it, and again after the
-partition is assigned anew. So the index knows every key the store holds for a partition
-it processes: a key it does not know is not in the store (`holds`), and the batch
-processor skips the RocksDB read (most transaction ids, senders and cards in a batch are
-new: a read that finds nothing cost ~2.5 µs).
+Tables hold only what the watermark window needs: a key whose newest event time fell behind
+the horizon is deleted from the local store (the changelog ages out by retention, see
+payflow.tables.changelog). Finding those keys takes no per-key memory: after each landed batch
+the index sweeps on through the partition's store from where it stopped (in key order,
+wrapping around), reads each value's event time and returns the keys behind the horizon. A
+sweep step reads at least `min_sweep` entries and twice as many as were written since the
+last step, so the sweep outpaces the writes and an expired key is gone within one pass over
+the store. A key read before its sweep deletes it is judged by the event time its value
+carries (dedup treats an entry past the window as absent; fraud scoring drops history
+entries past their window), so a late delete changes no verdict.
+
+Most transaction ids, senders and cards in a batch are new, and a read that finds nothing
+costs a RocksDB lookup: `holds` answers from a Bloom filter of fixed size per partition
+(every key written, loaded or recovered since the filter was built is in it; a false "may
+hold" costs one read that finds nothing). Keys cannot be removed from a Bloom filter, so each
+full pass of the sweep builds the next one from the keys it kept plus those written during
+the pass, and swaps it in at the end of the pass.
 """
 from __future__ import annotations
 
-import heapq
-from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
+
+
+class SweptTable(Protocol):
+    def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
+    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]: ...
+
+
+FILTER_BITS = 1 << 22  # 512 KiB per partition and table: ~0.5% false "may hold" at 250,000 keys
+_HASHES = 3
+
+
+class KeyFilter:
+    """A Bloom filter over str keys (Python's str hash: stable within the process, which is
+    as long as the filter lives)."""
+
+    __slots__ = ("bits", "size")
+
+    def __init__(self, size: int = FILTER_BITS):
+        self.size = size
+        self.bits = bytearray(size // 8)
+
+    def add(self, key: str) -> None:
+        h = hash(key)
+        step = (h >> 32) | 1
+        bits, size = self.bits, self.size
+        for i in range(_HASHES):
+            pos = (h + i * step) % size
+            bits[pos >> 3] |= 1 << (pos & 7)
+
+    def __contains__(self, key: str) -> bool:
+        h = hash(key)
+        step = (h >> 32) | 1
+        bits, size = self.bits, self.size
+        for i in range(_HASHES):
+            pos = (h + i * step) % size
+            if not bits[pos >> 3] & (1 << (pos & 7)):
+                return False
+        return True
+
+
+class _Partition:
+    __slots__ = ("filter", "next_filter", "cursor", "kept", "last_pass_keys", "written")
+
+    def __init__(self, filter_bits: int):
+        self.filter = KeyFilter(filter_bits)  # answers holds()
+        self.next_filter = KeyFilter(filter_bits)  # built by the pass under way
+        self.cursor: str | None = None  # the last key the sweep read (None: at the start)
+        self.kept = 0  # keys the pass under way kept so far
+        self.last_pass_keys = 0  # keys the last full pass kept
+        self.written = 0  # writes since the last sweep step
 
 
 class ExpiryIndex:
-    def __init__(self, *, ts_of: Callable[[bytes], float], partition_of: Callable[[bytes], int]):
-        """`ts_of` and `partition_of` read a stored value, for load_partition()."""
+    def __init__(self, *, ts_of: Callable[[bytes], float], partition_of: Callable[[bytes], int],
+                 min_sweep: int = 4096, filter_bits: int = FILTER_BITS):
+        """`ts_of` and `partition_of` read a stored value."""
         self.ts_of = ts_of
         self.partition_of = partition_of
-        self._heaps: dict[int, list[tuple[float, str]]] = defaultdict(list)
-        # partition -> key -> event time of its last write: what the store holds, known
-        # without reading and parsing the stored value back (a dict per partition, not
-        # (partition, key) tuples: ~60 bytes less per key, tens of thousands of keys)
-        self._newest: dict[int, dict[str, float]] = defaultdict(dict)
+        self.min_sweep = min_sweep
+        self.filter_bits = filter_bits
+        self._partitions: dict[int, _Partition] = {}
+
+    def _state(self, partition: int) -> _Partition:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = _Partition(self.filter_bits)
+        return state
 
     def load_partition(self, partition: int, items: Iterable[tuple[object, bytes]]) -> int:
-        """Replace what the index holds for `partition` with the table's entries of it (at a
-        worker's start, and when the partition is assigned again: another worker may have
-        changed it meanwhile, and the store was recovered from the changelog)."""
-        self._heaps.pop(partition, None)
-        self._newest.pop(partition, None)
+        """Start afresh for `partition` from the table's entries of it (at a worker's start,
+        and when the partition is assigned again: another worker may have changed it
+        meanwhile, and the store was recovered from the changelog)."""
+        state = self._partitions[partition] = _Partition(self.filter_bits)
         n = 0
         for key, value in items:
             if self.partition_of(value) != partition:
                 continue
             k = key.decode() if isinstance(key, (bytes, bytearray)) else str(key)
-            self.note(partition, self.ts_of(value), k)
+            state.filter.add(k)
             n += 1
+        state.last_pass_keys = n
         return n
 
     def note(self, partition: int, ts: float, key: str) -> None:
-        """`key` was written with a value whose event time is `ts`."""
-        heapq.heappush(self._heaps[partition], (ts, key))
-        self._newest[partition][key] = ts
+        """`key` was written (with a value whose event time is `ts`)."""
+        state = self._state(partition)
+        state.filter.add(key)
+        state.next_filter.add(key)
+        state.written += 1
 
     def holds(self, partition: int, key: str) -> bool:
-        """Whether the store may hold `key` for `partition`: every key written, loaded or
-        recovered is noted until it expires, so False means the store has no entry and the
-        read can be skipped (True after an erasure removed it: the read then finds nothing)."""
-        keys = self._newest.get(partition)
-        return keys is not None and key in keys
+        """Whether the store may hold `key` for `partition`: False means it has no entry and
+        the read can be skipped."""
+        state = self._partitions.get(partition)
+        return state is not None and key in state.filter
 
-    def expired(self, partition: int, horizon: float) -> list[str]:
-        """Keys of this partition whose last write is older than horizon; forgets them."""
-        heap = self._heaps.get(partition)
-        newest = self._newest[partition]
+    def expired(self, partition: int, horizon: float, table: SweptTable) -> list[str]:
+        """One sweep step over `partition` of `table`: the keys it read whose event time is
+        behind `horizon` (the caller deletes them)."""
+        state = self._state(partition)
+        budget = max(self.min_sweep, 2 * state.written)
+        state.written = 0
+        started_at = state.cursor
         out: list[str] = []
-        while heap and heap[0][0] < horizon:
-            _, key = heapq.heappop(heap)
-            last = newest.get(key)
-            if last is not None and last < horizon:  # else written again since: a later entry decides
-                del newest[key]
-                out.append(key)
+        wrapped = False
+        while budget > 0:
+            want = min(budget, 2048)
+            entries = table.scan_partition_from(partition, state.cursor, want)
+            budget -= want
+            at_end = len(entries) < want  # the store has no more keys after these
+            back_at_start = False
+            if wrapped and started_at is not None:  # the second lap stops where this step began
+                lap = [(k, v) for k, v in entries if k < started_at]
+                back_at_start = len(lap) < len(entries)
+                entries = lap
+            for key, value in entries:
+                if self.partition_of(value) != partition:
+                    continue
+                if self.ts_of(value) < horizon:
+                    out.append(key)
+                else:
+                    state.next_filter.add(key)
+                    state.kept += 1
+            if entries:
+                state.cursor = entries[-1][0]
+            if back_at_start:
+                break
+            if at_end:
+                # the pass over the whole store is complete: its filter takes over
+                state.filter, state.next_filter = state.next_filter, KeyFilter(self.filter_bits)
+                state.last_pass_keys, state.kept, state.cursor = state.kept, 0, None
+                if wrapped or started_at is None:
+                    break
+                wrapped = True
         return out
 
     def size(self) -> int:
-        """Keys tracked (held in the store, unless erased since)."""
-        return sum(len(keys) for keys in self._newest.values())
+        """Keys held (as the sweep last counted them; between passes, an estimate)."""
+        return sum(max(s.last_pass_keys, s.kept) for s in self._partitions.values())

@@ -50,6 +50,10 @@ class DictState:
     def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
         return self.scan()  # one dict for all partitions: the values say which
 
+    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        keys = sorted(k for k in self.data if after is None or k > after)[:limit]
+        return [(k, self.data[k]) for k in keys]
+
 
 # -- the pipeline agent under Faust's test context -----------------------------------------
 class RecordingPublisher:

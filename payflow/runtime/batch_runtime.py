@@ -26,6 +26,7 @@ from payflow.keys import KeyRing
 from payflow.outputs import KafkaOutputs, enriched_records
 from payflow.runtime import internals, worker
 from payflow.runtime.checkpoint import Checkpoint, Landing
+from payflow.runtime.partition_growth import PartitionFollowers
 from payflow.runtime.take import ack
 from payflow.settings import Settings
 from payflow.sink import WarehouseSink
@@ -46,10 +47,14 @@ class Runtime:
     monitor: Any  # the app's LeanMonitor: its stalled-stream detector reads stream_inbound_time
     # what a failure of the pipeline does: stop the worker (tests raise instead)
     fail_stop: Callable[[str, BaseException], None] = worker.fail_stop
+    # the topics that follow the raw topic's partitioning (None: tests without a broker)
+    followers: PartitionFollowers | None = None
 
     async def process(self, messages: list) -> Landing:
         """Every stage but the warehouse; queues the outputs on the producer. Returns the rows
         to land, with what committing the landing needs."""
+        if self.followers is not None:  # the raw topic grew: its state changelogs first
+            await self.followers.cover({m.partition for m in messages})
         now = datetime.now(timezone.utc)
         inbound_at = time.monotonic()
         for tp in {m.tp for m in messages}:
@@ -94,8 +99,32 @@ async def start_runtime(app: Any, settings: Settings) -> Runtime:
     """The worker's runtime: topics ensured, then the blocking opens in a thread."""
     t = settings.topics
     await ensure_topics(settings.kafka_bootstrap, [t.enriched, t.dlq, t.late, t.dedup_audit], settings.partitions)
+    followers = partition_followers(app, settings)
+    await followers.follow()
     processor, outputs, sink = await asyncio.to_thread(_open, app, settings)
-    return Runtime(processor, outputs, sink, new_checkpoint(app, settings, processor, outputs, sink), app.monitor)
+    return Runtime(processor, outputs, sink, new_checkpoint(app, settings, processor, outputs, sink), app.monitor,
+                   followers=followers)
+
+
+def follower_topics(settings: Settings) -> list[str]:
+    """The topics keyed like the raw topic: the state changelogs and the erasure requests."""
+    from payflow.tables.definitions import ALL_TABLES
+    return [t.changelog_topic.get_topic_name() for t in ALL_TABLES] + [settings.topics.erasure_requests]
+
+
+def partition_followers(app: Any, settings: Settings) -> PartitionFollowers:
+    """Grows the follower topics when the raw topic grows (payflow.runtime.partition_growth),
+    checked at every rebalance and before a batch from a partition they lack."""
+    followers = PartitionFollowers(app, bootstrap=settings.kafka_bootstrap, raw_topic=settings.topics.raw,
+                                   followers=lambda: follower_topics(settings))
+
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        counts = {internals.topic_partition_count(app, t) for t in [settings.topics.raw, *follower_topics(settings)]}
+        if len(counts) > 1:  # not co-partitioned (or not all known yet)
+            await followers.follow()
+
+    app.on_partitions_assigned.connect(on_assigned, weak=False)
+    return followers
 
 
 def _open(app: Any, settings: Settings) -> tuple[BatchProcessor, KafkaOutputs, WarehouseSink]:

@@ -386,4 +386,4 @@ class BatchProcessor:
                 (self.sender_index, self.sender_table, wm - fraud.PROFILE_IDLE_S),
                 (self.card_index, self.card_table, wm - LEGACY_CARD_WINDOW_S),
             ):
-                table.expire(partition, index.expired(partition, horizon))
+                table.expire(partition, index.expired(partition, horizon, table))

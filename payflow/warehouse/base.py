@@ -60,6 +60,8 @@ class LandingBatch:
     # set by first_per_key(): transaction_id -> every raw position it came from in this
     # batch, for ids that came from more than one (all but the landed one are conflicts)
     repeated: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # and the sender and event time (µs) of each of those positions (same_payment() reads them)
+    copies: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -110,11 +112,15 @@ class LandingBatch:
             out.sources[name] = {column: [values[i] for i in firsts] for column, values in source.items()}
             if name == PAYMENTS:  # a payment id at two raw positions: which one landed decides
                 at: dict[str, list[tuple[int, int]]] = {}
-                for txn, p, o in zip(keys, source["source_partition"], source["source_offset"]):
+                copies: dict[tuple[int, int], tuple[str, int]] = {}
+                for txn, p, o, sender, et in zip(keys, source["source_partition"], source["source_offset"],
+                                                 source["sender_account_id"], source["event_time"]):
                     at.setdefault(txn, [])
                     if (p, o) not in at[txn]:
                         at[txn].append((p, o))
+                        copies[(p, o)] = (sender, et)
                 out.repeated = {txn: places for txn, places in at.items() if len(places) > 1}
+                out.copies = {pos: copies[pos] for places in out.repeated.values() for pos in places}
         return out
 
     def extend(self, later: "LandingBatch") -> None:
@@ -236,10 +242,16 @@ class Landed(dict):
     payments-enriched. A replay (same id, same position) is not a conflict."""
 
     conflicts: list[tuple[str, int, int, int, int]]
+    # those of `conflicts` that are copies of the landed payment (same_payment): recorded in
+    # deduplication_audit, not dead_letter_events; each (transaction_id, partition, offset,
+    # landed partition, landed offset, landed event time µs, event time µs)
+    duplicates: list[tuple[str, int, int, int, int, int, int]]
 
-    def __init__(self, *args: Any, conflicts: Iterable[tuple[str, int, int, int, int]] = (), **kwargs: Any):
+    def __init__(self, *args: Any, conflicts: Iterable[tuple[str, int, int, int, int]] = (),
+                 duplicates: Iterable[tuple[str, int, int, int, int, int, int]] = (), **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.conflicts = list(conflicts)
+        self.duplicates = list(duplicates)
 
 
 def find_conflicts(batch_positions: dict[str, list[tuple[int, int]]],
@@ -259,6 +271,24 @@ def find_conflicts(batch_positions: dict[str, list[tuple[int, int]]],
             if mine != landed:
                 out.append((txn, mine[0], mine[1], landed[0], landed[1]))
     return sorted(out)
+
+
+def same_payment(conflicts: list[tuple[str, int, int, int, int]],
+                 copies: dict[tuple[int, int], tuple[str, int]],
+                 landed: dict[str, tuple[str, int]]) -> list[tuple[str, int, int, int, int, int, int]]:
+    """The conflicts that are copies of the payment that landed: the same transaction_id
+    from the same sender. Every copy of a sender's payment reaches one partition, where
+    dedup drops it, until the raw topic grows: the sender's key then maps to another
+    partition, whose dedup state never saw the payments sent before (docs/operations.md,
+    "Growing the raw topic"). Such a copy is a duplicate, not an id conflict (two senders
+    reusing an id). `copies`: (partition, offset) -> (sender, event time µs) of the batch's
+    positions; `landed`: transaction_id -> (sender, event time µs) of the landed row."""
+    out = []
+    for txn, p, o, lp, lo in conflicts:
+        copy, first = copies.get((p, o)), landed.get(txn)
+        if copy is not None and first is not None and copy[0] == first[0]:
+            out.append((txn, p, o, lp, lo, first[1], copy[1]))
+    return out
 
 
 def conflict_detail(landed_partition: int, landed_offset: int) -> str:

@@ -33,7 +33,7 @@ import pyarrow as pa
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
     ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, PAYMENT_TABLES, LandingBatch, Landed,
-    TransientWarehouseError, conflict_detail, find_conflicts, to_us,
+    TransientWarehouseError, conflict_detail, find_conflicts, same_payment, to_us,
 )
 
 # Arrow types sent for each BigQuery type (NUMERIC(38, 9) as decimal128: exact, no float)
@@ -80,11 +80,14 @@ class StorageWriteLanding:
         positional = {table: batch.columns(table) for table in POSITIONED if batch.count(table)}
         there: dict[str, set[tuple[int, int]]] = {table: set() for table in POSITIONED}
         erasures: dict[str, str] = {}
+        landed_senders: dict[str, tuple[str, int]] = {}
         if payments or hashes or positional:
-            found, positions_in_table, erasures, there = self._lookup(payments, sorted(hashes), positional)
+            found, positions_in_table, erasures, there, landed_senders = self._lookup(
+                payments, sorted(hashes), positional)
 
         # conflicts: the batch's payment ids held from another raw position
         conflicts: list[tuple[str, int, int, int, int]] = []
+        duplicates: list[tuple[str, int, int, int, int, int, int]] = []
         keep_payment: list[int] = []
         if payments:
             ids, parts, offs = payments["transaction_id"], payments["source_partition"], payments["source_offset"]
@@ -92,13 +95,20 @@ class StorageWriteLanding:
             mine.update(batch.repeated)
             held = list(positions_in_table)
             held_ids = {t for t, _, _ in held}
+            copies = dict(zip(zip(parts, offs), zip(payments["sender_account_id"], payments["event_time"])))
+            copies.update(batch.copies)
             for i, (t, p, o) in enumerate(zip(ids, parts, offs)):
                 if t not in held_ids and erasures.get(payments["pii_hash"][i]) != "delete":
                     held.append((t, p, o))  # lands now: the batch's other copies are conflicts
+                    landed_senders[t] = copies[(p, o)]
             conflicts = find_conflicts(mine, held)
+            duplicates = same_payment(conflicts, copies, landed_senders)
             refused = {c[:3] for c in conflicts}  # a refused copy lands in none of the tables
             keep_payment = [i for i, tpo in enumerate(zip(ids, parts, offs)) if tpo not in refused]
         landed.conflicts = conflicts
+        landed.duplicates = duplicates
+        copied = {d[:3] for d in duplicates}
+        id_conflicts = [c for c in conflicts if c[:3] not in copied]
 
         # rows to append, per table
         appends: dict[str, pa.Table] = {}
@@ -111,8 +121,12 @@ class StorageWriteLanding:
                 rows = [i for i in rows if erasures.get(payments["pii_hash"][i]) != "delete"]
                 columns = _take(columns, rows)
             elif table in POSITIONED:
-                if table == "dead_letter_events" and conflicts:
-                    extra = _conflict_rows(conflicts, now)
+                if table == "deduplication_audit" and duplicates:
+                    extra = _duplicate_rows(duplicates, now)
+                    there[table] |= self._held_positions(table, extra)
+                    columns = extra if columns is None else {c: columns[c] + extra[c] for c in columns}
+                if table == "dead_letter_events" and id_conflicts:
+                    extra = _conflict_rows(id_conflicts, now)
                     # the conflicts' positions were not in the lookup (known only after it)
                     there[table] |= self._held_positions(table, extra)
                     columns = extra if columns is None else {c: columns[c] + extra[c] for c in columns}
@@ -175,9 +189,13 @@ class StorageWriteLanding:
                        bigquery.ScalarQueryParameter("lo", "TIMESTAMP", lo),
                        bigquery.ScalarQueryParameter("hi", "TIMESTAMP", hi)]
             for table in PAYMENT_TABLES:
-                pos = "source_partition, source_offset" if table == "payment_transactions" \
-                    else "CAST(NULL AS INT64), CAST(NULL AS INT64)"
-                parts.append(f"SELECT '{table}' AS t, transaction_id AS k, {pos}, CAST(NULL AS STRING) AS mode "
+                # payment_transactions: where each id landed from, and its sender and event time
+                # (a refused copy from the same sender is a duplicate: base.same_payment)
+                pos = ("source_partition, source_offset, CAST(NULL AS STRING) AS mode, sender_account_id AS sender, "
+                       "UNIX_MICROS(event_time) AS us") if table == "payment_transactions" \
+                    else "CAST(NULL AS INT64), CAST(NULL AS INT64), CAST(NULL AS STRING), CAST(NULL AS STRING), " \
+                         "CAST(NULL AS INT64)"
+                parts.append(f"SELECT '{table}' AS t, transaction_id AS k, {pos} "
                              f"FROM {self.wh._t(table)} WHERE event_time >= @lo AND event_time <= @hi "
                              f"AND transaction_id IN UNNEST(@ids)")
         for table, columns in positional.items():
@@ -186,24 +204,25 @@ class StorageWriteLanding:
             params += [bigquery.ArrayQueryParameter(f"{name}_parts", "INT64", sorted(set(columns[pcol]))),
                        bigquery.ScalarQueryParameter(f"{name}_lo", "INT64", min(columns[ocol])),
                        bigquery.ScalarQueryParameter(f"{name}_hi", "INT64", max(columns[ocol]))]
-            parts.append(f"SELECT '{table}', CAST(NULL AS STRING), {pcol}, {ocol}, CAST(NULL AS STRING) "
-                         f"FROM {self.wh._t(table)} WHERE {tcol} >= @since AND {pcol} IN UNNEST(@{name}_parts) "
+            parts.append(f"SELECT '{table}', CAST(NULL AS STRING), {pcol}, {ocol}, CAST(NULL AS STRING), "
+                         f"CAST(NULL AS STRING), CAST(NULL AS INT64) FROM {self.wh._t(table)} WHERE {tcol} >= @since AND {pcol} IN UNNEST(@{name}_parts) "
                          f"AND {ocol} BETWEEN @{name}_lo AND @{name}_hi")
         if positional:
             params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP",
                                                         datetime.now(timezone.utc) - self.replay_window))
         if hashes:
-            parts.append(f"SELECT 'gdpr_erasures', pii_hash, CAST(NULL AS INT64), CAST(NULL AS INT64), MAX(mode) "
-                         f"FROM {self.wh._t('gdpr_erasures')} WHERE pii_hash IN UNNEST(@hashes) GROUP BY pii_hash")
+            parts.append(f"SELECT 'gdpr_erasures', pii_hash, CAST(NULL AS INT64), CAST(NULL AS INT64), MAX(mode), "
+                         f"CAST(NULL AS STRING), CAST(NULL AS INT64) FROM {self.wh._t('gdpr_erasures')} WHERE pii_hash IN UNNEST(@hashes) GROUP BY pii_hash")
         found: dict[str, set[str]] = {t: set() for t in PAYMENT_TABLES}
         held: list[tuple[str, int | None, int | None]] = []
         erasures: dict[str, str] = {}
         there: dict[str, set[tuple[int, int]]] = {table: set() for table in POSITIONED}
+        senders: dict[str, tuple[str, int]] = {}
         if not parts:
-            return found, held, erasures, there
+            return found, held, erasures, there, senders
         job = self.wh.client.query(" UNION ALL ".join(parts), job_config=bigquery.QueryJobConfig(
             query_parameters=params), retry=self.wh.land_retry, job_retry=None, timeout=self.rpc_timeout)
-        for t, k, p, o, mode in job.result(retry=self.wh.land_retry, timeout=self.rpc_timeout):
+        for t, k, p, o, mode, sender, us in job.result(retry=self.wh.land_retry, timeout=self.rpc_timeout):
             if t == "gdpr_erasures":
                 erasures[k] = mode
             elif t in POSITIONED:
@@ -212,7 +231,8 @@ class StorageWriteLanding:
                 found[t].add(k)
                 if t == "payment_transactions":
                     held.append((k, p, o))
-        return found, held, erasures, there
+                    senders[k] = (sender, us)
+        return found, held, erasures, there, senders
 
     def _held_positions(self, table: str, columns: dict[str, list]) -> set[tuple[int, int]]:
         """Which of these raw positions `table` holds (pruned to the replay window)."""
@@ -283,6 +303,14 @@ def _take(columns: dict[str, list], rows: list[int]) -> dict[str, list]:
     if len(rows) == n:
         return columns
     return {c: [v[i] for i in rows] for c, v in columns.items()}
+
+
+def _duplicate_rows(duplicates: list[tuple[str, int, int, int, int, int, int]], now: datetime) -> dict[str, list]:
+    """deduplication_audit rows for refused copies of a landed payment (base.same_payment)."""
+    return {"transaction_id": [d[0] for d in duplicates], "first_partition": [d[3] for d in duplicates],
+            "first_offset": [d[4] for d in duplicates], "first_event_time": [d[5] for d in duplicates],
+            "duplicate_partition": [d[1] for d in duplicates], "duplicate_offset": [d[2] for d in duplicates],
+            "duplicate_event_time": [d[6] for d in duplicates], "detected_at": [to_us(now)] * len(duplicates)}
 
 
 def _conflict_rows(conflicts: list[tuple[str, int, int, int, int]], now: datetime) -> dict[str, list]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
     ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Landed,
-    TransientWarehouseError, Warehouse, conflict_detail, find_conflicts,
+    TransientWarehouseError, Warehouse, conflict_detail, find_conflicts, same_payment,
 )
 
 _DUCK_TYPE = {"STRING": "VARCHAR", "NUMERIC": "DECIMAL(38,9)", "TIMESTAMP": "TIMESTAMPTZ",
@@ -148,7 +148,8 @@ class DuckDBWarehouse(Warehouse):
                     rows = _arrow_table(table, columns)
                     if table == "payment_transactions":
                         inserted[table], taken = self._land_payments(rows, columns["transaction_id"])
-                        inserted.conflicts = self._record_conflicts(columns, taken, batch.repeated)
+                        inserted.conflicts, inserted.duplicates = self._record_conflicts(
+                            columns, taken, batch.repeated, batch.copies)
                         continue
                     if table in schema.DUCKDB_KEYED_BY_PAYMENT and taken is not None:
                         rows = rows.take(pa.array(taken, type=pa.int64()))
@@ -183,10 +184,12 @@ class DuckDBWarehouse(Warehouse):
         return len(new_ids), [i for i, t in enumerate(ids) if t in new]
 
     def _record_conflicts(self, columns: dict[str, list], taken: list[int] | None,
-                          repeated: dict[str, list[tuple[int, int]]]) -> list[tuple[str, int, int, int, int]]:
+                          repeated: dict[str, list[tuple[int, int]]],
+                          copies_in_batch: dict[tuple[int, int], tuple[str, int]]) -> tuple[list, list]:
         """The batch's payments whose id landed from another raw position (already in the
-        table, or from another position of this batch), recorded in dead_letter_events
-        (Landed explains); in the landing's transaction."""
+        table, or from another position of this batch), and which of them are copies of the
+        landed payment (same sender): the copies recorded in deduplication_audit, the others
+        in dead_letter_events (Landed explains); in the landing's transaction."""
         positions = dict(repeated)
         if taken is not None:
             taken_set = set(taken)
@@ -195,21 +198,37 @@ class DuckDBWarehouse(Warehouse):
                 if i not in taken_set:
                     positions.setdefault(txn, [(p, o)])
         if not positions:
-            return []
+            return [], []
         self.con.register("checked", pa.table({"transaction_id": pa.array(list(positions), type=pa.string())}))
         try:
             landed = self.con.execute(
-                "SELECT t.transaction_id, t.source_partition, t.source_offset FROM payment_transactions AS t "
+                "SELECT t.transaction_id, t.source_partition, t.source_offset, t.sender_account_id, "
+                "epoch_us(t.event_time) FROM payment_transactions AS t "
                 "JOIN checked AS c ON t.transaction_id = c.transaction_id").fetchall()
         finally:
             self.con.unregister("checked")
-        conflicts = find_conflicts(positions, landed)
-        if conflicts:
+        conflicts = find_conflicts(positions, [row[:3] for row in landed])
+        if not conflicts:
+            return [], []
+        copies = dict(zip(zip(columns["source_partition"], columns["source_offset"]),
+                          zip(columns["sender_account_id"], columns["event_time"])))
+        copies.update(copies_in_batch)
+        duplicates = same_payment(conflicts, copies, {row[0]: (row[3], row[4]) for row in landed})
+        copied = {d[:3] for d in duplicates}
+        refused = [c for c in conflicts if c[:3] not in copied]
+        if refused:
             self.con.executemany(
                 "INSERT OR IGNORE INTO dead_letter_events (source_partition, source_offset, reason, detail, "
                 "transaction_id, rejected_at, remains) VALUES (?, ?, ?, ?, ?, now(), NULL)",
-                [(p, o, ID_CONFLICT, conflict_detail(lp, lo), txn) for txn, p, o, lp, lo in conflicts])
-        return conflicts
+                [(p, o, ID_CONFLICT, conflict_detail(lp, lo), txn) for txn, p, o, lp, lo in refused])
+        if duplicates:
+            self.con.executemany(
+                f"{'INSERT OR IGNORE' if self._has_key('deduplication_audit') else 'INSERT'} INTO deduplication_audit "
+                "(transaction_id, first_partition, first_offset, first_event_time, duplicate_partition, "
+                "duplicate_offset, duplicate_event_time, detected_at) "
+                "VALUES (?, ?, ?, make_timestamptz(?), ?, ?, make_timestamptz(?), now())",
+                [(txn, lp, lo, first_us, p, o, copy_us) for txn, p, o, lp, lo, first_us, copy_us in duplicates])
+        return conflicts, duplicates
 
     def _insert(self, table: str, rows: pa.Table, *, returning: bool) -> Any:
         """INSERT the rows (an Arrow table, scanned in place); the count inserted, or with
