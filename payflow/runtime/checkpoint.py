@@ -204,13 +204,20 @@ class Checkpoint:
         assert landing.task is not None
         landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked
         conflicts = getattr(landed_rows, "conflicts", [])
-        if conflicts:  # (b)
-            metrics.DLQ.labels(ID_CONFLICT).inc(len(conflicts))
+        # copies of a payment landed from the same sender (its key moved with a partition
+        # growth): duplicates, audited; the rest of the refused are id conflicts, to the DLQ
+        duplicates = getattr(landed_rows, "duplicates", [])
+        if duplicates:
+            metrics.DUPLICATES.inc(len(duplicates))
+        if len(conflicts) > len(duplicates):  # (b)
+            refused = len(conflicts) - len(duplicates)
+            metrics.DLQ.labels(ID_CONFLICT).inc(refused)
             log.warning("stage sink: %d payment(s) refused: transaction_id already landed from another "
-                        "partition or offset (id_conflict, sent to the DLQ)", len(conflicts))
+                        "partition or offset (id_conflict, sent to the DLQ)", refused)
         # (c) the enriched payments the warehouse took are published now, not before: one it
         # refused (an id conflict) is no valid payment
-        landing.published += await self.outputs.send_landed(landing.enriched, conflicts, datetime.now(timezone.utc))
+        landing.published += await self.outputs.send_landed(landing.enriched, conflicts, datetime.now(timezone.utc),
+                                                            duplicates)
         if landing.published:  # (d) the landing's outputs are on Kafka before its input is acked
             await asyncio.gather(*landing.published)
         landed_at = time.time()
