@@ -100,24 +100,36 @@ def _lengths_by_prefix() -> list[int]:
 
 _LENGTHS = _lengths_by_prefix()
 
-# What may stand between two digits of a written card number. Space-like separators (white
-# space and invisible characters) join in runs of any length ("4111    1111"); marks
-# (dash, dot, underscore, apostrophe, slash, plus, colon, comma and their look-alikes) join
-# up to MAX_MARKS in a gap ("4111 - 1111", "4111/1111", "4111,1111", "4111--1111").
+# What may stand between two digits of a written card number. A gap of up to MAX_JOINERS
+# of the JOINERS (white space, invisible characters, dash, dot, underscore, apostrophe and
+# their look-alikes) joins digits anywhere: "4111 1111-1111.1111", "41-1111 1111.1111-11",
+# "1.4111…". A gap with a LISTING mark (slash, plus, colon, comma and their look-alikes) or
+# longer white space ("4111/1111/…", "4111,1111,…", "4111    1111    …") is how lists, tables,
+# times and ratios are written too, so digits across such gaps count as one card number only
+# when they are written as one: whole groups of four (the last 1 to 4 digits) or 4-6-5 /
+# 4-6-4, every gap between them the same (see _listed_windows).
 SPACE_SEPARATORS = (" \t\n\r\v\f\u00a0\u00ad\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
                     "\u2009\u200a\u200b\u200c\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff")
-MARK_SEPARATORS = ("-._'/+:,"
-                   "\u00b7\u066b\u066c\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u2044\u2212\u2215"
-                   "\u3001\u30fb\u30fc\uff0b\uff0c\uff0d\uff0e\uff0f\uff1a\uff3f")
-SEPARATORS = SPACE_SEPARATORS + MARK_SEPARATORS
+JOINING_MARKS = ("-._'\u00b7\u066b\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u2212\u30fb\u30fc"
+                 "\uff0d\uff0e\uff3f")
+LISTING_MARKS = "/+:,\u066c\u2044\u2215\u3001\uff0b\uff0c\uff0f\uff1a"
+JOINERS = SPACE_SEPARATORS + JOINING_MARKS
+SEPARATORS = JOINERS + LISTING_MARKS
+MAX_JOINERS = 3
 MAX_MARKS = 3
 _SPACES = "[" + re.escape(SPACE_SEPARATORS) + "]"
-_MARKS = "[" + re.escape(MARK_SEPARATORS) + "]"
-# a gap between two digits: spaces, and at most MAX_MARKS marks among them. The two classes
-# are disjoint, so the regex never tries one gap two ways (linear in the text)
+_MARKS = "[" + re.escape(JOINING_MARKS + LISTING_MARKS) + "]"
+# any gap: white space, and at most MAX_MARKS marks among it. The two classes are disjoint,
+# so the regex never tries one gap two ways (linear in the text)
 _GAP = f"{_SPACES}*(?:{_MARKS}{_SPACES}*){{0,{MAX_MARKS}}}"
-# a digit run: digits joined by gaps; 12 digits at least
+# a digit run: digits joined by any gaps; 12 digits at least
 _RUN = re.compile(r"\d(?:" + _GAP + r"\d){11,}")
+# a group: digits joined by joining gaps only
+_GROUP = re.compile(r"\d(?:[" + re.escape(JOINERS) + r"]{0," + str(MAX_JOINERS) + r"}\d)*")
+# a run holding a gap that is not a joining one (digits of one run are separated by at most MAX_MARKS + spaces)
+_LISTED = re.compile("[" + re.escape(LISTING_MARKS) + "]|[" + re.escape(JOINERS) + "]{" + str(MAX_JOINERS + 1) + "}")
+# runs of 12+ digits that masking takes whatever their Luhn check (redact_card_like)
+_JOINED_RUN = re.compile(r"\d(?:[" + re.escape(JOINERS) + r"]{0," + str(MAX_JOINERS) + r"}\d){11,}")
 # the pre-check's regex: 12 digits with any number of separators between (a superset of _RUN)
 _MAYBE_PAN = re.compile(r"\d(?:[" + re.escape(SEPARATORS) + r"]*\d){11}")
 
@@ -190,6 +202,43 @@ def _run_windows(digits: str) -> list[tuple[int, int]]:
     return out
 
 
+def _card_layout(counts: list[int]) -> bool:
+    """Digit groups written as a card number is: fours (the last 1 to 4), or Amex's 4-6-5 and
+    Diners' 4-6-4."""
+    last = counts[-1]
+    return (1 <= last <= 4 and all(c == 4 for c in counts[:-1])) or counts == [4, 6, 5] or counts == [4, 6, 4]
+
+
+def _windows(run: str, digits: str) -> list[tuple[int, int]]:
+    """(start, end) in `digits` (the run's) of every card number in a digit run: any window
+    inside a group (digits joined by joining gaps), and whole groups across listing gaps
+    written in a card layout, every gap the same."""
+    if _LISTED.search(run) is None:
+        return _run_windows(digits)
+    groups = [m.span() for m in _GROUP.finditer(run)]
+    counts = [len(_run_digits(run[a:b])) for a, b in groups]
+    firsts = [0, *accumulate(counts)]
+    out: list[tuple[int, int]] = []
+    for k, count in enumerate(counts):
+        if count >= PAN_MIN_DIGITS:
+            first = firsts[k]
+            out += [(first + i, first + e) for i, e in _run_windows(digits[first:first + count])]
+    for i in range(len(groups) - 1):
+        gap = run[groups[i][1]:groups[i + 1][0]]
+        first = firsts[i]
+        for j in range(i + 1, len(groups)):
+            if run[groups[j - 1][1]:groups[j][0]] != gap:
+                break
+            length = firsts[j + 1] - first
+            if length > PAN_MAX_DIGITS:
+                break
+            if length >= PAN_MIN_DIGITS and _card_layout(counts[i:j + 1]):
+                window = digits[first:first + length]
+                if _LENGTHS[int(window[:4])] >> length & 1 and luhn_valid(window):
+                    out.append((first, first + length))
+    return sorted(out)
+
+
 # Identifiers whose structure no card number has by accident, recognised by their own rules:
 # a card number inside one is not reported (see find_pans).
 # - an RFC 4122 / 9562 UUID (version 1-8, variant 10xx). Its edges are hex edges, not word
@@ -260,7 +309,7 @@ def _scan(text: str) -> list[tuple[re.Match[str], list[PanHit]]]:
     for m in _RUN.finditer(text):
         run = m.group()
         digits = _run_digits(run)
-        windows = _run_windows(digits)
+        windows = _windows(run, digits)
         if not windows:
             continue
         offset = m.start()
@@ -315,15 +364,18 @@ def mask_pans(text: str) -> str:
 
 
 def redact_card_like(text: str) -> str:
-    """Mask every run of 12 or more digits (joined as find_pans joins them), Luhn-valid or not.
+    """Mask every card number find_pans finds, and every other run of 12 or more digits
+    joined by joining gaps, Luhn-valid or not (lists and tables of numbers are kept).
 
     Used on the remains of garbage messages before they go to the DLQ and on log lines: a
     broken message may hold a PAN that no parser recognised, so anything card-shaped is
-    masked. Its runs are find_pans' runs, so whatever find_pans finds is masked here.
+    masked.
     """
     if not may_hold_pan(text):
         return text
-    return _RUN.sub(lambda m: mask_digits(_run_digits(m.group())), text)
+    text = _JOINED_RUN.sub(lambda m: mask_digits(_run_digits(m.group())), text)
+    # what is left of a card number is written across listing gaps, in groups of 4 to 6
+    return mask_pans(text) if _LISTED.search(text) else text
 
 
 def brand_of(pan: str) -> str:

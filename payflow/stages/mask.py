@@ -45,10 +45,11 @@ def mask(payment: ValidatedPayment, key: HmacKey, masked_at: datetime,
     masked = _mask(payment, key, masked_at, partition, offset)
     if payment.card_like:
         # docs/compliance.md: the card-like run is replaced in place, the payment lands flagged
-        tokens = {f: replace_pans(getattr(payment, f), lambda digits: card_like_token(key, digits))
-                  for f in payment.card_like}
-        masked = dataclasses.replace(masked, masking_reason=MASKING_REASON + CARD_LIKE_FLAG + ", ".join(tokens),
-                                     **tokens)
+        for name in payment.card_like:
+            value = getattr(masked, name)
+            if isinstance(value, str):
+                setattr(masked, name, replace_pans(value, lambda digits: card_like_token(key, digits)))
+        masked.masking_reason = MASKING_REASON + CARD_LIKE_FLAG + ", ".join(payment.card_like)
     return masked
 
 

@@ -70,7 +70,8 @@ MAX_ID_LENGTH = 128
 MAX_EMAIL_LENGTH = 254
 _NOT_FINITE = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
 _REQUIRED = operator.itemgetter(*REQUIRED_STRINGS)
-_CHECKED_REQUIRED = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in (*TOKENIZED_FIELDS, *_REFUSED_FIELDS)))
+_CHECKED_FIELDS = TOKENIZED_FIELDS + _REFUSED_FIELDS
+_CHECKED_REQUIRED = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in _CHECKED_FIELDS))
 
 
 @dataclass(slots=True)

@@ -58,7 +58,9 @@ def test_the_redaction_is_linear_in_a_digit_run():
         ratio = cpu_seconds(fn, long) / max(cpu_seconds(fn, short), 1e-4)
         # 8 times the text: linear is ~8, quadratic ~64
         assert ratio < 20, (fn.__name__, ratio)
-        assert cpu_seconds(fn, digits(rng, 60_000), repeat=1) < BUDGET_SECONDS, fn.__name__
+    # what the DLQ remains cost for a whole 60,000-digit run (a message's strings are cut first)
+    for fn in (redact.remove_personal_text, redact.mask_text):
+        assert cpu_seconds(fn, digits(rng, 60_000)) < BUDGET_SECONDS / 2, fn.__name__
 
 
 @st.composite
