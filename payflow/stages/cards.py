@@ -5,10 +5,13 @@ tokens in identifier fields (mask), the DLQ masking (redact), the log scrubber (
 the PCI audit all use it. It finds every Luhn-valid window of 12 to 19 digits that starts
 with an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
 
-- written with separators between any two digits, in any grouping (4-4-4-4, 4-6-5,
-  2-4-4-4-2, 4.4.4.4, 4/4/4/4, 4 4-4.4 ...): white space and invisible characters in runs of
-  any length, and up to three marks (dash, dot, underscore, apostrophe, slash, plus, colon,
-  comma and their Unicode look-alikes) in one gap;
+- written with up to three joiners (white space, invisible characters, dash, dot,
+  underscore, apostrophe and their Unicode look-alikes) between any two digits, in any
+  grouping (4-4-4-4, 4-6-5, 2-4-4-4-2, 4.4.4.4, 4 4-4.4 ...);
+- or across listing gaps (slash, plus, colon, comma, or longer white space: "4111/1111/…",
+  "4111    1111    …") when written as a card is, in whole groups of four (the last 1 to 4
+  digits), 4-6-5 or 4-6-4, the same gap throughout: lists, tables and times of day use
+  those gaps too, and any window across them would make most of them card numbers;
 - next to any character: a PAN directly after or before other digits ("1.4111…", "…1111.5")
   is found, because every window of a longer digit run that starts at a plausible prefix is
   examined. The price: a long number of another kind (19-digit ids, a float's fraction) can
