@@ -436,7 +436,7 @@ def audit_pci(warehouse, no_warehouse, topic_names, topics, max_per_topic, state
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(result.summary())
-    sys.exit(EXIT_FAILED if not result.ok else EXIT_ERROR if result.read_nothing else EXIT_OK)
+    sys.exit(result.exit_code)
 
 
 @main.command("fraud-report")

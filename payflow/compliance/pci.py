@@ -121,15 +121,27 @@ class ScanResult:
     def not_read(self) -> int:
         return sum(p.not_read for p in self.places)
 
+    @property
+    def complete(self) -> bool:
+        """Everything it was to read was read: only then can a scan without findings say clean."""
+        return not self.read_nothing and not self.not_read
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's: 0 clean, 1 card data found, 2 incomplete (nothing read, or records left
+        unread by --max-per-topic): an audit that read part of a place cannot say clean."""
+        return 1 if not self.ok else 0 if self.complete else 2
+
     def verdict(self) -> str:
         if not self.ok:
             return f"PCI scan: {self.findings_total} finding(s) of card data"
         if self.read_nothing:
             return "PCI scan: NOTHING READ (0 records, rows, files and lines): cannot say clean"
-        text = "PCI scan: clean, no card data found in " + ", ".join(f"{n} {k}" for k, n in self.scanned.items() if n)
+        read = ", ".join(f"{n} {k}" for k, n in self.scanned.items() if n)
         if self.not_read:
-            text += f"; {self.not_read} topic records were NOT READ (--max-per-topic)"
-        return text
+            return (f"PCI scan: INCOMPLETE, cannot say clean: no card data found in {read}, but "
+                    f"{self.not_read} topic records were NOT READ (--max-per-topic)")
+        return "PCI scan: clean, no card data found in " + read
 
     def summary(self) -> str:
         lines = [p.line() for p in self.places]
@@ -144,7 +156,8 @@ class ScanResult:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"verdict": "findings" if not self.ok else "nothing read" if self.read_nothing else "clean",
+        return {"verdict": "findings" if not self.ok else "nothing read" if self.read_nothing
+                else "incomplete" if self.not_read else "clean",
                 "places": [asdict(p) for p in self.places], "scanned": self.scanned,
                 "pii_hash_share": self.pii_hash_share, "findings_total": self.findings_total,
                 "findings": [asdict(f) for f in self.findings]}
@@ -518,12 +531,25 @@ def scan_log_file(path: Path, result: ScanResult, place: Place) -> None:
             result.add(scan_text(line.decode("utf-8", "replace"), f"{path}:{lineno}"))
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why a named log file cannot be scanned, or None: anything that is not a directory
+    reads (a character device such as /dev/null, a pipe, a symbolic link to a file)."""
+    if not path.exists():
+        return f"log file {path} does not exist"
+    if path.is_dir():
+        return f"log file {path} is a directory (--log-dir scans one)"
+    if not os.access(path, os.R_OK):
+        return f"log file {path} is not readable"
+    return None
+
+
 def scan_files(paths: Iterable[Path], result: ScanResult, *, explicit: bool = True) -> None:
     """Log files, line by line. A named file that does not exist is an error."""
     for path in map(Path, paths):
-        if not path.is_file():
+        problem = _unreadable(path)
+        if problem is not None:
             if explicit:
-                raise AuditError(f"log file {path} does not exist")
+                raise AuditError(problem)
             continue
         place = Place("log", str(path), "lines", explicit=explicit)
         result.places.append(place)
@@ -551,8 +577,9 @@ def scan_all(warehouse: Warehouse | None = None, *, log_files: Iterable[Path] = 
     result = ScanResult()
     log_files = [Path(p) for p in log_files]
     for path in log_files:  # before the long scans: a typo fails at once
-        if not path.is_file():
-            raise AuditError(f"log file {path} does not exist")
+        problem = _unreadable(path)
+        if problem is not None:
+            raise AuditError(problem)
     topics = list(topics)
     if bootstrap and topics:
         scan_topics(bootstrap, topics, max_per_topic, result, explicit=explicit_topics)

@@ -1,22 +1,26 @@
 """Card-number facts: Luhn check, brands, and THE card-number detector.
 
-`find_pans` is the one detector payflow has: the input guard (validation's
-`card_data_in_field`), the DLQ masking (masking_remains), the log scrubber (logs) and the
-PCI audit all use it. It finds every Luhn-valid window of 12 to 19 digits that starts with
-an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
+`find_pans` is the one detector payflow has: the input guard (validation), the keyed
+tokens in identifier fields (mask), the DLQ masking (redact), the log scrubber (logs) and
+the PCI audit all use it. It finds every Luhn-valid window of 12 to 19 digits that starts
+with an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
 
-- written with any mix of separators (`SEPARATORS`: white space, dash, dot, underscore,
-  apostrophe and their Unicode look-alikes, invisible ones included) between any two digits, in any grouping (4-4-4-4, 4-6-5, 2-4-4-4-2,
-  4.4.4.4, 4 4-4.4 ...);
+- written with up to three joiners (white space, invisible characters, dash, dot,
+  underscore, apostrophe and their Unicode look-alikes) between any two digits, in any
+  grouping (4-4-4-4, 4-6-5, 2-4-4-4-2, 4.4.4.4, 4 4-4.4 ...);
+- or across listing gaps (slash, plus, colon, comma, or longer white space: "4111/1111/…",
+  "4111    1111    …") when written as a card is, in whole groups of four (the last 1 to 4
+  digits), 4-6-5 or 4-6-4, the same gap throughout: lists, tables and times of day use
+  those gaps too, and any window across them would make most of them card numbers;
 - next to any character: a PAN directly after or before other digits ("1.4111…", "…1111.5")
   is found, because every window of a longer digit run that starts at a plausible prefix is
   examined. The price: a long number of another kind (19-digit ids, a float's fraction) can
   hold a Luhn-valid window by chance, and counts as a card number.
 
-Up to three separators in a row still join ("4111 - 1111", two spaces); not joined: other
-characters (comma, slash, colon, letters). Nothing inside an RFC 4122 UUID is a card
-number (one random UUID in ~250 would otherwise hold one across its dashes).
-Digits of any script count by their value (Arabic-Indic digits are a PAN too).
+Not joined: letters and other characters. Identifiers recognised by their own rules are not
+card numbers: nothing inside an RFC 4122 UUID, an IBAN whose ISO 13616 check holds, or a
+date and time (docs/compliance.md, "What counts as a card number"). Digits of any script
+count by their value (Arabic-Indic digits are a PAN too). The cost is linear in the text.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Callable
 
 
 # each digit doubled (minus 9 above 9), as a byte translation: the sums below run in C
@@ -98,22 +103,42 @@ def _lengths_by_prefix() -> list[int]:
 
 _LENGTHS = _lengths_by_prefix()
 
-# single separators that may stand between two digits of a written card number
-SEPARATORS = (" -.\t\n\r\v\f_'"  # ASCII: white space, dash, dot, underscore, apostrophe
-              "\u00a0\u00ad\u00b7\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
-              "\u200a\u200b\u200c\u200d\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u202f\u205f"
-              "\u2060\u2212\u3000\u30fb\u30fc\ufeff\uff0d\uff0e\uff3f")
-# at most this many separators in a row still join two digits ("4111 - 1111", "4111  1111")
-MAX_SEPARATORS = 3
-_SEP_CLASS = "[" + re.escape(SEPARATORS) + "]"
-# a digit run: digits with at most MAX_SEPARATORS separators between two; 12 digits at least
-_RUN = re.compile(r"\d(?:" + _SEP_CLASS + r"{0," + str(MAX_SEPARATORS) + r"}\d){11,}")
+# What may stand between two digits of a written card number. A gap of up to MAX_JOINERS
+# of the JOINERS (white space, invisible characters, dash, dot, underscore, apostrophe and
+# their look-alikes) joins digits anywhere: "4111 1111-1111.1111", "41-1111 1111.1111-11",
+# "1.4111…". A gap with a LISTING mark (slash, plus, colon, comma and their look-alikes) or
+# longer white space ("4111/1111/…", "4111,1111,…", "4111    1111    …") is how lists, tables,
+# times and ratios are written too, so digits across such gaps count as one card number only
+# when they are written as one: whole groups of four (the last 1 to 4 digits) or 4-6-5 /
+# 4-6-4, every gap between them the same (see _listed_windows).
+SPACE_SEPARATORS = (" \t\n\r\v\f\u00a0\u00ad\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+                    "\u2009\u200a\u200b\u200c\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff")
+JOINING_MARKS = ("-._'\u00b7\u066b\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u2212\u30fb\u30fc"
+                 "\uff0d\uff0e\uff3f")
+LISTING_MARKS = "/+:,\u066c\u2044\u2215\u3001\uff0b\uff0c\uff0f\uff1a"
+JOINERS = SPACE_SEPARATORS + JOINING_MARKS
+SEPARATORS = JOINERS + LISTING_MARKS
+MAX_JOINERS = 3
+MAX_MARKS = 3
+_SPACES = "[" + re.escape(SPACE_SEPARATORS) + "]"
+_MARKS = "[" + re.escape(JOINING_MARKS + LISTING_MARKS) + "]"
+# any gap: white space, and at most MAX_MARKS marks among it. The two classes are disjoint,
+# so the regex never tries one gap two ways (linear in the text)
+_GAP = f"{_SPACES}*(?:{_MARKS}{_SPACES}*){{0,{MAX_MARKS}}}"
+# a digit run: digits joined by any gaps; 12 digits at least
+_RUN = re.compile(r"\d(?:" + _GAP + r"\d){11,}")
+# a group: digits joined by joining gaps only
+_GROUP = re.compile(r"\d(?:[" + re.escape(JOINERS) + r"]{0," + str(MAX_JOINERS) + r"}\d)*")
+# a run holding a gap that is not a joining one (digits of one run are separated by at most MAX_MARKS + spaces)
+_LISTED = re.compile("[" + re.escape(LISTING_MARKS) + "]|[" + re.escape(JOINERS) + "]{" + str(MAX_JOINERS + 1) + "}")
+# runs of 12+ digits that masking takes whatever their Luhn check (redact_card_like)
+_JOINED_RUN = re.compile(r"\d(?:[" + re.escape(JOINERS) + r"]{0," + str(MAX_JOINERS) + r"}\d){11,}")
 # the pre-check's regex: 12 digits with any number of separators between (a superset of _RUN)
-_MAYBE_PAN = re.compile(r"\d(?:" + _SEP_CLASS + r"*\d){11}")
+_MAYBE_PAN = re.compile(r"\d(?:[" + re.escape(SEPARATORS) + r"]*\d){11}")
 
 # ASCII digits -> "0", the ASCII separators deleted, every other byte -> "x"
 _DIGIT_CLASSES = bytes(ord("0") if 48 <= b <= 57 else ord("x") for b in range(256))
-_ASCII_SEPARATORS = SEPARATORS[:SEPARATORS.index("\u00a0")].encode("ascii")
+_ASCII_SEPARATORS = "".join(ch for ch in SEPARATORS if ch.isascii()).encode("ascii")
 _TWELVE_DIGITS = b"0" * PAN_MIN_DIGITS
 
 
@@ -145,66 +170,172 @@ def mask_digits(digits: str) -> str:
     return "X" * (len(digits) - 4) + digits[-4:]
 
 
-def _run_hits(run_start: int, run: str) -> list[PanHit]:
-    """The card numbers in one digit run (a _RUN match at run_start of its text)."""
+def _run_digits(run: str) -> str:
+    """The digits of a run, in ASCII."""
     if run.isascii():
-        digits = run.encode("ascii").translate(None, _ASCII_SEPARATORS).decode("ascii")
-    else:
-        digits = _ascii_digits(run)
+        return run.encode("ascii").translate(None, _ASCII_SEPARATORS).decode("ascii")
+    return "".join(str(unicodedata.decimal(ch)) for ch in run if ch.isdecimal())
+
+
+def _run_windows(digits: str) -> list[tuple[int, int]]:
+    """(start, end) in `digits` of every Luhn-valid window at a plausible issuer prefix and a
+    length used there. One pass: the Luhn sum of any window comes from two running sums
+    (for a window ending at e, the digit at j is doubled when e - j is odd), so the cost is
+    linear in the run, never a check per window."""
     n = len(digits)
-    # the windows' starts at a plausible prefix, with the PAN lengths used there: most runs
-    # that are not card numbers (IP addresses, other ids) end here
-    starts = [(i, lengths) for i in range(n - PAN_MIN_DIGITS + 1) if (lengths := _LENGTHS[int(digits[i:i + 4])])]
+    lengths = _LENGTHS
+    starts = [(i, bits) for i in range(n - PAN_MIN_DIGITS + 1) if (bits := lengths[int(digits[i:i + 4])])]
     if not starts:
         return []
     values = [ord(ch) - 48 for ch in digits]
-    # Luhn sums of every window in O(1): for a window ending at e, a digit at j is doubled
-    # when e - j is odd, i.e. when j's parity differs from e's. sums[p][k] is the sum of
-    # the first k digits weighted for windows ending at a position of parity p.
+    doubled = _DOUBLED_VALUE
+    # sums[p][k]: the first k digits, weighted for windows ending at a position of parity p
     sums = (
-        [0, *accumulate(v if j % 2 == 0 else _DOUBLED_VALUE[v] for j, v in enumerate(values))],
-        [0, *accumulate(_DOUBLED_VALUE[v] if j % 2 == 0 else v for j, v in enumerate(values))],
+        [0, *accumulate(v if j % 2 == 0 else doubled[v] for j, v in enumerate(values))],
+        [0, *accumulate(doubled[v] if j % 2 == 0 else v for j, v in enumerate(values))],
     )
-    positions: list[int] = []
-    hits: list[PanHit] = []
-    for i, lengths in starts:
+    out: list[tuple[int, int]] = []
+    for i, bits in starts:
         for length in range(PAN_MIN_DIGITS, min(PAN_MAX_DIGITS, n - i) + 1):
-            if lengths >> length & 1:
+            if bits >> length & 1:
                 end = i + length
                 weighted = sums[(end - 1) % 2]
                 if (weighted[end] - weighted[i]) % 10 == 0:
-                    if not positions:
-                        positions = [k for k, ch in enumerate(run) if ch not in SEPARATORS]
-                    hits.append(PanHit(run_start + positions[i], run_start + positions[end - 1] + 1, digits[i:end]))
-    return hits
+                    out.append((i, end))
+    return out
 
 
-# an RFC 4122 / 9562 UUID (version 1-8, variant 10xx): digits joined across its dashes hold a
-# plausible, Luhn-valid window in about one random UUID of 250, the usual transaction id. Its
-# edges are hex edges, not word edges: a UUID follows a name with no separator in binary
-# files (RocksDB writes its db identity right after "rocksdb.creating.db.identity")
+def _card_layout(counts: list[int]) -> bool:
+    """Digit groups written as a card number is: fours (the last 1 to 4), or Amex's 4-6-5 and
+    Diners' 4-6-4."""
+    last = counts[-1]
+    return (1 <= last <= 4 and all(c == 4 for c in counts[:-1])) or counts == [4, 6, 5] or counts == [4, 6, 4]
+
+
+def _windows(run: str, digits: str) -> list[tuple[int, int]]:
+    """(start, end) in `digits` (the run's) of every card number in a digit run: any window
+    inside a group (digits joined by joining gaps), and whole groups across listing gaps
+    written in a card layout, every gap the same."""
+    if _LISTED.search(run) is None:
+        return _run_windows(digits)
+    groups = [m.span() for m in _GROUP.finditer(run)]
+    counts = [len(_run_digits(run[a:b])) for a, b in groups]
+    firsts = [0, *accumulate(counts)]
+    out: list[tuple[int, int]] = []
+    for k, count in enumerate(counts):
+        if count >= PAN_MIN_DIGITS:
+            first = firsts[k]
+            out += [(first + i, first + e) for i, e in _run_windows(digits[first:first + count])]
+    for i in range(len(groups) - 1):
+        gap = run[groups[i][1]:groups[i + 1][0]]
+        first = firsts[i]
+        for j in range(i + 1, len(groups)):
+            if run[groups[j - 1][1]:groups[j][0]] != gap:
+                break
+            length = firsts[j + 1] - first
+            if length > PAN_MAX_DIGITS:
+                break
+            if length >= PAN_MIN_DIGITS and _card_layout(counts[i:j + 1]):
+                window = digits[first:first + length]
+                if _LENGTHS[int(window[:4])] >> length & 1 and luhn_valid(window):
+                    out.append((first, first + length))
+    return sorted(out)
+
+
+# Identifiers whose structure no card number has by accident, recognised by their own rules:
+# a card number inside one is not reported (see find_pans).
+# - an RFC 4122 / 9562 UUID (version 1-8, variant 10xx). Its edges are hex edges, not word
+#   edges: a UUID follows a name with no separator in binary files (RocksDB writes its db
+#   identity right after "rocksdb.creating.db.identity")
 _UUID = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[1-8][0-9A-Fa-f]{3}-[89abAB][0-9A-Fa-f]{3}-"
                    r"[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
+# - an IBAN (ISO 13616): country code, two check digits, the country's BBAN length, electronic
+#   form or printed in groups of four; valid when its mod-97 check holds (ISO 7064 MOD 97-10)
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
+    "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28,
+    "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
+    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+_IBAN_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[A-Za-z]{2}[0-9]{2}(?: ?[0-9A-Za-z]){11,30}")
+# - a date and time ("2026-11-20 10:00:00,123", as logging writes it): joined by the
+#   separators, its digits make a long run
+_DATE_TIME = re.compile(r"(?<!\d)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[Tt ](?:[01]\d|2[0-3]):[0-5]\d"
+                        r"(?::[0-5]\d(?:[.,]\d{1,9})?)?(?!\d)")
+
+
+def iban_valid(text: str) -> bool:
+    """An IBAN (spaces allowed) of its country's length whose ISO 13616 check holds."""
+    compact = text.replace(" ", "").upper()
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isascii() or not compact.isalnum():
+        return False
+    return int("".join(str(int(ch, 36)) for ch in compact[4:] + compact[:4])) % 97 == 1
+
+
+def _iban_spans(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for m in _IBAN_CANDIDATE.finditer(text):
+        length = IBAN_LENGTHS.get(m.group()[:2].upper())
+        if length is None:
+            continue
+        # the country's length of characters, separators not counted: the candidate may run on
+        kept = 0
+        for end, ch in enumerate(m.group(), 1):
+            if ch != " ":
+                kept += 1
+                if kept == length:
+                    if iban_valid(m.group()[:end]):
+                        spans.append((m.start(), m.start() + end))
+                    break
+    return spans
+
+
+def _identifier_spans(text: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _UUID.finditer(text)] if "-" in text else []
+    spans += _iban_spans(text)
+    if ":" in text:
+        spans += [m.span() for m in _DATE_TIME.finditer(text)]
+    return spans
+
+
+def _scan(text: str) -> list[tuple[re.Match[str], list[PanHit]]]:
+    """Each digit run of text that holds a card number, with its card numbers."""
+    if not may_hold_pan(text):
+        return []
+    found: list[tuple[re.Match[str], list[PanHit]]] = []
+    spans: list[tuple[int, int]] | None = None
+    for m in _RUN.finditer(text):
+        run = m.group()
+        digits = _run_digits(run)
+        windows = _windows(run, digits)
+        if not windows:
+            continue
+        offset = m.start()
+        positions = [offset + k for k, ch in enumerate(run) if ch.isdecimal()]
+        hits = [PanHit(positions[i], positions[e - 1] + 1, digits[i:e]) for i, e in windows]
+        if spans is None:
+            spans = _identifier_spans(text)
+        if spans:
+            hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in spans)]
+        if hits:
+            found.append((m, hits))
+    return found
 
 
 def find_pans(text: str) -> list[PanHit]:
     """Every card number in text (see the module docstring), in order of start.
 
     Overlapping windows of one digit run are each reported: a run that is one PAN usually
-    gives one hit, a long run of digits can give several. A hit inside a UUID is not
-    reported (UUIDs are the usual transaction ids): a card number can be made to look like
-    one only with its digits fitted to the version and variant positions, not by accident.
+    gives one hit, a long run of digits can give several. A hit inside a UUID, a valid IBAN
+    or a date and time is not reported: a card number can be made to look like one only
+    with its digits fitted to the identifier's own structure and check, not by accident.
     """
-    if not may_hold_pan(text):
-        return []
-    hits: list[PanHit] = []
-    for m in _RUN.finditer(text):
-        hits += _run_hits(m.start(), m.group())
-    if hits and "-" in text:
-        uuids = [m.span() for m in _UUID.finditer(text)]
-        if uuids:
-            hits = [h for h in hits if not any(start <= h.start and h.end <= end for start, end in uuids)]
-    return hits
+    return [h for _, hits in _scan(text) for h in hits]
 
 
 def find_pans_bytes(data: bytes) -> list[PanHit]:
@@ -214,35 +345,40 @@ def find_pans_bytes(data: bytes) -> list[PanHit]:
     return find_pans(data.decode("latin-1"))
 
 
+def replace_pans(text: str, replacement: Callable[[str], str]) -> str:
+    """text with each digit run that holds a card number (find_pans) replaced by
+    `replacement(the run's digits)`, separators and all; other runs and text kept."""
+    found = _scan(text)
+    if not found:
+        return text
+    parts: list[str] = []
+    last = 0
+    for m, _ in found:
+        parts += [text[last:m.start()], replacement(_run_digits(m.group()))]
+        last = m.end()
+    parts.append(text[last:])
+    return "".join(parts)
+
+
 def mask_pans(text: str) -> str:
     """text with every digit run that holds a card number masked to its last four digits
     (the whole run, separators dropped); other runs and text are kept as they are."""
-    if not may_hold_pan(text):
-        return text
-
-    def _mask(m: re.Match[str]) -> str:
-        run = m.group()
-        if not _run_hits(m.start(), run):
-            return run
-        return mask_digits(_ascii_digits(run))
-
-    return _RUN.sub(_mask, text)
-
-
-def _ascii_digits(run: str) -> str:
-    return "".join(str(unicodedata.digit(ch)) for ch in run if ch not in SEPARATORS)
+    return replace_pans(text, mask_digits)
 
 
 def redact_card_like(text: str) -> str:
-    """Mask every run of 12 or more digits (single separators between), Luhn-valid or not.
+    """Mask every card number find_pans finds, and every other run of 12 or more digits
+    joined by joining gaps, Luhn-valid or not (lists and tables of numbers are kept).
 
     Used on the remains of garbage messages before they go to the DLQ and on log lines: a
     broken message may hold a PAN that no parser recognised, so anything card-shaped is
-    masked. Its runs are find_pans' runs, so whatever find_pans finds is masked here.
+    masked.
     """
     if not may_hold_pan(text):
         return text
-    return _RUN.sub(lambda m: mask_digits(_ascii_digits(m.group())), text)
+    text = _JOINED_RUN.sub(lambda m: mask_digits(_run_digits(m.group())), text)
+    # what is left of a card number is written across listing gaps, in groups of 4 to 6
+    return mask_pans(text) if _LISTED.search(text) else text
 
 
 def brand_of(pan: str) -> str:

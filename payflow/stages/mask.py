@@ -13,12 +13,16 @@ import dataclasses
 from datetime import datetime
 from typing import Iterable
 
-from payflow.stages.cards import brand_of
+from payflow.stages.cards import brand_of, replace_pans
 from payflow.keys import HmacKey, KeyRing, pii_hash
 from payflow.models import MaskedPayment, Rejection
 from payflow.stages.validation import ValidatedPayment
 
 MASKING_REASON = "PCI-DSS 4.0 req. 3.3/3.4: PAN masked, SAD (CVV) not retained"
+# the flag of a payment whose text fields held card-like digits (masking_reason ends with it)
+CARD_LIKE_FLAG = "; card-like digits replaced by keyed tokens in "
+TOKEN_PREFIX = "tok_"
+_HEX_AS_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 
 def mask_pan(pan: str) -> str:
@@ -29,8 +33,28 @@ def mask_expiry(expiry: str) -> str:
     return expiry[:2] + "/XX"
 
 
+def card_like_token(key: HmacKey, digits: str) -> str:
+    """The keyed token that stands for a card-like digit run in a text field: "tok_" and 24
+    letters (HMAC-SHA256 of the digits, hex written as a-p, so no digits at all). The same
+    run gives the same token under one key, so ids stay distinct and duplicates stay equal."""
+    return TOKEN_PREFIX + key.digest(b"card-like|" + digits.encode()).hex()[:24].translate(_HEX_AS_LETTERS)
+
+
 def mask(payment: ValidatedPayment, key: HmacKey, masked_at: datetime,
          partition: int = -1, offset: int = -1) -> MaskedPayment:
+    masked = _mask(payment, key, masked_at, partition, offset)
+    if payment.card_like:
+        # docs/compliance.md: the card-like run is replaced in place, the payment lands flagged
+        for name in payment.card_like:
+            value = getattr(masked, name)
+            if isinstance(value, str):
+                setattr(masked, name, replace_pans(value, lambda digits: card_like_token(key, digits)))
+        masked.masking_reason = MASKING_REASON + CARD_LIKE_FLAG + ", ".join(payment.card_like)
+    return masked
+
+
+def _mask(payment: ValidatedPayment, key: HmacKey, masked_at: datetime, partition: int, offset: int
+          ) -> MaskedPayment:
     return MaskedPayment(
         transaction_id=payment.transaction_id,
         event_time=payment.event_time,

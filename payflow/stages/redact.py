@@ -16,9 +16,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from payflow.stages.cards import may_hold_pan, redact_card_like
+from payflow.stages.cards import PAN_MIN_DIGITS, SEPARATORS, may_hold_pan, redact_card_like
 
 MAX_REMAINS_CHARS = 2048
+MAX_KEY_CHARS = 128
+# the text a DLQ record keeps of one message, all strings and keys together
+MAX_REMAINS_TOTAL_CHARS = 16384
 REMOVED = "<removed>"
 
 # a field name's words: split at non-alphanumerics, at camelCase humps and between letters
@@ -42,7 +45,9 @@ _PERSONAL_PHRASES = ("e mail", "remote addr", "client addr")
 _CVV_IN_TEXT = re.compile(r"(?i)((?:cvv|cvc|csc|cid)\W{0,4})\d{3,4}")
 _EXPIRY_IN_TEXT = re.compile(r"(?<!\d)(0[1-9]|1[0-2])\s*/\s*(\d{4}|\d{2})(?!\d)")
 # in free text: personal data
-_EMAIL_IN_TEXT = re.compile(r"[^\s\"'<>(),;:@\\]+@[^\s\"'<>(),;:@\\]+\.[^\s\"'<>(),;:@\\]+")
+# the local part starts where a word does (after a delimiter, or at the start): otherwise the
+# regex would try every position of a long word, each time to its end (quadratic)
+_EMAIL_IN_TEXT = re.compile(r"(?<![^\s\"'<>(),;:@\\])[^\s\"'<>(),;:@\\]+@[^\s\"'<>(),;:@\\]+\.[^\s\"'<>(),;:@\\]+")
 _IPV4_IN_TEXT = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]?\d)")
 _IPV6_IN_TEXT = re.compile(r"(?i)(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:])")
 _PERSONAL_VALUE_IN_TEXT = re.compile(
@@ -91,26 +96,54 @@ def remove_personal_text(text: str) -> str:
                              text)
 
 
-def _mask_remains_text(text: str) -> str:
+def _mask_remains_text(text: str, limit: int) -> str:
+    """text cut to `limit` characters, card data and personal data masked. The cut comes
+    first, so the cost is bounded by the limit whatever the text's length; a digit run the cut
+    leaves shorter than a card number is dropped (its head could be a card number's)."""
+    if len(text) > limit:
+        text = text[:limit]
+        end = limit
+        digits = 0
+        while end > 0 and digits < PAN_MIN_DIGITS and (text[end - 1].isdecimal() or text[end - 1] in SEPARATORS):
+            digits += text[end - 1].isdecimal()
+            end -= 1
+        if digits < PAN_MIN_DIGITS:
+            text = text[:end]
     return remove_personal_text(mask_text(text))
 
 
-def masked_remains(value: Any, depth: int = 0) -> Any:
-    """What the DLQ keeps of a rejected message (decoded JSON, text or bytes)."""
+def masked_remains(value: Any) -> Any:
+    """What the DLQ keeps of a rejected message (decoded JSON, text or bytes).
+
+    Bounded work whatever the message: at most MAX_REMAINS_TOTAL_CHARS characters of text are
+    masked and kept (each string at most MAX_REMAINS_CHARS, each key MAX_KEY_CHARS), 64 fields
+    an object, 32 items a list, 5 levels; what is past a bound is cut ("…")."""
+    return _remains(value, 0, [MAX_REMAINS_TOTAL_CHARS])
+
+
+def _text(value: str, limit: int, budget: list[int]) -> str:
+    limit = min(limit, budget[0])
+    if limit <= 0:
+        return "…"
+    budget[0] -= min(len(value), limit)
+    return _mask_remains_text(value, limit)
+
+
+def _remains(value: Any, depth: int, budget: list[int]) -> Any:
     if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).decode("utf-8", errors="replace")
+        value = bytes(value[:4 * MAX_REMAINS_CHARS]).decode("utf-8", errors="replace")
     if isinstance(value, str):
-        return _mask_remains_text(value[:MAX_REMAINS_CHARS])
-    if depth > 4:
+        return _text(value, MAX_REMAINS_CHARS, budget)
+    if depth > 4 or budget[0] <= 0:
         return "…"
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for i, (k, v) in enumerate(value.items()):
-            if i >= 64:
-                out["…"] = f"{len(value) - 64} more fields"
+            if i >= 64 or budget[0] <= 0:
+                out["…"] = f"{len(value) - i} more fields"
                 break
-            name = str(k)
-            key = _mask_remains_text(name)[:128]
+            name = str(k)[:4 * MAX_KEY_CHARS]
+            key = _text(name, MAX_KEY_CHARS, budget)
             kind = key_kind(name)
             if kind == "secret":
                 out[key] = "XXX"
@@ -121,16 +154,16 @@ def masked_remains(value: Any, depth: int = 0) -> Any:
             elif kind == "personal":
                 out[key] = REMOVED
             else:
-                out[key] = masked_remains(v, depth + 1)
+                out[key] = _remains(v, depth + 1, budget)
         return out
     if isinstance(value, list):
-        return [masked_remains(v, depth + 1) for v in value[:32]]
+        return [_remains(v, depth + 1, budget) for v in value[:32]]
     if isinstance(value, float):
         # a float's digits can hold a card number too
         text = repr(value)
         return mask_text(text) if may_hold_pan(text) else value
     if isinstance(value, int) and not isinstance(value, bool):
-        return masked_remains(repr(value), depth) if abs(value) >= 10**11 else value
+        return _remains(repr(value), depth, budget) if abs(value) >= 10**11 else value
     return value
 
 

@@ -39,22 +39,39 @@ REASONS = (
     "unknown_currency", "invalid_event_time", "event_time_in_future", "card_data_in_field",
     UNDECODABLE, "erased_subject",
 )
-# fields where a card number never belongs: one found there is a producer bug, and the
-# payment must not land (the field would carry the PAN into the warehouse)
-_NO_CARD_DATA = tuple(f for f in (*REQUIRED_STRINGS, "user_email") if f not in ("credit_card", "cvv", "card_expiry"))
+# Card data in a field where none belongs (docs/compliance.md, "Card-like digits outside
+# credit_card"). In the text fields that land as they are, ids above all, a card-like digit
+# run is replaced by a keyed token at masking and the payment lands flagged: an identifier
+# (a numeric id, an order number, a GTIN) can hold a Luhn-valid window by chance, and its
+# payment must not be lost. The amount lands as a number: a card number there is refused.
+# event_time and currency are parsed or enumerated, their text never lands.
+TOKENIZED_FIELDS = ("transaction_id", "sender_account_id", "receiver_account_id", "merchant_id", "device_id",
+                    "ip_address", "geo_region", "user_email")
+_REFUSED_FIELDS = ("amount",)
+# the id-like fields: 1 to MAX_ID_LENGTH characters, not all white space
+_ID_FIELDS = ("transaction_id", "sender_account_id", "receiver_account_id", "ip_address", "geo_region", "device_id",
+              "merchant_id")
 
-_DIGITS = re.compile(r"\d+")
-_EXPIRY = re.compile(r"(0[1-9]|1[0-2])/(\d{2})")
-_AMOUNT = re.compile(r"-?\d+(\.\d+)?")
+_EXPIRY = re.compile(r"(0[1-9]|1[0-2])/([0-9]{2})")
+# ASCII digits only, as the JSON Schema says (\d would take Arabic-Indic or fullwidth digits)
+_AMOUNT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+# RFC 3339 date-time (section 5.6; "T" and "Z" in either case, or a space as its note allows),
+# with up to nine fraction digits (nanoseconds; datetime keeps six): docs/payment-event.schema.json
+# has the same pattern, and tests/unit/test_event_schema.py drives both with the same cases
+RFC3339 = re.compile(r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+                     r":[0-5][0-9](?:\.[0-9]{1,9})?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
 _AMOUNT_LIMIT = Decimal(10) ** 20
 # no payment is older than the Unix epoch; the stages count time in µs since it (watermarks,
 # dedup), and an event time near datetime.min or .max would overflow their arithmetic
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EARLIEST_EVENT_TIME_TEXT = "1970-01-01T00:00:00Z"
 MAX_ID_LENGTH = 128
+# RFC 5321's limit on an address (a path of 256 less its angle brackets)
+MAX_EMAIL_LENGTH = 254
 _NOT_FINITE = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
 _REQUIRED = operator.itemgetter(*REQUIRED_STRINGS)
-_NO_CARD_REQUIRED = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in _NO_CARD_DATA))
+_CHECKED_FIELDS = TOKENIZED_FIELDS + _REFUSED_FIELDS
+_CHECKED_REQUIRED = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in _CHECKED_FIELDS))
 
 
 @dataclass(slots=True)
@@ -73,6 +90,8 @@ class ValidatedPayment:
     pan: str = field(repr=False)
     cvv: str = field(repr=False)
     expiry: str = field(repr=False)
+    # TOKENIZED_FIELDS holding a card-like digit run: mask() replaces those runs by keyed tokens
+    card_like: tuple[str, ...] = ()
 
 
 class _Reject(Exception):
@@ -125,17 +144,21 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
     # the usual case in one C-level check; bad input takes the slow path for its reason
     if values is None or set(map(type, values)) != {str} or (email is not None and type(email) is not str):
         _reject_fields(doc)
-    for f in ("transaction_id", "sender_account_id", "receiver_account_id"):
-        if not doc[f].strip() or len(doc[f]) > MAX_ID_LENGTH:
+    for f in _ID_FIELDS:
+        if len(doc[f]) > MAX_ID_LENGTH or not doc[f].strip():
             raise _Reject("invalid_field", f"{f} must be 1 to {MAX_ID_LENGTH} characters")
+    if email is not None and len(email) > MAX_EMAIL_LENGTH:
+        raise _Reject("invalid_field", f"user_email must be at most {MAX_EMAIL_LENGTH} characters")
 
     # one pre-check over all fields (NUL-separated, so no digit run spans two fields);
     # the per-field scan runs only when something card-shaped is there
-    texts = _NO_CARD_REQUIRED(doc)
+    texts = _CHECKED_REQUIRED(doc)
+    card_like: tuple[str, ...] = ()
     if may_hold_pan("\x00".join((*texts, email) if email is not None else texts)):
-        carrying = [f for f in _NO_CARD_DATA if isinstance(doc.get(f), str) and find_pans(doc[f])]
-        if carrying:
-            raise _Reject("card_data_in_field", "a card number where none belongs: " + ", ".join(carrying))
+        refused = [f for f in _REFUSED_FIELDS if find_pans(doc[f])]
+        if refused:
+            raise _Reject("card_data_in_field", "a card number where none belongs: " + ", ".join(refused))
+        card_like = tuple(f for f in TOKENIZED_FIELDS if isinstance(doc.get(f), str) and find_pans(doc[f]))
 
     pan = doc["credit_card"].replace(" ", "").replace("-", "")
     if not pan.isdigit() or not pan.isascii():
@@ -158,7 +181,7 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
         sender_account_id=doc["sender_account_id"], receiver_account_id=doc["receiver_account_id"],
         amount=amount, currency=doc["currency"], ip_address=doc["ip_address"],
         geo_region=doc["geo_region"], device_id=doc["device_id"], merchant_id=doc["merchant_id"],
-        user_email=email, pan=pan, cvv=cvv, expiry=expiry,
+        user_email=email, pan=pan, cvv=cvv, expiry=expiry, card_like=card_like,
     )
 
 
@@ -196,12 +219,14 @@ def _parse_amount(text: str, currency: str) -> Decimal:
 
 
 def _parse_time(text: str, now: datetime, max_future: timedelta) -> datetime:
+    if RFC3339.fullmatch(text) is None:
+        raise _Reject("invalid_event_time", "event_time must be RFC 3339 with a UTC offset")
+    if "t" in text or "z" in text:
+        text = text.upper()
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+    except ValueError:  # a day the month does not have (02-30)
         raise _Reject("invalid_event_time", "event_time must be RFC 3339 with a UTC offset") from None
-    if parsed.tzinfo is None:
-        raise _Reject("invalid_event_time", "event_time has no UTC offset")
     try:
         # year 1 with a positive offset, or 9999 with a negative one, is outside datetime's range in UTC
         parsed = parsed.astimezone(timezone.utc)

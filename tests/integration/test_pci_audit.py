@@ -240,11 +240,13 @@ def test_keys_and_headers_are_read_and_every_named_topic_is_read_whole(world):
 
 def test_the_per_topic_bound_is_reported(world):
     proc = world.audit("--topic", world.topics.dlq, "--max-per-topic", "5", "--no-warehouse", "--no-state")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # issue 26: records left unread cannot be called clean (exit 2, not 0)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     total = PARTITIONS * CLEAN_PER_PARTITION
     assert f"topic {world.topics.dlq}: 5 records" in proc.stdout
     assert f"{total - 5} NOT READ (bound reached)" in proc.stdout
     assert f"{total - 5} topic records were NOT READ" in proc.stdout
+    assert "INCOMPLETE" in proc.stdout and "clean, no card data" not in proc.stdout
 
 
 # -- the warehouse -----------------------------------------------------------------------

@@ -85,3 +85,65 @@ def test_amount_scale_per_currency(messages, currency, amount, ok):
     raw = orjson.dumps(doc)
     assert (schema_errors(raw) == []) is ok
     assert isinstance(decode(raw, now=START + timedelta(days=1)), ValidatedPayment) is ok
+
+
+# -- issue 26, finding 9: one truth for the decoder and the schema --------------------------
+def _digits_in(zero: str) -> str:
+    return "".join(chr(ord(zero) + i) for i in range(10))
+
+
+# ASCII "12.50" written in the digits of other scripts: JSON Schema's [0-9] refuses them all
+OTHER_DIGITS = {"Arabic-Indic": "\u0660", "Extended Arabic-Indic": "\u06f0", "fullwidth": "\uff10",
+                "Thai": "\u0e50", "Bengali": "\u09e6", "Devanagari": "\u0966", "mathematical bold": "\U0001d7ce"}
+CONTRACT_CASES = [
+    # (field, value, valid by the contract)
+    *[("amount", "12.50".translate(str.maketrans("0123456789", _digits_in(z))), False) for z in OTHER_DIGITS.values()],
+    ("amount", "1\u0662.50", False), ("amount", "12.50", True), ("amount", "0012.50", True),
+    ("card_expiry", "0\u0668/29", False), ("cvv", "\uff11\uff12\uff13", False),
+    # ISO 8601 forms that RFC 3339 does not have
+    ("event_time", "2026-W47-5T10:00:00Z", False), ("event_time", "20261120T100000Z", False),
+    ("event_time", "2026-11-20T10:00:00+0000", False), ("event_time", "2026-11-20T10:00:00+00:00:30", False),
+    ("event_time", "2026-11-20T10:00:00", False), ("event_time", "2026-11-20T10:00Z", False),
+    ("event_time", "2026-324T10:00:00Z", False), ("event_time", "2026-11-20T10:00:00.Z", False),
+    ("event_time", "2026-11-20T10:00:00.1234567890Z", False), ("event_time", "2026-11-20T24:00:00Z", False),
+    ("event_time", "2026-11-20T10:00:00,5Z", False), ("event_time", "\u0662026-11-20T10:00:00Z", False),
+    # RFC 3339: T and Z in either case, a space (its note), any offset, 1 to 9 fraction digits
+    ("event_time", "2026-11-20t10:00:00z", True), ("event_time", "2026-11-20T10:00:00z", True),
+    ("event_time", "2026-11-20 10:00:00Z", True), ("event_time", "2026-11-20T11:30:00+01:30", True),
+    ("event_time", "2026-11-20T10:00:00-00:00", True), ("event_time", "2026-11-20T10:00:00.123456789Z", True),
+    ("event_time", "2026-11-20T10:00:00.1Z", True),
+    # lengths
+    ("ip_address", "1" * 129, False), ("geo_region", "r" * 128, True), ("device_id", " ", False),
+    ("merchant_id", "m" * 129, False), ("user_email", "a" * 245 + "@ex.org", True),
+    ("user_email", "a" * 250 + "@ex.org", False),
+]
+
+
+@pytest.mark.parametrize("field, value, valid", CONTRACT_CASES)
+def test_the_decoder_and_the_schema_agree(messages, field, value, valid):
+    doc = orjson.loads(next(m for m in messages if m.kind == "valid").value)
+    doc[field] = value
+    raw = orjson.dumps(doc)
+    result = decode(raw, now=START + timedelta(days=1))
+    assert (schema_errors(raw) == []) is valid, schema_errors(raw)
+    assert isinstance(result, ValidatedPayment) is valid, getattr(result, "detail", result)
+
+
+def test_the_schema_holds_the_decoders_time_pattern():
+    from payflow.stages.validation import MAX_EMAIL_LENGTH, MAX_ID_LENGTH, RFC3339
+
+    props = SCHEMA["properties"]
+    assert props["event_time"]["pattern"] == "^" + RFC3339.pattern + "$"
+    assert props["user_email"]["maxLength"] == MAX_EMAIL_LENGTH
+    for f in ("transaction_id", "sender_account_id", "receiver_account_id", "ip_address", "geo_region", "device_id",
+              "merchant_id"):
+        assert props[f]["maxLength"] == MAX_ID_LENGTH, f
+
+
+def test_nine_fraction_digits_keep_the_microseconds():
+    from tests.unit.cards_fixtures import event
+
+    doc = event(event_time="2026-11-20t10:00:00.123456789z")
+    result = decode(orjson.dumps(doc), now=START + timedelta(days=1))
+    assert isinstance(result, ValidatedPayment)
+    assert result.event_time == datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=timezone.utc)

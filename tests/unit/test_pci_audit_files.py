@@ -113,3 +113,21 @@ def test_columns_that_are_not_strings_are_read_too(tmp_path):
         wh.close()
     assert {f.location for f in result.findings} == {
         "warehouse odd.n [row #1]", "warehouse odd.d [row #2]", "warehouse odd.b [row #3]", "warehouse odd.s [row #4]"}
+
+
+def test_a_character_device_is_a_readable_log_file(tmp_path):
+    """Issue 26: `audit pci --log-file /dev/null` said the file does not exist."""
+    result = scan_all(log_files=[Path("/dev/null")])
+    assert [(p.name, p.count) for p in result.places] == [("/dev/null", 0)]
+    with pytest.raises(pci.AuditError, match="is a directory"):
+        scan_all(log_files=[tmp_path])
+
+
+def test_records_left_unread_are_not_clean():
+    """Issue 26: a scan that left topic records unread (--max-per-topic) exited 0 "clean"."""
+    result = pci.ScanResult(places=[pci.Place("topic", "t", "records", count=5, not_read=7)])
+    assert result.ok and not result.complete and result.exit_code == 2
+    assert "INCOMPLETE" in result.verdict() and "clean, no card data" not in result.verdict()
+    assert result.to_json()["verdict"] == "incomplete"
+    done = pci.ScanResult(places=[pci.Place("topic", "t", "records", count=5)])
+    assert done.exit_code == 0 and "clean" in done.verdict()
