@@ -82,10 +82,11 @@ class RecordingOutputs:
         self.published["dedup_audit"] += [orjson.loads(dumps(d)) for d in result.duplicates]
         return []
 
-    async def send_landed(self, pending: list, conflicts: list, now: datetime) -> list[Any]:
+    async def send_landed(self, pending: list, conflicts: list, now: datetime, duplicates: Any = ()) -> list[Any]:
         topics = Topics()
-        for topic, _, _, value in landed_records(pending, conflicts, topics, now):
-            self.published["enriched" if topic == topics.enriched else "dlq"].append(orjson.loads(value))
+        for topic, _, _, value in landed_records(pending, conflicts, topics, now, duplicates):
+            kind = {topics.enriched: "enriched", topics.dedup_audit: "dedup_audit"}.get(topic, "dlq")
+            self.published[kind].append(orjson.loads(value))
         return []
 
 
@@ -191,7 +192,8 @@ class HeldOutputs(Held):
         self.journal = journal
         self.publisher = HeldPublisher(journal)
 
-    async def send_landed(self, pending: list, conflicts: list, now: datetime) -> list[asyncio.Future]:
+    async def send_landed(self, pending: list, conflicts: list, now: datetime,
+                          duplicates: Any = ()) -> list[asyncio.Future]:
         self.journal.append(("publish enriched", [p[0] for p in pending]))
         return [self.future("enriched")]
 

@@ -60,6 +60,10 @@ class DictState:
     def scan_partition(self, partition: int) -> list[tuple[str, bytes]]:
         return list(self.data[partition].items())
 
+    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        keys = sorted(k for k in self.data[partition] if after is None or k > after)[:limit]
+        return [(k, self.data[partition][k]) for k in keys]
+
 
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():

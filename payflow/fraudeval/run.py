@@ -52,6 +52,10 @@ def _dict_state():  # the unit tests' DictState, without importing the tests pac
 
         def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
             return [(k, v) for (p, k), v in self.data.items() if p == partition]
+
+        def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+            keys = sorted(k for (p, k) in self.data if p == partition and (after is None or k > after))[:limit]
+            return [(k, self.data[(partition, k)]) for k in keys]
     return DictState()
 
 
