@@ -69,6 +69,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
 # README's table leave them out).
 FAULT_SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0", "fault tests: the worker exits (code 86) right after its Nth landing, before acking its offsets (payflow.runtime.checkpoint); 0 = never"),
+    Setting("PAYFLOW_FAULT_PAUSE_LANDING", "", "fault tests: `<moment>:<N>` stops the worker's process group (SIGSTOP) when its Nth landing reaches the moment: before_write, between_tables or before_offset_commit (payflow.warehouse.fault); empty = never"),
 )
 
 
@@ -269,6 +270,7 @@ class Settings:
         warehouse = resolve_warehouse_url(validate_warehouse_url(_env("PAYFLOW_WAREHOUSE").strip()))
         guarantee = _choice("PAYFLOW_PROCESSING_GUARANTEE", ("at_least_once", "exactly_once"), fold=False)
         log_format = _choice("PAYFLOW_LOG_FORMAT", ("json", "text"))
+        _fault_pause()
         return cls(
             kafka_bootstrap=_bootstrap(),
             app_id=_name("PAYFLOW_APP_ID", empty_ok=False),
@@ -301,6 +303,16 @@ class Settings:
             shutdown_seconds=_float("PAYFLOW_SHUTDOWN_SECONDS", 0, 3600, low_open=True),
             fault_exit_after_land=_int("PAYFLOW_FAULT_EXIT_AFTER_LAND", 0, 1_000_000),
         )
+
+
+def _fault_pause() -> None:
+    """PAYFLOW_FAULT_PAUSE_LANDING is read where the landing runs (payflow.warehouse.fault);
+    a wrong value is refused at start, not at the landing it names."""
+    from payflow.warehouse import fault
+    try:
+        fault.parse(os.environ.get(fault.ENV, ""))
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
 
 
 @dataclass(frozen=True)

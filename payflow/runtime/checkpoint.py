@@ -33,7 +33,9 @@ The steps, in order:
 
 Fault injection (the fault tests): with `fault_exit_after_land` = N, the process exits
 (code 86) after the Nth landing's step d, before its state is expired and its offsets acked:
-the crash window the warehouse's idempotence must survive.
+the crash window the warehouse's idempotence must survive. With PAYFLOW_FAULT_PAUSE_LANDING
+= before_offset_commit:N, the worker stops itself (SIGSTOP) at the same point of its Nth
+landing (payflow.warehouse.fault): a zombie whose rows are in and whose offsets are not.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from payflow import metrics
+from payflow.warehouse import fault
 from payflow.warehouse.base import ID_CONFLICT, LandingBatch
 
 log = logging.getLogger("payflow.pipeline")
@@ -190,6 +193,7 @@ class Checkpoint:
         if self.fault_exit_after_land and self.commits == self.fault_exit_after_land:
             log.warning("fault injection: exiting after landing batch %d, before acking its offsets", self.commits)
             self.exit(FAULT_EXIT_CODE)
+        fault.pause_at("before_offset_commit")
         self.processor.expire(landing.start_watermarks)  # (e)
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)

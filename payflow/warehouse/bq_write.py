@@ -30,7 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from payflow.warehouse import schema
+from payflow.warehouse import fault, schema
 from payflow.warehouse.base import (
     ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, PAYMENT_TABLES, LandingBatch, Landed,
     TransientWarehouseError, conflict_detail, find_conflicts, to_us,
@@ -132,9 +132,12 @@ class StorageWriteLanding:
             if n:
                 appends[table] = _arrow(table, columns)
 
+        fault.pause_at("before_write")
         streams = {table: self._write_pending(table, rows) for table, rows in appends.items()}
         self.last_streams = len(streams)
-        for table, stream in streams.items():  # one atomic commit per table (BigQuery's unit)
+        for i, (table, stream) in enumerate(streams.items()):  # one atomic commit per table (BigQuery's unit)
+            if i == 1:
+                fault.pause_at("between_tables")
             self._commit(table, stream)
         if streams and hashes:
             self._erase_what_was_erased_meanwhile(hashes, erasures, now)
