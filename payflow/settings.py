@@ -50,6 +50,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SINK_TARGET_LANDING_SECONDS", "10", "a landing slower than this halves how much the next may gather (down to one batch), one four times faster doubles it back (up to PAYFLOW_SINK_LANDING_BATCHES): a slow warehouse gets smaller landings"),
     Setting("PAYFLOW_BQ_LANDING", "storage", "BigQuery landing: storage (the Storage Write API, no DML; docs/bigquery.md) or merge (one MERGE per table)"),
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),
+    Setting("PAYFLOW_BQ_LANDING_FENCE", "off", "`on`: a BigQuery landing commits its write streams only after a generation-fenced Kafka offset commit that names them (payflow.runtime.landing_fence, docs/bigquery.md); experimental, off until the partition seek race of issue 25 is fixed"),
     Setting("PAYFLOW_BQ_LANDING_BATCHES", "25", "BigQuery: batches one landing may gather (PAYFLOW_SINK_LANDING_BATCHES for DuckDB): enough for the landing cadence at full speed"),
     Setting("PAYFLOW_PRODUCER_COMPRESSION", "none", "compression of what the worker publishes: none, lz4, zstd, gzip or snappy (lz4 cost ~7% of the worker's CPU at full load)"),
     Setting("PAYFLOW_SINK_MAX_RETRY_SECONDS", "300", "how long transient warehouse errors are retried (backoff with jitter) before the sink stops loudly"),
@@ -260,6 +261,7 @@ class Settings:
     erasure_refresh_seconds: float = 30.0
     shutdown_seconds: float = 30.0
     fault_exit_after_land: int = 0
+    bq_landing_fence: bool = False
 
     @property
     def topics(self) -> "Topics":
@@ -302,6 +304,7 @@ class Settings:
             erasure_refresh_seconds=_float("PAYFLOW_ERASURE_REFRESH_SECONDS", 0, 86400, low_open=True),
             shutdown_seconds=_float("PAYFLOW_SHUTDOWN_SECONDS", 0, 3600, low_open=True),
             fault_exit_after_land=_int("PAYFLOW_FAULT_EXIT_AFTER_LAND", 0, 1_000_000),
+            bq_landing_fence=_choice("PAYFLOW_BQ_LANDING_FENCE", ("off", "on")) == "on",
         )
 
 

@@ -110,12 +110,14 @@ class Checkpoint:
                  ack: Callable[[list], None], max_pending: int, min_pending: int = 1,
                  target_landing_seconds: float = 10.0, min_landing_seconds: float = 0.0,
                  fault_exit_after_land: int = 0,
-                 exit_: Callable[[int], None] = os._exit):
+                 exit_: Callable[[int], None] = os._exit,
+                 forget: Callable[[list], None] | None = None):
         self.sink = sink
         self.outputs = outputs
         self.processor = processor
         self.tables = tuple(tables)
         self.ack = ack
+        self.forget = forget  # a refused (fenced) landing's messages: neither acked nor pending
         self.max_pending = max_pending
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
@@ -160,6 +162,7 @@ class Checkpoint:
 
     def _launch(self, landing: Landing) -> Landing:
         started = self.last_launch = time.monotonic()
+        landing.batch.positions = message_positions(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:
@@ -176,6 +179,13 @@ class Checkpoint:
         waited = time.perf_counter()
         assert landing.task is not None
         landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked
+        if getattr(landed_rows, "fenced", False):
+            # the group refused this worker's decision (evicted, or the range moved on): nothing
+            # of the landing is in the warehouse, and its messages are not acked
+            metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
+            if self.forget is not None:
+                self.forget(landing.messages)
+            return
         conflicts = getattr(landed_rows, "conflicts", [])
         if conflicts:  # (b)
             metrics.DLQ.labels(ID_CONFLICT).inc(len(conflicts))
@@ -198,6 +208,19 @@ class Checkpoint:
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)
         metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())
+
+
+def message_positions(messages: list) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (first offset, offset after the last) of the messages."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for m in messages:
+        tp = getattr(m, "tp", None)
+        if tp is None:  # a test's stand-in message
+            continue
+        key = (tp.topic, tp.partition)
+        lo, hi = out.get(key, (m.offset, m.offset + 1))
+        out[key] = (min(lo, m.offset), max(hi, m.offset + 1))
+    return out
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

@@ -60,6 +60,10 @@ class LandingBatch:
     # set by first_per_key(): transaction_id -> every raw position it came from in this
     # batch, for ids that came from more than one (all but the landed one are conflicts)
     repeated: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # (topic, partition) -> (first offset, offset after the last) of the raw messages the
+    # batch holds, set when it is launched: a BigQuery landing commits these offsets as its
+    # decision (payflow.runtime.landing_fence); empty in tests that land rows directly
+    positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -229,10 +233,16 @@ class Landed(dict):
     payments-enriched. A replay (same id, same position) is not a conflict."""
 
     conflicts: list[tuple[str, int, int, int, int]]
+    # True: the landing was refused as a whole (its worker no longer owns the range: see
+    # payflow.runtime.landing_fence); nothing of it is in the warehouse and its messages
+    # must not be acked (whoever owns their partitions now reads them again)
+    fenced: bool
 
-    def __init__(self, *args: Any, conflicts: Iterable[tuple[str, int, int, int, int]] = (), **kwargs: Any):
+    def __init__(self, *args: Any, conflicts: Iterable[tuple[str, int, int, int, int]] = (),
+                 fenced: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.conflicts = list(conflicts)
+        self.fenced = fenced
 
 
 def find_conflicts(batch_positions: dict[str, list[tuple[int, int]]],
