@@ -51,6 +51,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SINK_TARGET_LANDING_SECONDS", "10", "a landing slower than this halves how much the next may gather (down to one batch), one four times faster doubles it back (up to PAYFLOW_SINK_LANDING_BATCHES): a slow warehouse gets smaller landings"),
     Setting("PAYFLOW_BQ_LANDING", "storage", "BigQuery landing: storage (the Storage Write API, no DML; docs/bigquery.md) or merge (one MERGE per table)"),
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),
+    Setting("PAYFLOW_BQ_LANDING_FENCE", "off", "`on`: a BigQuery landing commits its write streams only after a generation-fenced Kafka offset commit that names them (payflow.runtime.landing_fence, docs/bigquery.md); experimental, off until the partition seek race of issue 25 is fixed"),
     Setting("PAYFLOW_BQ_LANDING_BATCHES", "25", "BigQuery: batches one landing may gather (PAYFLOW_SINK_LANDING_BATCHES for DuckDB): enough for the landing cadence at full speed"),
     Setting("PAYFLOW_PRODUCER_COMPRESSION", "none", "compression of what the worker publishes: none, lz4, zstd, gzip or snappy (lz4 cost ~7% of the worker's CPU at full load)"),
     Setting("PAYFLOW_MAX_BUFFERED_BYTES", "67108864", "processed work (rows, outputs and messages of batches not yet landed) a worker holds at most, in bytes (estimated); at the bound it stops fetching until a landing commits (backpressure, nothing lost); one batch always goes through"),
@@ -80,6 +81,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
 # README's table leave them out).
 FAULT_SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0", "fault tests: the worker exits (code 86) right after its Nth landing, before acking its offsets (payflow.runtime.checkpoint); 0 = never"),
+    Setting("PAYFLOW_FAULT_PAUSE_LANDING", "", "fault tests: `<moment>:<N>` stops the worker's process group (SIGSTOP) when its Nth landing reaches the moment: before_write, between_tables or before_offset_commit (payflow.warehouse.fault); empty = never"),
 )
 
 
@@ -300,6 +302,7 @@ class Settings:
     fraud_small_usd: float = 10.0
     fraud_travel_max_kmh: float = 900.0
     fraud_account_kinds_file: str = ""
+    bq_landing_fence: bool = False
 
     @property
     def topics(self) -> "Topics":
@@ -310,6 +313,7 @@ class Settings:
         warehouse = resolve_warehouse_url(validate_warehouse_url(_env("PAYFLOW_WAREHOUSE").strip()))
         guarantee = _choice("PAYFLOW_PROCESSING_GUARANTEE", ("at_least_once", "exactly_once"), fold=False)
         log_format = _choice("PAYFLOW_LOG_FORMAT", ("json", "text"))
+        _fault_pause()
         return cls(
             kafka_bootstrap=_bootstrap(),
             app_id=_name("PAYFLOW_APP_ID", empty_ok=False),
@@ -351,7 +355,18 @@ class Settings:
             fraud_small_usd=_float("PAYFLOW_FRAUD_SMALL_USD", 0, 1_000_000),
             fraud_travel_max_kmh=_float("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", 0, 1_000_000, low_open=True),
             fraud_account_kinds_file=_env("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE").strip(),
+            bq_landing_fence=_choice("PAYFLOW_BQ_LANDING_FENCE", ("off", "on")) == "on",
         )
+
+
+def _fault_pause() -> None:
+    """PAYFLOW_FAULT_PAUSE_LANDING is read where the landing runs (payflow.warehouse.fault);
+    a wrong value is refused at start, not at the landing it names."""
+    from payflow.warehouse import fault
+    try:
+        fault.parse(os.environ.get(fault.ENV, ""))
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from payflow.compliance.gdpr import load_erased_subjects
 from payflow.kafka_admin import ensure_topics
 from payflow.keys import KeyRing
 from payflow.outputs import KafkaOutputs, enriched_records
-from payflow.runtime import internals, worker
+from payflow.runtime import internals, landing_fence, worker
 from payflow.runtime.checkpoint import Checkpoint, Landing
 from payflow.runtime.partition_growth import PartitionFollowers
 from payflow.runtime.take import ack
@@ -92,7 +92,8 @@ def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outp
                       min_pending=settings.batch_size, target_landing_seconds=settings.target_landing_seconds,
                       min_landing_seconds=settings.bq_min_landing_seconds if bigquery else 0.0,
                       fault_exit_after_land=settings.fault_exit_after_land,
-                      max_buffered_bytes=settings.max_buffered_bytes)
+                      max_buffered_bytes=settings.max_buffered_bytes,
+                      forget=lambda messages: landing_fence.forget(app.consumer, messages))
 
 
 async def start_runtime(app: Any, settings: Settings) -> Runtime:
@@ -102,6 +103,11 @@ async def start_runtime(app: Any, settings: Settings) -> Runtime:
     followers = partition_followers(app, settings)
     await followers.follow()
     processor, outputs, sink = await asyncio.to_thread(_open, app, settings)
+    if settings.bq_landing_fence and getattr(sink.warehouse, "fence", False) is None \
+            and settings.processing_guarantee == "at_least_once":
+        # BigQuery: a landing is decided by a generation-fenced offset commit (landing_fence);
+        # exactly_once commits offsets in the producer's transactions instead
+        sink.warehouse.fence = landing_fence.KafkaLandingFence(app, asyncio.get_running_loop())
     return Runtime(processor, outputs, sink, new_checkpoint(app, settings, processor, outputs, sink), app.monitor,
                    followers=followers)
 

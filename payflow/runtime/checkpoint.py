@@ -36,7 +36,9 @@ The steps, in order:
 
 Fault injection (the fault tests): with `fault_exit_after_land` = N, the process exits
 (code 86) after the Nth landing's step d, before its state is expired and its offsets acked:
-the crash window the warehouse's idempotence must survive.
+the crash window the warehouse's idempotence must survive. With PAYFLOW_FAULT_PAUSE_LANDING
+= before_offset_commit:N, the worker stops itself (SIGSTOP) at the same point of its Nth
+landing (payflow.warehouse.fault): a zombie whose rows are in and whose offsets are not.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from payflow import metrics
+from payflow.warehouse import fault
 from payflow.warehouse.base import ID_CONFLICT, LandingBatch
 
 log = logging.getLogger("payflow.pipeline")
@@ -113,12 +116,14 @@ class Checkpoint:
                  ack: Callable[[list], None], max_pending: int, min_pending: int = 1,
                  target_landing_seconds: float = 10.0, min_landing_seconds: float = 0.0,
                  fault_exit_after_land: int = 0, max_buffered_bytes: int = 64 * 2**20,
-                 exit_: Callable[[int], None] = os._exit):
+                 exit_: Callable[[int], None] = os._exit,
+                 forget: Callable[[list], None] | None = None):
         self.sink = sink
         self.outputs = outputs
         self.processor = processor
         self.tables = tuple(tables)
         self.ack = ack
+        self.forget = forget  # a refused (fenced) landing's messages: neither acked nor pending
         self.max_pending = max_pending
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
@@ -187,6 +192,7 @@ class Checkpoint:
 
     def _launch(self, landing: Landing) -> Landing:
         started = self.last_launch = time.monotonic()
+        landing.batch.positions = message_positions(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:
@@ -203,6 +209,13 @@ class Checkpoint:
         waited = time.perf_counter()
         assert landing.task is not None
         landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked
+        if getattr(landed_rows, "fenced", False):
+            # the group refused this worker's decision (evicted, or the range moved on): nothing
+            # of the landing is in the warehouse, and its messages are not acked
+            metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
+            if self.forget is not None:
+                self.forget(landing.messages)
+            return
         conflicts = getattr(landed_rows, "conflicts", [])
         # copies of a payment landed from the same sender (its key moved with a partition
         # growth): duplicates, audited; the rest of the refused are id conflicts, to the DLQ
@@ -227,6 +240,7 @@ class Checkpoint:
         if self.fault_exit_after_land and self.commits == self.fault_exit_after_land:
             log.warning("fault injection: exiting after landing batch %d, before acking its offsets", self.commits)
             self.exit(FAULT_EXIT_CODE)
+        fault.pause_at("before_offset_commit")
         self.processor.expire(landing.start_watermarks)  # (e)
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)
@@ -265,6 +279,19 @@ def _message_bytes(message: Any) -> int:
     return (sys.getsizeof(message) + sys.getsizeof(getattr(message, "key", None))
             + sys.getsizeof(getattr(message, "value", None)) + sys.getsizeof(getattr(message, "offset", 0))
             + sys.getsizeof(getattr(message, "timestamp", 0.0)))
+
+
+def message_positions(messages: list) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (first offset, offset after the last) of the messages."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for m in messages:
+        tp = getattr(m, "tp", None)
+        if tp is None:  # a test's stand-in message
+            continue
+        key = (tp.topic, tp.partition)
+        lo, hi = out.get(key, (m.offset, m.offset + 1))
+        out[key] = (min(lo, m.offset), max(hi, m.offset + 1))
+    return out
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

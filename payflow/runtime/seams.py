@@ -25,9 +25,9 @@ AUDITED_VERSIONS: dict[str, str] = {
 # what to read again when a distribution changes: every line marked `# noqa: SLF001` there
 RE_AUDIT: dict[str, str] = {
     "faust-streaming": "payflow/runtime/ (fetch.py, take.py, commit_offsets.py, worker.py, monitor.py, "
-                       "stall_guard.py, health.py, internals.py, tables.py)",
+                       "stall_guard.py, health.py, internals.py, tables.py, landing_fence.py)",
     "mode-streaming": "payflow/runtime/fetch.py and payflow/runtime/take.py (mode's Service internals)",
-    "aiokafka": "payflow/runtime/ (fetch.py, worker.py, health.py, internals.py)",
+    "aiokafka": "payflow/runtime/ (fetch.py, worker.py, health.py, internals.py, landing_fence.py)",
     "prometheus-client": "payflow/runtime/prometheus.py",
 }
 

@@ -62,6 +62,10 @@ class LandingBatch:
     repeated: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     # and the sender and event time (µs) of each of those positions (same_payment() reads them)
     copies: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+    # (topic, partition) -> (first offset, offset after the last) of the raw messages the
+    # batch holds, set when it is launched: a BigQuery landing commits these offsets as its
+    # decision (payflow.runtime.landing_fence); empty in tests that land rows directly
+    positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -246,12 +250,18 @@ class Landed(dict):
     # deduplication_audit, not dead_letter_events; each (transaction_id, partition, offset,
     # landed partition, landed offset, landed event time µs, event time µs)
     duplicates: list[tuple[str, int, int, int, int, int, int]]
+    # True: the landing was refused as a whole (its worker no longer owns the range: see
+    # payflow.runtime.landing_fence); nothing of it is in the warehouse and its messages
+    # must not be acked (whoever owns their partitions now reads them again)
+    fenced: bool
 
     def __init__(self, *args: Any, conflicts: Iterable[tuple[str, int, int, int, int]] = (),
-                 duplicates: Iterable[tuple[str, int, int, int, int, int, int]] = (), **kwargs: Any):
+                 duplicates: Iterable[tuple[str, int, int, int, int, int, int]] = (),
+                 fenced: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.conflicts = list(conflicts)
         self.duplicates = list(duplicates)
+        self.fenced = fenced
 
 
 def find_conflicts(batch_positions: dict[str, list[tuple[int, int]]],

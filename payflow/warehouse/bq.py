@@ -82,6 +82,9 @@ class BigQueryWarehouse(Warehouse):
         self.merge_timeout = 30.0  # the bench raises it: a MERGE on a big emulated table takes longer
         self._write_client = write_client
         self._storage: Any = None
+        # the storage landing's decision point (payflow.runtime.landing_fence), set by the
+        # worker; None: each landing commits its streams without one (tests, the bench)
+        self.fence: Any = None
         if client is not None:
             self.client = client
         elif endpoint:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from payflow.warehouse import schema
+from payflow.warehouse import fault, schema
 from payflow.warehouse.base import (
     ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, PAYMENT_TABLES, LandingBatch, Landed,
     TransientWarehouseError, conflict_detail, find_conflicts, same_payment, to_us,
@@ -60,13 +60,44 @@ class StorageWriteLanding:
         self.rpc_timeout = rpc_timeout
         self._lock = threading.Lock()  # an abandoned attempt and its retry never interleave
         self.last_streams = 0  # streams created by the last landing (for quota accounting)
+        self._finished: set[str] = set()  # decided streams this process committed
 
     # -- landing -------------------------------------------------------------------------
     def land(self, batch: LandingBatch) -> Landed:
         with self._lock:
-            return self._land(batch.first_per_key())
+            fence = getattr(self.wh, "fence", None)
+            positions = dict(batch.positions)
+            if fence is None or not positions:
+                return self._land(batch.first_per_key())
+            from payflow.runtime.landing_fence import Fenced
+            held = fence.pending(sorted(positions))
+            self._finish_decided(held)
+            if all((held.get(key, (None, ""))[0] or -1) >= nxt for key, (_, nxt) in positions.items()):
+                # every position is committed already: an earlier attempt of this landing
+                # decided it (its streams are committed now, by _finish_decided), or this
+                # worker re-read a range the group had landed
+                return Landed()
+            seen = {key: held[key][0] if key in held else None for key in positions}
+            first = {key: lo for key, (lo, _) in positions.items()}
+            next_ = {key: hi for key, (_, hi) in positions.items()}
+            try:
+                return self._land(batch.first_per_key(),
+                                  decide=lambda streams: fence.decide(seen, first, next_, _decision(streams)))
+            except Fenced:
+                return Landed(fenced=True)
 
-    def _land(self, batch: LandingBatch) -> Landed:
+    def _finish_decided(self, held: dict[tuple[str, int], tuple[int | None, str]]) -> None:
+        """Commit the streams of a landing that was decided (its offsets committed with their
+        names, payflow.runtime.landing_fence) but perhaps not committed: a worker that
+        stopped or crashed between its decision and its last table's commit."""
+        names = {name for _, metadata in held.values() for name in _decided_streams(metadata)}
+        for name in sorted(names - self._finished):
+            self._commit(_table_of(name), name, finishing=True)
+            self._finished.add(name)
+        if len(self._finished) > 10_000:
+            self._finished.clear()
+
+    def _land(self, batch: LandingBatch, decide: Any = None) -> Landed:
         now = datetime.now(timezone.utc)
         landed = Landed()
         payments = batch.sources.get("payments")
@@ -146,10 +177,17 @@ class StorageWriteLanding:
             if n:
                 appends[table] = _arrow(table, columns)
 
+        fault.pause_at("before_write")
         streams = {table: self._write_pending(table, rows) for table, rows in appends.items()}
         self.last_streams = len(streams)
-        for table, stream in streams.items():  # one atomic commit per table (BigQuery's unit)
+        if decide is not None:
+            decide(streams)  # Fenced: these streams are never committed
+        for i, (table, stream) in enumerate(streams.items()):  # one atomic commit per table (BigQuery's unit)
+            if i == 1:
+                fault.pause_at("between_tables")
             self._commit(table, stream)
+            if decide is not None:
+                self._finished.add(stream)
         if streams and hashes:
             self._erase_what_was_erased_meanwhile(hashes, erasures, now)
         return landed
@@ -282,15 +320,45 @@ class StorageWriteLanding:
         self.write.finalize_write_stream(name=stream.name, retry=None, timeout=self.rpc_timeout)
         return stream.name
 
-    def _commit(self, table: str, stream: str) -> None:
+    def _commit(self, table: str, stream: str, *, finishing: bool = False) -> None:
+        """Commit one finalized stream. `finishing` another attempt's or worker's decided
+        stream: one committed already is done (BigQuery: STREAM_ALREADY_COMMITTED; the
+        emulator: INVALID_STREAM_STATE, state COMMITTED)."""
         from google.cloud.bigquery_storage_v1 import types
-        parent = f"projects/{self.wh.project}/datasets/{self.wh.dataset}/tables/{table}"
+        parent = stream.split("/streams/")[0]
         response = self.write.batch_commit_write_streams(
             request=types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream]),
             retry=None, timeout=self.rpc_timeout)
-        if response.stream_errors:
-            raise AppendError(f"BatchCommitWriteStreams on {table}: "
-                              + "; ".join(e.error_message for e in response.stream_errors))
+        errors = [e for e in response.stream_errors if not (finishing and _already_committed(e))]
+        if errors:
+            raise AppendError(f"BatchCommitWriteStreams on {table}: " + "; ".join(e.error_message for e in errors))
+
+
+DECISION_PREFIX = "payflow-landing/1 "
+
+
+def _decision(streams: dict[str, str]) -> str:
+    """The offset-commit metadata of a decided landing: its streams' full names."""
+    import json
+    return DECISION_PREFIX + json.dumps(sorted(streams.values()), separators=(",", ":"))
+
+
+def _decided_streams(metadata: str) -> list[str]:
+    import json
+    if not metadata.startswith(DECISION_PREFIX):
+        return []  # Faust's own commits (""), or anything else
+    return list(json.loads(metadata[len(DECISION_PREFIX):]))
+
+
+def _table_of(stream: str) -> str:
+    return stream.split("/tables/")[1].split("/")[0]
+
+
+def _already_committed(error: Any) -> bool:
+    from google.cloud.bigquery_storage_v1 import types
+    codes = types.StorageError.StorageErrorCode
+    return error.code == codes.STREAM_ALREADY_COMMITTED or (
+        error.code == codes.INVALID_STREAM_STATE and "COMMITTED" in error.error_message)
 
 
 class AppendError(TransientWarehouseError):

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from payflow.warehouse import schema
+from payflow.warehouse import fault, schema
 from payflow.warehouse.base import (
     ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Landed,
     TransientWarehouseError, Warehouse, conflict_detail, find_conflicts, same_payment,
@@ -141,9 +141,12 @@ class DuckDBWarehouse(Warehouse):
                 # tables keyed by it take those rows only
                 taken: list[int] | None = None
                 batch = batch.first_per_key()
+                fault.pause_at("before_write")
                 for table in LANDING_ORDER:
                     if not batch.count(table):
                         continue
+                    if len(inserted) == 1:  # one table written, the others not yet
+                        fault.pause_at("between_tables")
                     columns = batch.columns(table)
                     rows = _arrow_table(table, columns)
                     if table == "payment_transactions":
