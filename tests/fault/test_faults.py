@@ -118,7 +118,8 @@ def test_warehouse_unreachable_for_30_seconds(kafka, bq_endpoint, tmp):
     dataset = unique("outage_")
     worker = Worker(tmp, prefix=prefix, warehouse=f"bigquery://{BQ_PROJECT}/{dataset}",
                     extra_env={"PAYFLOW_BIGQUERY_ENDPOINT": f"http://127.0.0.1:{proxy.port}",
-                               "PAYFLOW_SINK_BATCH_SIZE": "1000"}).start()
+                               "PAYFLOW_SINK_BATCH_SIZE": "1000",
+                               "PAYFLOW_READY_LANDING_STALL_SECONDS": "10"}).start()
     peak_rss = 0
     try:
         wait_until(lambda: consumed(worker) >= 2000, 300, interval=0.2, what="2,000 events consumed")
@@ -133,12 +134,15 @@ def test_warehouse_unreachable_for_30_seconds(kafka, bq_endpoint, tmp):
         metrics = worker.metrics()
         proxy.up()
         worker.wait_caught_up(timeout=600)
+        after = worker.metrics()
     finally:
         assert worker.stop() == 0, worker.log_tail()
         proxy.stop()
     # the sink backed off and retried; the consumer stopped at the bounded batch in flight
     assert metrics[("payflow_sink_retries_total", ())] > 0
-    assert metrics[("payflow_sink_up", ())] == 1
+    # the sink tells the truth: down while a landing has hung past the stall bound, up after
+    assert metrics[("payflow_sink_up", ())] == 0
+    assert after[("payflow_sink_up", ())] == 1
     assert min(lag_during) > 0, "offsets were committed while the warehouse was unreachable"
     assert lag_during[-1] == lag_during[len(lag_during) // 2], "consumption went on without the warehouse"
     assert peak_rss < 512 * 2**20
