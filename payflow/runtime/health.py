@@ -252,20 +252,25 @@ class BrokerProbe:
         self.timeout = timeout
         self.client_kwargs = client_kwargs
         self.clock = clock
-        self.created = clock()
+        self.started: float | None = None  # the first probe: before it, no silence is counted
         self.answered_at: float | None = None
         self.last_error = "no answer yet"
         self._client: Any = None
 
     def silent_for(self, now: float) -> float:
-        """Seconds since a broker last answered (since the probe began, if none has)."""
-        return now - (self.answered_at if self.answered_at is not None else self.created)
+        """Seconds since a broker last answered (since the first probe, if none has; 0 before
+        it: a worker still starting, or waiting out its old membership, has asked nothing)."""
+        if self.answered_at is not None:
+            return now - self.answered_at
+        return 0.0 if self.started is None else now - self.started
 
     def answering(self, now: float, within: float) -> bool:
         return self.answered_at is not None and now - self.answered_at <= within
 
     async def probe(self) -> bool:
         """One probe: True if a broker answered within `timeout`."""
+        if self.started is None:
+            self.started = self.clock()
         try:
             await asyncio.wait_for(self._ask(), self.timeout)
         except Exception as exc:  # noqa: BLE001 - any failure is "no answer"; the next probe starts afresh

@@ -216,6 +216,20 @@ def test_the_probe_of_a_frozen_broker_fails_within_its_timeout():
         silent.close()
 
 
+def test_no_silence_is_counted_before_the_first_probe():
+    """A worker that waits out its old membership before its loop runs has asked nothing:
+    that is no broker outage (a false one was logged 11 s into such a start)."""
+    import asyncio
+
+    now = [100.0]
+    probe = health.BrokerProbe("127.0.0.1:1", timeout=0.5, client_kwargs={}, clock=lambda: now[0])
+    now[0] += 30
+    assert probe.silent_for(now[0]) == 0
+    assert asyncio.run(probe.probe()) is False
+    now[0] += 12
+    assert probe.silent_for(now[0]) == 12
+
+
 class StalledSink:
     def __init__(self, seconds: float, healthy: bool = True):
         self.seconds, self.healthy = seconds, healthy
