@@ -25,7 +25,8 @@ NORMAL, HEAVY = 50_000, 100_000
 # the chart's memory request for a worker (helm values): also what the warehouse outage
 # test holds the worker to
 RSS_BOUND = 512 * 2**20
-TABLES = ("dedup", "watermarks", "sender-activity", "card-activity")
+# the state tables written today (card-activity is read only, for values of an older format)
+TABLES = ("dedup", "watermarks", "sender-activity")
 
 
 async def _produce(topic: str, manifest_path: Path) -> Manifest:
