@@ -188,6 +188,7 @@ async def perform_seek_from_start_when_uncommitted(self) -> None:
                    if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]  # noqa: SLF001
     for tp in self.assignment():
         committed = self._committed_offset[tp]  # noqa: SLF001
+        fetch.note_target(tp, committed)  # Faust's seek_to_committed went there (None: not yet known)
         if committed:
             _positions[_key(tp)] = committed
     if not uncommitted:

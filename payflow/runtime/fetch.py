@@ -112,8 +112,10 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                 unset_flag(flag_consumer_fetching)
                 continue
             generation_id = app.consumer_generation_id
+            dropped = []
             for tp, tp_records in records.items():
                 if sought_since(tp, fetched_at):
+                    dropped.append(tp)
                     continue  # fetched from the position before a seek: read again from where it points
                 if not self.flow_active or app.consumer_generation_id != generation_id:
                     break  # a rebalance began: the rest is read again from committed offsets
@@ -131,6 +133,8 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                                            generation_id, fetched_at):
                     _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id, fetched_at)
                 await asyncio.sleep(0)
+            for tp in dropped:
+                await _seek_again_if_read_past(self, tp, generation_id)
             unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -219,6 +223,26 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
 # position (a gap that commits fold over the offsets the seek asked for).
 _seeks = 0
 _sought_at: dict = {}
+# tp -> the offset its last seek asked for (None: not known, e.g. nothing committed yet)
+_sought_to: dict = {}
+
+
+def note_target(tp: Any, offset: int | None) -> None:
+    """The offset tp's last seek asked for (seek_noted and perform_seek tell)."""
+    _sought_to[TP(tp.topic, tp.partition)] = offset
+
+
+async def _seek_again_if_read_past(self: Consumer, tp: Any, generation_id: int) -> None:
+    """A fetch dropped as stale may have been made from the sought position itself (the seek
+    ran in the consumer thread while the fetch loop waited for that fetch): the fetcher's
+    position is then past records nobody delivered, and the partition would wait there for
+    good. Sought again to the same offset, they are read by the next fetch."""
+    target = _sought_to.get(TP(tp.topic, tp.partition))
+    if target is None or self.app.consumer_generation_id != generation_id or tp not in self.assignment():
+        return
+    position = _fetch_position(self, tp)
+    if position is not None and position > target:
+        await self.seek(tp, target)
 
 
 def note_seek(tp: Any) -> None:
@@ -316,6 +340,7 @@ async def seek_noted(self: Consumer, partition: Any, offset: int) -> None:
     """Faust's `Consumer.seek`, counted first (note_seek): a fetch in flight for the partition
     is then dropped instead of delivered from the old position."""
     note_seek(partition)
+    note_target(partition, offset)
     await FAUST_SEEK(self, partition, offset)
 
 

@@ -280,3 +280,32 @@ async def test_a_first_offset_seek_at_the_start_while_a_fetch_is_in_flight_loses
         Consumer.ack(consumer, Msg(RAW, offset))
     assert commit(consumer) == {}  # on main: {RAW: 51}, offsets 0-25 committed past
     assert delivered == []  # read again from 0 by the next fetch
+
+
+class ReadFromTheSoughtPosition(RaceConsumer):
+    """The other order of the same race: the seek runs in the consumer thread while the fetch
+    loop waits, and the fetch it waits for is then made from the sought position; handing it
+    out moves aiokafka's position past it."""
+
+    async def _wait_next_records(self, timeout):
+        self.fetches += 1
+        if self.fetches > 1:
+            self._stopped.set()
+            return None, None
+        await self.seek_landed.wait()
+        first, count = self.position, self.fetch_from[1]
+        self.position = first + count
+        return {RAW: [SimpleNamespace(offset=o) for o in range(first, first + count)]}, {RAW}
+
+
+async def test_a_fetch_made_from_the_sought_position_and_dropped_is_read_again(monkeypatch):
+    """Dropped as stale (it began before the seek), such a fetch left the fetcher's position
+    past records nobody delivered: the partition was never read again (a zombie test's
+    successor stalled on one partition). The loop seeks it back to the sought offset."""
+    consumer = ReadFromTheSoughtPosition(position=26)
+    consumer._committed_offset[RAW] = 10
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    delivered = await fetch_while_seeking(consumer, lambda: consumer.seek(RAW, 10))
+    assert delivered == []
+    assert consumer.position == 10  # without the second seek: 35, offsets 10-34 never delivered
+    assert commit(consumer) == {}
