@@ -193,6 +193,7 @@ class Checkpoint:
     def _launch(self, landing: Landing) -> Landing:
         started = self.last_launch = time.monotonic()
         landing.batch.positions = message_positions(landing.messages)
+        landing.batch.offsets = message_offsets(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:
@@ -292,6 +293,16 @@ def message_positions(messages: list) -> dict[tuple[str, int], tuple[int, int]]:
         lo, hi = out.get(key, (m.offset, m.offset + 1))
         out[key] = (min(lo, m.offset), max(hi, m.offset + 1))
     return out
+
+
+def message_offsets(messages: list) -> dict[tuple[str, int], list[int]]:
+    """(topic, partition) -> the sorted offsets of the messages."""
+    out: dict[tuple[str, int], set[int]] = {}
+    for m in messages:
+        tp = getattr(m, "tp", None)
+        if tp is not None:
+            out.setdefault((tp.topic, tp.partition), set()).add(m.offset)
+    return {key: sorted(offsets) for key, offsets in out.items()}
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

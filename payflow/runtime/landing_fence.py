@@ -50,19 +50,6 @@ def require_seams() -> None:
     seams.require(Consumer, "_waiting_for_ack", "wait_empty", "seek", "assignment")
 
 
-def _skipped_between(key: tuple[str, int], base: int, first: int) -> bool:
-    """Whether every offset in [base, first) is one the broker skipped (transaction markers,
-    aborted records: payflow.runtime.fetch records them), read without consuming the record."""
-    from faust.types import TP
-
-    from payflow.runtime import fetch
-    runs = dict(fetch._skipped.get(TP(*key)) or {})  # noqa: SLF001 - fetch's record, read only
-    offset = base
-    while offset in runs:
-        offset = runs.pop(offset)
-    return offset >= first
-
-
 def forget(consumer: Any, messages: list) -> None:
     """A refused landing's messages: no longer pending acks (a rebalance or a stop waits for
     pending acks, and these are never acked), and not acked either (an ack would let Faust
@@ -90,16 +77,21 @@ class KafkaLandingFence:
         return self._run(self._pending(partitions))
 
     def decide(self, seen: Mapping[tuple[str, int], int | None], first: Mapping[tuple[str, int], int],
-               next_: Mapping[tuple[str, int], int], metadata: str) -> None:
+               next_: Mapping[tuple[str, int], int], metadata: str,
+               offsets: Mapping[tuple[str, int], list[int]]) -> None:
         """Commit `next_` (partition -> offset after the landing's last message) with
         `metadata`, in one request, if every partition's committed offset is still `seen`
         (what `pending` returned before the landing read the warehouse); Fenced if another
-        member committed since, or if the group refuses this member, or if the landing does
-        not start where its partition is read from (its committed offset, else the first
-        offset the consumer was set to: offsets in between were never processed, and a commit
-        past them would lose them). A partition already committed at or past its `next_`
-        (the landing re-read a landed range) is left as it is."""
-        self._run(self._decide(dict(seen), dict(first), dict(next_), metadata))
+        member committed since, or if the group refuses this member, or if the commit would
+        pass an offset that was not processed: every offset from where the partition is read
+        from (its committed offset, else the first offset the consumer was set to) up to
+        `next_` must be one of the landing's `offsets`, acked, in a gap Faust filed, or
+        stepped over by the fetcher (the rule of Faust's own commits,
+        payflow.runtime.commit_offsets). A partition already committed at or past its `next_`
+        (the landing re-read a landed range) is left as it is. `first`: the landing's first
+        offset per partition."""
+        self._run(self._decide(dict(seen), dict(first), dict(next_), metadata,
+                               {key: list(value) for key, value in offsets.items()}))
 
     def _run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(CALL_TIMEOUT)
@@ -121,7 +113,8 @@ class KafkaLandingFence:
                 if meta is not None and meta.offset >= 0}
 
     async def _decide(self, seen: dict[tuple[str, int], int | None], first: dict[tuple[str, int], int],
-                      next_: dict[tuple[str, int], int], metadata: str) -> None:
+                      next_: dict[tuple[str, int], int], metadata: str,
+                      offsets: dict[tuple[str, int], list[int]]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
         from aiokafka.structs import OffsetAndMetadata, TopicPartition
         from faust.types import TP
@@ -132,6 +125,11 @@ class KafkaLandingFence:
         started = {key: self.app.consumer._committed_offset.get(TP(*key)) for key in next_}  # noqa: SLF001
 
         rewind: dict[tuple[str, int], int] = {}
+        # checked here, on the loop that owns Faust's acks and gaps; the commit below is made
+        # only if each partition's committed offset is still `seen`, the base checked from
+        unprocessed = [f"partition {key[1]}: {hole}" for key in sorted(next_)
+                       if (hole := self._first_unprocessed(key, seen[key], started[key], next_[key],
+                                                           offsets.get(key, ()))) is not None]
 
         async def commit() -> str:
             consumer = thread._ensure_consumer()  # noqa: SLF001
@@ -147,21 +145,16 @@ class KafkaLandingFence:
                      for (t, p) in sorted(tps) if now[(t, p)] != seen.get((t, p))]
             if moved:
                 return "another member committed since this landing read the warehouse: " + "; ".join(moved)
-            gaps = []
-            for key in sorted(tps):
-                base = now[key] if now[key] is not None else started[key]
-                if base is not None and first[key] > base and not _skipped_between(key, base, first[key]):
-                    gaps.append(f"partition {key[1]}: offsets {base}-{first[key] - 1} were not processed")
-            if gaps:
-                return "the landing does not start where its partition is read from: " + "; ".join(gaps)
+            if unprocessed:
+                return "the commit would pass offsets that were not processed: " + "; ".join(unprocessed)
             if coordinator.generation != generation:
                 return "the group rebalanced while the landing was decided"
-            offsets = {tp: OffsetAndMetadata(next_[key], metadata) for key, tp in tps.items()
+            commits = {tp: OffsetAndMetadata(next_[key], metadata) for key, tp in tps.items()
                        if now[key] is None or next_[key] > now[key]}
-            if not offsets:
+            if not commits:
                 return ""
             try:
-                await consumer.commit(offsets)
+                await consumer.commit(commits)
             except (CommitFailedError, IllegalStateError) as exc:
                 return f"{type(exc).__name__}: {exc}"
             return ""
@@ -173,14 +166,36 @@ class KafkaLandingFence:
             await self._read_again(rewind)
             raise Fenced(refused)
 
+    def _first_unprocessed(self, key: tuple[str, int], seen: int | None, started: int | None, next_: int,
+                           offsets: Any) -> str | None:
+        """Why committing `next_` for partition `key` would pass an unprocessed offset, or
+        None: payflow.runtime.commit_offsets' check of Faust's commits, with the landing's
+        own offsets counted as acked (they are acked once the landing is decided)."""
+        from faust.types import TP
+
+        from payflow.runtime import commit_offsets
+        base = seen if seen is not None else started
+        if base is None:
+            return "no position known to commit from"
+        if next_ <= base:
+            return None
+        tp = TP(*key)
+        processed = commit_offsets._Snapshot.of(self.app.consumer, tp, tp)  # noqa: SLF001 - its check, reused
+        processed.acked = processed.acked + list(offsets)
+        hole = processed.first_unaccounted(base, next_)
+        return None if hole is None else f"offset {hole} (reading from {base}) was not processed"
+
     async def _read_again(self, positions: dict[tuple[str, int], int]) -> None:
         """A refused landing's partitions that this worker still owns are read again from
         where the group's committed offset says (a partition it lost is read by its owner)."""
         from faust.types import TP
+
+        from payflow.runtime import commit_offsets
         consumer = self.app.consumer
         assigned = consumer.assignment()
         for key, offset in sorted(positions.items()):
             tp = TP(*key)
             if tp in assigned:
-                await consumer.seek(tp, offset)
+                await consumer.seek(tp, offset)  # counted: a fetch in flight for tp is dropped
                 consumer._committed_offset[tp] = offset  # noqa: SLF001 - Faust commits on from there
+                commit_offsets._positions[tp] = offset  # noqa: SLF001 - and so does its check

@@ -66,6 +66,9 @@ class LandingBatch:
     # batch holds, set when it is launched: a BigQuery landing commits these offsets as its
     # decision (payflow.runtime.landing_fence); empty in tests that land rows directly
     positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    # (topic, partition) -> every raw offset the batch holds, set with `positions`: the
+    # decision commits past none that is neither here nor accounted for by the consumer
+    offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))

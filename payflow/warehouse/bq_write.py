@@ -80,9 +80,11 @@ class StorageWriteLanding:
             seen = {key: held[key][0] if key in held else None for key in positions}
             first = {key: lo for key, (lo, _) in positions.items()}
             next_ = {key: hi for key, (_, hi) in positions.items()}
+            offsets = dict(batch.offsets)
             try:
                 return self._land(batch.first_per_key(),
-                                  decide=lambda streams: fence.decide(seen, first, next_, _decision(streams)))
+                                  decide=lambda streams: fence.decide(seen, first, next_, _decision(streams),
+                                                                      offsets))
             except Fenced:
                 return Landed(fenced=True)
 

@@ -58,3 +58,56 @@ def test_a_stream_committed_already_counts_as_done_when_finishing_a_decision():
     assert bq_write._already_committed(types.StorageError(
         code=codes.INVALID_STREAM_STATE, error_message="Stream must be finalized before BatchCommit; state=COMMITTED"))
     assert not bq_write._already_committed(types.StorageError(code=codes.STREAM_NOT_FOUND))
+
+
+def _fence_over(acked=(), gaps=(), skipped=None):
+    """A fence whose consumer holds Faust's acks and gaps for ('raw', 0), and the runs the
+    fetcher stepped over."""
+    from faust.types import TP
+    from intervaltree import IntervalTree
+
+    from payflow.runtime import fetch
+    tp = TP("raw", 0)
+    tree = IntervalTree()
+    for begin, end in gaps:
+        tree.addi(begin, end)
+    fetch._skipped.pop(tp, None)
+    if skipped:
+        fetch._skipped[tp] = dict(skipped)
+    fence = object.__new__(landing_fence.KafkaLandingFence)
+    fence.app = SimpleNamespace(consumer=SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
+                                                         _gap={tp: tree}))
+    return fence
+
+
+def test_the_decision_never_commits_past_an_offset_that_was_not_processed():
+    """The decision follows the rule of Faust's commits (payflow.runtime.commit_offsets): from
+    where the partition is read, every offset up to the one committed is the landing's own,
+    acked, in a gap Faust filed, or stepped over by the fetcher."""
+    key = ("raw", 0)
+    whole = list(range(10, 20))
+    try:
+        assert _fence_over()._first_unprocessed(key, 10, None, 20, whole) is None
+        holed = [o for o in whole if o != 15]
+        assert "offset 15" in _fence_over()._first_unprocessed(key, 10, None, 20, holed)
+        assert _fence_over(gaps=[(15, 16)])._first_unprocessed(key, 10, None, 20, holed) is None
+        assert _fence_over(skipped={15: 16})._first_unprocessed(key, 10, None, 20, holed) is None
+        # a landing that starts after the committed offset: 10 and 11 were never processed
+        assert "offset 10" in _fence_over()._first_unprocessed(key, 10, None, 20, whole[2:])
+        # nothing committed: from where the consumer started the partition
+        assert _fence_over()._first_unprocessed(key, None, 10, 20, whole) is None
+        assert "offset 8" in _fence_over()._first_unprocessed(key, None, 8, 20, whole)
+        assert "no position" in _fence_over()._first_unprocessed(key, None, None, 20, whole)
+        # a range committed already is left as it is
+        assert _fence_over()._first_unprocessed(key, 25, None, 20, whole) is None
+    finally:
+        _fence_over()
+
+
+def test_a_landing_s_offsets_are_listed_per_partition():
+    from payflow.runtime.checkpoint import message_offsets
+
+    def msg(topic, partition, offset):
+        return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
+    assert message_offsets([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("raw", 0, 7)]) == \
+        {("raw", 0): [5, 7], ("raw", 1): [3]}
