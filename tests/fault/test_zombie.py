@@ -28,7 +28,8 @@ from payflow.warehouse.bq_write import POSITIONED
 from tests.fault.test_faults import assert_reconciled_and_clean
 from tests.helpers import BQ_PROJECT, Worker, simulate, unique, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault]
+# open_issue: these show issue 28's open failure (xfail); `make chaos` runs them, `make test` not
+pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.open_issue]
 PAYMENT_TABLES = ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit")
 
 
