@@ -62,7 +62,7 @@ class KeyFilter:
 
 
 class _Partition:
-    __slots__ = ("filter", "next_filter", "cursor", "kept", "last_pass_keys", "written")
+    __slots__ = ("filter", "next_filter", "cursor", "kept", "last_pass_keys", "written", "written_in_pass")
 
     def __init__(self, filter_bits: int):
         self.filter = KeyFilter(filter_bits)  # answers holds()
@@ -71,6 +71,7 @@ class _Partition:
         self.kept = 0  # keys the pass under way kept so far
         self.last_pass_keys = 0  # keys the last full pass kept
         self.written = 0  # writes since the last sweep step
+        self.written_in_pass = 0  # writes since the last full pass ended (or the partition loaded)
 
 
 class ExpiryIndex:
@@ -110,6 +111,7 @@ class ExpiryIndex:
         state.filter.add(key)
         state.next_filter.add(key)
         state.written += 1
+        state.written_in_pass += 1
 
     def holds(self, partition: int, key: str) -> bool:
         """Whether the store may hold `key` for `partition`: False means it has no entry and
@@ -152,11 +154,14 @@ class ExpiryIndex:
                 # the pass over the whole store is complete: its filter takes over
                 state.filter, state.next_filter = state.next_filter, KeyFilter(self.filter_bits)
                 state.last_pass_keys, state.kept, state.cursor = state.kept, 0, None
+                state.written_in_pass = 0
                 if wrapped or started_at is None:
                     break
                 wrapped = True
         return out
 
     def size(self) -> int:
-        """Keys held (as the sweep last counted them; between passes, an estimate)."""
-        return sum(max(s.last_pass_keys, s.kept) for s in self._partitions.values())
+        """Keys held: as the last full pass (or the load) counted them, plus the writes since
+        (an upper estimate: a write may replace a key already counted, or one the sweep will
+        find expired)."""
+        return sum(max(s.last_pass_keys + s.written_in_pass, s.kept) for s in self._partitions.values())

@@ -182,15 +182,18 @@ async def perform_seek_from_start_when_uncommitted(self) -> None:
     # in flight brings from the old positions is stale
     for tp in assignment:
         fetch.note_seek(tp)
-    await FAUST_PERFORM_SEEK(self)
+    try:
+        await FAUST_PERFORM_SEEK(self)
+    finally:
+        for tp in assignment:
+            committed = self._committed_offset[tp]  # noqa: SLF001
+            fetch.note_target(tp, committed)  # Faust's seek_to_committed went there (None: not yet known)
+            if committed:
+                _positions[_key(tp)] = committed
+        await fetch.note_seek_ended(self, assignment)
     # Faust reads a committed 0 as "nothing committed" too; either way the start is the first offset
     uncommitted = [tp for tp in self.assignment()
                    if self.app.topics.acks_enabled_for(tp.topic) and not self._committed_offset[tp]]  # noqa: SLF001
-    for tp in self.assignment():
-        committed = self._committed_offset[tp]  # noqa: SLF001
-        fetch.note_target(tp, committed)  # Faust's seek_to_committed went there (None: not yet known)
-        if committed:
-            _positions[_key(tp)] = committed
     if not uncommitted:
         return
     earliest = await self.earliest_offsets(*uncommitted)

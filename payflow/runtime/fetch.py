@@ -134,7 +134,10 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                     _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id, fetched_at)
                 await asyncio.sleep(0)
             for tp in dropped:
-                await _seek_again_if_read_past(self, tp, generation_id)
+                if seeking(tp):
+                    _recheck.add(TP(tp.topic, tp.partition))  # its target is known when the seek ends
+                else:
+                    await _seek_again_if_read_past(self, tp, generation_id)
             unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -225,6 +228,10 @@ _seeks = 0
 _sought_at: dict = {}
 # tp -> the offset its last seek asked for (None: not known, e.g. nothing committed yet)
 _sought_to: dict = {}
+# tp -> seeks begun and not ended (perform_seek learns its targets only when Faust's seek to the
+# committed offsets returns); partitions whose fetch was dropped meanwhile wait in `_recheck`
+_seeking: dict = {}
+_recheck: set = set()
 
 
 def note_target(tp: Any, offset: int | None) -> None:
@@ -247,10 +254,40 @@ async def _seek_again_if_read_past(self: Consumer, tp: Any, generation_id: int) 
 
 def note_seek(tp: Any) -> None:
     """Call before seeking tp (every seek path does, through the consumer's `seek` and
-    `perform_seek`): what a fetch begun before holds for tp is dropped, not delivered."""
+    `perform_seek`), and `note_seek_ended` once the seek ran: what a fetch begun before the
+    seek ended holds for tp is dropped, not delivered."""
     global _seeks
+    key = TP(tp.topic, tp.partition)
     _seeks += 1
-    _sought_at[TP(tp.topic, tp.partition)] = _seeks
+    _sought_at[key] = _seeks
+    _seeking[key] = _seeking.get(key, 0) + 1
+
+
+def seeking(tp: Any) -> bool:
+    return bool(_seeking.get(TP(tp.topic, tp.partition)))
+
+
+async def note_seek_ended(self: Consumer, tps: Any) -> None:
+    """The seeks of `tps` ran (their targets noted): a fetch begun while one was under way
+    (before the consumer thread ran it, the fetch could be from the old position) is dropped
+    too, and a partition whose fetch was dropped while its target was not yet known is sought
+    again if the fetcher read past that target (`_seek_again_if_read_past`)."""
+    global _seeks
+    generation_id = self.app.consumer_generation_id
+    for tp in tps:
+        key = TP(tp.topic, tp.partition)
+        _seeks += 1
+        _sought_at[key] = _seeks
+        left = _seeking.get(key, 0) - 1
+        if left > 0:
+            _seeking[key] = left
+        else:
+            _seeking.pop(key, None)
+    for tp in tps:
+        key = TP(tp.topic, tp.partition)
+        if key in _recheck and not seeking(key) and _sought_to.get(key) is not None:
+            _recheck.discard(key)
+            await _seek_again_if_read_past(self, tp, generation_id)
 
 
 def sought_since(tp: Any, fetched_at: int) -> bool:
@@ -341,7 +378,10 @@ async def seek_noted(self: Consumer, partition: Any, offset: int) -> None:
     is then dropped instead of delivered from the old position."""
     note_seek(partition)
     note_target(partition, offset)
-    await FAUST_SEEK(self, partition, offset)
+    try:
+        await FAUST_SEEK(self, partition, offset)
+    finally:
+        await note_seek_ended(self, [partition])
 
 
 async def seek_in_consumer_thread(self: ThreadDelegateConsumer, partition: Any, offset: int) -> None:

@@ -51,10 +51,12 @@ RAW = TP("race-raw", 1)
 @pytest.fixture(autouse=True)
 def fresh_runtime_state():
     """No committed positions or skipped runs left by other tests (module state)."""
-    for state in (vars(commit_offsets).get("_positions", {}), fetch._skipped):
+    states = (vars(commit_offsets).get("_positions", {}), fetch._skipped, fetch._sought_to, fetch._sought_at,
+              vars(fetch).get("_seeking", {}), vars(fetch).get("_recheck", set()))
+    for state in states:
         state.clear()
     yield
-    for state in (vars(commit_offsets).get("_positions", {}), fetch._skipped):
+    for state in states:
         state.clear()
 
 
@@ -308,4 +310,38 @@ async def test_a_fetch_made_from_the_sought_position_and_dropped_is_read_again(m
     delivered = await fetch_while_seeking(consumer, lambda: consumer.seek(RAW, 10))
     assert delivered == []
     assert consumer.position == 10  # without the second seek: 35, offsets 10-34 never delivered
+    assert commit(consumer) == {}
+
+
+class SlowSeekToCommitted(ReadFromTheSoughtPosition):
+    """The restart case: Faust's recovery seeks the raw partitions to their committed offsets
+    while the fetcher runs (it read the table changelogs). The consumer thread runs the seek,
+    hands out a fetch made from the sought position, and only then does `seek_to_committed`
+    return the offsets it went to: the fetch is dropped before its target is known."""
+
+    def __init__(self, committed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.committed = committed
+        self.fetch_handled = asyncio.Event()
+
+    async def seek_to_committed(self):
+        self.position = self.committed  # run by the consumer thread
+        self.seek_landed.set()
+        await asyncio.sleep(0.05)  # the fetch loop takes the fetch (and drops it) meanwhile
+        return {RAW: self.committed}
+
+
+async def test_a_fetch_dropped_while_the_seek_to_committed_offsets_is_under_way_is_read_again(monkeypatch):
+    """A restart with the local state lost: the stale fetch was dropped while Faust's
+    perform_seek had not yet returned its targets, so nothing sought the partition back, and
+    the worker consumed nothing more (offset 503 of one partition, lag 1 for good)."""
+    consumer = SlowSeekToCommitted(committed=10, position=10)
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+
+    async def seek():
+        await commit_offsets.perform_seek_from_start_when_uncommitted(consumer)
+
+    delivered = await fetch_while_seeking(consumer, seek)
+    assert delivered == []
+    assert consumer.position == 10  # without the recheck at the seek's end: 35, 10-34 never delivered
     assert commit(consumer) == {}
