@@ -273,7 +273,6 @@ async def note_seek_ended(self: Consumer, tps: Any) -> None:
     too, and a partition whose fetch was dropped while its target was not yet known is sought
     again if the fetcher read past that target (`_seek_again_if_read_past`)."""
     global _seeks
-    generation_id = self.app.consumer_generation_id
     for tp in tps:
         key = TP(tp.topic, tp.partition)
         _seeks += 1
@@ -287,7 +286,7 @@ async def note_seek_ended(self: Consumer, tps: Any) -> None:
         key = TP(tp.topic, tp.partition)
         if key in _recheck and not seeking(key) and _sought_to.get(key) is not None:
             _recheck.discard(key)
-            await _seek_again_if_read_past(self, tp, generation_id)
+            await _seek_again_if_read_past(self, tp, self.app.consumer_generation_id)
 
 
 def sought_since(tp: Any, fetched_at: int) -> bool:

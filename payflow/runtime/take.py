@@ -36,8 +36,9 @@ from payflow.runtime import fetch, seams
 class BatchBuffer:
     """The messages of the batch being filled; a `fetch.Route`."""
 
-    def __init__(self, max_: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, max_: int, loop: asyncio.AbstractEventLoop, flow_control: Any = None):
         self.max = max_
+        self.flow_control = flow_control  # the app's FlowControlEvent, which clears the buffer
         self.messages: list = []
         self.first_at = 0.0
         self.started = asyncio.Event()  # the first message of a batch is buffered
@@ -80,8 +81,17 @@ class BatchBuffer:
         return batch
 
     def clear(self) -> None:
-        """Partitions revoked (Faust's flow_control.clear): drop what is buffered, unacked;
-        it is read again from the committed offsets."""
+        """Partitions revoked (Faust's flow_control.clear after its suspend): drop what is
+        buffered, unacked; it is read again from the committed offsets.
+
+        Faust's flow_control.resume also clears its queues. Then the buffer is kept: what it
+        holds was fetched for the current assignment after its seek to the committed offsets
+        (take_batches drops anything of an older generation). Dropped there, those messages
+        were lost until a restart: recovery resumes flow to read the table changelogs, the
+        raw partitions are sought and fetched, and its final resume cleared them, with the
+        fetch position already past them (a restart with the local state lost stalled)."""
+        if self.flow_control is not None and self.flow_control.is_active():
+            return
         self.take()
 
 
@@ -97,7 +107,7 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
                        linger: float = 0.02, direct_topic: str | None = None) -> AsyncIterator[list]:
     loop = stream.loop
     app = stream.app
-    buffer = BatchBuffer(max_, loop)
+    buffer = BatchBuffer(max_, loop, app.flow_control)
     channel_it = aiter(stream.channel)
 
     async def add_to_buffer(value: Any) -> Any:

@@ -135,3 +135,24 @@ async def test_a_marker_after_a_fetch_s_last_record_is_noted_only_when_the_fetch
         assert not await _deliver_routed(consumer, RAW, messages([10, 11]), small, 3)
     finally:
         fetch._skipped.clear()
+
+
+async def test_the_buffer_keeps_what_it_holds_when_flow_resumes_and_drops_it_when_partitions_are_revoked():
+    """Faust's flow_control.resume clears the queues it manages. Faust's recovery resumes flow
+    to read the table changelogs, then seeks the raw partitions and resumes again: a fetch
+    delivered in between was cleared with the fetch position past it (a restart with the local
+    state lost waited for good). On a revocation (suspend, then clear) the buffer is dropped:
+    it is read again from the committed offsets."""
+    from mode.utils.queues import FlowControlEvent
+
+    flow_control = FlowControlEvent(initially_suspended=False)
+    consumer = StandInConsumer()
+    consumer.app.flow_control = flow_control
+    buffer = BatchBuffer(100, asyncio.get_running_loop(), flow_control)
+    flow_control.manage_queue(buffer)
+    assert await _deliver_routed(consumer, RAW, messages(range(0, 5)), buffer, 3)
+    flow_control.resume()  # recovery done: what was fetched after the seek stays
+    assert [m.offset for m in buffer.messages] == [0, 1, 2, 3, 4]
+    flow_control.suspend()  # a rebalance revokes the partitions
+    flow_control.clear()
+    assert buffer.messages == []

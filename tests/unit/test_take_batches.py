@@ -86,11 +86,18 @@ async def test_fetched_messages_arrive_as_batches_and_stale_generations_are_drop
     assert not fetch.routed(DIRECT)  # the route ends with the batches
 
 
+def revoke() -> None:
+    """Faust's revocation: flow suspended, then the managed queues cleared; resumed after."""
+    probe_app.flow_control.suspend()
+    probe_app.flow_control.clear()
+    probe_app.flow_control.resume()
+
+
 async def test_a_rebalance_clears_what_the_fetch_loop_buffered():
     fetched.clear()
     async with direct_consumer.test_context():
         route = await route_with(range(3))
-        probe_app.flow_control.clear()  # what Faust does when partitions are revoked
+        revoke()  # what Faust does when partitions are revoked
         route.put_many([message(10, probe_app.consumer_generation_id)])
         await until_fetched()
     assert fetched == [[10]]
@@ -116,7 +123,7 @@ async def test_fetched_messages_are_pending_acks_once_taken_not_while_buffered(m
         generation = probe_app.consumer_generation_id
         held = message(1, generation)  # still referenced, as by the fetch loop
         route.put_many([held])
-        probe_app.flow_control.clear()  # the rebalance drops it
+        revoke()  # the rebalance drops it
         taken = message(2, generation)
         route.put_many([taken])
         await until_fetched()
