@@ -21,48 +21,19 @@ import zlib
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from payflow.keys import KeyRing
 from payflow.outputs import enriched_records, output_records
 from payflow.settings import Topics
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.stages.batch import BatchProcessor, RawItem
+from payflow.tables.memory import MemoryState
 from payflow.warehouse.base import build_batch
 from payflow.warehouse.child import _pickled_without_memo
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 PARTITIONS = 6
-
-
-class DictState:
-    """A state table as the processor sees it, one dict per partition."""
-
-    def __init__(self) -> None:
-        self.data: dict[int, dict[str, bytes]] = defaultdict(dict)
-
-    def read(self, partition: int, key: str) -> bytes | None:
-        return self.data[partition].get(key)
-
-    def write(self, partition: int, key: str, value: bytes) -> None:
-        self.data[partition][key] = value
-
-    def remove(self, partition: int, key: str) -> bool:
-        return self.data[partition].pop(key, None) is not None
-
-    def apply_writes(self) -> None:
-        pass
-
-    def expire(self, partition: int, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.data[partition].pop(key, None)
-
-    def scan_partition(self, partition: int) -> list[tuple[str, bytes]]:
-        return list(self.data[partition].items())
-
-    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
-        keys = sorted(k for k in self.data[partition] if after is None or k > after)[:limit]
-        return [(k, self.data[partition][k]) for k in keys]
 
 
 def _rss_mb() -> float:
@@ -90,7 +61,7 @@ def run(events: int, batch_size: int, land: bool, duckdb_settings: list[str] = (
         items.append((p, offsets[p], m.key, m.value))
         offsets[p] += 1
     keyring = KeyRing.parse("bench-1:" + "3c" * 32)
-    tables = {name: DictState() for name in ("dedup", "watermark", "sender", "card")}
+    tables = {name: MemoryState() for name in ("dedup", "watermark", "sender", "card")}
     clock = {"now": START + timedelta(seconds=events / options.business_tps + 60)}
     processor = BatchProcessor(keyring=keyring, dedup_table=tables["dedup"], watermark_table=tables["watermark"],
                                sender_table=tables["sender"], card_table=tables["card"], now=lambda: clock["now"])

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 def measure(events: int, runs: int, batch: int = 2000) -> tuple[float, float]:
     """(fraud stage CPU µs per event, whole batch CPU µs per event), best of `runs`."""
     from payflow.keys import KeyRing
-    from payflow.fraudeval.run import _dict_state
+    from payflow.tables.memory import MemoryState
     from payflow.simulator.generator import EventStream, SimOptions
     from payflow.stages.batch import BatchProcessor, RawItem
 
@@ -22,7 +22,7 @@ def measure(events: int, runs: int, batch: int = 2000) -> tuple[float, float]:
     now = start + timedelta(seconds=events / 5 + 3600)
     best_fraud = best_all = float("inf")
     for _ in range(runs):
-        tables = {name: _dict_state() for name in ("dedup_table", "watermark_table", "sender_table", "card_table")}
+        tables = {name: MemoryState() for name in ("dedup_table", "watermark_table", "sender_table", "card_table")}
         p = BatchProcessor(keyring=KeyRing.parse("cost-1:" + "5a" * 32), now=lambda: now, **tables)
         started = time.process_time()
         for i in range(0, len(msgs), batch):

@@ -19,44 +19,16 @@ import zlib
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
 
 import orjson
 
 from payflow.fraudeval.traffic import FRAUD, LEGIT, Labelled, Traffic, messages
+from payflow.tables.memory import MemoryState
 
 THRESHOLDS = (20, 30, 40, 50, 60, 70, 80, 90)
 
 
 # -- scoring ------------------------------------------------------------------------------
-def _dict_state():  # the unit tests' DictState, without importing the tests package
-    class DictState:
-        def __init__(self) -> None:
-            self.data: dict[tuple[int, str], bytes] = {}
-
-        def read(self, partition: int, key: str) -> bytes | None:
-            return self.data.get((partition, key))
-
-        def write(self, partition: int, key: str, value: bytes) -> None:
-            self.data[(partition, key)] = value
-
-        def remove(self, partition: int, key: str) -> bool:
-            return self.data.pop((partition, key), None) is not None
-
-        def apply_writes(self) -> None:
-            pass
-
-        def expire(self, partition: int, keys: Iterable[str]) -> None:
-            for key in keys:
-                self.data.pop((partition, key), None)
-
-        def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]:
-            return [(k, v) for (p, k), v in self.data.items() if p == partition]
-
-        def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]:
-            keys = sorted(k for (p, k) in self.data if p == partition and (after is None or k > after))[:limit]
-            return [(k, self.data[(partition, k)]) for k in keys]
-    return DictState()
 
 
 def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size: int = 500,
@@ -66,7 +38,7 @@ def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size:
     from payflow.keys import KeyRing
     from payflow.stages.batch import BatchProcessor, RawItem
 
-    tables = {name: _dict_state() for name in ("dedup_table", "watermark_table", "sender_table", "card_table")}
+    tables = {name: MemoryState() for name in ("dedup_table", "watermark_table", "sender_table", "card_table")}
     last = max(e.event_time for e in events)
     now = datetime.fromtimestamp(last + 60, timezone.utc)
     processor = BatchProcessor(keyring=KeyRing.parse("eval-1:" + "5a" * 32), now=lambda: now,
