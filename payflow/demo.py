@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tabulate import tabulate
 
-from payflow.kafka_admin import delete_topics, group_lag, list_topics, rewind_group
+from payflow.catch_up import CatchUpFailed, run_worker_until_caught_up
+from payflow.kafka_admin import delete_topics, list_topics, rewind_group
 from payflow.settings import Settings
 
 DEMO_EVENTS = int(os.environ.get("PAYFLOW_DEMO_EVENTS", "20000"))
@@ -91,29 +90,12 @@ def main() -> int:
     asyncio.run(rewind_group(settings.kafka_bootstrap, settings.app_id, settings.topics.raw))
 
     say("starting the worker (payflow worker) and waiting until every offset is committed")
-    log_path = settings.data_dir / "worker-stdout.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    started = time.monotonic()
     try:
-        while True:
-            if worker.poll() is not None:
-                print(f"the worker exited with {worker.returncode}; see {log_path}")
-                return 1
-            lag = sum(asyncio.run(group_lag(settings.kafka_bootstrap, settings.app_id, settings.topics.raw)).values())
-            print(f"  {time.monotonic() - started:5.1f} s  messages not yet committed: {lag}", flush=True)
-            if lag == 0:
-                break
-            if time.monotonic() - started > 600:
-                print("the worker did not catch up within 10 minutes")
-                return 1
-            time.sleep(2)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
-    print(f"caught up in {time.monotonic() - started:.1f} s ({DEMO_EVENTS / (time.monotonic() - started):.0f} events/s "
+        took = run_worker_until_caught_up(settings, timeout=600, interval=2)
+    except CatchUpFailed as exc:
+        print(exc)
+        return 1
+    print(f"caught up in {took:.1f} s ({DEMO_EVENTS / took:.0f} events/s "
           "including worker start-up); worker stopped")
 
     from payflow.compliance.pci import scan_all

@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import zlib
@@ -78,7 +76,8 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
     """The traffic to a fresh raw topic, a real `payflow worker` until every offset is
     committed, then the scores as the warehouse holds them."""
     from payflow.demo import _reset
-    from payflow.kafka_admin import group_lag, rewind_group
+    from payflow.catch_up import CatchUpFailed, run_worker_until_caught_up
+    from payflow.kafka_admin import rewind_group
     from payflow.settings import Settings
     from payflow.warehouse import open_warehouse
 
@@ -100,26 +99,10 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
     print(f"producing {len(events)} labelled payments to {settings.topics.raw}", flush=True)
     asyncio.run(_produce(settings.kafka_bootstrap, settings.topics.raw, settings.partitions, events))
     asyncio.run(rewind_group(settings.kafka_bootstrap, settings.app_id, settings.topics.raw))
-    log_path = settings.data_dir / "worker-stdout.log"
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    started = time.monotonic()
     try:
-        while True:
-            if worker.poll() is not None:
-                raise SystemExit(f"the worker exited with {worker.returncode}; see {log_path}")
-            lag = sum(asyncio.run(group_lag(settings.kafka_bootstrap, settings.app_id, settings.topics.raw)).values())
-            print(f"  {time.monotonic() - started:5.1f} s  not yet committed: {lag}", flush=True)
-            if lag == 0:
-                break
-            if time.monotonic() - started > 1200:
-                raise SystemExit("the worker did not catch up within 20 minutes")
-            time.sleep(3)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+        run_worker_until_caught_up(settings, timeout=1200, interval=3)
+    except CatchUpFailed as exc:
+        raise SystemExit(str(exc)) from None
     warehouse = open_warehouse(settings)
     try:
         rows = warehouse.query("SELECT transaction_id, fraud_score, risk_flags FROM payment_transactions_fraud")

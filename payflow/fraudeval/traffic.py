@@ -18,24 +18,13 @@ from typing import Iterator
 
 import orjson
 
+from payflow.simulator.population import REGIONS
 from payflow.stages import currencies
 from payflow.stages.cards import BRANDS, luhn_check_digit
 
 DAY = 86_400.0
 HOUR = 3_600.0
 
-# home region -> (IPv4 first octets, currencies); the pipeline's region names
-REGIONS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
-    "us-east": ((3, 18, 23, 34), ("USD",)),
-    "us-west": ((13, 44, 52, 54), ("USD",)),
-    "eu-west": ((31, 46, 77, 81), ("EUR", "GBP")),
-    "eu-central": ((78, 85, 91, 93), ("EUR", "CHF")),
-    "ap-northeast": ((110, 126, 133, 153), ("JPY", "KRW")),
-    "ap-south": ((103, 106, 117, 157), ("INR", "SGD")),
-    "sa-east": ((177, 179, 186, 187), ("BRL",)),
-    "me-central": ((37, 94, 151, 188), ("KWD", "BHD")),
-    "oc-east": ((1, 101, 110, 203), ("AUD",)),
-}
 # an IP geolocation database often places a mobile carrier's addresses one region over
 NEIGHBOUR = {"us-east": "us-west", "us-west": "us-east", "eu-west": "eu-central", "eu-central": "eu-west",
              "ap-northeast": "ap-south", "ap-south": "ap-northeast", "sa-east": "us-east",

@@ -82,6 +82,13 @@ class Outage:
         if self.started is not None:
             self.last_failure = now
 
+    def over_limit(self, kind: str, detail: Callable[[], str], now: float) -> None:
+        """A periodic check found `what` failing (no broker answer, no landing acknowledged):
+        the first time starts the outage with `detail()`, later checks only keep it going."""
+        if self.started is None:
+            self.failed(kind, detail(), now)
+        self.still_failing(now)
+
     def failed(self, kind: str, detail: str, now: float) -> None:
         """A line saying `what` failed: the first starts the outage, the rest are counted."""
         self.last_failure = now
@@ -442,20 +449,16 @@ def tick(health: Health, consumer: Any, raw_topic: str, last_ack: float, now: fl
     if probe is not None:
         silent = probe.silent_for(now)
         if silent > health.broker_seconds:
-            if not health.broker.active:
-                health.broker.failed("broker probe", f"no broker answered for {silent:.0f} s "
-                                     f"({probe.last_error})", now)
-            health.broker.still_failing(now)
+            health.broker.over_limit(
+                "broker probe", lambda: f"no broker answered for {silent:.0f} s ({probe.last_error})", now)
         elif health.broker.active and probe.answered_at is not None and probe.answered_at > health.broker.started:
             health.broker.recovered(now)
     health.broker.tick(now)
     if sink is not None:
         stalled = sink.landing_seconds(now)
         if stalled > health.landing_stall_seconds:
-            if not health.warehouse.active:
-                health.warehouse.failed("landing stalled", f"a landing has not been acknowledged for "
-                                        f"{stalled:.0f} s", now)
-            health.warehouse.still_failing(now)
+            health.warehouse.over_limit(
+                "landing stalled", lambda: f"a landing has not been acknowledged for {stalled:.0f} s", now)
         from payflow import metrics
         metrics.SINK_UP.set(1 if health.warehouse_ready(sink, now) else 0)
     if last_ack > health.last_ack_seen:
