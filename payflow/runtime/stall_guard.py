@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable
 
 from payflow import metrics
-from payflow.runtime import fetch
+
 
 log = logging.getLogger("payflow.stall_guard")
 
@@ -104,7 +104,8 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
         # order, and Faust's gap folding (up to the highest ack) would then count a message
         # of the re-read that is delivered but not landed as acked
         forget_acks_from(consumer._acked.get(tp), consumer._acked_index.get(tp), offset)  # noqa: SLF001
-        fetch.note_seek(tp)  # what the fetch loop still holds for tp is stale
+        # counted as a seek (payflow.runtime.fetch.seek_noted): what the fetch loop still
+        # holds for tp is stale
         await consumer.seek(tp, offset)
 
 

@@ -166,3 +166,30 @@ def test_a_seek_back_forgets_the_acks_it_will_read_again_so_gaps_fold_only_what_
     acked = [90, 120]
     forget_acks_from(acked, {90, 120}, 100)
     assert acked == [90]
+
+
+async def test_a_seek_back_by_the_guard_is_noted_once_and_ends(monkeypatch):
+    """The guard's seek goes through the counted seek (payflow.runtime.fetch.seek_noted): a fetch
+    in flight for the partition is dropped, and the seek ends. Counted twice and ended once,
+    the partition stayed "seek under way" for good, and a fetch dropped later was never sought
+    back."""
+    from payflow.runtime import fetch
+    from payflow.runtime.stall_guard import unstick_partitions
+
+    async def faust_seek(self, tp, offset):
+        self.position = offset
+
+    monkeypatch.setattr(fetch, "FAUST_SEEK", faust_seek)
+    raw = TP("raw", 0)
+    consumer = SimpleNamespace(
+        position=40, assignment=lambda: {raw}, _unacked_messages=set(), _committed_offset={raw: 10},
+        _acked={raw: [20, 21]}, _acked_index={raw: {20, 21}}, _gap={raw: IntervalTree()},
+        app=SimpleNamespace(consumer_generation_id=1))
+    consumer.seek = lambda tp, offset: fetch.seek_noted(consumer, tp, offset)
+    guard = StallGuard(patience_seconds=0.0)
+    fetched_at = fetch._seeks
+    await unstick_partitions(consumer, "raw", guard)  # the hole is seen
+    await unstick_partitions(consumer, "raw", guard)  # and has persisted: sought back
+    assert consumer.position == 10
+    assert fetch.sought_since(raw, fetched_at)
+    assert not fetch.seeking(raw)
