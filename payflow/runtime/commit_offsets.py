@@ -62,8 +62,6 @@ def fixed_new_offset(self, tp) -> Optional[int]:
     offsets the fetcher stepped over; refused (None, an ERROR, payflow_commit_refused_total)
     if it would pass an offset neither acked nor known to be skipped."""
     acked = self._acked[tp]  # noqa: SLF001
-    if not acked:
-        return None
     key = _key(tp)
     committed = self._committed_offset[tp]  # noqa: SLF001
     if committed is not None:
@@ -74,8 +72,11 @@ def fixed_new_offset(self, tp) -> Optional[int]:
             return None  # no position known to commit from yet: the assignment's seek sets one
         # acks below the position are replays of what is committed already
         acked[:] = [o for o in acked if o >= committed]
-        if not acked:
-            return None
+    if not acked:
+        # nothing acked: only offsets the fetcher stepped over from the committed position
+        # (a transaction marker right at it, after a restart) move the commit
+        end = fetch.skipped_run_end(tp, committed, forget=False)
+        return end if end > committed else None
     before = _Snapshot.of(self, tp, key)
     new_offset = _new_offset_of_acks(self, tp, committed)
     if new_offset is None:

@@ -113,6 +113,7 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                 continue
             generation_id = app.consumer_generation_id
             dropped = []
+            delivered = set()  # partitions whose records of this fetch all reached their route
             for tp, tp_records in records.items():
                 if sought_since(tp, fetched_at):
                     dropped.append(tp)
@@ -132,7 +133,9 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                 elif await _deliver_routed(self, tp, [to_message(tp, r) for r in tp_records], target,
                                            generation_id, fetched_at):
                     _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id, fetched_at)
+                    delivered.add(tp)
                 await asyncio.sleep(0)
+            _note_skipped_without_records(self, records, delivered, generation_id)
             for tp in dropped:
                 if seeking(tp):
                     _recheck.add(TP(tp.topic, tp.partition))  # its target is known when the seek ends
@@ -282,6 +285,9 @@ async def note_seek_ended(self: Consumer, tps: Any) -> None:
             _seeking[key] = left
         else:
             _seeking.pop(key, None)
+            # the position is the target: a fetch that brings records from it replaces this
+            # observation or drops it (read_committed may step over a marker at the target)
+            _observe(self, tp, _sought_to.get(key), self.app.consumer_generation_id)
     for tp in tps:
         key = TP(tp.topic, tp.partition)
         if key in _recheck and not seeking(key) and _sought_to.get(key) is not None:
@@ -314,13 +320,58 @@ def _note_skipped_tail(self: Consumer, tp: Any, last_offset: int, generation_id:
     position = _fetch_position(self, tp)
     if position is not None and position > last_offset + 1:
         _skipped.setdefault(TP(tp.topic, tp.partition), {})[last_offset + 1] = position
+    _observe(self, tp, position, generation_id)
 
 
-def skipped_run_end(tp: Any, offset: int) -> int:
+# tp -> (the fetcher's position, tp's seek count, generation) when every record before that
+# position was known delivered: after a fetch delivered whole, after a fetch that brought
+# nothing for tp, or at the end of a seek that left the position where it asked
+_observed: dict = {}
+
+
+def _observe(self: Consumer, tp: Any, position: int | None, generation_id: int) -> None:
+    key = TP(tp.topic, tp.partition)
+    if position is None:
+        _observed.pop(key, None)
+    else:
+        _observed[key] = (position, _sought_at.get(key, 0), generation_id)
+
+
+def _note_skipped_without_records(self: Consumer, records: dict, delivered: set, generation_id: int) -> None:
+    """The fetcher moves its position over offsets that never arrive in fetches that bring
+    no records for the partition too: a transaction's marker that a fetch response holds
+    alone (the broker's stable offset reached the records before the marker), or an aborted
+    transaction's batches. Between two observations of the position with no seek, no
+    rebalance and no record of the partition brought meanwhile, every offset passed is one of
+    those: noted as skipped, so that commits reach the partition's end (lag 0)."""
+    if self.app.consumer_generation_id != generation_id or self.suspend_flow.is_set():
+        _observed.clear()
+        return
+    for tp in records:
+        if records[tp] and tp not in delivered:
+            _observed.pop(TP(tp.topic, tp.partition), None)  # brought, not delivered: read again
+    for tp in self.assignment():
+        if tp.topic not in _routes or records.get(tp):
+            continue
+        key = TP(tp.topic, tp.partition)
+        position = _fetch_position(self, tp)
+        seen = _observed.get(key)
+        if (seen is not None and position is not None and position > seen[0]
+                and seen[1:] == (_sought_at.get(key, 0), generation_id) and not seeking(key)):
+            _skipped.setdefault(key, {})[seen[0]] = position
+            self._acked[tp]  # noqa: SLF001,B018 - Faust commits the partitions its ack table holds
+        _observe(self, tp, position if not seeking(key) else None, generation_id)
+
+
+def skipped_run_end(tp: Any, offset: int, forget: bool = True) -> int:
     """The first offset at or after `offset` not known to be skipped (forgetting the runs
-    passed, and any that end before `offset`)."""
+    passed, and any that end before `offset`, unless `forget` is False)."""
     runs = _skipped.get(TP(tp.topic, tp.partition)) if isinstance(tp, tuple) else None
     if not runs:
+        return offset
+    if not forget:
+        while offset in runs:
+            offset = runs[offset]
         return offset
     while offset in runs:
         offset = runs.pop(offset)
@@ -405,7 +456,7 @@ def install() -> None:
     seek is counted and runs in the consumer thread."""
     global FAUST_SEEK
     seams.require(Consumer, "_wait_next_records", "_to_message", "_add_gap", "perform_seek", "highwater",
-                  "wait_first", "_seek")
+                  "wait_first", "_seek", "assignment")
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
     seams.require(AIOKafkaConsumerThread, "seek", "call_thread")
     seams.replace(Consumer, "_drain_messages", drain_messages)

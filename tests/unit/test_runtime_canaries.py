@@ -53,6 +53,9 @@ class FetchStub(AIOKafkaDriverConsumer):
     def should_stop(self):
         return False
 
+    def assignment(self):
+        return {RAW}
+
     async def _wait_next_records(self, timeout):
         self.calls += 1
         if self.calls > 1:  # one fetch, then the loop ends
@@ -122,6 +125,7 @@ async def test_faust_s_seek_is_counted_and_runs_in_the_consumer_thread():
     consumer._thread = Thread()
     consumer._read_offset = {}
     consumer.log = SimpleNamespace(dev=lambda *a, **k: None)
+    consumer.app = SimpleNamespace(consumer_generation_id=1)
     seeks = fetch._seeks
     await Consumer.seek(consumer, RAW, 12)  # Faust's entry point: seek -> _seek -> the thread
     assert calls == ["call_thread", ("seek", RAW, 12)]

@@ -53,6 +53,9 @@ class StubConsumer:
     async def sleep(self, seconds):
         await asyncio.sleep(0)
 
+    def assignment(self):
+        return {RAW, RAW1, OTHER}
+
     async def perform_seek(self):
         self.seeks += 1
 
