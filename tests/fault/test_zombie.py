@@ -6,14 +6,14 @@ before it writes, between two tables' commits, and after its last table commit b
 offsets are committed. Afterwards every table must hold exactly one row per payment (per
 raw position for the position-keyed tables) and the sums per currency the manifest's.
 
-BigQuery (the emulator): the workers share one dataset. On the default landing a zombie
-stopped before its write or between two tables' commits lands its rows a second time (its
-lookup ran before the successor landed): those two cases are expected to fail until issue
-28's fence is on by default (PAYFLOW_BQ_LANDING_FENCE=on, docs/bigquery.md; experimental:
-with it, these runs met the partition seek race of issue 25 and lost payments, so it is
-off). DuckDB has no such case: its file
-is held by one worker's landing process for that worker's life (a second worker cannot
-open it), so a group of workers never lands two writers into one DuckDB file."""
+BigQuery (the emulator): the workers share one dataset. The landing's decision is a
+generation-fenced Kafka offset commit that names its write streams (payflow.runtime.landing_fence,
+PAYFLOW_BQ_LANDING_FENCE=on, the default): the zombie's decision is refused and its streams are
+never committed. Without it (`off`) a zombie stopped before its write or between two tables'
+commits landed its rows a second time (939 and 937 payments in all three payment tables, one
+run each). DuckDB has no such case: its file is held by one worker's landing process for that
+worker's life (a second worker cannot open it), so a group of workers never lands two writers
+into one DuckDB file."""
 from __future__ import annotations
 
 import os
@@ -28,8 +28,7 @@ from payflow.warehouse.bq_write import POSITIONED
 from tests.fault.test_faults import assert_reconciled_and_clean
 from tests.helpers import BQ_PROJECT, Worker, simulate, unique, wait_until
 
-# open_issue: these show issue 28's open failure (xfail); `make chaos` runs them, `make test` not
-pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.open_issue]
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 PAYMENT_TABLES = ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit")
 
 
@@ -54,10 +53,6 @@ def repeated_keys(warehouse) -> dict[str, int]:
     return out
 
 
-ISSUE_28 = pytest.mark.xfail(strict=True, reason="issue 28: the default BigQuery landing has no fence against "
-                                                 "a zombie writer (its late commit duplicates rows)")
-
-
 # stopped after its last table commit, the zombie's rows are all landed, but its dedup state
 # for them is not on the changelog yet (flushed after the landing): the successor, reading
 # from the committed offset, can take a later copy of a payment for its first and records an
@@ -67,8 +62,7 @@ UNFLUSHED_DEDUP = pytest.mark.xfail(strict=False, reason="the zombie's dedup sta
                                                          "not on the changelog: extra id_conflict rows")
 
 
-@pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ISSUE_28),
-                                    pytest.param("between_tables", marks=ISSUE_28),
+@pytest.mark.parametrize("moment", ["before_write", "between_tables",
                                     pytest.param("before_offset_commit", marks=UNFLUSHED_DEDUP)])
 def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, bq_endpoint, tmp, moment):
     prefix = unique("zombie-") + "-"
