@@ -47,7 +47,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_WATERMARK_SECONDS", "3600", "events older than the highest event_time seen minus this go to payment-events-late"),
     Setting("PAYFLOW_SINK_BATCH_SIZE", "2000", "events per pipeline batch (and warehouse write)"),
     Setting("PAYFLOW_SINK_BATCH_SECONDS", "0.5", "longest wait to fill a batch"),
-    Setting("PAYFLOW_SINK_LANDING_BATCHES", "3", "while the warehouse is busy, up to this many processed batches wait and then land together; beyond it the worker waits (bounds memory)"),
+    Setting("PAYFLOW_SINK_LANDING_BATCHES", "2", "while the warehouse is busy, up to this many processed batches wait and then land together; beyond it the worker waits (bounds memory)"),
     Setting("PAYFLOW_SINK_TARGET_LANDING_SECONDS", "10", "a landing slower than this halves how much the next may gather (down to one batch), one four times faster doubles it back (up to PAYFLOW_SINK_LANDING_BATCHES): a slow warehouse gets smaller landings"),
     Setting("PAYFLOW_BQ_LANDING", "storage", "BigQuery landing: storage (the Storage Write API, no DML; docs/bigquery.md) or merge (one MERGE per table)"),
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),

@@ -100,3 +100,49 @@ def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka
     finally:
         warehouse.client.delete_dataset(f"{BQ_PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
         warehouse.close()
+
+
+@pytest.mark.parametrize("moment", ["before_write", "between_tables", "before_offset_commit"])
+def test_on_duckdb_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, tmp, moment):
+    """DuckDB: the landing process holds the file for the worker's life, so a second worker on
+    the same file is refused by DuckDB's own lock (it exits with the file's holder named),
+    and the evicted worker is the only one that can finish the landing. Resumed, its landing
+    goes on, its offset commit is refused (stale generation), it joins again and reads from
+    the committed offsets: the rows it landed come back as replays, which the warehouse's
+    keys (transaction_id, raw position) take once."""
+    prefix = unique("zombie-duck-") + "-"
+    simulate(prefix, tmp / "m.json", count=6_000, seed=52, partitions=4, late_ratio=0.01)
+    shared = tmp / "warehouse.duckdb"
+    env = {"PAYFLOW_SINK_BATCH_SIZE": "500", "PAYFLOW_SINK_LANDING_BATCHES": "1"}
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    url = f"duckdb:///{shared}"
+    a = Worker(tmp / "a", prefix=prefix, app_id=prefix + "app", warehouse=url,
+               extra_env={**env, "PAYFLOW_FAULT_PAUSE_LANDING": f"{moment}:3"})
+    b = Worker(tmp / "b", prefix=prefix, app_id=prefix + "app", warehouse=url, extra_env=env)
+    try:
+        a.start()
+        wait_until(lambda: stopped(a) or not a.alive(), 300, interval=0.2, what=f"A stopped at {moment}")
+        assert a.alive(), a.log_tail()
+        b.start()  # the same group and the same file: DuckDB refuses B's landing process
+        wait_until(lambda: not b.alive(), 120, interval=0.5, what="B refused by the file's lock")
+        assert b.proc.returncode != 0
+        assert "lock" in b.log_tail(200).lower(), b.log_tail()
+        time.sleep(15)  # past A's session timeout (10 s): the coordinator evicts A
+        assert stopped(a), "A ran on while it should be stopped"
+        os.killpg(a.proc.pid, signal.SIGCONT)  # A finishes its landing as an evicted writer
+        a.wait_caught_up(timeout=600)
+    finally:
+        if a.alive() and stopped(a):
+            os.killpg(a.proc.pid, signal.SIGCONT)
+        code = a.stop()
+        b.stop()
+    assert code == 0, a.log_tail()
+    assert "fault injection" in a.log_tail(10_000)
+    from payflow.warehouse.duck import DuckDBWarehouse
+    warehouse = DuckDBWarehouse(str(shared))
+    try:
+        assert repeated_keys(warehouse) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
+        assert_reconciled_and_clean(a, tmp / "m.json", warehouse, data_dir=tmp / "a" / "data")
+    finally:
+        warehouse.close()
