@@ -301,7 +301,8 @@ def gdpr_erase(card, expiry, pii_hash, mode, warehouse, no_state, allow_none) ->
     ring lacks, or when the warehouse does not exist. Exit 0: rows erased; 3: no row matched
     (the receipt says so; --allow-none makes it 0); 2: refused or an error."""
     from payflow.compliance.gdpr import ErasureError, erase, missing_key_ids, subject_hashes
-    from payflow.keys import KeyConfigError, KeyRing
+    from payflow.key_config import key_ring_from_settings
+    from payflow.keys import KeyConfigError
 
     settings = Settings.from_env()
     if card and pii_hash:
@@ -314,7 +315,7 @@ def gdpr_erase(card, expiry, pii_hash, mode, warehouse, no_state, allow_none) ->
     keyring = None
     if card:
         try:
-            keyring = KeyRing.from_settings(settings, generate=False)
+            keyring = key_ring_from_settings(settings, generate=False)
         except KeyConfigError as exc:
             raise CommandError(f"refused: {exc}") from None
     try:

@@ -26,13 +26,14 @@ import logging
 import struct
 from collections import defaultdict
 from functools import cached_property
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator
 
 import faust
 from rocksdict import WriteBatch
 
 from payflow.runtime.internals import is_rocksdb_store, rocksdb_partition, rocksdb_partitions
 from payflow.runtime.tables import RetainedChangelogTable
+from payflow.tables.state import PartitionedState  # noqa: F401 - the type BatchLoggedTable implements
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +173,6 @@ def _unpack_v1(record: bytes) -> Iterator[tuple[bytes, bytes | None]]:
 
 
 _READERS = {MAGIC: _unpack_v1}  # header -> reader, one per record format
-
-
-class PartitionedState(Protocol):
-    """What the batch processor needs of a state table (BatchLoggedTable; tests/fakes.py: DictState)."""
-
-    def read(self, partition: int, key: str) -> bytes | None: ...
-    def write(self, partition: int, key: str, value: bytes) -> None: ...
-    def remove(self, partition: int, key: str) -> bool: ...
-    def apply_writes(self) -> None: ...
-    def expire(self, partition: int, keys: Iterable[str]) -> None: ...
-    def scan(self) -> Iterable[tuple[str, bytes]]: ...
-    def scan_partition(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
-    def scan_partition_from(self, partition: int, after: str | None, limit: int) -> list[tuple[str, bytes]]: ...
 
 
 class BatchLoggedTable(RetainedChangelogTable):

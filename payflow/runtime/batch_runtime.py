@@ -22,7 +22,7 @@ from faust.types import TP
 from payflow import metrics
 from payflow.compliance.gdpr import load_erased_subjects
 from payflow.kafka_admin import ensure_topics
-from payflow.keys import KeyRing
+from payflow.key_config import key_ring_from_settings
 from payflow.outputs import KafkaOutputs, enriched_records
 from payflow.runtime import internals, landing_fence, worker
 from payflow.runtime.checkpoint import Checkpoint, Landing
@@ -138,7 +138,7 @@ def _open(app: Any, settings: Settings) -> tuple[BatchProcessor, KafkaOutputs, W
         card_table, configure_changelog_limits, dedup_table, sender_table, watermark_table,
     )
     configure_changelog_limits()  # state records sized by the broker's limits; refuses to start if one could not fit
-    keyring = KeyRing.from_settings(settings)
+    keyring = key_ring_from_settings(settings)
     warehouse = open_warehouse(settings, child_process=True)
     warehouse.ensure_schema()
     log.info("stage mask: HMAC key %s active (%d key(s) in ring)", keyring.active.key_id, len(keyring.keys))

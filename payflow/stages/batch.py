@@ -27,7 +27,7 @@ from payflow.stages.mask import ErasedSubjects, erased_outcome, mask
 from payflow.stages.redact import masked_remains
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection, to_us
 from payflow.tables.expiry import ExpiryIndex
-from payflow.tables.changelog import PartitionedState
+from payflow.tables.state import PartitionedState
 from payflow.stages.validation import UNDECODABLE, ValidatedPayment, decode
 from payflow.tables.watermark_log import WatermarkLog
 

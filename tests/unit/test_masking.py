@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from payflow.stages.cards import BRANDS, find_pans, luhn_valid
+from payflow.key_config import key_ring_from_settings
 from payflow.keys import KeyConfigError, KeyRing, pii_hash
 from payflow.stages.mask import mask
 from payflow.models import EnrichedPayment, FraudAssessment
@@ -69,7 +70,7 @@ def test_production_refuses_to_start_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("PAYFLOW_HMAC_KEYS", raising=False)
     monkeypatch.setenv("PAYFLOW_HMAC_KEY_FILE", str(tmp_path / "k"))
     with pytest.raises(KeyConfigError, match="refusing to start"):
-        KeyRing.from_settings(Settings.from_env())
+        key_ring_from_settings(Settings.from_env())
     assert not (tmp_path / "k").exists()
 
 
@@ -77,8 +78,8 @@ def test_development_generates_and_reuses_a_local_key(tmp_path, monkeypatch):
     monkeypatch.setenv("PAYFLOW_PRODUCTION", "false")
     monkeypatch.delenv("PAYFLOW_HMAC_KEYS", raising=False)
     monkeypatch.setenv("PAYFLOW_HMAC_KEY_FILE", str(tmp_path / "k"))
-    first = KeyRing.from_settings(Settings.from_env())
-    second = KeyRing.from_settings(Settings.from_env())
+    first = key_ring_from_settings(Settings.from_env())
+    second = key_ring_from_settings(Settings.from_env())
     assert first.active.secret == second.active.secret and len(first.active.secret) == 32
     assert (tmp_path / "k").stat().st_mode & 0o077 == 0
     assert first.active.secret.hex() not in repr(first)
