@@ -228,10 +228,6 @@ def resolve_path(value: str) -> Path:
     return (ROOT if (ROOT / "setup.cfg").is_file() else Path.cwd()) / p
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _flag(name: str) -> bool:
     raw = _env(name).strip()
     if raw.lower() not in _BOOLS:

@@ -22,5 +22,6 @@ def open_warehouse(settings: Settings, url: str | None = None, *, child_process:
         project, _, dataset = url[len("bigquery://"):].partition("/")
         if not project or not dataset:
             raise ValueError("PAYFLOW_WAREHOUSE for BigQuery must look like bigquery://PROJECT/DATASET")
-        return BigQueryWarehouse(project, dataset, endpoint=settings.bigquery_endpoint or None)
+        return BigQueryWarehouse(project, dataset, endpoint=settings.bigquery_endpoint or None,
+                                 landing=settings.bq_landing)
     raise ValueError(f"PAYFLOW_WAREHOUSE {url!r}: expected duckdb:///PATH or bigquery://PROJECT/DATASET")

@@ -32,7 +32,6 @@ from payflow.warehouse.base import (
     conflict_detail, find_conflicts,
 )
 
-ERASURE_MODES = ("delete", "anonymize")
 
 
 _LAND_RETRY = bigquery.DEFAULT_RETRY.with_deadline(10)
@@ -74,7 +73,7 @@ class BigQueryWarehouse(Warehouse):
         self.dataset = dataset
         self.emulated = bool(endpoint)
         self.endpoint = endpoint
-        self.landing = landing or os.environ.get("PAYFLOW_BQ_LANDING", "storage")
+        self.landing = landing or "storage"  # open_warehouse passes Settings.bq_landing
         self._landing_lock = threading.Lock()
         if self.landing not in LANDINGS:
             raise ValueError(f"PAYFLOW_BQ_LANDING must be one of {LANDINGS}, not {self.landing!r}")
@@ -162,7 +161,7 @@ class BigQueryWarehouse(Warehouse):
     def _rows_param(self, table: str, rows: list[dict[str, Any]]) -> bigquery.ArrayQueryParameter:
         cols = schema.tables()[table]
         structs = [bigquery.StructQueryParameter(None, *[
-            bigquery.ScalarQueryParameter(c.name, c.bq_type, _bq_value(row[c.name])) for c in cols]) for row in rows]
+            bigquery.ScalarQueryParameter(c.name, c.bq_type, row[c.name]) for c in cols]) for row in rows]
         return bigquery.ArrayQueryParameter("rows", "STRUCT", structs)
 
     def land(self, batch: LandingBatch) -> Landed:
@@ -281,12 +280,6 @@ def _apply_erasure(wh: "BigQueryWarehouse", hashes: list[str], mode: str, now: d
         job, _ = run(sql, *(p for name, p in params.items() if f"@{name}" in sql))
         affected[table] = int(job.num_dml_affected_rows or 0)
     return affected
-
-
-def _bq_value(v: Any) -> Any:
-    if isinstance(v, Decimal):
-        return v  # the client sends NUMERIC parameters as exact decimal strings
-    return v
 
 
 def _param_type(v: Any) -> str:

@@ -112,7 +112,6 @@ class StorageWriteLanding:
                 hashes.update(h for h in batch.sources[name]["pii_hash"] if h)
         positional = {table: batch.columns(table) for table in POSITIONED if batch.count(table)}
         there: dict[str, set[tuple[int, int]]] = {table: set() for table in POSITIONED}
-        erasures: dict[str, str] = {}
         landed_senders: dict[str, tuple[str, int]] = {}
         if payments or hashes or positional:
             found, positions_in_table, erasures, there, landed_senders = self._lookup(
