@@ -62,6 +62,10 @@ UNFLUSHED_DEDUP = pytest.mark.xfail(strict=False, reason="the zombie's dedup sta
                                                          "not on the changelog: extra id_conflict rows")
 
 
+# open_issue (issue 25): no row lands twice in any run so far, but a resumed zombie's rejoin can
+# hang in Faust's wait_empty on a message its checkpoint holds (1 of 13 runs, between_tables,
+# in CI; its shutdown then hits the bound, exit 75): `make chaos` runs these, `make test` not
+@pytest.mark.open_issue
 @pytest.mark.parametrize("moment", ["before_write", "between_tables",
                                     pytest.param("before_offset_commit", marks=UNFLUSHED_DEDUP)])
 def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, bq_endpoint, tmp, moment):
