@@ -6,14 +6,14 @@ before it writes, between two tables' commits, and after its last table commit b
 offsets are committed. Afterwards every table must hold exactly one row per payment (per
 raw position for the position-keyed tables) and the sums per currency the manifest's.
 
-BigQuery (the emulator): the workers share one dataset. The landing's decision is a
-generation-fenced Kafka offset commit that names its write streams (payflow.runtime.landing_fence,
-PAYFLOW_BQ_LANDING_FENCE=on, the default): the zombie's decision is refused and its streams are
-never committed. Without it (`off`) a zombie stopped before its write or between two tables'
-commits landed its rows a second time (939 and 937 payments in all three payment tables, one
-run each). DuckDB has no such case: its file is held by one worker's landing process for that
-worker's life (a second worker cannot open it), so a group of workers never lands two writers
-into one DuckDB file."""
+BigQuery (the emulator): the workers share one dataset. On the default landing a zombie
+stopped before its write or between two tables' commits lands its rows a second time (939 and
+937 payments in all three payment tables, one run each): xfail until issue 28's fence holds.
+With the generation-fenced decision on (PAYFLOW_BQ_LANDING_FENCE=on, docs/bigquery.md) no row
+landed twice in any run, but the resumed zombie's rejoin can hang, and after a rebalance its
+refusals can loop, so it is off. DuckDB has no such case: its file is held by one worker's
+landing process for that worker's life (a second worker cannot open it), so a group of
+workers never lands two writers into one DuckDB file."""
 from __future__ import annotations
 
 import os
@@ -62,11 +62,16 @@ UNFLUSHED_DEDUP = pytest.mark.xfail(strict=False, reason="the zombie's dedup sta
                                                          "not on the changelog: extra id_conflict rows")
 
 
-# open_issue (issue 25): no row lands twice in any run so far, but a resumed zombie's rejoin can
-# hang in Faust's wait_empty on a message its checkpoint holds (1 of 13 runs, between_tables,
-# in CI; its shutdown then hits the bound, exit 75): `make chaos` runs these, `make test` not
+ISSUE_28 = pytest.mark.xfail(strict=True, reason="issue 28: the default BigQuery landing has no fence against "
+                                                 "a zombie writer (its late commit duplicates rows)")
+
+
+# open_issue (issues 25, 28): on the default landing (no fence) these fail as above; with
+# PAYFLOW_BQ_LANDING_FENCE=on no row lands twice, but a resumed zombie's rejoin can hang in
+# Faust's wait_empty (2 of 3 in one CI run): `make chaos` runs these, `make test` not
 @pytest.mark.open_issue
-@pytest.mark.parametrize("moment", ["before_write", "between_tables",
+@pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ISSUE_28),
+                                    pytest.param("between_tables", marks=ISSUE_28),
                                     pytest.param("before_offset_commit", marks=UNFLUSHED_DEDUP)])
 def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, bq_endpoint, tmp, moment):
     prefix = unique("zombie-") + "-"
