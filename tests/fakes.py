@@ -142,6 +142,12 @@ class FakeSink:
         self.journal.append(("warehouse ack", "+".join(batch.names)))
         future.set_result(SimpleNamespace(conflicts=conflicts or []))
 
+    def refuse(self, index: int = -1) -> None:
+        """The group refused the landing's decision (payflow.runtime.landing_fence)."""
+        batch, future = self.landings[index]
+        self.journal.append(("warehouse refused", "+".join(batch.names)))
+        future.set_result(SimpleNamespace(conflicts=[], fenced=True))
+
     def fail(self, index: int = -1) -> None:
         from payflow.sink import SinkStopped
         self.landings[index][1].set_exception(SinkStopped("the warehouse refused"))
@@ -244,7 +250,10 @@ class CheckpointParts:
     def checkpoint(self, max_pending: int = 100, fault_exit_after_land: int = 0) -> Checkpoint:
         return Checkpoint(sink=self.sink, outputs=self.outputs, processor=self.processor, tables=self.tables,
                           ack=self.ack, max_pending=max_pending, fault_exit_after_land=fault_exit_after_land,
-                          exit_=lambda code: self.journal.append(("exit", code)))
+                          exit_=lambda code: self.journal.append(("exit", code)), read_again=self.read_again)
+
+    async def read_again(self, messages: list) -> None:
+        self.journal.append(("read again", [m.name for m in messages]))
 
     def landing(self, name: str, messages: int = 1, start_watermarks: dict[int, int] | None = None) -> Landing:
         """A processed batch: `messages` messages, one output future still on its way."""

@@ -93,7 +93,7 @@ def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outp
                       min_landing_seconds=settings.bq_min_landing_seconds if bigquery else 0.0,
                       fault_exit_after_land=settings.fault_exit_after_land,
                       max_buffered_bytes=settings.max_buffered_bytes,
-                      forget=lambda messages: landing_fence.forget(app.consumer, messages))
+                      read_again=lambda messages: landing_fence.read_again(app, messages))
 
 
 async def start_runtime(app: Any, settings: Settings) -> Runtime:

@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from payflow import metrics
 from payflow.warehouse import fault
@@ -117,13 +117,14 @@ class Checkpoint:
                  target_landing_seconds: float = 10.0, min_landing_seconds: float = 0.0,
                  fault_exit_after_land: int = 0, max_buffered_bytes: int = 64 * 2**20,
                  exit_: Callable[[int], None] = os._exit,
-                 forget: Callable[[list], None] | None = None):
+                 read_again: Callable[[list], Awaitable[None]] | None = None):
         self.sink = sink
         self.outputs = outputs
         self.processor = processor
         self.tables = tuple(tables)
         self.ack = ack
-        self.forget = forget  # a refused (fenced) landing's messages: neither acked nor pending
+        # a refused (fenced) landing's messages and those after it: read again, not acked
+        self.read_again = read_again
         self.max_pending = max_pending
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
@@ -193,7 +194,6 @@ class Checkpoint:
     def _launch(self, landing: Landing) -> Landing:
         started = self.last_launch = time.monotonic()
         landing.batch.positions = message_positions(landing.messages)
-        landing.batch.offsets = message_offsets(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:
@@ -212,10 +212,15 @@ class Checkpoint:
         landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked
         if getattr(landed_rows, "fenced", False):
             # the group refused this worker's decision (evicted, or the range moved on): nothing
-            # of the landing is in the warehouse, and its messages are not acked
+            # of the landing is in the warehouse, and its messages are not acked. What was
+            # processed after it goes too (a commit of it would pass the refused offsets): all
+            # of it is read again from the committed offsets
             metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
-            if self.forget is not None:
-                self.forget(landing.messages)
+            messages = landing.messages
+            if self.pending is not None:
+                messages, self.pending = messages + self.pending.messages, None
+            if self.read_again is not None:
+                await self.read_again(messages)
             return
         conflicts = getattr(landed_rows, "conflicts", [])
         # copies of a payment landed from the same sender (its key moved with a partition
@@ -293,16 +298,6 @@ def message_positions(messages: list) -> dict[tuple[str, int], tuple[int, int]]:
         lo, hi = out.get(key, (m.offset, m.offset + 1))
         out[key] = (min(lo, m.offset), max(hi, m.offset + 1))
     return out
-
-
-def message_offsets(messages: list) -> dict[tuple[str, int], list[int]]:
-    """(topic, partition) -> the sorted offsets of the messages."""
-    out: dict[tuple[str, int], set[int]] = {}
-    for m in messages:
-        tp = getattr(m, "tp", None)
-        if tp is not None:
-            out.setdefault((tp.topic, tp.partition), set()).add(m.offset)
-    return {key: sorted(offsets) for key, offsets in out.items()}
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

@@ -95,6 +95,22 @@ def fixed_new_offset(self, tp) -> Optional[int]:
     return new_offset
 
 
+def known_position(consumer: Consumer, tp) -> Optional[int]:
+    """Where tp is read from, as this worker knows it: Faust's committed offset, else the one
+    last known here (Faust forgets it when the partition is revoked)."""
+    key = _key(tp)
+    committed = consumer._committed_offset.get(key)  # noqa: SLF001
+    return committed if committed is not None else _positions.get(key)
+
+
+def read_from(consumer: Consumer, tp, offset: int) -> None:
+    """tp is read again from `offset` (a seek to it was made): Faust's commits and their check
+    go on from there."""
+    key = _key(tp)
+    consumer._committed_offset[key] = offset  # noqa: SLF001
+    _positions[key] = offset
+
+
 def _key(tp):
     return TP(tp[0], tp[1]) if isinstance(tp, tuple) else tp
 

@@ -61,6 +61,10 @@ class Route(Protocol):
 
     async def wait_for_space(self) -> None: ...
 
+    def drop(self, partitions: set[int]) -> int:
+        """Drop what is buffered of these partitions (they are read again); return how many."""
+        ...
+
 
 _routes: dict[str, Route] = {}
 
@@ -77,6 +81,13 @@ def unroute(topic: str, target: Route) -> None:
 
 def routed(topic: str) -> bool:
     return topic in _routes
+
+
+def drop_routed(topic: str, partitions: set[int]) -> int:
+    """What `topic`'s route holds of these partitions, fetched and not yet taken, is dropped
+    (they are sought and read again); returns how many messages."""
+    target = _routes.get(topic)
+    return target.drop(partitions) if target is not None else 0
 
 
 async def drain_messages(self: Consumer, fetcher: Any) -> None:

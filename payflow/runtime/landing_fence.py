@@ -1,28 +1,34 @@
 """The BigQuery landing's decision point: a Kafka offset commit, fenced by the group generation.
 
 A BigQuery landing writes its rows into PENDING write streams (invisible until committed),
-then asks `decide`: commit the landing's raw offsets *with the names of those streams in the
-offset-commit metadata*, in one OffsetCommit request. The group coordinator accepts it only
-from a current member that owns every partition of the landing (aiokafka raises
-CommitFailedError on an old generation or an unknown member, IllegalStateError for a
-partition not assigned): a worker evicted while paused mid-landing is refused here, and its
-streams are never committed. Only after a decision does the landing commit its streams
-(BatchCommitWriteStreams, per table). A landing that decided and then stopped (a crash, a
-SIGSTOP between two tables' commits) is finished by whoever reads those partitions next:
-`pending` returns the metadata the last commit left, and the landing commits the streams it
-names first (committing a stream twice is refused by BigQuery as already committed, which
-counts as done). Faust's own later commit of the same partitions (metadata "") clears it.
+then asks `decide`: commit its partitions' offsets *where they are* (the committed offset,
+not advanced) *with the names of those streams in the offset-commit metadata*, in one
+OffsetCommit request. The group coordinator accepts it only from a current member that owns
+every partition of the landing (aiokafka raises CommitFailedError on an old generation or an
+unknown member, IllegalStateError for a partition not assigned): a worker evicted while
+paused mid-landing is refused here, and its streams are never committed. Only after a
+decision does the landing commit its streams (BatchCommitWriteStreams, per table), then the
+checkpoint goes on as for any landing (outputs, changelog, acks; Faust's commit of the acks
+advances the offsets and clears the metadata).
+
+The decision does not move the offsets, so it can skip nothing, and everything the
+checkpoint makes durable before an ack (the enriched payments, the state changelog) still
+comes before the offsets move. A landing that decided and then stopped (a crash, a SIGSTOP
+between two tables' commits or before its acks) leaves its range to be read again by
+whoever owns those partitions next: that landing's `pending` returns the metadata the
+decision left, and it commits the streams named there first (a stream committed twice is
+refused by BigQuery as already committed, which counts as done), so its lookup finds those
+rows and appends none of them again; the evicted worker, resumed, commits nothing new.
 
 `decide` is also an optimistic check on the committed offsets: it refuses a landing if any of
 its partitions' committed offset changed since `pending` read it, before the landing read the
-warehouse (another member landed there meanwhile: a worker that lost a partition and got it
-back in a later generation, with a landing of the old generation still in flight). Within
-one generation only the partition's owner commits it, so the check and the commit cannot be
-separated by another member's commit.
+warehouse (another member landed there meanwhile). Within one generation only the
+partition's owner commits it, so the check and the commit cannot be separated by another
+member's commit. `pending` commits Faust's acks first (the previous landing's), so Faust's
+own commit cannot move the offsets in between.
 
 The calls run on the consumer's own thread (Faust's AIOKafkaConsumerThread.call_thread), as
-Faust's own commits do; Faust's pending commit (the previous landing's acks) is made first,
-so no older commit of Faust's lands after the decision.
+Faust's own commits do.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from payflow.runtime import seams
 
 log = logging.getLogger("payflow.sink")
 CALL_TIMEOUT = 30.0
+GROUP_ANSWER_SECONDS = 5.0
 
 
 class Fenced(Exception):
@@ -50,16 +57,71 @@ def require_seams() -> None:
     seams.require(Consumer, "_waiting_for_ack", "wait_empty", "seek", "assignment")
 
 
-def forget(consumer: Any, messages: list) -> None:
-    """A refused landing's messages: no longer pending acks (a rebalance or a stop waits for
-    pending acks, and these are never acked), and not acked either (an ack would let Faust
-    commit past them). Whoever owns their partitions reads them again from the committed
-    offset (an assignment seeks there)."""
+async def read_again(app: Any, messages: list) -> None:
+    """A refused landing's messages, with everything processed after it (the checkpoint
+    passes both): no longer pending acks (a rebalance or a stop waits for pending acks, and
+    these are never acked) and not acked either (an ack would let Faust commit past them).
+    Their partitions that this worker still owns are read again from the group's committed
+    offset; what was fetched of them and not yet taken is dropped. A partition it lost is read
+    by its owner from there.
+
+    Everything after the refused landing is dropped with it: processed past an offset that is
+    not committed, a later landing of the same partitions would be refused in turn (its
+    commit would pass the refused offsets), and one that re-sought the partition at each
+    refusal while the next, already processed, was refused again looped (seen with three
+    workers after a rebalance)."""
     from mode.utils.futures import notify
+
+    from payflow.runtime import commit_offsets, fetch, stall_guard
+    consumer = app.consumer
     unacked = consumer._unacked_messages  # noqa: SLF001 - Faust's pending acks
+    first: dict[Any, int] = {}  # tp -> its first offset among the messages
     for message in messages:
         unacked.discard(message)
+        first[message.tp] = min(message.offset, first.get(message.tp, message.offset))
     notify(consumer._waiting_for_ack)  # noqa: SLF001 - wakes Faust's wait for acks
+    for topic in {tp.topic for tp in first}:
+        fetch.drop_routed(topic, {tp.partition for tp in first if tp.topic == topic})
+    assigned = consumer.assignment()
+    owned = sorted(tp for tp in first if tp in assigned)
+    if not owned:
+        return
+    committed = await _group_committed(app, owned)
+    sought: dict[Any, int] = {}
+    for tp in owned:
+        position = committed.get(tp)
+        if position is None:
+            position = commit_offsets.known_position(consumer, tp)
+        if position is None:
+            position = first[tp]
+        await stall_guard.seek_back(consumer, tp, position)  # a fetch in flight for tp is dropped
+        commit_offsets.read_from(consumer, tp, position)
+        sought[tp] = position
+    log.info("stage sink: %d message(s) of the refused landing and after it are read again: %s", len(messages),
+             ", ".join(f"{tp.topic}[{tp.partition}] from {offset} (the refused from {first[tp]})"
+                       for tp, offset in sought.items()))
+
+
+async def _group_committed(app: Any, tps: list) -> dict:
+    """tp -> the group's committed offset (nothing committed, or the group not answering
+    within a few seconds: left out)."""
+    from aiokafka.structs import TopicPartition
+    from faust.types import TP
+    thread = app.consumer._thread  # noqa: SLF001 - Faust's AIOKafkaConsumerThread
+
+    async def fetch_committed() -> dict:
+        coordinator = thread._ensure_consumer()._coordinator  # noqa: SLF001
+        return await asyncio.wait_for(coordinator.fetch_committed_offsets(
+            [TopicPartition(tp.topic, tp.partition) for tp in tps]), GROUP_ANSWER_SECONDS)
+
+    try:
+        held = await thread.call_thread(fetch_committed)
+    except Exception as exc:  # noqa: BLE001 - the positions known here are used instead
+        log.warning("stage sink: the group's committed offsets not read (%r): reading again from the "
+                    "positions this worker knows", exc)
+        return {}
+    return {TP(tp.topic, tp.partition): meta.offset for tp, meta in held.items()
+            if meta is not None and meta.offset >= 0}
 
 
 class KafkaLandingFence:
@@ -76,22 +138,12 @@ class KafkaLandingFence:
         partition)s; a partition with nothing committed is left out."""
         return self._run(self._pending(partitions))
 
-    def decide(self, seen: Mapping[tuple[str, int], int | None], first: Mapping[tuple[str, int], int],
-               next_: Mapping[tuple[str, int], int], metadata: str,
-               offsets: Mapping[tuple[str, int], list[int]]) -> None:
-        """Commit `next_` (partition -> offset after the landing's last message) with
-        `metadata`, in one request, if every partition's committed offset is still `seen`
-        (what `pending` returned before the landing read the warehouse); Fenced if another
-        member committed since, or if the group refuses this member, or if the commit would
-        pass an offset that was not processed: every offset from where the partition is read
-        from (its committed offset, else the first offset the consumer was set to) up to
-        `next_` must be one of the landing's `offsets`, acked, in a gap Faust filed, or
-        stepped over by the fetcher (the rule of Faust's own commits,
-        payflow.runtime.commit_offsets). A partition already committed at or past its `next_`
-        (the landing re-read a landed range) is left as it is. `first`: the landing's first
-        offset per partition."""
-        self._run(self._decide(dict(seen), dict(first), dict(next_), metadata,
-                               {key: list(value) for key, value in offsets.items()}))
+    def decide(self, seen: Mapping[tuple[str, int], int | None], metadata: str) -> None:
+        """Commit each partition's offset where it is (`seen`: what `pending` returned before
+        the landing read the warehouse; nothing committed: where this worker reads it from)
+        with `metadata`, in one request; Fenced if any committed offset moved since, if the
+        group refuses this member, or if no position is known for a partition."""
+        self._run(self._decide(dict(seen), metadata))
 
     def _run(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(CALL_TIMEOUT)
@@ -102,6 +154,7 @@ class KafkaLandingFence:
 
     async def _pending(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
         from aiokafka.structs import TopicPartition
+        await self.app.consumer.commit()  # Faust's acked offsets (the previous landing's) first
         thread = self._thread()
 
         async def fetch() -> dict:
@@ -112,24 +165,16 @@ class KafkaLandingFence:
         return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "") for tp, meta in committed.items()
                 if meta is not None and meta.offset >= 0}
 
-    async def _decide(self, seen: dict[tuple[str, int], int | None], first: dict[tuple[str, int], int],
-                      next_: dict[tuple[str, int], int], metadata: str,
-                      offsets: dict[tuple[str, int], list[int]]) -> None:
+    async def _decide(self, seen: dict[tuple[str, int], int | None], metadata: str) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
         from aiokafka.structs import OffsetAndMetadata, TopicPartition
         from faust.types import TP
-        await self.app.consumer.commit()  # Faust's acked offsets (the previous landing's) first
-        thread = self._thread()
-        tps = {key: TopicPartition(*key) for key in next_}
-        # where each partition is read from when nothing is committed (payflow.runtime.commit_offsets)
-        started = {key: self.app.consumer._committed_offset.get(TP(*key)) for key in next_}  # noqa: SLF001
 
-        rewind: dict[tuple[str, int], int] = {}
-        # checked here, on the loop that owns Faust's acks and gaps; the commit below is made
-        # only if each partition's committed offset is still `seen`, the base checked from
-        unprocessed = [f"partition {key[1]}: {hole}" for key in sorted(next_)
-                       if (hole := self._first_unprocessed(key, seen[key], started[key], next_[key],
-                                                           offsets.get(key, ()))) is not None]
+        from payflow.runtime import commit_offsets
+        thread = self._thread()
+        tps = {key: TopicPartition(*key) for key in seen}
+        # nothing committed: where this worker reads the partition from (commit_offsets)
+        started = {key: commit_offsets.known_position(self.app.consumer, TP(*key)) for key in seen}
 
         async def commit() -> str:
             consumer = thread._ensure_consumer()  # noqa: SLF001
@@ -137,65 +182,25 @@ class KafkaLandingFence:
             generation = coordinator.generation
             held = await coordinator.fetch_committed_offsets(list(tps.values()))
             now = {key: (held[tp].offset if tp in held and held[tp].offset >= 0 else None) for key, tp in tps.items()}
-            for key in tps:  # where a refused landing's partitions are read again from
-                base = now[key] if now[key] is not None else started[key]
-                if base is not None:
-                    rewind[key] = base
             moved = [f"partition {p} committed at {now[(t, p)]}, not {seen.get((t, p))}"
                      for (t, p) in sorted(tps) if now[(t, p)] != seen.get((t, p))]
             if moved:
                 return "another member committed since this landing read the warehouse: " + "; ".join(moved)
-            if unprocessed:
-                return "the commit would pass offsets that were not processed: " + "; ".join(unprocessed)
+            unknown = [f"partition {p}" for (t, p) in sorted(tps) if now[(t, p)] is None and started[(t, p)] is None]
+            if unknown:
+                return "no position known to commit from: " + ", ".join(unknown)
             if coordinator.generation != generation:
                 return "the group rebalanced while the landing was decided"
-            commits = {tp: OffsetAndMetadata(next_[key], metadata) for key, tp in tps.items()
-                       if now[key] is None or next_[key] > now[key]}
-            if not commits:
-                return ""
             try:
-                await consumer.commit(commits)
+                await consumer.commit({tp: OffsetAndMetadata(now[key] if now[key] is not None else started[key],
+                                                             metadata) for key, tp in tps.items()})
             except (CommitFailedError, IllegalStateError) as exc:
                 return f"{type(exc).__name__}: {exc}"
             return ""
 
         refused = await thread.call_thread(commit)
         if refused:
-            log.warning("stage sink: landing not committed (%s); its rows stay in uncommitted write streams "
-                        "and its offsets are read again", refused)
-            await self._read_again(rewind)
+            log.warning("stage sink: landing of partition(s) %s not committed (%s); its rows stay in uncommitted "
+                        "write streams and its offsets are read again",
+                        ", ".join(str(p) for _, p in sorted(seen)), refused)
             raise Fenced(refused)
-
-    def _first_unprocessed(self, key: tuple[str, int], seen: int | None, started: int | None, next_: int,
-                           offsets: Any) -> str | None:
-        """Why committing `next_` for partition `key` would pass an unprocessed offset, or
-        None: payflow.runtime.commit_offsets' check of Faust's commits, with the landing's
-        own offsets counted as acked (they are acked once the landing is decided)."""
-        from faust.types import TP
-
-        from payflow.runtime import commit_offsets
-        base = seen if seen is not None else started
-        if base is None:
-            return "no position known to commit from"
-        if next_ <= base:
-            return None
-        tp = TP(*key)
-        processed = commit_offsets._Snapshot.of(self.app.consumer, tp, tp)  # noqa: SLF001 - its check, reused
-        processed.acked = processed.acked + list(offsets)
-        hole = processed.first_unaccounted(base, next_)
-        return None if hole is None else f"offset {hole} (reading from {base}) was not processed"
-
-    async def _read_again(self, positions: dict[tuple[str, int], int]) -> None:
-        """A refused landing's partitions that this worker still owns are read again from
-        where the group's committed offset says (a partition it lost is read by its owner)."""
-        from faust.types import TP
-
-        from payflow.runtime import commit_offsets
-        consumer = self.app.consumer
-        assigned = consumer.assignment()
-        for key, offset in sorted(positions.items()):
-            tp = TP(*key)
-            if tp in assigned:
-                await consumer.seek(tp, offset)  # counted: a fetch in flight for tp is dropped
-                consumer._committed_offset[tp] = offset  # noqa: SLF001 - Faust commits on from there
-                commit_offsets._positions[tp] = offset  # noqa: SLF001 - and so does its check

@@ -95,18 +95,23 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
                     "faust-streaming/faust#596); seeking back to %s, the rest comes back as replays",
                     tp.partition, offset, offset)
         metrics.STALL_RECOVERIES.inc()
-        # offsets Faust filed as gaps (never to arrive) will now arrive: forget them, or
-        # they would be counted twice when the commit is computed (faust#625's symptom)
-        gaps = consumer._gap.get(tp)  # noqa: SLF001
-        if gaps:
-            gaps.chop(offset, 2**63)
-        # acks above the seek are read again (replays): kept, they would put acks out of
-        # order, and Faust's gap folding (up to the highest ack) would then count a message
-        # of the re-read that is delivered but not landed as acked
-        forget_acks_from(consumer._acked.get(tp), consumer._acked_index.get(tp), offset)  # noqa: SLF001
-        # counted as a seek (payflow.runtime.fetch.seek_noted): what the fetch loop still
-        # holds for tp is stale
-        await consumer.seek(tp, offset)
+        await seek_back(consumer, tp, offset)
+
+
+async def seek_back(consumer: Any, tp: Any, offset: int) -> None:
+    """Read tp again from `offset`, at or before what was delivered of it."""
+    # offsets Faust filed as gaps (never to arrive) will now arrive: forget them, or
+    # they would be counted twice when the commit is computed (faust#625's symptom)
+    gaps = consumer._gap.get(tp)  # noqa: SLF001
+    if gaps:
+        gaps.chop(offset, 2**63)
+    # acks above the seek are read again (replays): kept, they would put acks out of
+    # order, and Faust's gap folding (up to the highest ack) would then count a message
+    # of the re-read that is delivered but not landed as acked
+    forget_acks_from(consumer._acked.get(tp), consumer._acked_index.get(tp), offset)  # noqa: SLF001
+    # counted as a seek (payflow.runtime.fetch.seek_noted): what the fetch loop still
+    # holds for tp is stale
+    await consumer.seek(tp, offset)
 
 
 def register(app: Any, raw_topic: str, interval: float = 5.0) -> StallGuard:

@@ -73,6 +73,19 @@ class BatchBuffer:
             self.taken.clear()
             await self.taken.wait()
 
+    def drop(self, partitions: set[int]) -> int:
+        """Drop the buffered messages of these partitions (read again from an earlier offset)."""
+        kept = [m for m in self.messages if m.tp.partition not in partitions]
+        dropped = len(self.messages) - len(kept)
+        if dropped:
+            self.messages = kept
+            if not kept:
+                self.started.clear()
+            if not self.full():
+                self.filled.clear()
+                self.taken.set()
+        return dropped
+
     def take(self) -> list:
         batch, self.messages = self.messages, []
         self.started.clear()

@@ -63,12 +63,9 @@ class LandingBatch:
     # and the sender and event time (µs) of each of those positions (same_payment() reads them)
     copies: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
     # (topic, partition) -> (first offset, offset after the last) of the raw messages the
-    # batch holds, set when it is launched: a BigQuery landing commits these offsets as its
-    # decision (payflow.runtime.landing_fence); empty in tests that land rows directly
+    # batch holds, set when it is launched: a BigQuery landing's decision is made on these
+    # partitions (payflow.runtime.landing_fence); empty in tests that land rows directly
     positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
-    # (topic, partition) -> every raw offset the batch holds, set with `positions`: the
-    # decision commits past none that is neither here nor accounted for by the consumer
-    offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))

@@ -73,18 +73,13 @@ class StorageWriteLanding:
             held = fence.pending(sorted(positions))
             self._finish_decided(held)
             if all((held.get(key, (None, ""))[0] or -1) >= nxt for key, (_, nxt) in positions.items()):
-                # every position is committed already: an earlier attempt of this landing
-                # decided it (its streams are committed now, by _finish_decided), or this
-                # worker re-read a range the group had landed
+                # every position is committed already: this worker re-read a range the
+                # group had landed and acked
                 return Landed()
             seen = {key: held[key][0] if key in held else None for key in positions}
-            first = {key: lo for key, (lo, _) in positions.items()}
-            next_ = {key: hi for key, (_, hi) in positions.items()}
-            offsets = dict(batch.offsets)
             try:
                 return self._land(batch.first_per_key(),
-                                  decide=lambda streams: fence.decide(seen, first, next_, _decision(streams),
-                                                                      offsets))
+                                  decide=lambda streams: fence.decide(seen, _decision(streams)))
             except Fenced:
                 return Landed(fenced=True)
 
@@ -186,7 +181,8 @@ class StorageWriteLanding:
         for i, (table, stream) in enumerate(streams.items()):  # one atomic commit per table (BigQuery's unit)
             if i == 1:
                 fault.pause_at("between_tables")
-            self._commit(table, stream)
+            # decided: whoever reads these partitions next may have committed it already
+            self._commit(table, stream, finishing=decide is not None)
             if decide is not None:
                 self._finished.add(stream)
         if streams and hashes:

@@ -25,10 +25,10 @@ def test_an_erasure_between_the_lookup_and_the_commit_still_erases(bq_endpoint, 
         commit = StorageWriteLanding._commit
         erased = []
 
-        def commit_after_an_erasure(self, table, stream):
+        def commit_after_an_erasure(self, table, stream, **options):
             if not erased:  # the erasure runs while this landing is between lookup and commit
                 erased.append(warehouse.erase([("k1", subject)], mode))
-            return commit(self, table, stream)
+            return commit(self, table, stream, **options)
 
         monkeypatch.setattr(StorageWriteLanding, "_commit", commit_after_an_erasure)
         warehouse.land(build_batch(result.enriched))

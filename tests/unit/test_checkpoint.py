@@ -99,6 +99,32 @@ async def test_a_failed_landing_acks_nothing_and_expires_nothing():
     assert not any(entry[0] in ("publish enriched", "changelog sent") for entry in parts.journal)
 
 
+async def test_a_refused_landing_and_all_processed_after_it_are_read_again_and_nothing_is_acked():
+    """A landing the group refused (payflow.runtime.landing_fence): its messages and those
+    processed after it are read again, none acked, nothing expired; the worker goes on with
+    what it takes next. Kept, the later ones were refused in turn (their commit would pass the
+    refused offsets), each refusal seeking the partitions back while the next was refused."""
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a", start_watermarks={0: 100}))
+    await checkpoint.advance()  # a in flight: b and c wait
+    checkpoint.add(parts.landing("b"))
+    checkpoint.add(parts.landing("c", messages=2))
+    await checkpoint.advance()
+    parts.sink.refuse(0)
+    await drive(parts, checkpoint.commit_landed())
+    assert ("read again", ["a0", "b0", "c0", "c1"]) in parts.journal
+    assert parts.acked() == [] and parts.expired() == []
+    assert checkpoint.pending is None and checkpoint.in_flight is None and checkpoint.buffered_bytes == 0
+    await checkpoint.advance()
+    assert [e for e in parts.journal if e[0] == "land"] == [("land", "a")]  # b+c are not landed
+    checkpoint.add(parts.landing("a", start_watermarks={0: 100}))  # read again
+    await checkpoint.advance()
+    parts.sink.ack(1)
+    await drive(parts, checkpoint.commit_landed())
+    assert parts.acked() == [["a0"]]
+
+
 async def test_merged_landings_expire_no_further_than_the_earliest_allows():
     parts = CheckpointParts()
     checkpoint = parts.checkpoint()

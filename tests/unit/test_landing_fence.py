@@ -17,19 +17,58 @@ def test_what_the_fence_calls_is_on_the_installed_faust_and_aiokafka():
 class Message:
     acked = False
 
+    def __init__(self, partition: int, offset: int):
+        from faust.types import TP
+        self.tp, self.offset = TP("raw", partition), offset
 
-def test_a_refused_landing_s_messages_are_neither_pending_nor_acked():
+
+def test_a_refused_landing_s_partitions_are_read_again_from_the_committed_offset_and_nothing_is_acked():
+    """Its messages are no longer pending acks and not acked; what the fetch loop buffered of
+    their partitions is dropped; each partition still assigned is sought back to the group's
+    committed offset (here the group does not answer: the position this worker knows), and
+    its acks and Faust's gaps above it are forgotten; a partition it lost is left alone."""
     import asyncio
+
+    from faust.types import TP
+    from intervaltree import IntervalTree
+
+    from payflow.runtime import commit_offsets, fetch
+    from payflow.runtime.take import BatchBuffer
 
     async def run():
         loop = asyncio.get_running_loop()
         waiting = loop.create_future()
-        a, b, other = (Message() for _ in range(3))
-        consumer = SimpleNamespace(_unacked_messages={a, b, other}, _waiting_for_ack=waiting)
-        landing_fence.forget(consumer, [a, b])
-        assert consumer._unacked_messages == {other}
-        assert not a.acked and not b.acked
+        refused = [Message(0, 10), Message(0, 11), Message(1, 4), Message(2, 7)]
+        other = Message(3, 1)
+        sought = []
+
+        async def seek(tp, offset):
+            sought.append((tp.partition, offset))
+
+        async def call_thread(coroutine_fn):
+            raise asyncio.TimeoutError("the group coordinator does not answer")
+
+        p0, p1 = TP("raw", 0), TP("raw", 1)
+        consumer = SimpleNamespace(
+            _unacked_messages={*refused, other}, _waiting_for_ack=waiting, seek=seek,
+            assignment=lambda: {p0, p1, TP("raw", 3)}, _thread=SimpleNamespace(call_thread=call_thread),
+            _committed_offset={p0: 10}, _acked={p0: [8, 9, 12], p1: []}, _acked_index={p0: {8, 9, 12}, p1: set()},
+            _gap={p0: IntervalTree.from_tuples([(13, 14)])})
+        commit_offsets._positions[p1] = 3  # Faust forgot p1's committed offset (revoked meanwhile)
+        buffer = BatchBuffer(10, loop)
+        buffer.put_many([Message(0, 12), Message(3, 2), Message(1, 5)])
+        fetch.route("raw", buffer)
+        try:
+            await landing_fence.read_again(SimpleNamespace(consumer=consumer), refused)
+        finally:
+            fetch.unroute("raw", buffer)
+            commit_offsets._positions.pop(p1, None)
+        assert consumer._unacked_messages == {other} and not any(m.acked for m in refused)
         assert waiting.done()  # Faust's wait for acks wakes up and sees them gone
+        assert [(m.tp.partition, m.offset) for m in buffer.messages] == [(3, 2)]
+        assert sorted(sought) == [(0, 10), (1, 3)]  # partition 2 is no longer this worker's
+        assert consumer._committed_offset == {p0: 10, p1: 3}  # Faust commits on from there
+        assert consumer._acked[p0] == [8, 9] and not consumer._gap[p0]
     asyncio.run(run())
 
 
@@ -60,54 +99,83 @@ def test_a_stream_committed_already_counts_as_done_when_finishing_a_decision():
     assert not bq_write._already_committed(types.StorageError(code=codes.STREAM_NOT_FOUND))
 
 
-def _fence_over(acked=(), gaps=(), skipped=None):
-    """A fence whose consumer holds Faust's acks and gaps for ('raw', 0), and the runs the
-    fetcher stepped over."""
-    from faust.types import TP
-    from intervaltree import IntervalTree
+class Coordinator:
+    """aiokafka's group coordinator as the decision sees it: committed offsets, a generation."""
 
-    from payflow.runtime import fetch
-    tp = TP("raw", 0)
-    tree = IntervalTree()
-    for begin, end in gaps:
-        tree.addi(begin, end)
-    fetch._skipped.pop(tp, None)
-    if skipped:
-        fetch._skipped[tp] = dict(skipped)
+    def __init__(self, committed: dict, refuse: Exception | None = None):
+        self.committed = committed  # TopicPartition -> OffsetAndMetadata
+        self.generation = 7
+        self.refuse = refuse
+        self.commits: list[dict] = []
+
+    async def fetch_committed_offsets(self, tps):
+        return {tp: self.committed[tp] for tp in tps if tp in self.committed}
+
+
+def _fence(coordinator: Coordinator, known: dict | None = None):
+    """A fence over a consumer whose commits go to `coordinator`; `known`: Faust's committed
+    offsets (where this worker reads each partition from)."""
+    from faust.types import TP
+
+    class KafkaConsumer:
+        _coordinator = coordinator
+
+        async def commit(self, offsets):
+            if coordinator.refuse is not None:
+                raise coordinator.refuse
+            coordinator.commits.append(dict(offsets))
+
+    async def call_thread(fn):
+        return await fn()
+
+    async def faust_commit():
+        coordinator.commits.append("faust")
+
+    consumer = SimpleNamespace(commit=faust_commit, _committed_offset={TP(*k): v for k, v in (known or {}).items()},
+                               _thread=SimpleNamespace(call_thread=call_thread,
+                                                       _ensure_consumer=lambda: KafkaConsumer()))
     fence = object.__new__(landing_fence.KafkaLandingFence)
-    fence.app = SimpleNamespace(consumer=SimpleNamespace(_acked={tp: list(acked)}, _acked_index={tp: set(acked)},
-                                                         _gap={tp: tree}))
+    fence.app = SimpleNamespace(consumer=consumer)
     return fence
 
 
-def test_the_decision_never_commits_past_an_offset_that_was_not_processed():
-    """The decision follows the rule of Faust's commits (payflow.runtime.commit_offsets): from
-    where the partition is read, every offset up to the one committed is the landing's own,
-    acked, in a gap Faust filed, or stepped over by the fetcher."""
-    key = ("raw", 0)
-    whole = list(range(10, 20))
-    try:
-        assert _fence_over()._first_unprocessed(key, 10, None, 20, whole) is None
-        holed = [o for o in whole if o != 15]
-        assert "offset 15" in _fence_over()._first_unprocessed(key, 10, None, 20, holed)
-        assert _fence_over(gaps=[(15, 16)])._first_unprocessed(key, 10, None, 20, holed) is None
-        assert _fence_over(skipped={15: 16})._first_unprocessed(key, 10, None, 20, holed) is None
-        # a landing that starts after the committed offset: 10 and 11 were never processed
-        assert "offset 10" in _fence_over()._first_unprocessed(key, 10, None, 20, whole[2:])
-        # nothing committed: from where the consumer started the partition
-        assert _fence_over()._first_unprocessed(key, None, 10, 20, whole) is None
-        assert "offset 8" in _fence_over()._first_unprocessed(key, None, 8, 20, whole)
-        assert "no position" in _fence_over()._first_unprocessed(key, None, None, 20, whole)
-        # a range committed already is left as it is
-        assert _fence_over()._first_unprocessed(key, 25, None, 20, whole) is None
-    finally:
-        _fence_over()
+def test_the_decision_commits_the_offsets_where_they_are_with_the_streams_named():
+    """The decision never moves an offset (it can skip nothing): each partition is committed
+    at its committed offset, or, with nothing committed, where this worker reads it from."""
+    import asyncio
+
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    coordinator = Coordinator({TopicPartition("raw", 0): OffsetAndMetadata(40, "")})
+    fence = _fence(coordinator, known={("raw", 1): 0})
+    asyncio.run(fence._decide({("raw", 0): 40, ("raw", 1): None}, "payflow-landing/1 [\"s\"]"))
+    assert coordinator.commits == [{TopicPartition("raw", 0): OffsetAndMetadata(40, "payflow-landing/1 [\"s\"]"),
+                                    TopicPartition("raw", 1): OffsetAndMetadata(0, "payflow-landing/1 [\"s\"]")}]
 
 
-def test_a_landing_s_offsets_are_listed_per_partition():
-    from payflow.runtime.checkpoint import message_offsets
+def test_the_decision_is_refused_to_an_evicted_member_after_another_s_commit_and_without_a_position():
+    import asyncio
+
+    import pytest
+    from aiokafka.errors import CommitFailedError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    tp = TopicPartition("raw", 0)
+    cases = [
+        (Coordinator({tp: OffsetAndMetadata(40, "")}, refuse=CommitFailedError("generation 6 is stale")),
+         {("raw", 0): 40}, {}, "CommitFailedError"),
+        (Coordinator({tp: OffsetAndMetadata(55, "")}), {("raw", 0): 40}, {}, "committed at 55, not 40"),
+        (Coordinator({}), {("never-read", 0): None}, {}, "no position known"),
+    ]
+    for coordinator, seen, known, why in cases:
+        fence = _fence(coordinator, known)
+        with pytest.raises(landing_fence.Fenced, match=why):
+            asyncio.run(fence._decide(seen, "payflow-landing/1 []"))
+        assert coordinator.commits == []
+
+
+def test_a_landing_s_positions_are_listed_per_partition():
+    from payflow.runtime.checkpoint import message_positions
 
     def msg(topic, partition, offset):
         return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
-    assert message_offsets([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("raw", 0, 7)]) == \
-        {("raw", 0): [5, 7], ("raw", 1): [3]}
+    assert message_positions([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("raw", 0, 7)]) == \
+        {("raw", 0): (5, 8), ("raw", 1): (3, 4)}
