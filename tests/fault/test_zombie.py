@@ -6,14 +6,15 @@ before it writes, between two tables' commits, and after its last table commit b
 offsets are committed. Afterwards every table must hold exactly one row per payment (per
 raw position for the position-keyed tables) and the sums per currency the manifest's.
 
-BigQuery (the emulator): the workers share one dataset. On the default landing a zombie
-stopped before its write or between two tables' commits lands its rows a second time (939 and
-937 payments in all three payment tables, one run each): xfail until issue 28's fence holds.
-With the generation-fenced decision on (PAYFLOW_BQ_LANDING_FENCE=on, docs/bigquery.md) no row
-landed twice in any run, but the resumed zombie's rejoin can hang, and after a rebalance its
-refusals can loop, so it is off. DuckDB has no such case: its file is held by one worker's
-landing process for that worker's life (a second worker cannot open it), so a group of
-workers never lands two writers into one DuckDB file."""
+BigQuery (the emulator): the workers share one dataset. The landing's decision
+(payflow.runtime.landing_fence, docs/bigquery.md) refuses the resumed zombie; without it
+(PAYFLOW_BQ_LANDING_FENCE=off) a zombie stopped before its write or between two tables'
+commits landed its rows a second time (939 and 937 payments in all three payment tables, one
+run each). DuckDB has no such case: its file is held by one worker's landing process for that
+worker's life (a second worker cannot open it), so a group of workers never lands two writers
+into one DuckDB file.
+
+PAYFLOW_TEST_KEEP_DATASETS=1 keeps the BigQuery dataset for a look after the run."""
 from __future__ import annotations
 
 import os
@@ -53,53 +54,45 @@ def repeated_keys(warehouse) -> dict[str, int]:
     return out
 
 
-# stopped after its last table commit, the zombie's rows are all landed, but its dedup state
-# for them is not on the changelog yet (flushed after the landing): the successor, reading
-# from the committed offset, can take a later copy of a payment for its first and records an
-# id_conflict in dead_letter_events besides the zombie's dedup-audit row (13 extra DLQ rows in
-# one of two runs on the default landing)
-UNFLUSHED_DEDUP = pytest.mark.xfail(strict=False, reason="the zombie's dedup state of its last landing is "
-                                                         "not on the changelog: extra id_conflict rows")
+def paused_pair(tmp, prefix: str, url: str, env: dict, moment: str) -> tuple[Worker, Worker]:
+    """Workers A and B of one group landing in one warehouse; A is started and has stopped
+    itself (SIGSTOP) at `moment` of its third landing."""
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    a = Worker(tmp / "a", prefix=prefix, app_id=prefix + "app", warehouse=url,
+               extra_env={**env, "PAYFLOW_FAULT_PAUSE_LANDING": f"{moment}:3"})
+    b = Worker(tmp / "b", prefix=prefix, app_id=prefix + "app", warehouse=url, extra_env=env)
+    a.start()
+    wait_until(lambda: stopped(a) or not a.alive(), 300, interval=0.2, what=f"A stopped at {moment}")
+    assert a.alive(), a.log_tail()
+    return a, b
 
 
-ISSUE_28 = pytest.mark.xfail(strict=True, reason="issue 28: the default BigQuery landing has no fence against "
-                                                 "a zombie writer (its late commit duplicates rows)")
+def resume(worker: Worker) -> None:
+    """SIGCONT, if it is stopped."""
+    if worker.alive() and stopped(worker):
+        os.killpg(worker.proc.pid, signal.SIGCONT)
 
 
-# open_issue (issues 25, 28): on the default landing (no fence) these fail as above; with
-# PAYFLOW_BQ_LANDING_FENCE=on no row lands twice, but a resumed zombie's rejoin can hang in
-# Faust's wait_empty (2 of 3 in one CI run): `make chaos` runs these, `make test` not
-@pytest.mark.open_issue
-@pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ISSUE_28),
-                                    pytest.param("between_tables", marks=ISSUE_28),
-                                    pytest.param("before_offset_commit", marks=UNFLUSHED_DEDUP)])
+@pytest.mark.parametrize("moment", ["before_write", "between_tables", "before_offset_commit"])
 def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, bq_endpoint, tmp, moment):
     prefix = unique("zombie-") + "-"
     simulate(prefix, tmp / "m.json", count=6_000, seed=51, partitions=4, late_ratio=0.01)
     dataset = unique("zombie_")
     env = {"PAYFLOW_BIGQUERY_ENDPOINT": bq_endpoint, "PAYFLOW_SINK_BATCH_SIZE": "500",
            "PAYFLOW_BQ_MIN_LANDING_SECONDS": "0", "PAYFLOW_BQ_LANDING_BATCHES": "2"}
-    (tmp / "a").mkdir()
-    (tmp / "b").mkdir()
-    url = f"bigquery://{BQ_PROJECT}/{dataset}"
-    a = Worker(tmp / "a", prefix=prefix, app_id=prefix + "app", warehouse=url,
-               extra_env={**env, "PAYFLOW_FAULT_PAUSE_LANDING": f"{moment}:3"})
-    b = Worker(tmp / "b", prefix=prefix, app_id=prefix + "app", warehouse=url, extra_env=env)
+    a, b = paused_pair(tmp, prefix, f"bigquery://{BQ_PROJECT}/{dataset}", env, moment)
     try:
-        a.start()
-        wait_until(lambda: stopped(a) or not a.alive(), 300, interval=0.2, what=f"A stopped at {moment}")
-        assert a.alive(), a.log_tail()
         b.start()  # joins; A misses its heartbeats and is evicted after the session timeout
         b.wait_caught_up(timeout=600)  # B re-landed A's in-flight range and committed everything
         assert stopped(a), "A ran on while it should be stopped"
-        os.killpg(a.proc.pid, signal.SIGCONT)  # A finishes its landing as a zombie
+        resume(a)  # A finishes its landing as a zombie
         wait_until(lambda: not stopped(a), 30, interval=0.2, what="A running again")
-        time.sleep(20)  # its landing's remaining writes, its failed commit, its rejoin
+        time.sleep(20)  # its landing's remaining writes, its refused decision, its rejoin
         wait_until(lambda: b.alive() and a.alive() and b.lag() == 0, 600, interval=1.0,
                    what="the group caught up again")
     finally:
-        if a.alive() and stopped(a):
-            os.killpg(a.proc.pid, signal.SIGCONT)
+        resume(a)
         codes = {"a": a.stop(), "b": b.stop()}
     assert codes == {"a": 0, "b": 0}, a.log_tail() + "\n" + b.log_tail()
     warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
@@ -107,11 +100,17 @@ def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka
         assert repeated_keys(warehouse) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
         assert_reconciled_and_clean(b, tmp / "m.json", warehouse, data_dir=tmp / "b" / "data")
     finally:
-        warehouse.client.delete_dataset(f"{BQ_PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
+        if not os.environ.get("PAYFLOW_TEST_KEEP_DATASETS"):
+            warehouse.client.delete_dataset(f"{BQ_PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
         warehouse.close()
 
 
-@pytest.mark.parametrize("moment", ["before_write", "between_tables", "before_offset_commit"])
+# make test runs one moment on DuckDB (the lock makes the three alike), make chaos all three
+ONLY_IN_CHAOS = pytest.mark.chaos_only
+
+
+@pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ONLY_IN_CHAOS), "between_tables",
+                                    pytest.param("before_offset_commit", marks=ONLY_IN_CHAOS)])
 def test_on_duckdb_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, tmp, moment):
     """DuckDB: the landing process holds the file for the worker's life, so a second worker on
     the same file is refused by DuckDB's own lock (it exits with the file's holder named),
@@ -123,27 +122,18 @@ def test_on_duckdb_a_worker_stopped_mid_landing_past_its_session_lands_nothing_t
     simulate(prefix, tmp / "m.json", count=6_000, seed=52, partitions=4, late_ratio=0.01)
     shared = tmp / "warehouse.duckdb"
     env = {"PAYFLOW_SINK_BATCH_SIZE": "500", "PAYFLOW_SINK_LANDING_BATCHES": "1"}
-    (tmp / "a").mkdir()
-    (tmp / "b").mkdir()
-    url = f"duckdb:///{shared}"
-    a = Worker(tmp / "a", prefix=prefix, app_id=prefix + "app", warehouse=url,
-               extra_env={**env, "PAYFLOW_FAULT_PAUSE_LANDING": f"{moment}:3"})
-    b = Worker(tmp / "b", prefix=prefix, app_id=prefix + "app", warehouse=url, extra_env=env)
+    a, b = paused_pair(tmp, prefix, f"duckdb:///{shared}", env, moment)
     try:
-        a.start()
-        wait_until(lambda: stopped(a) or not a.alive(), 300, interval=0.2, what=f"A stopped at {moment}")
-        assert a.alive(), a.log_tail()
         b.start()  # the same group and the same file: DuckDB refuses B's landing process
         wait_until(lambda: not b.alive(), 120, interval=0.5, what="B refused by the file's lock")
         assert b.proc.returncode != 0
         assert "lock" in b.log_tail(200).lower(), b.log_tail()
         time.sleep(15)  # past A's session timeout (10 s): the coordinator evicts A
         assert stopped(a), "A ran on while it should be stopped"
-        os.killpg(a.proc.pid, signal.SIGCONT)  # A finishes its landing as an evicted writer
+        resume(a)  # A finishes its landing as an evicted writer
         a.wait_caught_up(timeout=600)
     finally:
-        if a.alive() and stopped(a):
-            os.killpg(a.proc.pid, signal.SIGCONT)
+        resume(a)
         code = a.stop()
         b.stop()
     assert code == 0, a.log_tail()
