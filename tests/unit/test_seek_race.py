@@ -52,7 +52,8 @@ RAW = TP("race-raw", 1)
 def fresh_runtime_state():
     """No committed positions or skipped runs left by other tests (module state)."""
     states = (vars(commit_offsets).get("_positions", {}), fetch._skipped, fetch._sought_to, fetch._sought_at,
-              vars(fetch).get("_seeking", {}), vars(fetch).get("_recheck", set()), vars(fetch).get("_observed", {}))
+              vars(fetch).get("_seeking", {}), vars(fetch).get("_recheck", set()), vars(fetch).get("_observed", {}),
+              vars(fetch).get("_delivered_since_seek", {}))
     for state in states:
         state.clear()
     yield
@@ -422,6 +423,56 @@ async def test_a_seek_between_two_fetches_is_never_taken_as_a_skip(monkeypatch):
     fetch.note_seek(RAW)  # a seek begun, not ended: the observation no longer holds
     consumer.position = 9
     consumer.steps = [([], 9, True), ([], 9, True)]
+    consumer._stopped.clear()
+    await run_script(consumer, monkeypatch)
+    assert fetch._skipped.get(RAW, {}) == {}
+
+
+class FlowStoppedOnce(ScriptedFetches):
+    """The second fetch comes while flow is stopped (a rebalance's recovery): Faust's loop
+    drops it and seeks back; here that seek leaves the position where the dropped fetch put it."""
+
+    def __init__(self, steps: list, position: int):
+        super().__init__(steps, position)
+        self.flow_checks = 0
+
+    @property
+    def flow_active(self):
+        return self.fetches_done != 2
+
+    @property
+    def fetches_done(self):
+        return self.total - len(self.steps)
+
+    async def perform_seek(self):
+        pass
+
+
+async def test_records_dropped_while_flow_is_stopped_are_never_taken_as_skipped(monkeypatch):
+    """The start race's loss with the landing fence (3 of 20 starts): a partition's first
+    offsets, fetched while flow was stopped, were dropped and the position stayed past them;
+    the next fetch brought nothing for the partition, and the move from the observation
+    before was taken for a run of transaction markers: Faust committed past 0-732, which
+    nothing had landed."""
+    consumer = FlowStoppedOnce([([], 0, True), (list(range(10)), 10, True), ([], 10, True)], position=0)
+    consumer.total = 3
+    consumer._committed_offset[RAW] = 0
+    assert await run_script(consumer, monkeypatch) == []
+    assert fetch._skipped.get(RAW, {}) == {}
+    assert commit(consumer) == {}
+
+
+async def test_offsets_delivered_since_the_last_seek_are_never_taken_as_skipped(monkeypatch):
+    """Whatever left an observation of the position behind the records delivered since (7 of
+    20 two-worker starts with the landing fence logged 'offsets 0-732 stepped over' for a
+    partition whose records 0-732 had been delivered, and Faust committed past them): a move
+    over offsets delivered since the last seek is theirs, not a skip."""
+    consumer = ScriptedFetches([(list(range(10)), 10, True)], position=0)
+    consumer._committed_offset[RAW] = 0
+    assert await run_script(consumer, monkeypatch) == list(range(10))
+    _, seeks, generation = fetch._observed[RAW]
+    fetch._observed[RAW] = (0, seeks, generation)  # a stale observation, as the starts showed
+    consumer.steps = [([], 10, True)]
     consumer._stopped.clear()
     await run_script(consumer, monkeypatch)
     assert fetch._skipped.get(RAW, {}) == {}
