@@ -62,8 +62,8 @@ async def read_again(app: Any, messages: list) -> None:
     passes both): no longer pending acks (a rebalance or a stop waits for pending acks, and
     these are never acked) and not acked either (an ack would let Faust commit past them).
     Their partitions that this worker still owns are read again from the group's committed
-    offset; what was fetched of them and not yet taken is dropped. A partition it lost is read
-    by its owner from there.
+    offset, or from the first offset dropped here if that is earlier; what was fetched of
+    them and not yet taken is dropped. A partition it lost is read by its owner.
 
     Everything after the refused landing is dropped with it: processed past an offset that is
     not committed, a later landing of the same partitions would be refused in turn (its
@@ -92,8 +92,10 @@ async def read_again(app: Any, messages: list) -> None:
         position = committed.get(tp)
         if position is None:
             position = commit_offsets.known_position(consumer, tp)
-        if position is None:
-            position = first[tp]
+        # never past what is dropped here: a committed offset beyond it that nothing landed
+        # (a commit that went wrong) would otherwise turn into a loss; what the group did land
+        # comes back as replays, which the landing's lookup skips
+        position = first[tp] if position is None else min(position, first[tp])
         await stall_guard.seek_back(consumer, tp, position)  # a fetch in flight for tp is dropped
         commit_offsets.read_from(consumer, tp, position)
         sought[tp] = position

@@ -72,6 +72,40 @@ def test_a_refused_landing_s_partitions_are_read_again_from_the_committed_offset
     asyncio.run(run())
 
 
+def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_committed_past_it():
+    """A committed offset beyond what the refused landing held, with nothing of it landed (a
+    commit that went wrong), must not become a loss: the partition is read again from the
+    landing's first offset; what the group did land comes back as replays."""
+    import asyncio
+
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    from faust.types import TP
+
+    async def run():
+        sought = []
+
+        async def seek(tp, offset):
+            sought.append((tp.partition, offset))
+
+        async def call_thread(fn):
+            return await fn()
+
+        class Coordinator:
+            async def fetch_committed_offsets(self, tps):
+                return {TopicPartition("raw", 0): OffsetAndMetadata(766, ""), TopicPartition("raw", 1): OffsetAndMetadata(40, "")}
+
+        p0, p1 = TP("raw", 0), TP("raw", 1)
+        consumer = SimpleNamespace(
+            _unacked_messages=set(), _waiting_for_ack=asyncio.get_running_loop().create_future(), seek=seek,
+            assignment=lambda: {p0, p1}, _committed_offset={p0: 0, p1: 0},
+            _thread=SimpleNamespace(call_thread=call_thread,
+                                    _ensure_consumer=lambda: SimpleNamespace(_coordinator=Coordinator())),
+            _acked={}, _acked_index={}, _gap={})
+        await landing_fence.read_again(SimpleNamespace(consumer=consumer), [Message(0, 0), Message(1, 45)])
+        assert sorted(sought) == [(0, 0), (1, 40)]
+    asyncio.run(run())
+
+
 def test_a_landing_s_positions_span_its_messages_per_partition():
     def msg(topic, partition, offset):
         return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
