@@ -70,12 +70,12 @@ class StorageWriteLanding:
             if fence is None or not positions:
                 return self._land(batch.first_per_key())
             from payflow.runtime.landing_fence import Fenced
-            held = fence.pending(sorted(positions))
-            self._finish_decided(held)
-            # a range the group committed already is landed all the same: the lookup skips
-            # what is there, and nothing is acked on the committed offset's word alone
-            seen = {key: held[key][0] if key in held else None for key in positions}
             try:
+                held = fence.pending(sorted(positions))  # Fenced during a rebalance
+                self._finish_decided(held)
+                # a range the group committed already is landed all the same: the lookup skips
+                # what is there, and nothing is acked on the committed offset's word alone
+                seen = {key: held[key][0] if key in held else None for key in positions}
                 return self._land(batch.first_per_key(),
                                   decide=lambda streams: fence.decide(seen, _decision(streams)))
             except Fenced:

@@ -14,6 +14,10 @@ def test_what_the_fence_calls_is_on_the_installed_faust_and_aiokafka():
     landing_fence.require_seams()
 
 
+FLOWING = SimpleNamespace(is_active=lambda: True)  # Faust's flow control, no rebalance under way
+REBALANCING = SimpleNamespace(is_active=lambda: False)
+
+
 class Message:
     acked = False
 
@@ -59,7 +63,7 @@ def test_a_refused_landing_s_partitions_are_read_again_from_the_committed_offset
         buffer.put_many([Message(0, 12), Message(3, 2), Message(1, 5)])
         fetch.route("raw", buffer)
         try:
-            await landing_fence.read_again(SimpleNamespace(consumer=consumer), refused)
+            await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING), refused)
         finally:
             fetch.unroute("raw", buffer)
             commit_offsets._positions.pop(p1, None)
@@ -101,7 +105,8 @@ def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_co
             _thread=SimpleNamespace(call_thread=call_thread,
                                     _ensure_consumer=lambda: SimpleNamespace(_coordinator=Coordinator())),
             _acked={}, _acked_index={}, _gap={})
-        await landing_fence.read_again(SimpleNamespace(consumer=consumer), [Message(0, 0), Message(1, 45)])
+        await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING),
+                                       [Message(0, 0), Message(1, 45)])
         assert sorted(sought) == [(0, 0), (1, 40)]
     asyncio.run(run())
 
@@ -169,7 +174,7 @@ def _fence(coordinator: Coordinator, known: dict | None = None):
                                _thread=SimpleNamespace(call_thread=call_thread,
                                                        _ensure_consumer=lambda: KafkaConsumer()))
     fence = object.__new__(landing_fence.KafkaLandingFence)
-    fence.app = SimpleNamespace(consumer=consumer)
+    fence.app = SimpleNamespace(consumer=consumer, flow_control=FLOWING)
     return fence
 
 
@@ -213,3 +218,21 @@ def test_a_landing_s_positions_are_listed_per_partition():
         return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
     assert message_positions([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("raw", 0, 7)]) == \
         {("raw", 0): (5, 8), ("raw", 1): (3, 4)}
+
+
+def test_during_a_rebalance_a_landing_is_refused_without_calling_the_group():
+    """A revocation waits for the landing's messages; a call into the consumer thread can wait
+    behind that revocation (a resumed zombie's rejoin hung so in CI). So: refused at once,
+    before any call to the group."""
+    import asyncio
+
+    import pytest
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    coordinator = Coordinator({TopicPartition("raw", 0): OffsetAndMetadata(40, "")})
+    fence = _fence(coordinator)
+    fence.app.flow_control = REBALANCING
+    with pytest.raises(landing_fence.Fenced, match="rebalance"):
+        asyncio.run(fence._decide({("raw", 0): 40}, "payflow-landing/1 []"))
+    with pytest.raises(landing_fence.Fenced, match="rebalance"):
+        asyncio.run(fence._pending([("raw", 0)]))
+    assert coordinator.commits == []  # neither Faust's commit nor the decision ran
