@@ -85,7 +85,7 @@ UNFLUSHED_DEDUP = pytest.mark.xfail(strict=False, reason="the zombie's dedup sta
 
 
 # open_issue (issues 25, 28): with PAYFLOW_BQ_LANDING_FENCE=on these passed 3 rounds alone on
-# this machine, but in CI a resumed zombie's rejoin still waited past its shutdown bound (2 of
+# this machine, but in CI a resumed zombie's rejoin still waited past its shutdown bound (2, then 3 of
 # 3 cases): `make chaos` runs them, `make test` not
 @pytest.mark.open_issue
 @pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ISSUE_28),
