@@ -53,7 +53,9 @@ async def run(stream: Any, runtime: Runtime) -> None:
     checkpoint = runtime.checkpoint
     async for messages in take_batches(stream, settings.batch_size, settings.batch_seconds,
                                        wake=checkpoint.landed, direct_topic=settings.topics.raw):
-        await checkpoint.commit_landed()  # the landing in flight, if the warehouse is done with it
+        # the landing in flight, if the warehouse is done with it (refused: these messages
+        # are read again with it, not processed)
+        messages = await checkpoint.commit_landed(messages)
         if messages:
             checkpoint.add(await runtime.process(messages))
         await checkpoint.advance()  # launch the next landing; wait if too much is pending

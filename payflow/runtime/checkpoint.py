@@ -23,7 +23,9 @@ The steps, in order:
    starts at most every `min_landing_seconds` (BigQuery: each landing opens write streams,
    a quota per project and hour); meanwhile batches gather, and at the limit the worker
    waits out the interval.
-3. `commit_landed` commits the landing in flight once the warehouse is done with it:
+3. `commit_landed` commits the landing in flight once the warehouse is done with it (a
+   landing the group refused instead goes back to be read again, with everything taken
+   after it: pending, and the batch the agent took but has not processed yet):
    a. await the warehouse's ack; a failed landing raises SinkStopped here, and nothing of
       it is published, expired, flushed or acked;
    b. payments the warehouse refused (id conflicts) are counted as DLQ;
@@ -161,12 +163,19 @@ class Checkpoint:
         return (len(self.pending.messages) >= self.landing_limit
                 or self.buffered_bytes >= self.max_buffered_bytes)
 
-    async def commit_landed(self) -> None:
-        """Step 3, if the warehouse is done with the landing in flight (else nothing)."""
+    async def commit_landed(self, taken: list | None = None) -> list:
+        """Step 3, if the warehouse is done with the landing in flight (else nothing).
+        `taken`: the batch the agent took before this call, not yet processed; returned to
+        be processed, or [] if the landing was refused: taken after the refused landing's
+        messages and before their seek back, it is read again with them."""
+        taken = [] if taken is None else taken
         if self.in_flight is not None and self.in_flight.task.done():
             landing, self.in_flight = self.in_flight, None
-            await self._commit(landing)
+            refused = await self._commit(landing, taken)
             self._note_buffered()
+            if refused:
+                return []
+        return taken
 
     async def advance(self) -> None:
         """Step 2: wait for the landing in flight if too much is pending; launch the next."""
@@ -206,22 +215,25 @@ class Checkpoint:
         landing.task.add_done_callback(done)
         return landing
 
-    async def _commit(self, landing: Landing) -> None:
+    async def _commit(self, landing: Landing, taken: list | None = None) -> bool:
+        """Step 3 for `landing`; True if the group refused it (nothing committed)."""
         waited = time.perf_counter()
         assert landing.task is not None
         landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked
         if getattr(landed_rows, "fenced", False):
             # the group refused this worker's decision (evicted, or the range moved on): nothing
             # of the landing is in the warehouse, and its messages are not acked. What was
-            # processed after it goes too (a commit of it would pass the refused offsets): all
-            # of it is read again from the committed offsets
+            # taken after it goes too, processed or not (a commit of it would pass the refused
+            # offsets; kept unacked, it held a rebalance's wait for acks for good): all of it
+            # is read again from the committed offsets
             metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
             messages = landing.messages
             if self.pending is not None:
                 messages, self.pending = messages + self.pending.messages, None
+            messages = messages + list(taken or ())
             if self.read_again is not None:
                 await self.read_again(messages)
-            return
+            return True
         conflicts = getattr(landed_rows, "conflicts", [])
         # copies of a payment landed from the same sender (its key moved with a partition
         # growth): duplicates, audited; the rest of the refused are id conflicts, to the DLQ
@@ -251,6 +263,7 @@ class Checkpoint:
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)
         metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())
+        return False
 
 
 def held_bytes(landing: Landing) -> int:

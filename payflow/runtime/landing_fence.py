@@ -33,6 +33,7 @@ Faust's own commits do.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from typing import Any, Mapping
 
@@ -107,22 +108,30 @@ async def read_again(app: Any, messages: list) -> None:
 async def _group_committed(app: Any, tps: list) -> dict:
     """tp -> the group's committed offset (nothing committed, or the group not answering
     within a few seconds: left out)."""
-    from aiokafka.structs import TopicPartition
     from faust.types import TP
-    thread = app.consumer._thread  # noqa: SLF001 - Faust's AIOKafkaConsumerThread
-
-    async def fetch_committed() -> dict:
-        coordinator = thread._ensure_consumer()._coordinator  # noqa: SLF001
-        return await asyncio.wait_for(coordinator.fetch_committed_offsets(
-            [TopicPartition(tp.topic, tp.partition) for tp in tps]), GROUP_ANSWER_SECONDS)
-
     try:
-        held = await asyncio.wait_for(thread.call_thread(fetch_committed), GROUP_ANSWER_SECONDS * 2)
+        held = await committed_offsets(app, [(tp.topic, tp.partition) for tp in tps])
     except Exception as exc:  # noqa: BLE001 - the positions known here are used instead
         log.warning("stage sink: the group's committed offsets not read (%r): reading again from the "
                     "positions this worker knows", exc)
         return {}
-    return {TP(tp.topic, tp.partition): meta.offset for tp, meta in held.items()
+    return {TP(topic, partition): offset for (topic, partition), (offset, _) in held.items()}
+
+
+async def committed_offsets(app: Any, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
+    """(topic, partition) -> (committed offset, its commit metadata) the group holds; a
+    partition with nothing committed is left out. Asked on the consumer's thread, bounded:
+    asyncio.TimeoutError if the group does not answer within GROUP_ANSWER_SECONDS (a call
+    into the consumer's thread can wait behind a rebalance)."""
+    from aiokafka.structs import TopicPartition
+    thread = app.consumer._thread  # noqa: SLF001 - Faust's AIOKafkaConsumerThread
+
+    async def fetch() -> dict:
+        coordinator = thread._ensure_consumer()._coordinator  # noqa: SLF001
+        return await coordinator.fetch_committed_offsets([TopicPartition(t, p) for t, p in partitions])
+
+    held = await asyncio.wait_for(thread.call_thread(fetch), GROUP_ANSWER_SECONDS)
+    return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "") for tp, meta in held.items()
             if meta is not None and meta.offset >= 0}
 
 
@@ -157,26 +166,30 @@ class KafkaLandingFence:
         self._run(self._decide(dict(seen), metadata))
 
     def _run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(CALL_TIMEOUT)
+        """`coroutine` on the worker's loop; no answer within CALL_TIMEOUT is a refusal (it
+        is cancelled): nothing is committed on a decision not known to be taken, and one
+        the group did take leaves its streams named in the metadata, for the next landing
+        of those partitions to commit (`pending`)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(CALL_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Fenced(f"no answer from the worker's loop within {CALL_TIMEOUT:.0f} s") from None
 
     # -- on the event loop -----------------------------------------------------------------
     def _thread(self) -> Any:
         return self.app.consumer._thread  # noqa: SLF001 - Faust's AIOKafkaConsumerThread
 
     async def _pending(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
-        from aiokafka.structs import TopicPartition
         if rebalancing(self.app):
             raise Fenced("a rebalance is under way: the landing is read again after it")
-        await self.app.consumer.commit()  # Faust's acked offsets (the previous landing's) first
-        thread = self._thread()
-
-        async def fetch() -> dict:
-            coordinator = thread._ensure_consumer()._coordinator  # noqa: SLF001
-            return await coordinator.fetch_committed_offsets([TopicPartition(t, p) for t, p in partitions])
-
-        committed = await thread.call_thread(fetch)
-        return {(tp.topic, tp.partition): (meta.offset, meta.metadata or "") for tp, meta in committed.items()
-                if meta is not None and meta.offset >= 0}
+        try:
+            # Faust's acked offsets (the previous landing's) first
+            await asyncio.wait_for(self.app.consumer.commit(), GROUP_ANSWER_SECONDS)
+            return await committed_offsets(self.app, partitions)
+        except asyncio.TimeoutError:
+            raise Fenced("the group did not answer in time: the landing is read again") from None
 
     async def _decide(self, seen: dict[tuple[str, int], int | None], metadata: str) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -216,7 +229,12 @@ class KafkaLandingFence:
                 return f"{type(exc).__name__}: {exc}"
             return ""
 
-        refused = await thread.call_thread(commit)
+        try:
+            refused = await asyncio.wait_for(thread.call_thread(commit), GROUP_ANSWER_SECONDS * 2)
+        except asyncio.TimeoutError:
+            # taken or not, the offsets did not move: taken, the metadata names the streams
+            # for the next landing of these partitions to commit (`pending`)
+            refused = "the group did not answer in time"
         if refused:
             log.warning("stage sink: landing of partition(s) %s not committed (%s); its rows stay in uncommitted "
                         "write streams and its offsets are read again",

@@ -125,6 +125,32 @@ async def test_a_refused_landing_and_all_processed_after_it_are_read_again_and_n
     assert parts.acked() == [["a0"]]
 
 
+async def test_a_batch_taken_before_a_refusal_was_seen_is_read_again_with_it_not_processed():
+    """The agent takes a batch, then finds the landing in flight refused: that batch came
+    after the refused messages and before their seek back. Processed, its messages stayed
+    pending acks that no landing could ever ack (refused in turn), and a rebalance's wait for
+    acks waited for them until the shutdown bound (CI: a resumed zombie worker)."""
+    from tests.fakes import FakeMessage
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()
+    checkpoint.add(parts.landing("b"))
+    parts.sink.refuse(0)
+    await settle()
+    taken = [FakeMessage("t0"), FakeMessage("t1")]
+    assert await drive(parts, checkpoint.commit_landed(taken)) == []
+    assert ("read again", ["a0", "b0", "t0", "t1"]) in parts.journal
+    assert checkpoint.pending is None and parts.acked() == []
+    # landed, the landing in flight hands the taken batch back to be processed
+    checkpoint.add(parts.landing("c"))
+    await checkpoint.advance()
+    parts.sink.ack(1)
+    await settle()
+    assert await drive(parts, checkpoint.commit_landed(taken)) == taken
+    assert parts.acked() == [["c0"]]
+
+
 async def test_merged_landings_expire_no_further_than_the_earliest_allows():
     parts = CheckpointParts()
     checkpoint = parts.checkpoint()

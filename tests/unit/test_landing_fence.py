@@ -236,3 +236,31 @@ def test_during_a_rebalance_a_landing_is_refused_without_calling_the_group():
     with pytest.raises(landing_fence.Fenced, match="rebalance"):
         asyncio.run(fence._pending([("raw", 0)]))
     assert coordinator.commits == []  # neither Faust's commit nor the decision ran
+
+
+def test_a_group_that_does_not_answer_refuses_the_landing_within_a_bound(monkeypatch):
+    """A call into the consumer's thread that waits (behind a rebalance, a broker that does
+    not answer) is a refusal after GROUP_ANSWER_SECONDS, not a landing that neither finishes
+    nor is refused while a revocation waits for its messages' acks."""
+    import asyncio
+    import time
+
+    import pytest
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    monkeypatch.setattr(landing_fence, "GROUP_ANSWER_SECONDS", 0.2)
+    coordinator = Coordinator({TopicPartition("raw", 0): OffsetAndMetadata(40, "")})
+
+    async def never(*args, **kwargs):
+        await asyncio.Event().wait()
+
+    for call in ("_pending", "_decide"):
+        fence = _fence(coordinator)
+        fence.app.consumer._thread.call_thread = never
+        began = time.monotonic()
+        with pytest.raises(landing_fence.Fenced, match="did not answer"):
+            if call == "_pending":
+                asyncio.run(fence._pending([("raw", 0)]))
+            else:
+                asyncio.run(fence._decide({("raw", 0): 40}, "payflow-landing/1 []"))
+        assert time.monotonic() - began < 2
+    assert coordinator.commits == ["faust"]  # Faust's commit of the acks only; no decision
