@@ -202,7 +202,7 @@ class Checkpoint:
 
     def _launch(self, landing: Landing) -> Landing:
         started = self.last_launch = time.monotonic()
-        landing.batch.positions = message_positions(landing.messages)
+        landing.batch.partitions = message_partitions(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:
@@ -300,17 +300,10 @@ def _message_bytes(message: Any) -> int:
             + sys.getsizeof(getattr(message, "timestamp", 0.0)))
 
 
-def message_positions(messages: list) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> (first offset, offset after the last) of the messages."""
-    out: dict[tuple[str, int], tuple[int, int]] = {}
-    for m in messages:
-        tp = getattr(m, "tp", None)
-        if tp is None:  # a test's stand-in message
-            continue
-        key = (tp.topic, tp.partition)
-        lo, hi = out.get(key, (m.offset, m.offset + 1))
-        out[key] = (min(lo, m.offset), max(hi, m.offset + 1))
-    return out
+def message_partitions(messages: list) -> set[tuple[str, int]]:
+    """The (topic, partition)s of the messages."""
+    return {(m.tp.topic, m.tp.partition) for m in messages
+            if getattr(m, "tp", None) is not None}  # a test's stand-in message has none
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

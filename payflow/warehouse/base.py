@@ -62,10 +62,10 @@ class LandingBatch:
     repeated: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     # and the sender and event time (µs) of each of those positions (same_payment() reads them)
     copies: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
-    # (topic, partition) -> (first offset, offset after the last) of the raw messages the
-    # batch holds, set when it is launched: a BigQuery landing's decision is made on these
-    # partitions (payflow.runtime.landing_fence); empty in tests that land rows directly
-    positions: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    # the raw (topic, partition)s of the messages the batch holds, set when it is launched:
+    # a BigQuery landing's decision is made on these (payflow.runtime.landing_fence); empty
+    # in tests that land rows directly
+    partitions: set[tuple[str, int]] = field(default_factory=set)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))

@@ -66,16 +66,16 @@ class StorageWriteLanding:
     def land(self, batch: LandingBatch) -> Landed:
         with self._lock:
             fence = getattr(self.wh, "fence", None)
-            positions = dict(batch.positions)
-            if fence is None or not positions:
+            partitions = sorted(batch.partitions)
+            if fence is None or not partitions:
                 return self._land(batch.first_per_key())
             from payflow.runtime.landing_fence import Fenced
             try:
-                held = fence.pending(sorted(positions))  # Fenced during a rebalance
+                held = fence.pending(partitions)  # Fenced during a rebalance
                 self._finish_decided(held)
                 # a range the group committed already is landed all the same: the lookup skips
                 # what is there, and nothing is acked on the committed offset's word alone
-                seen = {key: held[key][0] if key in held else None for key in positions}
+                seen = {key: held[key][0] if key in held else None for key in partitions}
                 return self._land(batch.first_per_key(),
                                   decide=lambda streams: fence.decide(seen, _decision(streams)))
             except Fenced:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from payflow.runtime import landing_fence
-from payflow.runtime.checkpoint import message_positions
+from payflow.runtime.checkpoint import message_partitions
 from payflow.warehouse import bq_write
 
 
@@ -111,12 +111,12 @@ def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_co
     asyncio.run(run())
 
 
-def test_a_landing_s_positions_span_its_messages_per_partition():
+def test_a_landing_is_decided_on_the_partitions_of_its_messages():
     def msg(topic, partition, offset):
         return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
-    positions = message_positions([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("raw", 0, 9)])
-    assert positions == {("raw", 0): (5, 10), ("raw", 1): (3, 4)}
-    assert message_positions([SimpleNamespace(name="a stand-in")]) == {}
+    assert message_partitions([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("other", 0, 9)]) == \
+        {("raw", 0), ("raw", 1), ("other", 0)}
+    assert message_partitions([SimpleNamespace(name="a stand-in")]) == set()
 
 
 def test_the_decision_names_the_streams_and_nothing_else_is_read_as_one():
@@ -209,15 +209,6 @@ def test_the_decision_is_refused_to_an_evicted_member_after_another_s_commit_and
         with pytest.raises(landing_fence.Fenced, match=why):
             asyncio.run(fence._decide(seen, "payflow-landing/1 []"))
         assert coordinator.commits == []
-
-
-def test_a_landing_s_positions_are_listed_per_partition():
-    from payflow.runtime.checkpoint import message_positions
-
-    def msg(topic, partition, offset):
-        return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
-    assert message_positions([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("raw", 0, 7)]) == \
-        {("raw", 0): (5, 8), ("raw", 1): (3, 4)}
 
 
 def test_during_a_rebalance_a_landing_is_refused_without_calling_the_group():
