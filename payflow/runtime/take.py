@@ -26,19 +26,28 @@ which skips Faust's per-event machinery. Batches hold Faust Messages; `ack` them
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from mode.utils.aiter import aiter
+from mode.utils.futures import notify
 
 from payflow.runtime import fetch, seams
 
 
 class BatchBuffer:
-    """The messages of the batch being filled; a `fetch.Route`."""
+    """The messages of the batch being filled; a `fetch.Route`.
 
-    def __init__(self, max_: int, loop: asyncio.AbstractEventLoop, flow_control: Any = None):
+    What it drops (partitions read again, a revocation's clear, an older generation) it
+    hands to `untrack`: a message Faust delivered through its own path (the stream, before
+    the fetch loop's route was set) is tracked for acks before it gets here, and one dropped
+    while tracked held a rebalance's wait for acks until the shutdown bound (CI: a resumed
+    zombie worker, its first message after a refused landing)."""
+
+    def __init__(self, max_: int, loop: asyncio.AbstractEventLoop, flow_control: Any = None,
+                 untrack: Callable[[list], None] | None = None):
         self.max = max_
         self.flow_control = flow_control  # the app's FlowControlEvent, which clears the buffer
+        self.untrack = untrack or (lambda messages: None)
         self.messages: list = []
         self.first_at = 0.0
         self.started = asyncio.Event()  # the first message of a batch is buffered
@@ -78,6 +87,7 @@ class BatchBuffer:
         kept = [m for m in self.messages if m.tp.partition not in partitions]
         dropped = len(self.messages) - len(kept)
         if dropped:
+            self.untrack([m for m in self.messages if m.tp.partition in partitions])
             self.messages = kept
             if not kept:
                 self.started.clear()
@@ -105,7 +115,7 @@ class BatchBuffer:
         fetch position already past them (a restart with the local state lost stalled)."""
         if self.flow_control is not None and self.flow_control.is_active():
             return
-        self.take()
+        self.untrack(self.take())
 
 
 def ack(consumer: Any, messages: Iterable[Any]) -> None:
@@ -120,7 +130,6 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
                        linger: float = 0.02, direct_topic: str | None = None) -> AsyncIterator[list]:
     loop = stream.loop
     app = stream.app
-    buffer = BatchBuffer(max_, loop, app.flow_control)
     channel_it = aiter(stream.channel)
 
     async def add_to_buffer(value: Any) -> Any:
@@ -146,6 +155,14 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
     acks_enabled_for = app.topics.acks_enabled_for
     unacked = app.consumer._unacked_messages  # noqa: SLF001 - Faust's pending acks
 
+    def untrack(dropped: list) -> None:
+        """Dropped messages are read again: no longer pending acks (not acked either)."""
+        tracked = [m for m in dropped if m.tracked]
+        for message in tracked:
+            unacked.discard(message)
+        if tracked:
+            notify(app.consumer._waiting_for_ack)  # noqa: SLF001 - wakes Faust's wait for acks
+
     def track(batch: list) -> None:
         """Taken messages are pending acks: commits and a rebalance wait for them (the stream
         tracks the messages it delivers itself; fetched ones are tracked here)."""
@@ -154,6 +171,7 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
                 message.tracked = True
                 unacked.add(message)
 
+    buffer = BatchBuffer(max_, loop, app.flow_control, untrack)
     enable_acks = stream.enable_acks
     stream.enable_acks = False  # acked by the caller, after the batch landed
     stream.add_processor(add_to_buffer)
@@ -179,7 +197,10 @@ async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Even
                 generation = app.consumer_generation_id
                 # a message of an older generation belongs to a revoked assignment (the
                 # stream's own check): it is read again from the committed offset
-                batch = [m for m in buffer.take() if m.generation_id == generation]
+                taken = buffer.take()
+                batch = [m for m in taken if m.generation_id == generation]
+                if len(batch) < len(taken):
+                    untrack([m for m in taken if m.generation_id != generation])
                 track(batch)
                 last_yield = now
                 yield batch

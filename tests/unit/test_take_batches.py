@@ -176,3 +176,34 @@ async def test_the_stream_path_waits_again_when_the_route_refilled_the_buffer_fi
         filler.cancel()
     assert sum(len(b) for b in race_batches) == 260, [len(b) for b in race_batches]
     assert all(len(b) <= 10 for b in race_batches)
+
+
+async def test_a_tracked_message_the_buffer_drops_is_no_longer_pending_an_ack(monkeypatch):
+    """Faust's own path (the stream, before the fetch loop's route is set) tracks a message
+    before it reaches the buffer. Dropped there while tracked (a revocation's clear, partitions
+    read again after a refused landing, an older generation), it held the rebalance's wait for
+    acks until the shutdown bound (CI: a resumed zombie worker, 3 of 3 cases)."""
+    monkeypatch.setattr(probe_app.topics, "acks_enabled_for", lambda topic: True)
+    unacked = probe_app.consumer._unacked_messages
+    fetched.clear()
+    async with direct_consumer.test_context():
+        route = await route_with(range(0))
+        generation = probe_app.consumer_generation_id
+
+        def tracked(offset: int, partition: int = 0, generation: int = generation) -> ConsumerMessage:
+            m = ConsumerMessage(DIRECT, partition, offset, 0.0, 0, None, b"k", b"v", None, generation_id=generation)
+            m.tracked = True  # as the stream tracks what Faust delivers through it
+            unacked.add(m)
+            return m
+
+        cleared, sought, kept = tracked(1), tracked(2, partition=1), tracked(3, partition=2)
+        route.put_many([cleared])
+        revoke()
+        route.put_many([sought, kept])
+        assert fetch.drop_routed(DIRECT, {1}) == 1
+        stale = tracked(4, generation=generation - 1)
+        route.put_many([stale])
+        await until_fetched()
+        held = {m for m in (cleared, sought, kept, stale) if m in unacked}
+    assert fetched == [[3]]
+    assert held == {kept}  # taken by the agent: pending its ack; the dropped ones are not
