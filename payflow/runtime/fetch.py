@@ -304,8 +304,13 @@ async def note_seek_ended(self: Consumer, tps: Any) -> None:
         else:
             _seeking.pop(key, None)
             # the position is the target: a fetch that brings records from it replaces this
-            # observation or drops it (read_committed may step over a marker at the target)
-            _observe(self, tp, _sought_to.get(key), self.app.consumer_generation_id)
+            # observation or drops it (read_committed may step over a marker at the target).
+            # Unless records were delivered since the seek began: the position has moved past
+            # them already, and an observation at the target would take their offsets for
+            # ones the fetcher stepped over (the start race: offsets 0-732 delivered while a
+            # seek to 0 was under way, then "skipped", and Faust committed past them)
+            delivered = key in _delivered_since_seek
+            _observe(self, tp, None if delivered else _sought_to.get(key), self.app.consumer_generation_id)
     for tp in tps:
         key = TP(tp.topic, tp.partition)
         if key in _recheck and not seeking(key) and _sought_to.get(key) is not None:

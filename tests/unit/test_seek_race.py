@@ -434,15 +434,11 @@ class FlowStoppedOnce(ScriptedFetches):
 
     def __init__(self, steps: list, position: int):
         super().__init__(steps, position)
-        self.flow_checks = 0
+        self.total = len(steps)
 
     @property
     def flow_active(self):
-        return self.fetches_done != 2
-
-    @property
-    def fetches_done(self):
-        return self.total - len(self.steps)
+        return self.total - len(self.steps) != 2  # stopped while the second fetch is handled
 
     async def perform_seek(self):
         pass
@@ -455,7 +451,6 @@ async def test_records_dropped_while_flow_is_stopped_are_never_taken_as_skipped(
     before was taken for a run of transaction markers: Faust committed past 0-732, which
     nothing had landed."""
     consumer = FlowStoppedOnce([([], 0, True), (list(range(10)), 10, True), ([], 10, True)], position=0)
-    consumer.total = 3
     consumer._committed_offset[RAW] = 0
     assert await run_script(consumer, monkeypatch) == []
     assert fetch._skipped.get(RAW, {}) == {}
@@ -476,3 +471,20 @@ async def test_offsets_delivered_since_the_last_seek_are_never_taken_as_skipped(
     consumer._stopped.clear()
     await run_script(consumer, monkeypatch)
     assert fetch._skipped.get(RAW, {}) == {}
+
+
+async def test_a_seek_that_ends_after_records_were_delivered_leaves_no_observation_at_its_target(monkeypatch):
+    """Where the stale observation came from: a seek to 0 began (a new assignment with nothing
+    committed), a fetch delivered 0-9 before the seek's end was noted, and the end observed
+    the position at the target, 0, behind the records just delivered. The next fetch with
+    nothing for the partition then took 0-9 for offsets stepped over (the guard above keeps
+    them; this keeps the observation from going stale)."""
+    consumer = ScriptedFetches([(list(range(10)), 10, True)], position=0)
+    consumer._committed_offset[RAW] = 0
+    fetch.note_seek(RAW)
+    fetch.note_target(RAW, 0)
+    fetch._seeking.pop(RAW, None)  # the seek ran; its end is noted after the fetch below
+    assert await run_script(consumer, monkeypatch) == list(range(10))
+    fetch._seeking[RAW] = 1
+    await fetch.note_seek_ended(consumer, [RAW])
+    assert RAW not in fetch._observed or fetch._observed[RAW][0] >= 10
