@@ -93,10 +93,16 @@ async def read_again(app: Any, messages: list) -> None:
         position = committed.get(tp)
         if position is None:
             position = commit_offsets.known_position(consumer, tp)
+        if position is None:
+            # nothing committed and no position known: from the partition's beginning, as a
+            # worker with nothing committed reads it (the consumer resets an offset below the
+            # log's start to the earliest). The first offset dropped is no position: what came
+            # before it was not known landed (CI: 344 offsets lost, re-read from 344)
+            position = 0
         # never past what is dropped here: a committed offset beyond it that nothing landed
         # (a commit that went wrong) would otherwise turn into a loss; what the group did land
         # comes back as replays, which the landing's lookup skips
-        position = first[tp] if position is None else min(position, first[tp])
+        position = min(position, first[tp])
         await stall_guard.seek_back(consumer, tp, position)  # a fetch in flight for tp is dropped
         commit_offsets.read_from(consumer, tp, position)
         sought[tp] = position

@@ -111,6 +111,41 @@ def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_co
     asyncio.run(run())
 
 
+def test_a_refused_landing_with_no_position_known_is_read_again_from_the_partition_s_beginning():
+    """Nothing committed in the group and no position known here: the first offset dropped is
+    no position to read again from (CI lost a partition's offsets 0-343: a successor's refused
+    landing started at 344, and it was read again from there)."""
+    import asyncio
+
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    from faust.types import TP
+
+    async def run():
+        sought = []
+
+        async def seek(tp, offset):
+            sought.append((tp.partition, offset))
+
+        async def call_thread(fn):
+            return await fn()
+
+        class Coordinator:
+            async def fetch_committed_offsets(self, tps):
+                return {TopicPartition("raw", 1): OffsetAndMetadata(40, "")}
+
+        p1, p2 = TP("raw", 1), TP("raw", 2)
+        consumer = SimpleNamespace(
+            _unacked_messages=set(), _waiting_for_ack=asyncio.get_running_loop().create_future(), seek=seek,
+            assignment=lambda: {p1, p2}, _committed_offset={},
+            _thread=SimpleNamespace(call_thread=call_thread,
+                                    _ensure_consumer=lambda: SimpleNamespace(_coordinator=Coordinator())),
+            _acked={}, _acked_index={}, _gap={})
+        await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING),
+                                       [Message(1, 45), Message(2, 344)])
+        assert sorted(sought) == [(1, 40), (2, 0)]
+    asyncio.run(run())
+
+
 def test_a_landing_is_decided_on_the_partitions_of_its_messages():
     def msg(topic, partition, offset):
         return SimpleNamespace(tp=SimpleNamespace(topic=topic, partition=partition), offset=offset)
