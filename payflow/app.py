@@ -7,7 +7,7 @@ from __future__ import annotations
 import faust
 
 from payflow import runtime
-from payflow.runtime.process import limit_malloc_arenas
+from payflow.runtime import process
 from payflow.runtime.monitor import LeanMonitor
 from payflow.kafka_security import current as kafka_security
 from payflow.logs import configure_logging, worker_logging_config
@@ -26,7 +26,7 @@ if settings.processing_guarantee != "at_least_once":
 # refuses library versions the seams were not audited against; then every Faust seam
 # (whole fetches, the commit fix, read_committed, bounded shutdown, the stall detector)
 runtime.install(shutdown_seconds=settings.shutdown_seconds)
-limit_malloc_arenas()  # before Faust, RocksDB and the executors start their threads
+process.limit_malloc_retention()  # before Faust, RocksDB and the executors start their threads
 
 app = faust.App(
     settings.app_id,
@@ -83,6 +83,12 @@ def _register() -> None:
     import payflow.agents.pipeline  # noqa: F401
     import payflow.web  # noqa: F401
     import payflow.tables.definitions  # noqa: F401
+
+
+@app.timer(interval=10.0, name="payflow.return_free_memory")
+async def return_free_memory() -> None:
+    """What landed batches freed goes back to the kernel (payflow.runtime.process)."""
+    process.return_free_memory()
 
 
 _register()

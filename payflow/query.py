@@ -301,7 +301,8 @@ def stream_rows(cursor: Any, duck_sql: str, params: dict[str, Any] | None, bound
         raise
     except duckdb.OutOfMemoryException:
         raise QueryBoundExceeded(f"the query needs more memory than {bounds.memory_limit} "
-                                 "(PAYFLOW_DUCKDB_MEMORY_LIMIT): add a WHERE, a LIMIT or aggregate") from None
+                                 "(PAYFLOW_DUCKDB_MEMORY_LIMIT on a file, PAYFLOW_DUCKDB_LANDING_CACHE_MB through "
+                                 "the worker): add a WHERE, a LIMIT or aggregate") from None
     finally:
         timer.cancel()
         try:

@@ -63,7 +63,8 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_WEB_PORT", "6066", "worker web port: /metrics, /healthz, /readyz"),
     Setting("PAYFLOW_QUERY_TIMEOUT_SECONDS", "60", "a read through `payflow query` (or another process's read through the worker) is interrupted after this long, the fetching of its rows included"),
     Setting("PAYFLOW_QUERY_MAX_ROWS", "1000000", "a read returning more rows than this is stopped with a message (add a LIMIT or aggregate)"),
-    Setting("PAYFLOW_DUCKDB_MEMORY_LIMIT", "256MB", "DuckDB's memory limit for `payflow query` on a file, and for the worker's landing process (its landings and the reads it answers share it; beyond it DuckDB spills to disk or stops the read)"),
+    Setting("PAYFLOW_DUCKDB_MEMORY_LIMIT", "256MB", "DuckDB's memory limit for `payflow query` on a file (beyond it DuckDB spills to disk or stops the read)"),
+    Setting("PAYFLOW_DUCKDB_LANDING_CACHE_MB", "48", "the worker's DuckDB landing process: memory DuckDB may use beyond its key index (cached table blocks, the reads it answers); the index, which DuckDB cannot evict, grows with the table and is added to it (with half the index, if more); the landing process is replaced by one with a larger limit when the index has grown into half of the margin"),
     Setting("PAYFLOW_LOG_FORMAT", "json", "json (one object a line) or text"),
     Setting("PAYFLOW_LOG_LEVEL", "info", "debug, info, warn, error"),
     Setting("PAYFLOW_ERASURE_REFRESH_SECONDS", "30", "how often each worker re-reads the erasure ledger (gdpr_erasures) into the set of erased subjects its mask step drops; a worker learns an erasure at once only for the sender partitions it owns"),
@@ -294,6 +295,7 @@ class Settings:
     query_timeout_seconds: float = 60.0
     query_max_rows: int = 1_000_000
     duckdb_memory_limit: str = "256MB"
+    duckdb_landing_cache_mb: int = 48
     fraud_high_risk_above: int = 60
     fraud_small_usd: float = 10.0
     fraud_travel_max_kmh: float = 900.0
@@ -347,6 +349,7 @@ class Settings:
             query_timeout_seconds=_float("PAYFLOW_QUERY_TIMEOUT_SECONDS", 0, 86400, low_open=True),
             query_max_rows=_int("PAYFLOW_QUERY_MAX_ROWS", 1, 10**12),
             duckdb_memory_limit=_size("PAYFLOW_DUCKDB_MEMORY_LIMIT"),
+            duckdb_landing_cache_mb=_int("PAYFLOW_DUCKDB_LANDING_CACHE_MB", 16, 1 << 20),
             fraud_high_risk_above=_int("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", 0, 100),
             fraud_small_usd=_float("PAYFLOW_FRAUD_SMALL_USD", 0, 1_000_000),
             fraud_travel_max_kmh=_float("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", 0, 1_000_000, low_open=True),

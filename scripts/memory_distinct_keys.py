@@ -75,20 +75,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_rss(pid: int) -> int:
-    """RSS of the process and its children (the DuckDB landing process)."""
+def tree_rss(pid: int) -> dict[str, int]:
+    """RSS of the process and of each of its children (the DuckDB landing process, the
+    multiprocessing resource tracker), by a short name."""
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return {}
+    out: dict[str, int] = {}
     for p in procs:
         try:
-            total += p.memory_info().rss
+            name = "worker" if p.pid == pid else _role(p)
+            out[name] = out.get(name, 0) + p.memory_info().rss
         except psutil.NoSuchProcess:
             pass
-    return total
+    return out
+
+
+def _role(p: psutil.Process) -> str:
+    command = " ".join(p.cmdline())
+    if "resource_tracker" in command:
+        return "resource tracker"
+    if "spawn_main" in command or "forkserver" in command:
+        return "landing process"
+    return "other"
 
 
 def main() -> int:
@@ -114,12 +125,14 @@ def main() -> int:
     log = open(work / "worker.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "warn"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    peak = [0]
+    peak: list = [0, {}]  # the highest total, and its parts
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], tree_rss(proc.pid))
+            parts = tree_rss(proc.pid)
+            if sum(parts.values()) > peak[0]:
+                peak[0], peak[1] = sum(parts.values()), parts
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -140,7 +153,7 @@ def main() -> int:
             time.sleep(2)
         busy = time.monotonic() - t0
         time.sleep(args.idle_seconds)
-        idle = tree_rss(proc.pid)
+        idle = sum(tree_rss(proc.pid).values())
     finally:
         stop.set()
         if proc.poll() is None:
@@ -150,6 +163,7 @@ def main() -> int:
     print(f"{args.count} distinct senders and transaction ids ({args.cards} cards): processed in {busy:.0f} s; "
           f"worker + landing process RSS peak {peak[0] / mb:.0f} MB, after {args.idle_seconds:.0f} s idle "
           f"{idle / mb:.0f} MB (limit {args.limit_mb:.0f} MB)")
+    print("at the peak: " + ", ".join(f"{name} {rss / mb:.0f} MB" for name, rss in sorted(peak[1].items())))
     shutil.rmtree(work, ignore_errors=True)
     return 0 if peak[0] / mb < args.limit_mb else 1
 

@@ -1,5 +1,6 @@
-"""Process concerns of a worker: its memory budget (malloc arenas, garbage collector) and
-the compiled per-event stages (mypyc, setup.py): which are in use, and that none is stale.
+"""Process concerns of a worker: its memory budget (malloc's arenas, thresholds and trim, the
+garbage collector) and the compiled per-event stages (mypyc, setup.py): which are in use,
+and that none is stale.
 
 A compiled module shadows its .py (Python imports the extension first), so one built
 before its source last changed would run the old code without a word.
@@ -7,6 +8,7 @@ before its source last changed would run the old code without a word.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # the compiled stages (setup.py compiles every module of this folder)
 STAGES_DIR = Path(__file__).parent.parent / "stages"
@@ -39,16 +41,45 @@ def refuse_stale(package_dir: Path = STAGES_DIR) -> None:
                 "run `make install` to compile it again (or delete the .so files to run the stages as Python)")
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (M_ARENA_MAX). By default every thread that allocates may
-    get an arena of its own (up to 8 per core), each keeping freed memory for reuse; the
-    worker's executor and RocksDB threads and DuckDB's threads allocate a batch's worth at
-    a time. Takes effect for arenas created from now on."""
+def limit_malloc_retention(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
+    """Cap what glibc's malloc keeps of freed memory.
+
+    M_ARENA_MAX: by default every thread that allocates may get an arena of its own (up to 8
+    per core), each keeping freed memory for reuse; the worker's executor and RocksDB
+    threads and DuckDB's threads allocate a batch's worth at a time. Takes effect for arenas
+    created from now on.
+
+    M_MMAP_THRESHOLD: by default glibc raises it to the size of every mmapped block freed
+    (up to 32 MB), so after the first landing a batch's large arrays (Arrow buffers, list
+    storage, pickled rows) come from the heap and stay there when freed; fixed, a block
+    of 256 KiB or more is mapped on its own and handed back to the kernel when freed."""
     try:
         import ctypes
-        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (fixed: no dynamic raise)
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         pass
+
+
+def return_free_memory() -> None:
+    """Hand the free pages inside malloc's heaps back to the kernel (glibc's malloc_trim):
+    what a landing freed stays in the process's RSS otherwise, counted against the pod's
+    memory until the next landing reuses it. Called after a landing and on a timer, not
+    per event."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _libc_function(name: str) -> Any:
+    try:
+        import ctypes
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+
+
+_malloc_trim = _libc_function("malloc_trim")
 
 
 def tune_garbage_collector(first_generation: int = 50_000) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import multiprocessing
 import os
 import pickle
@@ -31,9 +32,10 @@ from typing import Any, Iterator
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from payflow.runtime.process import limit_malloc_arenas, tune_garbage_collector
+from payflow.runtime.process import limit_malloc_retention, return_free_memory, tune_garbage_collector
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse
 
+log = logging.getLogger("payflow.sink")
 _warehouse: Warehouse | None = None
 
 
@@ -60,8 +62,8 @@ def _open_duckdb(path: str) -> Warehouse:
     return DuckDBWarehouse(path)
 
 
-def _start(path: str, parent: int) -> None:
-    global _warehouse
+def _start(path: str, parent: int, cache_bytes: int = 48 * 2**20, pinned_hint: int = 0) -> None:
+    global _warehouse, _memory_limit, _room
     # the worker decides when we stop: a Ctrl-C or a SIGTERM to the process group must not
     # kill a landing in flight (it stopped the sink and crashed a worker that was stopping
     # cleanly); if the worker dies, so do we (below)
@@ -81,13 +83,48 @@ def _start(path: str, parent: int) -> None:
     # a second thread's buffers counted against the pod's memory for no faster landing
     _warehouse.con.execute("SET threads = 1")
     # before any read is answered: no files, URLs or extensions, a memory bound, and the
-    # configuration locked (DuckDB's settings are the instance's, landings share them: the
-    # fixed PAYFLOW_DUCKDB_MEMORY_LIMIT bounds both, as a limit re-fitted after each landing
-    # (DuckDBWarehouse.limit_cache) cannot be set once the configuration is locked)
+    # configuration locked (DuckDB's settings are the instance's, landings and reads share
+    # them). The bound is fitted to the key index now, as it cannot change once locked: when
+    # the index has grown into it, the worker starts a new landing process (_fitted_limit)
     from payflow.query import QueryBounds, harden
     from payflow.settings import Settings
-    harden(_warehouse.con, QueryBounds.from_settings(Settings.from_env()))
+    _memory_limit, _room = _fitted_limit(_warehouse.con, cache_bytes, pinned_hint)
+    bounds = QueryBounds.from_settings(Settings.from_env())
+    harden(_warehouse.con, QueryBounds(bounds.seconds, bounds.max_rows, f"{_memory_limit // 2**20}MiB"))
     tune_garbage_collector()
+
+
+# DuckDB's key index (ART) is memory it cannot evict, growing with its table (about 75 bytes a
+# row with 24-character ids: docs/performance.md); a reopened file loads its index as
+# landings touch it, so the limit is fitted to what the whole index will take
+KEY_INDEX_BYTES_PER_ROW = 96
+_LIMIT_STEP = 16 * 2**20
+_memory_limit = 0  # bytes: this process's DuckDB memory limit
+_room = 0  # bytes: what the limit left beyond the key index when the process started
+
+
+def _fitted_limit(con: Any, cache_bytes: int, pinned_hint: int = 0) -> tuple[int, int]:
+    """(the memory limit, its room beyond the key index): the index the keyed tables' rows
+    need (or `pinned_hint`, what the last landing process found it needed, if more) plus
+    `cache_bytes` or half the index, whichever is more (a large table is not replaced
+    every few hundred thousand payments)."""
+    need = max(_key_index_bytes(con), pinned_hint)
+    limit = (need + max(cache_bytes, need // 2) + _LIMIT_STEP - 1) // _LIMIT_STEP * _LIMIT_STEP
+    return limit, limit - need
+
+
+def _key_index_bytes(con: Any) -> int:
+    """What the keyed tables' indexes take in memory when whole: a checkpoint pins each
+    index whole to write it out (duckdb/duckdb#24848), whatever part landings touched."""
+    rows = con.execute("SELECT coalesce(sum(estimated_size), 0) FROM duckdb_tables() WHERE has_primary_key").fetchone()[0]
+    return int(rows) * KEY_INDEX_BYTES_PER_ROW
+
+
+def _pinned_bytes() -> int:
+    """What DuckDB holds that it cannot evict (all but cached table blocks)."""
+    assert _warehouse is not None
+    return int(_warehouse.con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                                      "WHERE tag <> 'BASE_TABLE'").fetchone()[0])
 
 
 def _schema_snapshot() -> dict[str, Any]:
@@ -106,7 +143,7 @@ def _keep_memory_small() -> None:
     frees a batch's rows and Arrow arrays, and the cached memory counted against the
     worker's 512 MB budget (peak RSS of this process 309 MB at 200k events, 277 MB with
     this, `make bench`)."""
-    limit_malloc_arenas()
+    limit_malloc_retention()
     import pyarrow as pa
     pa.set_memory_pool(pa.system_memory_pool())  # not jemalloc's retaining pool
 
@@ -150,7 +187,9 @@ class _Read:
 
         assert _warehouse is not None
         self.id = secrets.token_urlsafe(12)
-        self.bounds = QueryBounds.from_settings(Settings.from_env())
+        configured = QueryBounds.from_settings(Settings.from_env())
+        # the memory bound is this process's (fitted to its key index, _start)
+        self.bounds = QueryBounds(configured.seconds, configured.max_rows, f"{_memory_limit // 2**20}MiB")
         self.deadline = time.monotonic() + self.bounds.seconds
         self.pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)  # one page ready ahead, no more
         self.cancelled = threading.Event()
@@ -300,9 +339,23 @@ def _read_page(request: dict[str, Any]) -> tuple[int, bytes]:
     return read.next_answer()
 
 
-def _land_pickled(batch: bytes) -> dict[str, int]:
+def _land_pickled(batch: bytes) -> tuple[dict[str, int] | None, int | None]:
+    """(the landing's result, None), or (the result, the bytes DuckDB cannot evict) if the key
+    index has grown into half of what the memory limit leaves beyond it, or (None, the memory limit) if
+    the landing ran out of memory (rolled back): either way the worker replaces this process
+    with one that has more room (ChildProcessDuckDB.land)."""
+    from payflow.warehouse.duck import _out_of_memory
     assert _warehouse is not None
-    return _warehouse.land(pickle.loads(batch))
+    try:
+        landed = _warehouse.land(pickle.loads(batch))
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+        return None, _memory_limit
+    finally:
+        return_free_memory()  # the batch's rows and Arrow arrays, freed: back to the kernel
+    need = max(_key_index_bytes(_warehouse.con), _pinned_bytes())
+    return landed, (need if need > _memory_limit - _room // 2 else None)
 
 
 def _pickled_without_memo(batch: LandingBatch) -> bytes:
@@ -319,20 +372,18 @@ def _pickled_without_memo(batch: LandingBatch) -> bytes:
 class ChildProcessDuckDB(Warehouse):
     name = "duckdb"
 
-    def __init__(self, path: str, web_port: int | None = None):
+    def __init__(self, path: str, web_port: int | None = None, cache_mb: int | None = None):
+        from payflow.settings import Settings
         self.path = path
-        # spawn, not fork: the worker has threads (DuckDB's, the event loop's executors)
-        # started here, with an environment without secrets (multiprocessing's resource tracker too)
-        with _secrets_out_of_environment():
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start, initargs=(path, os.getpid()))
-            self._pool.submit(os.getpid).result()
+        self.cache_bytes = (Settings.from_env().duckdb_landing_cache_mb if cache_mb is None else cache_mb) * 2**20
+        self.restarts = 0
+        self._pool_lock = threading.RLock()  # a landing process replaced: callers wait for the new one
+        self._pool = self._spawn(pinned_hint=0)
         # where other processes find us while we hold the file (payflow/query.py); the token
         # authenticates their requests on the web port
         self.owner_token: str | None = None
         if path != ":memory:":
             from payflow.query import publish_owner
-            from payflow.settings import Settings
             self.owner_token = publish_owner(path, web_port if web_port is not None else Settings.from_env().web_port)
             # the worker stops without closing its warehouse (the child dies with it): withdraw
             # at exit too; a file left by a killed worker is only read on a lock conflict
@@ -341,14 +392,54 @@ class ChildProcessDuckDB(Warehouse):
             from payflow.query import withdraw_owner
             atexit.register(withdraw_owner, path)
 
+    def _spawn(self, pinned_hint: int) -> ProcessPoolExecutor:
+        # spawn, not fork: the worker has threads (DuckDB's, the event loop's executors)
+        # started here, with an environment without secrets (multiprocessing's resource tracker too)
+        with _secrets_out_of_environment():
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_start, initargs=(self.path, os.getpid(), self.cache_bytes,
+                                                                     pinned_hint))
+            pool.submit(os.getpid).result()
+        return pool
+
+    def _submit(self, fn: Any, *args: Any) -> Future:
+        with self._pool_lock:
+            return self._pool.submit(fn, *args)
+
     def _run(self, method: str, *args: Any) -> Any:
-        return self._pool.submit(_call, method, *args).result()
+        return self._submit(_call, method, *args).result()
 
     def ensure_schema(self) -> None:
         self._run("ensure_schema")
 
     def land(self, batch: LandingBatch) -> dict[str, int]:
-        return self._pool.submit(_land_pickled, _pickled_without_memo(batch)).result()
+        landed, pinned = self._submit(_land_pickled, _pickled_without_memo(batch)).result()
+        if pinned is not None:
+            self._replace_landing_process(pinned)
+        if landed is None:
+            raise TransientWarehouseError("the DuckDB landing process ran out of memory: replaced by one with "
+                                          f"{self.cache_bytes // 2**20} MB more; the landing is tried again")
+        return landed
+
+    def _replace_landing_process(self, pinned: int) -> None:
+        """The key index has grown into the landing process's memory limit (or a landing ran
+        out of memory: `pinned` is then the whole limit), which cannot be raised once its
+        configuration is locked: a new landing process, fitted to `pinned` plus the cache
+        (reads under way in the old one are stopped; their callers see an error)."""
+        with self._pool_lock:
+            old = self._pool
+            try:
+                old.submit(_close).result()
+            except Exception as exc:  # noqa: BLE001 - gone or broken: the new process opens the file all the same
+                log.warning("stage sink: the DuckDB landing process did not close cleanly (%s); replacing it",
+                            type(exc).__name__)
+            finally:
+                old.shutdown(wait=True)
+            self._pool = self._spawn(pinned_hint=pinned)
+            self.restarts += 1
+        log.info("stage sink: DuckDB landing process replaced: its memory limit fitted to %d MB that DuckDB "
+                 "cannot evict plus %d MB (PAYFLOW_DUCKDB_LANDING_CACHE_MB)", pinned // 2**20,
+                 self.cache_bytes // 2**20)
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._run("query", sql, params)
@@ -356,7 +447,7 @@ class ChildProcessDuckDB(Warehouse):
     def read_page(self, request: dict[str, Any]) -> "Future[tuple[int, bytes]]":
         """A read request from another process (see _read_page), answered by the landing
         process within about PAGE_WAIT_SECONDS; the status and body to relay as they are."""
-        return self._pool.submit(_read_page, request)
+        return self._submit(_read_page, request)
 
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt:
         return self._run("erase", pii_hashes, mode, request_id)
@@ -372,6 +463,6 @@ class ChildProcessDuckDB(Warehouse):
             from payflow.query import withdraw_owner
             withdraw_owner(self.path)
         try:
-            self._pool.submit(_close).result()
+            self._submit(_close).result()
         finally:
             self._pool.shutdown(wait=True)

@@ -306,6 +306,8 @@ def _out_of_memory(exc: BaseException | None) -> bool:
     while exc is not None and seen < 10:
         if isinstance(exc, duckdb.OutOfMemoryException):
             return True
+        if isinstance(exc, duckdb.FatalException) and "pin block" in str(exc):
+            return True  # a checkpoint could not pin an index whole: the database is invalidated
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
 

@@ -112,3 +112,31 @@ def test_a_landing_out_of_memory_is_retried_with_more_room(tmp_path, monkeypatch
     assert wh._cache_bytes == 2 * before
     assert wh.land(_batch(0, 10))["payment_transactions"] == 10
     wh.close()
+
+
+def test_the_landing_process_is_replaced_with_more_room_when_duckdb_needs_it(tmp_path):
+    """The landing process's memory limit cannot change once its configuration is locked,
+    while DuckDB's key index (which it cannot evict, and pins whole at each checkpoint)
+    grows with the table. With a fixed limit the landings failed for good once the index
+    outgrew it (a 128 MB limit: at about 1.7 million payments). Here the room beyond the
+    index is tiny: a landing runs out of memory, the process is replaced by one with more,
+    and the landing, tried again as the sink does, lands once; so does everything after."""
+    wh = ChildProcessDuckDB(str(tmp_path / "w.duckdb"), web_port=0, cache_mb=16)
+    tries = 0
+    try:
+        wh.ensure_schema()
+        for first in range(0, 60_000, 5_000):
+            for _ in range(5):
+                tries += 1
+                try:
+                    assert wh.land(_batch(first, 5_000))["payment_transactions"] == 5_000
+                    break
+                except TransientWarehouseError as exc:
+                    assert "ran out of memory" in str(exc)
+            else:
+                raise AssertionError("a landing never fitted")
+        assert wh.restarts >= 1 and tries > 12
+        assert wh.query("SELECT count(*) AS n, count(DISTINCT transaction_id) AS ids FROM payment_transactions") == \
+            [{"n": 60_000, "ids": 60_000}]
+    finally:
+        wh.close()
