@@ -76,10 +76,10 @@ def test_a_refused_landing_s_partitions_are_read_again_from_the_committed_offset
     asyncio.run(run())
 
 
-def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_committed_past_it():
-    """A committed offset beyond what the refused landing held, with nothing of it landed (a
-    commit that went wrong), must not become a loss: the partition is read again from the
-    landing's first offset; what the group did land comes back as replays."""
+def _sought_by_read_again(committed: dict, known: dict, refused: list) -> list:
+    """The seeks read_again makes for `refused` messages: the group holds `committed`
+    (partition -> offset), this worker knows `known` (Faust's committed offsets), and owns
+    every partition of them."""
     import asyncio
 
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
@@ -96,54 +96,31 @@ def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_co
 
         class Coordinator:
             async def fetch_committed_offsets(self, tps):
-                return {TopicPartition("raw", 0): OffsetAndMetadata(766, ""), TopicPartition("raw", 1): OffsetAndMetadata(40, "")}
+                return {TopicPartition("raw", p): OffsetAndMetadata(o, "") for p, o in committed.items()}
 
-        p0, p1 = TP("raw", 0), TP("raw", 1)
         consumer = SimpleNamespace(
             _unacked_messages=set(), _waiting_for_ack=asyncio.get_running_loop().create_future(), seek=seek,
-            assignment=lambda: {p0, p1}, _committed_offset={p0: 0, p1: 0},
+            assignment=lambda: {m.tp for m in refused}, _committed_offset={TP("raw", p): o for p, o in known.items()},
             _thread=SimpleNamespace(call_thread=call_thread,
                                     _ensure_consumer=lambda: SimpleNamespace(_coordinator=Coordinator())),
             _acked={}, _acked_index={}, _gap={})
-        await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING),
-                                       [Message(0, 0), Message(1, 45)])
-        assert sorted(sought) == [(0, 0), (1, 40)]
-    asyncio.run(run())
+        await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING), refused)
+        return sorted(sought)
+    return asyncio.run(run())
+
+
+def test_a_refused_landing_is_read_again_from_its_first_offset_when_the_group_committed_past_it():
+    """A committed offset beyond what the refused landing held, with nothing of it landed (a
+    commit that went wrong), must not become a loss: the partition is read again from the
+    landing's first offset; what the group did land comes back as replays."""
+    assert _sought_by_read_again({0: 766, 1: 40}, {0: 0, 1: 0}, [Message(0, 0), Message(1, 45)]) == [(0, 0), (1, 40)]
 
 
 def test_a_refused_landing_with_no_position_known_is_read_again_from_the_partition_s_beginning():
     """Nothing committed in the group and no position known here: the first offset dropped is
     no position to read again from (CI lost a partition's offsets 0-343: a successor's refused
     landing started at 344, and it was read again from there)."""
-    import asyncio
-
-    from aiokafka.structs import OffsetAndMetadata, TopicPartition
-    from faust.types import TP
-
-    async def run():
-        sought = []
-
-        async def seek(tp, offset):
-            sought.append((tp.partition, offset))
-
-        async def call_thread(fn):
-            return await fn()
-
-        class Coordinator:
-            async def fetch_committed_offsets(self, tps):
-                return {TopicPartition("raw", 1): OffsetAndMetadata(40, "")}
-
-        p1, p2 = TP("raw", 1), TP("raw", 2)
-        consumer = SimpleNamespace(
-            _unacked_messages=set(), _waiting_for_ack=asyncio.get_running_loop().create_future(), seek=seek,
-            assignment=lambda: {p1, p2}, _committed_offset={},
-            _thread=SimpleNamespace(call_thread=call_thread,
-                                    _ensure_consumer=lambda: SimpleNamespace(_coordinator=Coordinator())),
-            _acked={}, _acked_index={}, _gap={})
-        await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING),
-                                       [Message(1, 45), Message(2, 344)])
-        assert sorted(sought) == [(1, 40), (2, 0)]
-    asyncio.run(run())
+    assert _sought_by_read_again({1: 40}, {}, [Message(1, 45), Message(2, 344)]) == [(1, 40), (2, 0)]
 
 
 def test_a_landing_is_decided_on_the_partitions_of_its_messages():
