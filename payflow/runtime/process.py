@@ -53,13 +53,10 @@ def limit_malloc_retention(arenas: int = 2, mmap_threshold: int = 256 * 1024) ->
     (up to 32 MB), so after the first landing a batch's large arrays (Arrow buffers, list
     storage, pickled rows) come from the heap and stay there when freed; fixed, a block
     of 256 KiB or more is mapped on its own and handed back to the kernel when freed."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (fixed: no dynamic raise)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt(-8, arenas)  # M_ARENA_MAX
+        mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (fixed: no dynamic raise)
 
 
 def return_free_memory() -> None:
