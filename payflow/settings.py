@@ -51,7 +51,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SINK_TARGET_LANDING_SECONDS", "10", "a landing slower than this halves how much the next may gather (down to one batch), one four times faster doubles it back (up to PAYFLOW_SINK_LANDING_BATCHES): a slow warehouse gets smaller landings"),
     Setting("PAYFLOW_BQ_LANDING", "storage", "BigQuery landing: storage (the Storage Write API, no DML; docs/bigquery.md) or merge (one MERGE per table)"),
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),
-    Setting("PAYFLOW_BQ_LANDING_FENCE", "off", "`on`: a BigQuery landing commits its write streams only after a generation-fenced Kafka offset commit that names them (leaving the offsets where they are), so a worker evicted mid-landing commits nothing (payflow.runtime.landing_fence, docs/bigquery.md); experimental: in CI a zombie stopped after its last table commit lost 302 payments with it on (docs/bigquery.md). `off`: no decision, two writers of one partition (a worker paused past its session and its successor) can both commit"),
+    Setting("PAYFLOW_BQ_LANDING_FENCE", "on", "`on`: a BigQuery landing commits its write streams only after a generation-fenced Kafka offset commit that names them (leaving the offsets where they are), so a worker evicted mid-landing (paused past its session: a GC pause, a frozen node, CPU throttling) commits nothing (payflow.runtime.landing_fence, docs/bigquery.md). `off`: no decision, two writers of one partition (a worker paused past its session and its successor) can both commit: rows twice"),
     Setting("PAYFLOW_BQ_LANDING_BATCHES", "25", "BigQuery: batches one landing may gather (PAYFLOW_SINK_LANDING_BATCHES for DuckDB): enough for the landing cadence at full speed"),
     Setting("PAYFLOW_PRODUCER_COMPRESSION", "none", "compression of what the worker publishes: none, lz4, zstd, gzip or snappy (lz4 cost ~7% of the worker's CPU at full load)"),
     Setting("PAYFLOW_MAX_BUFFERED_BYTES", "67108864", "processed work (rows, outputs and messages of batches not yet landed) a worker holds at most, in bytes (estimated); at the bound it stops fetching until a landing commits (backpressure, nothing lost); one batch always goes through"),
@@ -300,7 +300,7 @@ class Settings:
     fraud_small_usd: float = 10.0
     fraud_travel_max_kmh: float = 900.0
     fraud_account_kinds_file: str = ""
-    bq_landing_fence: bool = False
+    bq_landing_fence: bool = True
 
     @property
     def topics(self) -> "Topics":

@@ -55,6 +55,11 @@ log = logging.getLogger("payflow.consumer")
 # forgets its own when a partition is revoked, before its final commit (wait_empty) runs:
 # without a position that commit took any run of acks, however far past the unacked head.
 _positions: dict = {}
+# the consumer generation whose assignment Faust's seek (perform_seek) has finished: Faust
+# resumes the flow before that seek, so records are processed, and landings made, while the
+# partitions' positions are still being set (read from the group or, with nothing committed,
+# from the first offset below)
+_sought_generation: Optional[int] = None
 
 
 def fixed_new_offset(self, tp) -> Optional[int]:
@@ -93,6 +98,17 @@ def fixed_new_offset(self, tp) -> Optional[int]:
                   "read again", key, new_offset, hole, committed)
         return None
     return new_offset
+
+
+def assignment_sought(app) -> bool:
+    """This worker's assignment has been sought to where it is read from (the seek of its
+    current generation has finished)."""
+    return _sought_generation is not None and _sought_generation == app.consumer_generation_id
+
+
+def note_sought(generation: Optional[int]) -> None:
+    global _sought_generation
+    _sought_generation = generation
 
 
 def known_position(consumer: Consumer, tp) -> Optional[int]:
@@ -193,8 +209,18 @@ def _new_offset_of_acks(self, tp, committed: Optional[int]) -> Optional[int]:
 
 
 async def perform_seek_from_start_when_uncommitted(self) -> None:
-    assignment = self.assignment()
     generation = self.app.consumer_generation_id
+    try:
+        await _seek_assignment(self, generation)
+    finally:
+        # a failed seek leaves the partitions with nothing committed unknown (no landing is
+        # decided from them, landing_fence); a later generation's seek decides for itself
+        if self.app.consumer_generation_id == generation:
+            note_sought(generation)
+
+
+async def _seek_assignment(self, generation: int) -> None:
+    assignment = self.assignment()
     # Faust's seek moves every partition with a commit (in the consumer thread): what a fetch
     # in flight brings from the old positions is stale
     for tp in assignment:

@@ -96,8 +96,10 @@ async def read_again(app: Any, messages: list) -> None:
         if position is None:
             # nothing committed and no position known: from the partition's beginning, as a
             # worker with nothing committed reads it (the consumer resets an offset below the
-            # log's start to the earliest). The first offset dropped is no position: what came
-            # before it was not known landed (CI: 344 offsets lost, re-read from 344)
+            # log's start to the earliest). The first offset dropped is no position: the
+            # records before it can be a fetch in flight dropped at the assignment's seek
+            # (fetch.note_seek), and recorded as the committed position it made that seek
+            # pass the partition over (not "uncommitted" any more): they were never read
             position = 0
         # never past what is dropped here: a committed offset beyond it that nothing landed
         # (a commit that went wrong) would otherwise turn into a loss; what the group did land
@@ -143,11 +145,15 @@ async def committed_offsets(app: Any, partitions: list[tuple[str, int]]) -> dict
 
 def rebalancing(app: Any) -> bool:
     """A rebalance is under way (Faust suspends its flow control from the revocation until the
-    new assignment's recovery is done): a landing is refused then, not decided. Its revocation
-    waits for the landing's messages to be acked or dropped, and a call into the consumer
-    thread can wait behind that revocation: a landing decided then hung the rejoin of a worker
-    resumed after its eviction (CI: 2 of 3 zombie cases, 30 s and more)."""
-    return not app.flow_control.is_active()
+    new assignment's recovery is done), or the new assignment is not yet sought to where it is
+    read from (Faust resumes the flow before that seek): a landing is refused then, not
+    decided. A revocation waits for the landing's messages to be acked or dropped, and a call
+    into the consumer thread can wait behind it: a landing decided then hung the rejoin of a
+    worker resumed after its eviction. Before the seek, a partition with nothing committed has
+    no position to decide from, and one this worker knew from an earlier generation may be
+    stale."""
+    from payflow.runtime import commit_offsets
+    return not app.flow_control.is_active() or not commit_offsets.assignment_sought(app)
 
 
 class KafkaLandingFence:

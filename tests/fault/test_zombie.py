@@ -7,10 +7,10 @@ offsets are committed. Afterwards every table must hold exactly one row per paym
 raw position for the position-keyed tables) and the sums per currency the manifest's.
 
 BigQuery (the emulator): the workers share one dataset. The landing's decision
-(PAYFLOW_BQ_LANDING_FENCE=on, payflow.runtime.landing_fence, docs/bigquery.md) refuses the
-resumed zombie; without it, the default, a zombie stopped before its write or between two
+(PAYFLOW_BQ_LANDING_FENCE=on, the default; payflow.runtime.landing_fence, docs/bigquery.md)
+refuses the resumed zombie; without it a zombie stopped before its write or between two
 tables' commits landed its rows a second time (939 and 937 payments in all three payment
-tables, one run each): xfail on the default landing. DuckDB has no such case: its file is held by one worker's landing process for that
+tables, one run each). DuckDB has no such case: its file is held by one worker's landing process for that
 worker's life (a second worker cannot open it), so a group of workers never lands two writers
 into one DuckDB file.
 
@@ -74,23 +74,7 @@ def resume(worker: Worker) -> None:
         os.killpg(worker.proc.pid, signal.SIGCONT)
 
 
-# on the default landing (PAYFLOW_BQ_LANDING_FENCE=off) a zombie stopped before its write or
-# between two tables' commits lands its rows a second time; stopped after its last table
-# commit, its dedup state for them is not on the changelog yet, and the successor can take a
-# later copy of a payment for its first (extra id_conflict rows in one of two runs)
-ISSUE_28 = pytest.mark.xfail(strict=True, reason="issue 28: the default BigQuery landing has no fence against "
-                                                 "a zombie writer (its late commit duplicates rows)")
-UNFLUSHED_DEDUP = pytest.mark.xfail(strict=False, reason="the zombie's dedup state of its last landing is "
-                                                         "not on the changelog: extra id_conflict rows")
-
-
-# open_issue (issues 25, 28): with PAYFLOW_BQ_LANDING_FENCE=on, CI's last run passed the first two
-# (no more hang in the resumed zombie's rejoin) and lost 302 payments in the third
-# (before_offset_commit): `make chaos` runs them, `make test` not
-@pytest.mark.open_issue
-@pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ISSUE_28),
-                                    pytest.param("between_tables", marks=ISSUE_28),
-                                    pytest.param("before_offset_commit", marks=UNFLUSHED_DEDUP)])
+@pytest.mark.parametrize("moment", ["before_write", "between_tables", "before_offset_commit"])
 def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, bq_endpoint, tmp, moment):
     prefix = unique("zombie-") + "-"
     simulate(prefix, tmp / "m.json", count=6_000, seed=51, partitions=4, late_ratio=0.01)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from payflow.runtime import landing_fence
+from payflow.runtime import commit_offsets, landing_fence
 from payflow.runtime.checkpoint import message_partitions
 from payflow.warehouse import bq_write
 
@@ -186,7 +186,8 @@ def _fence(coordinator: Coordinator, known: dict | None = None):
                                _thread=SimpleNamespace(call_thread=call_thread,
                                                        _ensure_consumer=lambda: KafkaConsumer()))
     fence = object.__new__(landing_fence.KafkaLandingFence)
-    fence.app = SimpleNamespace(consumer=consumer, flow_control=FLOWING)
+    fence.app = SimpleNamespace(consumer=consumer, flow_control=FLOWING, consumer_generation_id=7)
+    commit_offsets.note_sought(7)  # the assignment's seek is done
     return fence
 
 
@@ -239,6 +240,27 @@ def test_during_a_rebalance_a_landing_is_refused_without_calling_the_group():
     with pytest.raises(landing_fence.Fenced, match="rebalance"):
         asyncio.run(fence._pending([("raw", 0)]))
     assert coordinator.commits == []  # neither Faust's commit nor the decision ran
+
+
+def test_before_the_assignment_is_sought_a_landing_is_refused_without_calling_the_group():
+    """Faust resumes the flow before it seeks a new assignment: a landing made then has no
+    position for a partition with nothing committed, and one known from an earlier generation
+    may be stale. Refused like a landing during the rebalance; decided once the seek is done."""
+    import asyncio
+
+    import pytest
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    coordinator = Coordinator({TopicPartition("raw", 0): OffsetAndMetadata(40, "")})
+    fence = _fence(coordinator)
+    fence.app.consumer_generation_id = 8  # assigned anew; its seek has not finished
+    with pytest.raises(landing_fence.Fenced, match="rebalance"):
+        asyncio.run(fence._decide({("raw", 0): 40}, "payflow-landing/1 []"))
+    with pytest.raises(landing_fence.Fenced, match="rebalance"):
+        asyncio.run(fence._pending([("raw", 0)]))
+    assert coordinator.commits == []
+    commit_offsets.note_sought(8)
+    asyncio.run(fence._decide({("raw", 0): 40}, "payflow-landing/1 []"))
+    assert coordinator.commits == [{TopicPartition("raw", 0): OffsetAndMetadata(40, "payflow-landing/1 []")}]
 
 
 def test_a_group_that_does_not_answer_refuses_the_landing_within_a_bound(monkeypatch):

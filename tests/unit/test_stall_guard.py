@@ -110,8 +110,10 @@ async def test_a_partition_with_nothing_committed_is_sought_to_its_first_offset_
                             consumer_generation_id=1),
         _committed_offset={raw_new: None, raw_committed: 500, changelog: None},
         earliest_offsets=earliest_offsets, seek=seek)
+    commit_offsets.note_sought(None)
     await commit_offsets.perform_seek_from_start_when_uncommitted(consumer)
     assert sought == {raw_new: 7}
+    assert commit_offsets.assignment_sought(consumer.app)  # landings are decided from now on (landing_fence)
     assert consumer._committed_offset == {raw_new: 7, raw_committed: 500, changelog: None}
     # and with that position the commit computation refuses to step over offsets 7..1999
     state = consumer_state(7, list(range(2000, 2100)))
