@@ -47,12 +47,6 @@ def forget(request: ErasureRequest, partition: int) -> int:
     return sum(1 for table, key in keys if table.remove(partition, key))
 
 
-def _runtime() -> Any:
-    """The pipeline agent's runtime once it started (None before, or in a test context)."""
-    from payflow.agents import pipeline  # imported late: the pipeline agent module imports this app too
-    return pipeline.current_runtime
-
-
 def invalid_request_record(detail: str, partition: int, offset: int, now: datetime) -> bytes:
     """The DLQ record of an invalid erasure request: where it is and what is wrong, nothing of
     its content (it could hold a subject's hashes, or anything)."""
@@ -88,7 +82,7 @@ async def _erase(stream) -> None:
             await asyncio.gather(*await outputs.publisher.send([(settings.topics.dlq, None, None, record)]))
             metrics.DLQ.labels(INVALID_ERASURE_REQUEST).inc()
             continue
-        runtime = _runtime()
+        runtime = app.pipeline_runtime
         if runtime is not None:  # drop the subject's payments from now on, not at the next refresh
             refresh_erased_subjects(runtime.processor.erased, request.ledger_entries())
         n = forget(request, partition)
@@ -100,7 +94,7 @@ async def _erase(stream) -> None:
 async def refresh_erasures() -> None:
     """Every worker re-reads the erasure ledger: it learns erasures whose requests went to
     another worker's partitions (or were sent while it was down)."""
-    runtime = _runtime()
+    runtime = app.pipeline_runtime
     if runtime is None:
         return
     try:

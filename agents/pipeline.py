@@ -22,21 +22,17 @@ from payflow.runtime.take import take_batches
 from payflow.sink import SinkStopped
 
 log = logging.getLogger("payflow.pipeline")
-# the running pipeline's collaborators (/healthz, /readyz and the erasure agent read them);
-# started by the agent, unless set before it starts (tests: tests/fakes.py)
-current_runtime: Runtime | None = None
 
 
 @app.agent(raw_events, name="process-payments")
 async def process_payments(stream):
     """Any failure stops the worker (Runtime.fail_stop: worker.fail_stop) instead of Faust's
     restart of the agent: nothing after the failure is committed, the exit is non-zero."""
-    global current_runtime
-    fail_stop = worker.fail_stop if current_runtime is None else current_runtime.fail_stop
+    fail_stop = worker.fail_stop if app.pipeline_runtime is None else app.pipeline_runtime.fail_stop
     try:
-        if current_runtime is None:
-            current_runtime = await start_runtime(app, settings)
-        await run(stream, current_runtime)
+        if app.pipeline_runtime is None:  # started here unless set before (tests: tests/fakes.py)
+            app.pipeline_runtime = await start_runtime(app, settings)
+        await run(stream, app.pipeline_runtime)
     except asyncio.CancelledError:
         if process_payments.should_stop or app.should_stop:
             raise  # shutdown: nothing was acked that did not land
@@ -65,6 +61,6 @@ async def run(stream: Any, runtime: Runtime) -> None:
 async def note_assignment(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
     """After a rebalance, the processor reloads what it cached about the raw topic's
     assigned partitions before their next batch (the tables hold the current state)."""
-    if current_runtime is not None:
-        current_runtime.processor.assigned({tp.partition for tp in assigned if tp.topic == settings.topics.raw},
+    if app.pipeline_runtime is not None:
+        app.pipeline_runtime.processor.assigned({tp.partition for tp in assigned if tp.topic == settings.topics.raw},
                                            getattr(app, "consumer_generation_id", None))

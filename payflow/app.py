@@ -4,6 +4,8 @@ Agents live in agents/, tables in tables/; importing them here registers them.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import faust
 
 from payflow import runtime
@@ -12,6 +14,17 @@ from payflow.runtime.monitor import LeanMonitor
 from payflow.kafka_security import current as kafka_security
 from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
+
+if TYPE_CHECKING:
+    from payflow.runtime.batch_runtime import Runtime
+
+
+class PayflowApp(faust.App):
+    """Faust's App, holding the running pipeline's collaborators (`pipeline_runtime`): the
+    pipeline agent sets them once started (a test sets them before), the web views, the
+    erasure agent and the health watch read them from the app they are given."""
+    pipeline_runtime: Optional["Runtime"] = None
+
 
 settings = Settings.from_env()
 configure_logging(settings)
@@ -28,7 +41,7 @@ if settings.processing_guarantee != "at_least_once":
 runtime.install(shutdown_seconds=settings.shutdown_seconds)
 process.limit_malloc_retention()  # before Faust, RocksDB and the executors start their threads
 
-app = faust.App(
+app = PayflowApp(
     settings.app_id,
     broker=kafka_url(settings.kafka_bootstrap),
     broker_credentials=kafka_security().faust_broker_credentials(),

@@ -16,14 +16,9 @@ from payflow.runtime import health, internals, worker
 from payflow.app import app, settings
 
 
-def _runtime():
-    import payflow.agents.pipeline as pipeline
-    return pipeline.current_runtime
-
-
 @app.page("/metrics")
 async def metrics_page(self: web.View, request: web.Request) -> web.Response:
-    runtime = _runtime()
+    runtime = app.pipeline_runtime
     if runtime is not None:  # payflow_sink_up: the same truth as /readyz's warehouse check
         metrics.SINK_UP.set(1 if health.process_health().warehouse_ready(runtime.sink, time.monotonic()) else 0)
     return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -38,7 +33,7 @@ async def live_page(self: web.View, request: web.Request) -> web.Response:
 
 @app.page("/healthz")
 async def health_page(self: web.View, request: web.Request) -> web.Response:
-    runtime = _runtime()
+    runtime = app.pipeline_runtime
     sink_ok = runtime is None or runtime.sink.healthy
     agent_ok = worker.failure is None
     body = {"status": "ok" if sink_ok and agent_ok else "failed",
@@ -53,7 +48,7 @@ async def ready_page(self: web.View, request: web.Request) -> web.Response:
     PAYFLOW_READY_LANDING_STALL_SECONDS, a broker answered the health probe within
     PAYFLOW_READY_BROKER_SECONDS (a frozen broker too, payflow.runtime.health), and the raw
     topic's partitions are assigned."""
-    runtime = _runtime()
+    runtime = app.pipeline_runtime
     state, now = health.process_health(), time.monotonic()
     checks = {
         "pipeline_started": runtime is not None,
@@ -72,7 +67,7 @@ class _WarehouseEndpoint(web.View):
 
     def _authorised(self, request: web.Request):
         """(the warehouse, None) for a request carrying the owner file's token, else (None, a refusal)."""
-        runtime = _runtime()
+        runtime = app.pipeline_runtime
         wh = runtime.sink.warehouse if runtime is not None else None
         token = getattr(wh, "owner_token", None)
         if token is None:
@@ -149,7 +144,7 @@ _behind_since: dict[int, float] = {}
 
 @app.timer(interval=5.0)
 async def refresh_gauges() -> None:
-    runtime = _runtime()
+    runtime = app.pipeline_runtime
     if runtime is not None:
         metrics.LAST_COMMIT_AGE.set(time.monotonic() - runtime.sink.last_ack)
         now = time.time()

@@ -97,7 +97,7 @@ def reraise(what: str, exc: BaseException) -> None:
 
 def agent_runtime(processor: Any, outputs: Any, sink: Any) -> Any:
     """The pipeline agent's runtime over these collaborators, for Faust's test context: set it
-    as payflow.agents.pipeline.current_runtime before the agent starts."""
+    as the app's `pipeline_runtime` before the agent starts."""
     from payflow.app import app, settings
     from payflow.runtime.batch_runtime import Runtime, new_checkpoint
 

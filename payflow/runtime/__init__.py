@@ -53,8 +53,8 @@ def attach(app: Any, *, raw_topic: str, settings: Any = None) -> None:
     from payflow.runtime import health, stall_guard
 
     def sink() -> Any:
-        from payflow.agents import pipeline  # the agent sets its runtime once started
-        return pipeline.current_runtime.sink if pipeline.current_runtime is not None else None
+        running = getattr(app, "pipeline_runtime", None)  # set by the pipeline agent once started
+        return running.sink if running is not None else None
 
     stall_guard.register(app, raw_topic)
     if settings is None:

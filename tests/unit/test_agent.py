@@ -37,7 +37,7 @@ def runtime(monkeypatch):
         BatchProcessor(keyring=KeyRing.parse(os.environ["PAYFLOW_HMAC_KEYS"]), dedup_table=dedup_table,
                        watermark_table=watermark_table, sender_table=sender_table, card_table=card_table),
         outputs, WarehouseSink(warehouse))
-    monkeypatch.setattr(pipeline, "current_runtime", rt)  # the agent runs with it
+    monkeypatch.setattr(app, "pipeline_runtime", rt)  # the agent runs with it
     for table in (dedup_table, watermark_table, sender_table, card_table):
         table.data.data.clear()  # memory store: each test starts from empty state
     yield rt
@@ -133,7 +133,7 @@ async def test_a_landing_finished_before_its_wakeup_ran_does_not_spin_the_agent(
     for the next landing: take_batches then yielded [] without awaiting, forever, and the
     worker spun (found by `make bench` latency runs). Fails by timeout on that code."""
     sink = ScriptedSink(runtime.sink.warehouse)
-    monkeypatch.setattr(pipeline, "current_runtime", agent_runtime(runtime.processor, SlowOutputs(), sink))
+    monkeypatch.setattr(app, "pipeline_runtime", agent_runtime(runtime.processor, SlowOutputs(), sink))
     async with pipeline.process_payments.test_context() as agent:
         await agent.put(raw("txn_first"), key=b"acct_sender", partition=0, wait=False)
         await asyncio.sleep(0.035)  # the first batch is taken (20 ms linger); the next arrives while it is processed
