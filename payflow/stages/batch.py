@@ -224,27 +224,32 @@ class BatchProcessor:
 
     # -- one batch ---------------------------------------------------------------------
     def process(self, items: list[RawItem]) -> BatchResult:
+        """One batch, in data order: decode and mask all of it, then dedup, score and write
+        back the state. Decode and mask are pure, so they run over the whole batch first:
+        each stage's code and data stay in the CPU's caches for a batch rather than an event
+        (only the order of state changes matters)."""
         for partition in {item.partition for item in items} - self._loaded:
             self._load(partition)
         out = BatchResult()
-        perf = time.perf_counter
         now = self.now()
-        senders: dict[str, fraud.SenderState] = {}
-        last_offsets: dict[int, int] = {}
-        first_offsets: dict[int, int] = {}
-        # state key -> the partition it is written to
-        sender_owner: dict[str, int] = {}
-        key = self.keyring.active
-        seen = self._seen
-        # seconds per stage, added to the clock once per batch
-        t_decode = t_mask = t_dedup = t_fraud = 0.0
+        outcomes = self._decode_and_mask(items, now)
+        positions: dict[int, tuple[int, int]] = {}  # partition -> the batch's first and last offset
+        to_score = self._dedup(items, outcomes, positions, out, now)
+        senders = self._score(to_score, out)
+        self.clock.events += len(items)
+        self._write_back(senders, positions, out)
+        return out
 
-        # Decode and mask the whole batch first, then judge it event by event against the
-        # state: each stage's code and data stay in the CPU's caches for a whole batch rather
-        # than one event (decode+mask are pure; only the order of state changes matters)
-        outcomes: list[MaskedPayment | Rejection] = []
+    def _decode_and_mask(self, items: list[RawItem], now: datetime) -> list[MaskedPayment | Rejection]:
+        """Each item decoded and validated, then masked (its card data ends here), or the
+        reason it is rejected; an erased subject's payment stops here, where the card still
+        exists (its hash under an older key is found after a rotation)."""
+        perf = time.perf_counter
+        key = self.keyring.active
         decoder = self.decoder
         erased = self.erased if len(self.erased) else None  # no erasures: no check at all
+        t_decode = t_mask = 0.0
+        outcomes: list[MaskedPayment | Rejection] = []
         for item in items:
             t0 = perf()
             outcome: MaskedPayment | Rejection
@@ -259,11 +264,8 @@ class BatchProcessor:
                     outcome = decoded
                 else:
                     outcome = mask(decoded, key, now, item.partition, item.offset)
-                    # -- GDPR erasure: an erased subject's payment stops here, where the card
-                    # still exists (its hash under an older key is found after a rotation)
                     if erased is not None:
                         outcome = erased_outcome(erased, decoded, outcome)
-                    # --
                     t_mask += perf() - t1
             except Exception as exc:  # noqa: BLE001 - one message must not stop its partition
                 outcome = _undecodable(item.value, exc)
@@ -271,15 +273,24 @@ class BatchProcessor:
             if isinstance(outcome, Rejection):
                 outcome.source_partition, outcome.source_offset = item.partition, item.offset
             outcomes.append(outcome)
+        self.clock.seconds["decode"] += t_decode
+        self.clock.seconds["mask"] += t_mask
+        return outcomes
 
-        # new payments and replays, in order, for fraud scoring (its state is per sender and
-        # card, apart from dedup's: scoring after the whole batch's dedup changes nothing)
+    def _dedup(self, items: list[RawItem], outcomes: list[MaskedPayment | Rejection],
+               positions: dict[int, tuple[int, int]], out: BatchResult, now: datetime) -> list[MaskedPayment]:
+        """Rejections, late events and duplicates to `out`; the new payments and replays, in
+        order, returned for scoring (its state is per sender, apart from dedup's: scoring
+        after the whole batch's dedup changes nothing). Notes each partition's first and last
+        offset in `positions`; a partition read again from an offset at or before one already
+        seen is rewound there first (its watermark as it was then)."""
+        perf = time.perf_counter
+        seen = self._seen
+        t_dedup = 0.0
         to_score: list[MaskedPayment] = []
         for item, payment in zip(items, outcomes):
             partition, offset = item.partition, item.offset
-            last_offsets[partition] = offset
-            if partition not in first_offsets:
-                first_offsets[partition] = offset
+            positions[partition] = (positions[partition][0] if partition in positions else offset, offset)
             last_seen = seen.get(partition)
             if last_seen is not None and offset <= last_seen:
                 self._rewind(partition, offset)
@@ -288,73 +299,86 @@ class BatchProcessor:
                 out.rejections.append(payment)
                 continue
             t2 = perf()
-
-            et_us = to_us(payment.event_time)
-            watermark = self._watermarks.get(partition)
-            raw_first = _stored(self.dedup_table, self.dedup_index, partition, payment.transaction_id)
-            first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
-            verdict = dedup.classify(first, partition, offset)
-            if verdict is dedup.Verdict.DUPLICATE and first is not None and dedup.is_late(first.event_time_us, watermark, self.window_us):
-                # first seen outside the window: an entry recovered from the changelog before
-                # expiry caught up; the window decides, as if it had expired
-                verdict, first = dedup.Verdict.NEW, None
-            # A replay (same partition and offset as first seen) was on time when first
-            # processed; after a crash the recovered watermark may be ahead of it, so it
-            # must not be judged late again (it would leave the payments table).
-            if verdict is not dedup.Verdict.REPLAY and dedup.is_late(et_us, watermark, self.window_us):
-                out.late.append(payment)
-                t_dedup += perf() - t2
-                continue
-            if watermark is None or et_us > watermark:
-                self._watermarks[partition] = et_us
-            if verdict is dedup.Verdict.DUPLICATE and first is not None:  # (a duplicate has a first)
-                out.duplicates.append(DedupAudit(
-                    transaction_id=payment.transaction_id, first_partition=first.partition,
-                    first_offset=first.offset,
-                    first_event_time=datetime.fromtimestamp(first.event_time_us / 1e6, timezone.utc),
-                    duplicate_partition=partition, duplicate_offset=offset,
-                    duplicate_event_time=payment.event_time, detected_at=now))
-                t_dedup += perf() - t2
-                continue
-            if verdict is dedup.Verdict.NEW:
-                self.dedup_table.write(partition, payment.transaction_id,
-                                       dedup.FirstSeen(partition, offset, et_us).pack())
-                self.dedup_index.note(partition, et_us / 1e6, payment.transaction_id)
-            else:
-                out.replays += 1
-            to_score.append(payment)
+            if self._judge(partition, offset, payment, out, now):
+                to_score.append(payment)
             t_dedup += perf() - t2
+        self.clock.seconds["dedup"] += t_dedup
+        return to_score
 
-        t3 = perf()
+    def _judge(self, partition: int, offset: int, payment: MaskedPayment, out: BatchResult, now: datetime) -> bool:
+        """Dedup's verdict on one payment against the state: True if it goes on to scoring
+        (new, or a replay of its first position); late and duplicate ones go to `out`."""
+        et_us = to_us(payment.event_time)
+        watermark = self._watermarks.get(partition)
+        raw_first = _stored(self.dedup_table, self.dedup_index, partition, payment.transaction_id)
+        first = dedup.FirstSeen.unpack(raw_first) if raw_first is not None else None
+        verdict = dedup.classify(first, partition, offset)
+        if verdict is dedup.Verdict.DUPLICATE and first is not None and dedup.is_late(first.event_time_us, watermark, self.window_us):
+            # first seen outside the window: an entry recovered from the changelog before
+            # expiry caught up; the window decides, as if it had expired
+            verdict, first = dedup.Verdict.NEW, None
+        # A replay (same partition and offset as first seen) was on time when first
+        # processed; after a crash the recovered watermark may be ahead of it, so it
+        # must not be judged late again (it would leave the payments table).
+        if verdict is not dedup.Verdict.REPLAY and dedup.is_late(et_us, watermark, self.window_us):
+            out.late.append(payment)
+            return False
+        if watermark is None or et_us > watermark:
+            self._watermarks[partition] = et_us
+        if verdict is dedup.Verdict.DUPLICATE and first is not None:  # (a duplicate has a first)
+            out.duplicates.append(DedupAudit(
+                transaction_id=payment.transaction_id, first_partition=first.partition,
+                first_offset=first.offset,
+                first_event_time=datetime.fromtimestamp(first.event_time_us / 1e6, timezone.utc),
+                duplicate_partition=partition, duplicate_offset=offset,
+                duplicate_event_time=payment.event_time, detected_at=now))
+            return False
+        if verdict is dedup.Verdict.NEW:
+            self.dedup_table.write(partition, payment.transaction_id, dedup.FirstSeen(partition, offset, et_us).pack())
+            self.dedup_index.note(partition, et_us / 1e6, payment.transaction_id)
+        else:
+            out.replays += 1
+        return True
+
+    def _score(self, to_score: list[MaskedPayment], out: BatchResult) -> dict[str, tuple[int, fraud.SenderState]]:
+        """Each payment scored against its sender's history, in order, to `out.enriched`;
+        returns sender -> (the partition its state is written to, its state after the batch)."""
+        t3 = time.perf_counter()
         kinds = self.account_kinds
         config = self.fraud_config
+        senders: dict[str, tuple[int, fraud.SenderState]] = {}
         for payment in to_score:
             partition = payment.source_partition  # where it was read (mask() records it)
             sender = payment.sender_account_id
-            if sender not in senders:
+            if sender in senders:
+                state = senders[sender][1]
+            else:
                 raw = _stored(self.sender_table, self.sender_index, partition, sender)
-                senders[sender] = _sender_state(raw) if raw is not None else fraud.new_state()
-            scored = fraud.score(payment, senders[sender], kinds.get(sender, ""), config)
-            senders[sender] = scored.state
-            sender_owner[sender] = partition
+                state = _sender_state(raw) if raw is not None else fraud.new_state()
+            scored = fraud.score(payment, state, kinds.get(sender, ""), config)
+            senders[sender] = (partition, scored.state)
             out.enriched.append(EnrichedPayment(payment, scored.assessment))
-        t_fraud += perf() - t3
-        self.clock.events += len(items)
+        self.clock.seconds["fraud"] += time.perf_counter() - t3
+        return senders
 
-        t4 = perf()
-        for sender, state in senders.items():
-            partition = sender_owner[sender]
+    def _write_back(self, senders: dict[str, tuple[int, fraud.SenderState]],
+                    positions: dict[int, tuple[int, int]], out: BatchResult) -> None:
+        """The batch's state changes: sender histories, each partition's watermark log (and
+        the watermark a replay from the committed position would start from, for expiry),
+        then one write per partition to the local store. Counted as fraud time."""
+        t4 = time.perf_counter()
+        for sender, (partition, state) in senders.items():
             newest = max(state.profile.folded_ts, max((e[0] for e in state.recent), default=0.0))
             self.sender_table.write(partition, sender, _HISTORY_HEAD.pack(HISTORY_FORMAT, partition, newest)
                                     + fraud.pack_state(state))
             self.sender_index.note(partition, newest, sender)
-        for partition, last_offset in last_offsets.items():
+        for partition, (first_offset, last_offset) in positions.items():
             wm = self._watermarks.get(partition)
             if wm is None:
                 continue
             out.watermarks[partition] = wm
             committed = (self.committed_offset(partition) if self.committed_offset is not None
-                         else first_offsets[partition])
+                         else first_offset)
             log = self._log(partition)
             log.record(last_offset, wm, committed)
             self.watermark_table.write(partition, str(partition), log.pack())
@@ -365,12 +389,7 @@ class BatchProcessor:
                 out.start_watermarks[partition] = replay_start
         for table in (self.dedup_table, self.sender_table, self.card_table, self.watermark_table):
             table.apply_writes()  # one write per partition to the local store
-        secs = self.clock.seconds
-        secs["decode"] += t_decode
-        secs["mask"] += t_mask
-        secs["dedup"] += t_dedup
-        secs["fraud"] += t_fraud + perf() - t4
-        return out
+        self.clock.seconds["fraud"] += time.perf_counter() - t4
 
     def expire(self, start_watermarks: dict[int, int]) -> None:
         """Drop state behind the window, judged by the watermark a replay from the committed
