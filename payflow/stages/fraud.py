@@ -222,26 +222,89 @@ def _first_payment(ts: float, usd: float, kind: str, cfg: FraudConfig, entry: Re
     return Scored(assessment, SenderState(Profile(), [entry]))
 
 
+class _Payment:
+    """The payment as scoring sees it: its time, USD amount and digested identifiers."""
+    __slots__ = ("ts", "usd", "txn", "region", "device", "receiver", "card")
+
+    def __init__(self, payment: MaskedPayment) -> None:
+        self.ts = payment.event_time.timestamp()
+        self.usd = float(to_usd(payment.amount, payment.currency))
+        self.txn = digest(payment.transaction_id)
+        self.region = digest(payment.geo_region)
+        self.device = digest(payment.device_id)
+        self.receiver = digest(payment.receiver_account_id)
+        self.card = digest(payment.pii_hash)
+
+
+class _Hour:
+    """The sender's last hour before the payment, the payment included in the counts."""
+    __slots__ = ("c5", "c1h", "small", "devices", "receivers", "cards", "region_seen_at")
+
+    def __init__(self, keep: list[Recent], pay: _Payment, cfg: FraudConfig) -> None:
+        ts = pay.ts
+        self.c5 = self.c1h = 1
+        self.small = 1 if pay.usd < cfg.small_usd else 0
+        self.devices: set[bytes] = set()
+        self.receivers: set[bytes] = set()
+        self.cards: set[bytes] = set()
+        self.region_seen_at: dict[bytes, float] = {}
+        for e in keep:
+            t = e[0]
+            if t > ts:
+                continue
+            self.c1h += 1
+            if ts - t <= 300:
+                self.c5 += 1
+            if e[1] < cfg.small_usd:
+                self.small += 1
+            self.devices.add(e[5])
+            self.receivers.add(e[6])
+            self.cards.add(e[7])
+            if self.region_seen_at.get(e[4], -1.0) < t:
+                self.region_seen_at[e[4]] = t
+
+
 def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: FraudConfig | None = None) -> Scored:
     """The payment's assessment against its sender's state, and the state with it added.
     `kind` is the sender's account type from the reference data ("" = unknown)."""
     cfg = config if config is not None else FraudConfig()
-    ts = payment.event_time.timestamp()
-    txn = digest(payment.transaction_id)
-    region = digest(payment.geo_region)
-    device = digest(payment.device_id)
-    receiver = digest(payment.receiver_account_id)
-    card = digest(payment.pii_hash)
-    usd = float(to_usd(payment.amount, payment.currency))
+    pay = _Payment(payment)
+    ts, usd = pay.ts, pay.usd
     p = state.profile
     if p.n == 0 and not state.recent:  # a sender's first payment: only its amount can tell
-        return _first_payment(ts, usd, kind, cfg, (ts, usd, 1, 1, region, device, receiver, card, txn))
+        return _first_payment(ts, usd, kind, cfg, (ts, usd, 1, 1, pay.region, pay.device, pay.receiver, pay.card,
+                                                   pay.txn))
+    keep = _recent_hour(p, state.recent, ts, pay.txn)
+    hour = _Hour(keep, pay, cfg)
+    age = ts - min(p.first_ts, min((e[0] for e in keep), default=ts)) if p.n else (
+        ts - min((e[0] for e in keep), default=ts))
+    established = p.n >= ESTABLISHED_PAYMENTS and age >= ESTABLISHED_AGE_S
+    bulk = kind in BULK_KINDS
+    ev = _Evidence()
+    z, typical = _amount_signals(ev, p, keep, pay, bulk)
+    dev_fam, reg_fam, rcv_new = _novelty_signals(ev, p.sets, hour, pay, established, z, typical)
+    fastest = _travel_signal(ev, p.sets, hour, pay, cfg, strong=dev_fam < 1 or reg_fam < 1)
+    if not bulk:
+        _velocity_signals(ev, p, hour, established, rcv_new)
+    _card_signals(ev, p.sets, hour, pay, cfg, established, dev_fam)
 
-    # the last hour: a replay's own entry goes; what fell behind the hour goes to the profile
+    fraud_score = int(round(100.0 * (1.0 - math.exp(-ev.points / SCORE_SCALE))))
+    geographic = int(round(100.0 * (1.0 - math.exp(-(45.0 if fastest > cfg.travel_max_kmh else 0.0) / SCORE_SCALE))))
+    assessment = FraudAssessment(fraud_score=fraud_score, risk_flags=ev.flags, geographic_risk=geographic,
+                                 velocity_5m=hour.c5, distinct_devices_30m=len(hour.devices | {pay.device}),
+                                 risk_reasons=ev.reasons, high_risk_above=cfg.high_risk_above)
+    keep.append((ts, usd, min(hour.c5, 65535), min(hour.c1h, 65535), pay.region, pay.device, pay.receiver, pay.card,
+                 pay.txn))
+    return Scored(assessment, SenderState(p, keep))
+
+
+def _recent_hour(p: Profile, recent: list[Recent], ts: float, txn: bytes) -> list[Recent]:
+    """The entries of the last hour before `ts`, at most RECENT_CAP - 1: a replay's own entry
+    goes; what fell behind the hour, or beyond the cap, is folded into the profile."""
     horizon = ts - RECENT_WINDOW_S
     keep: list[Recent] = []
     leaving: list[Recent] = []
-    for e in state.recent:
+    for e in recent:
         if e[8] == txn:
             continue
         (leaving if e[0] < horizon else keep).append(e)
@@ -254,37 +317,13 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
         for e in keep[:len(keep) - RECENT_CAP + 1]:
             _fold(p, e, learn_peaks=False)
         keep = keep[len(keep) - RECENT_CAP + 1:]
+    return keep
 
-    # the last hour before this payment
-    c5 = c1h = 1
-    small_1h = 1 if usd < cfg.small_usd else 0
-    devices_1h: set[bytes] = set()
-    receivers_1h: set[bytes] = set()
-    cards_1h: set[bytes] = set()
-    region_seen_at: dict[bytes, float] = {}
-    for e in keep:
-        t = e[0]
-        if t > ts:
-            continue
-        c1h += 1
-        if ts - t <= 300:
-            c5 += 1
-        if e[1] < cfg.small_usd:
-            small_1h += 1
-        devices_1h.add(e[5])
-        receivers_1h.add(e[6])
-        cards_1h.add(e[7])
-        if region_seen_at.get(e[4], -1.0) < t:
-            region_seen_at[e[4]] = t
 
-    sets = p.sets
-    age = ts - min(p.first_ts, min((e[0] for e in keep), default=ts)) if p.n else (
-        ts - min((e[0] for e in keep), default=ts))
-    established = p.n >= ESTABLISHED_PAYMENTS and age >= ESTABLISHED_AGE_S
-    bulk = kind in BULK_KINDS
-    ev = _Evidence()
-
-    # -- amount: against the sender's own baseline, and in absolute terms
+def _amount_signals(ev: _Evidence, p: Profile, keep: list[Recent], pay: _Payment, bulk: bool) -> tuple[float, float]:
+    """The amount against the sender's own baseline, and in absolute terms; returns (z, the
+    sender's typical amount), 0 for a sender without a baseline."""
+    usd, ts = pay.usd, pay.ts
     z = 0.0
     typical = 0.0
     if p.n >= ESTABLISHED_PAYMENTS and p.weight > 0:
@@ -305,31 +344,43 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
         if outsized and z > 1.5:
             ev.add("REPEATED_HIGH_AMOUNTS", min(45.0, 22.0 * outsized),
                    f"{outsized + 1} payments over 3x the sender's typical within 1 h")
+    return z, typical
 
-    # -- device, region, receiver: new for this sender?
-    dev_fam = _familiarity(sets[DEVICES], device, devices_1h, ts)
-    reg_fam = _familiarity(sets[REGIONS], region, region_seen_at, ts)
-    rcv_new = receiver not in sets[RECEIVERS] and receiver not in receivers_1h
+
+def _novelty_signals(ev: _Evidence, sets: list[dict[bytes, list[float]]], hour: _Hour, pay: _Payment,
+                     established: bool, z: float, typical: float) -> tuple[float, float, bool]:
+    """Device, region, receiver: new for this sender? Returns the device's and the region's
+    familiarity (_familiarity) and whether the receiver was never paid before."""
+    ts = pay.ts
+    dev_fam = _familiarity(sets[DEVICES], pay.device, hour.devices, ts)
+    reg_fam = _familiarity(sets[REGIONS], pay.region, hour.region_seen_at, ts)
+    rcv_new = pay.receiver not in sets[RECEIVERS] and pay.receiver not in hour.receivers
     if established and dev_fam < 1:
         ev.add("NEW_DEVICE", 25.0 if dev_fam == 0 else 15.0,
                "device first seen now" if dev_fam == 0 else "device first seen within 6 h")
         if z > 1.0:
             ev.add("NEW_DEVICE_HIGH_AMOUNT", min(35.0, 14.0 * z),
-                   f"device new and amount {usd / typical:.1f}x the sender's typical")
+                   f"device new and amount {pay.usd / typical:.1f}x the sender's typical")
         if rcv_new:
             ev.add("NEW_DEVICE_NEW_PAYEE", 15.0, "new device paying a receiver never paid before")
-    home_km = -1.0
     if established and reg_fam < 1:
-        home = max(sets[REGIONS], key=lambda k: sets[REGIONS][k][1] - sets[REGIONS][k][0]) if sets[REGIONS] else region
-        home_km = distance_km(home, region)
+        regions = sets[REGIONS]
+        home = max(regions, key=lambda k: regions[k][1] - regions[k][0]) if regions else pay.region
+        home_km = distance_km(home, pay.region)
         if home_km < 0 or home_km >= TRAVEL_MIN_KM:
             ev.add("NEW_REGION", 20.0 if reg_fam == 0 else 10.0,
                    f"region first seen {'now' if reg_fam == 0 else 'within 6 h'} {home_km:.0f} km from home")
+    return dev_fam, reg_fam, rcv_new
 
-    # -- travel: speed from every region paid from in the last day (profile) or hour
+
+def _travel_signal(ev: _Evidence, sets: list[dict[bytes, list[float]]], hour: _Hour, pay: _Payment,
+                   cfg: FraudConfig, strong: bool) -> float:
+    """Speed from every region paid from in the last day (profile) or hour; returns the
+    fastest (km/h). Weak from a familiar device and region (`strong` False)."""
+    ts, region = pay.ts, pay.region
     fastest, fastest_km = 0.0, 0.0
     last_seen: dict[bytes, float] = {d: seen[1] for d, seen in sets[REGIONS].items() if ts - seen[1] <= 86_400}
-    for d, t in region_seen_at.items():
+    for d, t in hour.region_seen_at.items():
         last_seen[d] = max(t, last_seen.get(d, 0.0))
     for d, t in last_seen.items():
         if d == region or t > ts:
@@ -340,37 +391,37 @@ def score(payment: MaskedPayment, state: SenderState, kind: str = "", config: Fr
             if kmh > fastest:
                 fastest, fastest_km = kmh, km
     if fastest > cfg.travel_max_kmh:
-        strong = dev_fam < 1 or reg_fam < 1
         ev.add("IMPOSSIBLE_TRAVEL", 45.0 if strong else 8.0,
                f"{fastest_km:.0f} km from a recent payment at {fastest:.0f} km/h"
                + ("" if strong else " from a familiar device and region"))
+    return fastest
 
-    # -- velocity against the sender's own peaks
-    if not bulk:
-        expect5 = max(3.0, 1.5 * p.peak_5m)
-        expect1h = max(6.0, 1.5 * p.peak_1h)
-        if c5 > expect5:
-            ev.add("VELOCITY_5M", min(60.0, 8.0 * (c5 - expect5)), f"{c5} payments in 5 min (usual peak {p.peak_5m:.1f})")
-        if c1h > expect1h:
-            ev.add("VELOCITY_1H", min(40.0, 3.0 * (c1h - expect1h)), f"{c1h} payments in 1 h (usual peak {p.peak_1h:.1f})")
-        new_payees = sum(1 for r in receivers_1h if r not in sets[RECEIVERS]) + (1 if rcv_new else 0)
-        if established and new_payees >= 2:
-            ev.add("PAYEE_FAN_OUT", min(40.0, 10.0 * (new_payees - 1)), f"{new_payees} new receivers within 1 h")
 
-    # -- card testing: many cards, small amounts
-    new_cards = sum(1 for c in cards_1h | {card} if c not in sets[CARDS])
+def _velocity_signals(ev: _Evidence, p: Profile, hour: _Hour, established: bool, rcv_new: bool) -> None:
+    """Velocity against the sender's own peaks, and new receivers within the hour."""
+    c5, c1h = hour.c5, hour.c1h
+    expect5 = max(3.0, 1.5 * p.peak_5m)
+    expect1h = max(6.0, 1.5 * p.peak_1h)
+    if c5 > expect5:
+        ev.add("VELOCITY_5M", min(60.0, 8.0 * (c5 - expect5)), f"{c5} payments in 5 min (usual peak {p.peak_5m:.1f})")
+    if c1h > expect1h:
+        ev.add("VELOCITY_1H", min(40.0, 3.0 * (c1h - expect1h)), f"{c1h} payments in 1 h (usual peak {p.peak_1h:.1f})")
+    new_payees = sum(1 for r in hour.receivers if r not in p.sets[RECEIVERS]) + (1 if rcv_new else 0)
+    if established and new_payees >= 2:
+        ev.add("PAYEE_FAN_OUT", min(40.0, 10.0 * (new_payees - 1)), f"{new_payees} new receivers within 1 h")
+
+
+def _card_signals(ev: _Evidence, sets: list[dict[bytes, list[float]]], hour: _Hour, pay: _Payment,
+                  cfg: FraudConfig, established: bool, dev_fam: float) -> None:
+    """Card testing (many cards, small amounts) and a burst of new devices."""
+    ts = pay.ts
+    new_cards = sum(1 for c in hour.cards | {pay.card} if c not in sets[CARDS])
     if new_cards >= 2:
         ev.add("MANY_CARDS", min(60.0, 18.0 * (new_cards - 1)), f"{new_cards} cards new to this sender within 1 h")
-    if usd < cfg.small_usd and (new_cards >= 2 or (not established and small_1h >= 3)):
-        ev.add("CARD_TESTING", min(40.0, 8.0 * small_1h), f"{small_1h} payments under {cfg.small_usd:.0f} USD within 1 h")
-    new_devices = (dev_fam < 1) + sum(1 for d in devices_1h if d != device and _familiarity(sets[DEVICES], d, (), ts) < 1)
+    if pay.usd < cfg.small_usd and (new_cards >= 2 or (not established and hour.small >= 3)):
+        ev.add("CARD_TESTING", min(40.0, 8.0 * hour.small),
+               f"{hour.small} payments under {cfg.small_usd:.0f} USD within 1 h")
+    new_devices = (dev_fam < 1) + sum(1 for d in hour.devices
+                                      if d != pay.device and _familiarity(sets[DEVICES], d, (), ts) < 1)
     if established and new_devices >= 2:
         ev.add("DEVICE_BURST", min(50.0, 25.0 * (new_devices - 1)), f"{new_devices} new devices within 1 h")
-
-    fraud_score = int(round(100.0 * (1.0 - math.exp(-ev.points / SCORE_SCALE))))
-    geographic = int(round(100.0 * (1.0 - math.exp(-(45.0 if fastest > cfg.travel_max_kmh else 0.0) / SCORE_SCALE))))
-    assessment = FraudAssessment(fraud_score=fraud_score, risk_flags=ev.flags, geographic_risk=geographic,
-                                 velocity_5m=c5, distinct_devices_30m=len(devices_1h | {device}),
-                                 risk_reasons=ev.reasons, high_risk_above=cfg.high_risk_above)
-    keep.append((ts, usd, min(c5, 65535), min(c1h, 65535), region, device, receiver, card, txn))
-    return Scored(assessment, SenderState(p, keep))
