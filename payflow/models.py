@@ -150,7 +150,7 @@ class Rejection:
     The text fields copied into a DLQ record as they are (transaction_id, detail) are masked
     here, whoever builds the Rejection: a card number in them (a producer's transaction_id
     holding a PAN) is masked to its last four, by the same detector as the input guard.
-    `remains` must come masked (masking_remains.masked_remains)."""
+    `remains` must come masked (payflow.stages.redact.masked_remains)."""
     reason: str
     detail: str
     remains: Any  # masked remains of the message (dict or str), never raw card data

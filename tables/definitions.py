@@ -55,7 +55,7 @@ ALL_TABLES = (dedup_table, watermark_table, sender_table, card_table)
 def configure_changelog_limits() -> dict[str, int]:
     """At the worker's start (before the first batch): each table's changelog record limit
     from its topic's max.message.bytes (else the broker's message.max.bytes) and the
-    producer's max request size; refuses to start (state_log.RecordLimitError) when a state
+    producer's max request size; refuses to start (tables/changelog.py: RecordLimitError) when a state
     change could not fit. A key is a string field of one raw message: at most
     PAYFLOW_MAX_MESSAGE_BYTES less the smallest JSON object around it."""
     return apply_broker_limits(ALL_TABLES, bootstrap=settings.kafka_bootstrap,

@@ -9,7 +9,7 @@
    involved (so it lands in the partition that owns the sender's state); the worker deletes
    the subject's keys from its tables (the deletions reach the changelog with the batch's
    state records) and adds the subject's hashes to its set of erased subjects at once.
-4. Every worker holds the whole ledger in memory (masking.ErasedSubjects): loaded at start,
+4. Every worker holds the whole ledger in memory (payflow.stages.mask.ErasedSubjects): loaded at start,
    re-read every PAYFLOW_ERASURE_REFRESH_SECONDS (a request reaches only the worker owning
    its sender's partition, but the subject's card may pay from senders elsewhere). The mask
    step drops an erased subject's payment, under whichever key of the ring it was erased.

@@ -8,7 +8,11 @@ Each seam, what it replaces, and why (the module docstrings say more):
   take            (calls Stream internals)    batches with manual acks, idle ticks, no blocking
   commit_offsets  Consumer._new_offset,       never commit over an offset that was not acked
                   Consumer.perform_seek       (faust#606), checked at the point of commit; a
-                                              first offset for new partitions
+                                              first offset for new partitions; the generation
+                                              whose assignment is sought
+  landing_fence   (calls the group            a BigQuery landing decided by a generation-fenced
+                  coordinator, Faust's        offset commit naming its write streams; a refused
+                  pending acks)               landing read again
   worker          AIOKafkaConsumerThread.     read_committed whatever the guarantee; a bounded
                   _create_worker_consumer,    shutdown after SIGTERM/SIGINT
                   Worker._on_sigterm/_sigint

@@ -1,4 +1,4 @@
-"""Layer 2 decisions (pure): replay versus duplicate, and the one-hour watermark.
+"""Dedup decisions (pure): replay versus duplicate, and the one-hour watermark.
 
 The dedup table maps transaction_id -> where it was first seen (partition, offset) and
 its event_time. Every copy of a transaction arrives in one partition (the raw key is the

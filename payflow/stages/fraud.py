@@ -1,4 +1,4 @@
-"""Layer 3: fraud scoring, a pure function over a payment and its sender's state.
+"""Fraud scoring, a pure function over a payment and its sender's state.
 
 docs/fraud.md defines every signal, its state and bound, and the measured figures.
 

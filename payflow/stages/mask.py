@@ -1,4 +1,4 @@
-"""Layer 0: mask card data on first touch (pure function).
+"""Mask card data on first touch (pure function).
 
 credit_card_masked = XXXX-XXXX-XXXX-<last 4>, cvv_masked = XXX, card_expiry_masked = MM/XX,
 pii_hash = HMAC-SHA256(active key, normalised PAN | expiry). The CVV is never hashed or kept.

@@ -1,8 +1,8 @@
-"""Decode and validate one raw message of the event contract (ARCHITECTURE.md).
+"""Decode and validate one raw message of the event contract (docs/event-contract.md).
 
 Pure: bytes in, a ValidatedPayment or a Rejection out; never raises on bad input.
-A ValidatedPayment still holds the raw card fields: masking.mask() must be the next call,
-and it never leaves the masking step's memory. Rejection details name fields, never values.
+A ValidatedPayment still holds the raw card fields: mask.mask() must be the next call,
+and it never leaves the mask step's memory. Rejection details name fields, never values.
 """
 from __future__ import annotations
 

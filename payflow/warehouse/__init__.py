@@ -1,4 +1,4 @@
-"""Layer 4: the warehouse (DuckDB embedded by default, BigQuery in production)."""
+"""The warehouse (DuckDB embedded by default, BigQuery in production)."""
 from __future__ import annotations
 
 from payflow.settings import Settings

@@ -331,7 +331,7 @@ class Warehouse(abc.ABC):
     def erased_subjects(self) -> list[tuple[str, str, str]]:
         """The erasure ledger as (pii_key_id, pii_hash, mode), one per hash of every erasure
         ("" for a key id not recorded): what the worker's mask step checks payments against
-        (masking.ErasedSubjects), loaded at start and refreshed periodically."""
+        (payflow.stages.mask.ErasedSubjects), loaded at start and refreshed periodically."""
         return [(r["pii_key_id"] or "", r["pii_hash"], r["mode"]) for r in self.query(
             "SELECT DISTINCT pii_key_id, pii_hash, mode FROM gdpr_erasures")]
 
