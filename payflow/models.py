@@ -47,6 +47,30 @@ def dumps(record: Any) -> bytes:
     return orjson.dumps(record, default=_default)
 
 
+# Columns that link a payment to a person, per erasable table: nulled by anonymize-mode
+# erasure (the financial facts stay). Erasable tables carry pii_hash and consult the erasure
+# ledger when landing.
+LINK_COLUMNS = {
+    "payment_transactions": ("pii_hash", "pii_key_id", "credit_card_masked", "card_expiry_masked", "device_id", "ip_address"),
+    "payment_transactions_fraud": ("pii_hash", "pii_key_id", "credit_card_masked", "card_expiry_masked", "device_id", "ip_address"),
+    "pii_masking_audit": ("pii_hash", "pii_key_id", "user_email"),
+    "late_events": ("pii_hash",),
+}
+# anonymize-mode erasure, column by column: NULLED (a link to the person), ERASED_AT (the
+# erasure's time), ERASED_FLAG (true); any other column is kept. The mask stage, both
+# landings (DuckDB's SQL, BigQuery's write rows and MERGE) and the erasure of landed rows
+# (compliance.gdpr) each render this one rule
+NULLED, ERASED_AT, ERASED_FLAG = "nulled", "erased_at", "erased_flag"
+ERASURE_MARKS = {"anonymized_at": ERASED_AT, "erasure_timestamp": ERASED_AT, "erasure_requested": ERASED_FLAG}
+
+
+def anonymized(table: str, column: str) -> str | None:
+    """What anonymize-mode erasure does to `column` of erasable `table` (None: kept)."""
+    if column in LINK_COLUMNS[table]:
+        return NULLED
+    return ERASURE_MARKS.get(column)
+
+
 @dataclass(slots=True)
 class MaskedPayment:
     transaction_id: str

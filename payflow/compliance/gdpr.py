@@ -33,7 +33,7 @@ from payflow.keys import PII_HASH_LENGTH, KeyRing
 from payflow.stages.cards import luhn_valid
 from payflow.stages.mask import ErasedSubjects
 from payflow.settings import Settings
-from payflow.warehouse.base import LINK_COLUMNS, ErasureReceipt, Warehouse
+from payflow.warehouse.base import ERASED_AT, ERASED_FLAG, NULLED, ErasureReceipt, Warehouse, anonymized
 
 _HASH = re.compile(rf"^[a-p]{{{PII_HASH_LENGTH}}}$")
 log = logging.getLogger("payflow.erasure")
@@ -97,8 +97,13 @@ LEDGER_COMPLETE = ("UPDATE gdpr_erasures SET completed_at = CURRENT_TIMESTAMP(),
                    "WHERE request_id = @rid")
 
 
-def _nulls(table: str) -> str:
-    return ", ".join(f"{column} = NULL" for column in LINK_COLUMNS[table])
+def _anonymize(table: str) -> str:
+    """The SET list of anonymize-mode erasure for `table` (models.anonymized): its links to
+    the person nulled, the erasure's time and flag set where the table has them."""
+    from payflow.warehouse import schema
+    rendered = {NULLED: "{0} = NULL", ERASED_AT: "{0} = @now", ERASED_FLAG: "{0} = TRUE"}
+    return ", ".join(rendered[rule].format(c.name) for c in schema.tables()[table]
+                     if (rule := anonymized(table, c.name)) is not None)
 
 
 def erasure_plan(mode: str) -> list[tuple[str, str]]:
@@ -113,14 +118,14 @@ def erasure_plan(mode: str) -> list[tuple[str, str]]:
     steps = []
     for table in ("payment_transactions", "payment_transactions_fraud"):
         steps.append((table, f"DELETE FROM {table} WHERE transaction_id IN UNNEST(@ids)" if mode == "delete" else
-                      f"UPDATE {table} SET {_nulls(table)}, anonymized_at = @now WHERE transaction_id IN UNNEST(@ids)"))
+                      f"UPDATE {table} SET {_anonymize(table)} WHERE transaction_id IN UNNEST(@ids)"))
     if mode == "delete":
         steps.append(("deduplication_audit", "DELETE FROM deduplication_audit WHERE transaction_id IN UNNEST(@ids)"))
         steps.append(("late_events", "DELETE FROM late_events WHERE pii_hash IN UNNEST(@hashes)"))
     else:
-        steps.append(("late_events", f"UPDATE late_events SET {_nulls('late_events')} WHERE pii_hash IN UNNEST(@hashes)"))
-    steps.append(("pii_masking_audit", f"UPDATE pii_masking_audit SET {_nulls('pii_masking_audit')}, "
-                  "erasure_requested = TRUE, erasure_timestamp = @now WHERE transaction_id IN UNNEST(@ids)"))
+        steps.append(("late_events", f"UPDATE late_events SET {_anonymize('late_events')} WHERE pii_hash IN UNNEST(@hashes)"))
+    steps.append(("pii_masking_audit", f"UPDATE pii_masking_audit SET {_anonymize('pii_masking_audit')} "
+                  "WHERE transaction_id IN UNNEST(@ids)"))
     return steps
 
 

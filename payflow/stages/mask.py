@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 from payflow.stages.cards import brand_of, replace_pans
 from payflow.keys import HmacKey, KeyRing, pii_hash
-from payflow.models import MaskedPayment, Rejection
+from payflow.models import LINK_COLUMNS, MaskedPayment, Rejection
+
+# an anonymized subject's payment: every link to the person (models.LINK_COLUMNS) blank, but
+# pii_hash and pii_key_id, which name the subject in the erasure ledger for the landing's join
+_BLANKED: dict[str, Any] = {
+    name: None if MaskedPayment.__dataclass_fields__[name].default is None else ""
+    for links in LINK_COLUMNS.values() for name in links if name not in ("pii_hash", "pii_key_id")}
 from payflow.stages.validation import ValidatedPayment
 
 MASKING_REASON = "PCI-DSS 4.0 req. 3.3/3.4: PAN masked, SAD (CVV) not retained"
@@ -159,5 +165,4 @@ def erased_outcome(erased: ErasedSubjects, payment: ValidatedPayment,
         return masked
     if erased.modes[h] != "anonymize":
         return Rejection(ERASED_SUBJECT, ERASED_DETAIL, "", transaction_id=masked.transaction_id)
-    return dataclasses.replace(masked, pii_hash=h, pii_key_id=erased.key_ids[h], credit_card_masked="",
-                               card_expiry_masked="", device_id="", ip_address="", user_email=None)
+    return dataclasses.replace(masked, pii_hash=h, pii_key_id=erased.key_ids[h], **_BLANKED)

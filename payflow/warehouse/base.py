@@ -1,8 +1,8 @@
 """The warehouse interface both backends implement, and the rows a batch lands.
 
 Every landing is idempotent: a row whose key already exists is left alone (DuckDB: primary
-key + INSERT OR IGNORE, the payment tables through payment_transactions' key; BigQuery:
-MERGE ... WHEN NOT MATCHED). Rows of subjects in
+key + INSERT OR IGNORE, the payment tables through payment_transactions' key; BigQuery: the
+landing looks the batch's keys up before it writes, warehouse/bq_write.py). Rows of subjects in
 gdpr_erasures never come back: erased-by-delete rows are not inserted, erased-by-anonymize
 rows are inserted without any link to the person.
 """
@@ -18,17 +18,11 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from payflow.models import (  # noqa: F401 - to_us, from_us re-exported (bq_write, bench)
-    DedupAudit, EnrichedPayment, FraudAssessment, MaskedPayment, Rejection, from_us, to_us,
+from payflow.models import (  # noqa: F401 - to_us, from_us, LINK_COLUMNS, anonymized re-exported
+    ERASED_AT, ERASED_FLAG, LINK_COLUMNS, NULLED, DedupAudit, EnrichedPayment, FraudAssessment, MaskedPayment,
+    Rejection, anonymized, from_us, to_us,
 )
 
-# Columns that link a payment to a person: nulled by anonymize-mode erasure.
-LINK_COLUMNS = {
-    "payment_transactions": ("pii_hash", "pii_key_id", "credit_card_masked", "card_expiry_masked", "device_id", "ip_address"),
-    "payment_transactions_fraud": ("pii_hash", "pii_key_id", "credit_card_masked", "card_expiry_masked", "device_id", "ip_address"),
-    "pii_masking_audit": ("pii_hash", "pii_key_id", "user_email"),
-    "late_events": ("pii_hash",),
-}
 # Tables whose rows carry pii_hash and so consult the erasure list when landing.
 ERASABLE = tuple(LINK_COLUMNS)
 LANDING_ORDER = ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit",

@@ -28,7 +28,8 @@ from google.cloud import bigquery
 
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
-    ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Landed, Warehouse,
+    ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, ErasureReceipt, LandingBatch, Landed, Warehouse,
+    anonymized,
     conflict_detail, find_conflicts,
 )
 
@@ -137,17 +138,10 @@ class BigQueryWarehouse(Warehouse):
         projected = ", ".join(f"r.{c} AS {c}" for c in cols)
         source = f"(SELECT {projected} FROM UNNEST(@rows) AS r)"
         if table in ERASABLE:
-            links = set(LINK_COLUMNS[table])
-            select = []
-            for c in cols:
-                if c in links:
-                    select.append(f"IF(e.mode IS NULL, s.{c}, NULL) AS {c}")
-                elif c in ("anonymized_at", "erasure_timestamp"):
-                    select.append(f"IF(e.mode IS NULL, s.{c}, CURRENT_TIMESTAMP()) AS {c}")
-                elif c == "erasure_requested":
-                    select.append(f"e.mode IS NOT NULL AS {c}")
-                else:
-                    select.append(f"s.{c} AS {c}")
+            rendered = {None: "s.{0} AS {0}", NULLED: "IF(e.mode IS NULL, s.{0}, NULL) AS {0}",
+                        ERASED_AT: "IF(e.mode IS NULL, s.{0}, CURRENT_TIMESTAMP()) AS {0}",
+                        ERASED_FLAG: "e.mode IS NOT NULL AS {0}"}
+            select = [rendered[anonymized(table, c)].format(c) for c in cols]
             source = (f"(SELECT {', '.join(select)} FROM {source} AS s "
                       f"LEFT JOIN (SELECT pii_hash, MAX(mode) AS mode FROM {self._t('gdpr_erasures')} "
                       f"GROUP BY pii_hash) AS e ON e.pii_hash = s.pii_hash "

@@ -32,8 +32,8 @@ import pyarrow as pa
 
 from payflow.warehouse import fault, schema
 from payflow.warehouse.base import (
-    ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, PAYMENT_TABLES, LandingBatch, Landed,
-    TransientWarehouseError, conflict_detail, find_conflicts, same_payment, to_us,
+    ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, PAYMENT_TABLES, LandingBatch, Landed,
+    TransientWarehouseError, anonymized, conflict_detail, find_conflicts, same_payment, to_us,
 )
 
 # Arrow types sent for each BigQuery type (NUMERIC(38, 9) as decimal128: exact, no float)
@@ -395,18 +395,13 @@ def _without_erased(table: str, columns: dict[str, list], erasures: dict[str, st
     keep = [i for i, m in enumerate(modes) if m != "delete"]
     columns = {c: list(v) for c, v in _take(columns, keep).items()}
     modes = [modes[i] for i in keep]
-    links = set(LINK_COLUMNS[table])
-    now_us = to_us(now)
+    value = {NULLED: None, ERASED_AT: to_us(now), ERASED_FLAG: True}
+    marked = [(c, value[rule]) for c in columns if (rule := anonymized(table, c)) is not None]
     for i, mode in enumerate(modes):
         if mode != "anonymize":
             continue
-        for c in columns:
-            if c in links:
-                columns[c][i] = None
-            elif c in ("anonymized_at", "erasure_timestamp"):
-                columns[c][i] = now_us
-            elif c == "erasure_requested":
-                columns[c][i] = True
+        for c, v in marked:
+            columns[c][i] = v
     return columns
 
 

@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from payflow.warehouse import fault, schema
 from payflow.warehouse.base import (
-    ERASABLE, ID_CONFLICT, LANDING_ORDER, LINK_COLUMNS, ErasureReceipt, LandingBatch, Landed,
+    ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, ErasureReceipt, LandingBatch, Landed,
+    anonymized,
     TransientWarehouseError, Warehouse, conflict_detail, find_conflicts, same_payment,
 )
 
@@ -74,19 +75,10 @@ class DuckDBWarehouse(Warehouse):
             f"CAST({c.name} AS DECIMAL(38,9)) AS {c.name}" if c.bq_type in _AMOUNT_AS_TEXT else c.name
             for c in cols) + " FROM landing"
         if table in ERASABLE:
-            links = set(LINK_COLUMNS[table])
-            select = []
-            for n in names:
-                if n in links:
-                    select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} END AS {n}")
-                elif n == "anonymized_at":
-                    select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} ELSE now() END AS {n}")
-                elif n == "erasure_requested":
-                    select.append(f"(e.mode IS NOT NULL) AS {n}")
-                elif n == "erasure_timestamp":
-                    select.append(f"CASE WHEN e.mode IS NULL THEN s.{n} ELSE now() END AS {n}")
-                else:
-                    select.append(f"s.{n}")
+            rendered = {None: "s.{0}", NULLED: "CASE WHEN e.mode IS NULL THEN s.{0} END AS {0}",
+                        ERASED_AT: "CASE WHEN e.mode IS NULL THEN s.{0} ELSE now() END AS {0}",
+                        ERASED_FLAG: "(e.mode IS NOT NULL) AS {0}"}
+            select = [rendered[anonymized(table, n)].format(n) for n in names]
             sql = (f"{insert} INTO {table} ({', '.join(names)}) SELECT {', '.join(select)} "
                    f"FROM (SELECT {unnest}) AS s "
                    f"LEFT JOIN (SELECT pii_hash, max(mode) AS mode FROM gdpr_erasures GROUP BY pii_hash) AS e "
