@@ -55,7 +55,7 @@ def require_seams() -> None:
     seams.require(AIOKafkaConsumerThread, "call_thread", "_ensure_consumer")
     seams.require(GroupCoordinator, "fetch_committed_offsets", "commit_offsets")
     from faust.transport.consumer import Consumer
-    seams.require(Consumer, "_waiting_for_ack", "wait_empty", "seek", "assignment")
+    seams.require(Consumer, "_waiting_for_ack", "wait_empty", "seek", "assignment", "earliest_offsets")
 
 
 async def read_again(app: Any, messages: list) -> None:
@@ -94,13 +94,13 @@ async def read_again(app: Any, messages: list) -> None:
         if position is None:
             position = commit_offsets.known_position(consumer, tp)
         if position is None:
-            # nothing committed and no position known: from the partition's beginning, as a
-            # worker with nothing committed reads it (the consumer resets an offset below the
-            # log's start to the earliest). The first offset dropped is no position: the
-            # records before it can be a fetch in flight dropped at the assignment's seek
+            # nothing committed and no position known: from the log's first offset, where the
+            # assignment's seek reads such a partition from (a seek of its own may be under
+            # way: the two agree). The first offset dropped is no position: the records
+            # before it can be a fetch in flight dropped at the assignment's seek
             # (fetch.note_seek), and recorded as the committed position it made that seek
             # pass the partition over (not "uncommitted" any more): they were never read
-            position = 0
+            position = await _first_offset(consumer, tp)
         # never past what is dropped here: a committed offset beyond it that nothing landed
         # (a commit that went wrong) would otherwise turn into a loss; what the group did land
         # comes back as replays, which the landing's lookup skips
@@ -111,6 +111,18 @@ async def read_again(app: Any, messages: list) -> None:
     log.info("stage sink: %d message(s) of the refused landing and after it are read again: %s", len(messages),
              ", ".join(f"{tp.topic}[{tp.partition}] from {offset} (the refused from {first[tp]})"
                        for tp, offset in sought.items()))
+
+
+async def _first_offset(consumer: Any, tp: Any) -> int:
+    """The partition's first offset in the log (0 if the broker does not answer in time:
+    the consumer resets an offset below the log's start to the earliest)."""
+    try:
+        earliest = await asyncio.wait_for(consumer.earliest_offsets(tp), GROUP_ANSWER_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - 0 reads the same records, only slower to commit
+        log.warning("stage sink: the first offset of %s[%d] not read (%r): reading it again from 0",
+                    tp.topic, tp.partition, exc)
+        return 0
+    return earliest.get(tp) or 0
 
 
 async def _group_committed(app: Any, tps: list) -> dict:
@@ -159,6 +171,12 @@ def rebalancing(app: Any) -> bool:
 class KafkaLandingFence:
     """decide / pending for the landing thread, run on the worker's event loop `loop`."""
 
+    # a decision sent and not answered in time: the group may still take it later (aiokafka
+    # retries a commit until it is answered), and a later landing's stream commit would then
+    # be followed by this one's, named in the metadata it leaves. Until it is answered,
+    # nothing more is decided (every landing is refused and read again)
+    _unanswered: asyncio.Future | None = None
+
     def __init__(self, app: Any, loop: asyncio.AbstractEventLoop):
         require_seams()
         self.app = app
@@ -190,12 +208,25 @@ class KafkaLandingFence:
             raise Fenced(f"no answer from the worker's loop within {CALL_TIMEOUT:.0f} s") from None
 
     # -- on the event loop -----------------------------------------------------------------
+    def _check_answered(self) -> None:
+        """Fenced while an earlier decision is unanswered: whatever its answer, the next
+        landing must see it (`pending` reads the metadata it leaves)."""
+        earlier = self._unanswered
+        if earlier is None:
+            return
+        if not earlier.done():
+            raise Fenced("an earlier decision is not answered yet: the landing is read again")
+        self._unanswered = None
+        if not earlier.cancelled() and earlier.exception() is not None:
+            log.warning("stage sink: an earlier landing decision failed late (%r)", earlier.exception())
+
     def _thread(self) -> Any:
         return self.app.consumer._thread  # noqa: SLF001 - Faust's AIOKafkaConsumerThread
 
     async def _pending(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
         if rebalancing(self.app):
             raise Fenced("a rebalance is under way: the landing is read again after it")
+        self._check_answered()
         try:
             # Faust's acked offsets (the previous landing's) first
             await asyncio.wait_for(self.app.consumer.commit(), GROUP_ANSWER_SECONDS)
@@ -241,12 +272,18 @@ class KafkaLandingFence:
                 return f"{type(exc).__name__}: {exc}"
             return ""
 
+        self._check_answered()
+        decision = asyncio.ensure_future(thread.call_thread(commit))
+        self._unanswered = decision  # until answered (a cancelled wait leaves it so too)
         try:
-            refused = await asyncio.wait_for(thread.call_thread(commit), GROUP_ANSWER_SECONDS * 2)
+            refused = await asyncio.wait_for(asyncio.shield(decision), GROUP_ANSWER_SECONDS * 2)
         except asyncio.TimeoutError:
-            # taken or not, the offsets did not move: taken, the metadata names the streams
-            # for the next landing of these partitions to commit (`pending`)
+            # taken or not, the offsets did not move: taken (now or later), the metadata names
+            # the streams for the next landing of these partitions to commit (`pending`),
+            # which waits for this answer first
             refused = "the group did not answer in time"
+        else:
+            self._unanswered = None
         if refused:
             log.warning("stage sink: landing of partition(s) %s not committed (%s); its rows stay in uncommitted "
                         "write streams and its offsets are read again",

@@ -24,6 +24,7 @@ them at once, unlike the legacy streaming buffer.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -35,6 +36,8 @@ from payflow.warehouse.base import (
     ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, PAYMENT_TABLES, LandingBatch, Landed,
     TransientWarehouseError, anonymized, conflict_detail, find_conflicts, same_payment, to_us,
 )
+
+log = logging.getLogger("payflow.sink")
 
 # Arrow types sent for each BigQuery type (NUMERIC(38, 9) as decimal128: exact, no float)
 _ARROW = {"STRING": pa.string(), "NUMERIC": pa.decimal128(38, 9), "TIMESTAMP": pa.timestamp("us", tz="UTC"),
@@ -318,13 +321,22 @@ class StorageWriteLanding:
     def _commit(self, table: str, stream: str, *, finishing: bool = False) -> None:
         """Commit one finalized stream. `finishing` another attempt's or worker's decided
         stream: one committed already is done (BigQuery: STREAM_ALREADY_COMMITTED; the
-        emulator: INVALID_STREAM_STATE, state COMMITTED)."""
+        emulator: INVALID_STREAM_STATE, state COMMITTED), and one that is gone (BigQuery
+        drops a stream left uncommitted for a day; a table dropped since) is passed over:
+        its rows are in the table or nowhere, and the landing's lookup sees which."""
+        from google.api_core import exceptions
         from google.cloud.bigquery_storage_v1 import types
         parent = stream.split("/streams/")[0]
-        response = self.write.batch_commit_write_streams(
-            request=types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream]),
-            retry=None, timeout=self.rpc_timeout)
-        errors = [e for e in response.stream_errors if not (finishing and _already_committed(e))]
+        try:
+            response = self.write.batch_commit_write_streams(
+                request=types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream]),
+                retry=None, timeout=self.rpc_timeout)
+        except exceptions.NotFound:
+            if not finishing:
+                raise
+            log.warning("stage sink: a decided write stream of %s is gone; its range is landed again", table)
+            return
+        errors = [e for e in response.stream_errors if not (finishing and (_already_committed(e) or _gone(e)))]
         if errors:
             raise AppendError(f"BatchCommitWriteStreams on {table}: " + "; ".join(e.error_message for e in errors))
 
@@ -354,6 +366,11 @@ def _already_committed(error: Any) -> bool:
     codes = types.StorageError.StorageErrorCode
     return error.code == codes.STREAM_ALREADY_COMMITTED or (
         error.code == codes.INVALID_STREAM_STATE and "COMMITTED" in error.error_message)
+
+
+def _gone(error: Any) -> bool:
+    from google.cloud.bigquery_storage_v1 import types
+    return error.code == types.StorageError.StorageErrorCode.STREAM_NOT_FOUND
 
 
 class AppendError(TransientWarehouseError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from payflow.runtime import commit_offsets, landing_fence
 from payflow.runtime.checkpoint import message_partitions
 from payflow.warehouse import bq_write
@@ -76,14 +78,16 @@ def test_a_refused_landing_s_partitions_are_read_again_from_the_committed_offset
     asyncio.run(run())
 
 
-def _sought_by_read_again(committed: dict, known: dict, refused: list) -> list:
+def _sought_by_read_again(committed: dict, known: dict, refused: list, log_start: int = 0) -> list:
     """The seeks read_again makes for `refused` messages: the group holds `committed`
     (partition -> offset), this worker knows `known` (Faust's committed offsets), and owns
-    every partition of them."""
+    every partition of them, whose logs start at `log_start`."""
     import asyncio
 
     from aiokafka.structs import OffsetAndMetadata, TopicPartition
     from faust.types import TP
+
+    commit_offsets._positions.clear()  # noqa: SLF001 - positions this worker knew in earlier tests
 
     async def run():
         sought = []
@@ -94,6 +98,9 @@ def _sought_by_read_again(committed: dict, known: dict, refused: list) -> list:
         async def call_thread(fn):
             return await fn()
 
+        async def earliest_offsets(*tps):
+            return {tp: log_start for tp in tps}
+
         class Coordinator:
             async def fetch_committed_offsets(self, tps):
                 return {TopicPartition("raw", p): OffsetAndMetadata(o, "") for p, o in committed.items()}
@@ -103,7 +110,7 @@ def _sought_by_read_again(committed: dict, known: dict, refused: list) -> list:
             assignment=lambda: {m.tp for m in refused}, _committed_offset={TP("raw", p): o for p, o in known.items()},
             _thread=SimpleNamespace(call_thread=call_thread,
                                     _ensure_consumer=lambda: SimpleNamespace(_coordinator=Coordinator())),
-            _acked={}, _acked_index={}, _gap={})
+            _acked={}, _acked_index={}, _gap={}, earliest_offsets=earliest_offsets)
         await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING), refused)
         return sorted(sought)
     return asyncio.run(run())
@@ -121,6 +128,13 @@ def test_a_refused_landing_with_no_position_known_is_read_again_from_the_partiti
     no position to read again from (CI lost a partition's offsets 0-343: a successor's refused
     landing started at 344, and it was read again from there)."""
     assert _sought_by_read_again({1: 40}, {}, [Message(1, 45), Message(2, 344)]) == [(1, 40), (2, 0)]
+
+
+def test_with_no_position_known_a_partition_is_read_again_from_its_log_s_first_offset():
+    """Where the assignment's seek reads a partition with nothing committed from (which may
+    run at the same time): a position below the log's start made every later commit wait
+    for offsets that no longer exist (the acks start at the first offset kept)."""
+    assert _sought_by_read_again({}, {}, [Message(2, 344)], log_start=120) == [(2, 120)]
 
 
 def test_a_landing_is_decided_on_the_partitions_of_its_messages():
@@ -148,6 +162,34 @@ def test_a_stream_committed_already_counts_as_done_when_finishing_a_decision():
     assert bq_write._already_committed(types.StorageError(
         code=codes.INVALID_STREAM_STATE, error_message="Stream must be finalized before BatchCommit; state=COMMITTED"))
     assert not bq_write._already_committed(types.StorageError(code=codes.STREAM_NOT_FOUND))
+
+
+def test_a_decided_stream_that_is_gone_is_passed_over_when_finishing_a_decision():
+    """BigQuery drops a stream left uncommitted for a day: a decision whose worker stopped
+    and whose partitions nobody landed for that long must not stall them for good (every
+    owner retrying a commit that can never succeed). Its rows are in the table or nowhere;
+    the landing's lookup sees which. A stream of the landing's own is never passed over."""
+    from google.api_core import exceptions
+    from google.cloud.bigquery_storage_v1 import types
+    codes = types.StorageError.StorageErrorCode
+
+    class Write:
+        def __init__(self, outcome):
+            self.outcome = outcome
+
+        def batch_commit_write_streams(self, request, retry, timeout):
+            if isinstance(self.outcome, Exception):
+                raise self.outcome
+            return types.BatchCommitWriteStreamsResponse(stream_errors=[self.outcome])
+
+    writer = object.__new__(bq_write.StorageWriteLanding)
+    writer.rpc_timeout = 5
+    name = "projects/p/datasets/d/tables/payment_transactions/streams/0a1b"
+    for outcome in (types.StorageError(code=codes.STREAM_NOT_FOUND, entity=name), exceptions.NotFound("table gone")):
+        writer.write = Write(outcome)
+        writer._commit("payment_transactions", name, finishing=True)  # passed over
+        with pytest.raises((bq_write.AppendError, exceptions.NotFound)):
+            writer._commit("payment_transactions", name)
 
 
 class Coordinator:
@@ -289,3 +331,44 @@ def test_a_group_that_does_not_answer_refuses_the_landing_within_a_bound(monkeyp
                 asyncio.run(fence._decide({("raw", 0): 40}, "payflow-landing/1 []"))
         assert time.monotonic() - began < 2
     assert coordinator.commits == ["faust"]  # Faust's commit of the acks only; no decision
+
+
+def test_a_decision_not_answered_in_time_holds_every_later_landing_until_it_is_answered(monkeypatch):
+    """aiokafka retries a commit until the group answers: a decision reported refused after
+    its timeout can still be taken later, naming its streams in the metadata. Had a later
+    landing decided and committed its own streams meanwhile, the next `pending` would commit
+    the late one's streams too: rows twice. So nothing more is decided (or read from the
+    group) until it is answered; then the next landing sees what it left."""
+    import asyncio
+
+    import pytest
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    monkeypatch.setattr(landing_fence, "GROUP_ANSWER_SECONDS", 0.1)
+    tp = TopicPartition("raw", 0)
+    coordinator = Coordinator({tp: OffsetAndMetadata(40, "")})
+    fence = _fence(coordinator)
+    answer = asyncio.Event()
+    kafka_consumer = fence.app.consumer._thread._ensure_consumer()
+    cls = type(kafka_consumer)
+
+    async def slow_commit(self, offsets):
+        await answer.wait()  # the group takes it, late
+        coordinator.committed.update(offsets)
+        coordinator.commits.append(dict(offsets))
+
+    monkeypatch.setattr(cls, "commit", slow_commit)
+
+    async def scenario():
+        with pytest.raises(landing_fence.Fenced, match="did not answer"):
+            await fence._decide({("raw", 0): 40}, "payflow-landing/1 [\"s1\"]")
+        for call in (lambda: fence._pending([("raw", 0)]),
+                     lambda: fence._decide({("raw", 0): 40}, "payflow-landing/1 [\"s2\"]")):
+            with pytest.raises(landing_fence.Fenced, match="earlier decision is not answered"):
+                await call()
+        answer.set()
+        await asyncio.sleep(0.05)
+        held = await fence._pending([("raw", 0)])  # answered: the late decision's streams are seen
+        assert held == {("raw", 0): (40, "payflow-landing/1 [\"s1\"]")}
+
+    asyncio.run(scenario())
+    assert [c for c in coordinator.commits if c != "faust"] == [{tp: OffsetAndMetadata(40, "payflow-landing/1 [\"s1\"]")}]
