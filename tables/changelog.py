@@ -298,6 +298,11 @@ class BatchLoggedTable(RetainedChangelogTable):
         pending, self._pending = self._pending, defaultdict(dict)
         return {p: pack_changes(changes, self.record_limit) for p, changes in pending.items() if changes}
 
+    def discard_pending(self) -> None:
+        """Drop the changes not yet sent: their messages are read again (by this worker or
+        the partition's new owner), which makes them again."""
+        self._pending = defaultdict(dict)
+
     def note_logged(self, offsets: dict[int, int]) -> None:
         """The changelog acknowledged records up to these offsets: recovery resumes after them
         (the local store already holds everything before)."""

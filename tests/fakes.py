@@ -232,6 +232,9 @@ class FakeTable:
     def note_logged(self, offsets: dict[int, int]) -> None:
         self.journal.append(("changelog logged", self.name))
 
+    def discard_pending(self) -> None:
+        self.journal.append(("changes discarded", self.name))
+
 
 @dataclass
 class CheckpointParts:
@@ -247,10 +250,11 @@ class CheckpointParts:
     def ack(self, messages: list) -> None:
         self.journal.append(("ack", [m.name for m in messages]))
 
-    def checkpoint(self, max_pending: int = 100, fault_exit_after_land: int = 0) -> Checkpoint:
+    def checkpoint(self, max_pending: int = 100, fault_exit_after_land: int = 0, confirm: Any = None) -> Checkpoint:
         return Checkpoint(sink=self.sink, outputs=self.outputs, processor=self.processor, tables=self.tables,
                           ack=self.ack, max_pending=max_pending, fault_exit_after_land=fault_exit_after_land,
-                          exit_=lambda code: self.journal.append(("exit", code)), read_again=self.read_again)
+                          exit_=lambda code: self.journal.append(("exit", code)), read_again=self.read_again,
+                          confirm=confirm)
 
     async def read_again(self, messages: list) -> None:
         self.journal.append(("read again", [m.name for m in messages]))

@@ -86,6 +86,7 @@ def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outp
     bigquery = settings.warehouse_url.startswith("bigquery://")
     # BigQuery: fewer, larger landings (each opens write streams, a quota per project and hour)
     landing_batches = settings.bq_landing_batches if bigquery else settings.landing_batches
+    fence = getattr(sink.warehouse, "fence", None)
     return Checkpoint(sink=sink, outputs=outputs, processor=processor, tables=ALL_TABLES,
                       ack=lambda messages: ack(app.consumer, messages),
                       max_pending=settings.batch_size * landing_batches,
@@ -93,7 +94,8 @@ def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outp
                       min_landing_seconds=settings.bq_min_landing_seconds if bigquery else 0.0,
                       fault_exit_after_land=settings.fault_exit_after_land,
                       max_buffered_bytes=settings.max_buffered_bytes,
-                      read_again=lambda messages: landing_fence.read_again(app, messages))
+                      read_again=lambda messages: landing_fence.read_again(app, messages),
+                      confirm=fence.still_owner if isinstance(fence, landing_fence.KafkaLandingFence) else None)
 
 
 async def start_runtime(app: Any, settings: Settings) -> Runtime:

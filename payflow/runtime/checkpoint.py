@@ -31,6 +31,11 @@ The steps, in order:
    b. payments the warehouse refused (id conflicts) are counted as DLQ;
    c. publish the enriched payments it took (refused ones: a DLQ record each);
    d. await every output future of the landing (processing's and c's);
+   d2. with the BigQuery fence (`confirm`): ask the group whether this worker still owns the
+      landing's partitions (a generation-fenced offset commit that moves nothing). A worker
+      evicted since its decision (paused past its session) makes nothing more durable: its
+      unsent state changes are dropped (the partitions' changelogs are another worker's
+      now), and the landing with everything after it is read again, which makes them again;
    e. expire state no further than the earliest merged batch allows (a replay from the
       committed position must find the dedup entries its events found the first time);
    f. send the tables' changelog records, await them and note their offsets;
@@ -119,7 +124,8 @@ class Checkpoint:
                  target_landing_seconds: float = 10.0, min_landing_seconds: float = 0.0,
                  fault_exit_after_land: int = 0, max_buffered_bytes: int = 64 * 2**20,
                  exit_: Callable[[int], None] = os._exit,
-                 read_again: Callable[[list], Awaitable[None]] | None = None):
+                 read_again: Callable[[list], Awaitable[None]] | None = None,
+                 confirm: Callable[[set], Awaitable[bool]] | None = None):
         self.sink = sink
         self.outputs = outputs
         self.processor = processor
@@ -127,6 +133,9 @@ class Checkpoint:
         self.ack = ack
         # a refused (fenced) landing's messages and those after it: read again, not acked
         self.read_again = read_again
+        # BigQuery with the fence: is this worker still the owner of a landing's partitions
+        # (payflow.runtime.landing_fence)? Asked before its state changes and acks (e-g)
+        self.confirm = confirm
         self.max_pending = max_pending
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
@@ -227,12 +236,7 @@ class Checkpoint:
             # offsets; kept unacked, it held a rebalance's wait for acks for good): all of it
             # is read again from the committed offsets
             metrics.STAGE_SECONDS.labels("sink_wait").inc(time.perf_counter() - waited)
-            messages = landing.messages
-            if self.pending is not None:
-                messages, self.pending = messages + self.pending.messages, None
-            messages = messages + list(taken or ())
-            if self.read_again is not None:
-                await self.read_again(messages)
+            await self._read_again(landing, taken)
             return True
         conflicts = getattr(landed_rows, "conflicts", [])
         # copies of a payment landed from the same sender (its key moved with a partition
@@ -259,11 +263,30 @@ class Checkpoint:
             log.warning("fault injection: exiting after landing batch %d, before acking its offsets", self.commits)
             self.exit(FAULT_EXIT_CODE)
         fault.pause_at("before_offset_commit")
+        if self.confirm is not None and not await self.confirm(landing.batch.partitions):
+            # evicted since the decision (a pause past the session): the rows are in, but the
+            # partitions are another worker's now, and so are their changelogs. Nothing more
+            # of it is made durable; everything processed since the last logged changes is
+            # read again (by whoever owns it), which makes those changes again
+            for table in self.tables:
+                table.discard_pending()
+            await self._read_again(landing, taken)
+            return True
         self.processor.expire(landing.start_watermarks)  # (e)
         await flush_changelog(self.outputs.publisher, self.tables)  # (f)
         self.ack(landing.messages)  # (g)
         metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())
         return False
+
+
+    async def _read_again(self, landing: Landing, taken: list | None) -> None:
+        """The landing's messages and everything taken after them, unacked, read again."""
+        messages = landing.messages
+        if self.pending is not None:
+            messages, self.pending = messages + self.pending.messages, None
+        messages = messages + list(taken or ())
+        if self.read_again is not None:
+            await self.read_again(messages)
 
 
 def held_bytes(landing: Landing) -> int:

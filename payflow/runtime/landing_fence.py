@@ -208,6 +208,49 @@ class KafkaLandingFence:
             raise Fenced(f"no answer from the worker's loop within {CALL_TIMEOUT:.0f} s") from None
 
     # -- on the event loop -----------------------------------------------------------------
+    async def still_owner(self, partitions: set[tuple[str, int]]) -> bool:
+        """Is this worker still the owner of these partitions? Asked (on the event loop)
+        after a landing and before its state changes and acks: each partition's committed
+        offset and metadata committed again unchanged, which the group accepts only from a
+        current member that owns them. False during a rebalance, while an earlier decision
+        is unanswered, or without an answer in time."""
+        from aiokafka.errors import CommitFailedError, IllegalStateError
+        from aiokafka.structs import OffsetAndMetadata, TopicPartition
+        if not partitions:
+            return True
+        try:
+            self._check_answered()
+        except Fenced:
+            return False
+        if rebalancing(self.app):
+            return False
+        thread = self._thread()
+        tps = [TopicPartition(t, p) for t, p in sorted(partitions)]
+
+        async def recommit() -> bool:
+            consumer = thread._ensure_consumer()  # noqa: SLF001
+            held = await consumer._coordinator.fetch_committed_offsets(tps)  # noqa: SLF001
+            same = {tp: OffsetAndMetadata(meta.offset, meta.metadata) for tp, meta in held.items()
+                    if meta is not None and meta.offset >= 0}
+            if not same:
+                return True  # nothing committed to confirm with (the decision commits first)
+            try:
+                await consumer.commit(same)
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning("stage sink: this worker no longer owns partition(s) %s (%s): the landing's state "
+                            "changes are not logged and its offsets are read again",
+                            ", ".join(str(p) for _, p in sorted(partitions)), type(exc).__name__)
+                return False
+            return True
+
+        answer = asyncio.ensure_future(thread.call_thread(recommit))
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), GROUP_ANSWER_SECONDS)
+        except asyncio.TimeoutError:
+            # it moves nothing and names what is there: taken late, it changes nothing
+            answer.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return False
+
     def _check_answered(self) -> None:
         """Fenced while an earlier decision is unanswered: whatever its answer, the next
         landing must see it (`pending` reads the metadata it leaves)."""

@@ -337,6 +337,10 @@ class BatchProcessor:
             self.dedup_table.write(partition, payment.transaction_id, dedup.FirstSeen(partition, offset, et_us).pack())
             self.dedup_index.note(partition, et_us / 1e6, payment.transaction_id)
         else:
+            # the same entry again: a re-read after changes that were never logged (a landing
+            # refused after its processing: Checkpoint discards them) logs it anew
+            assert raw_first is not None
+            self.dedup_table.write(partition, payment.transaction_id, raw_first)
             out.replays += 1
         return True
 

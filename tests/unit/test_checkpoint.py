@@ -151,6 +151,39 @@ async def test_a_batch_taken_before_a_refusal_was_seen_is_read_again_with_it_not
     assert parts.acked() == [["c0"]]
 
 
+async def test_a_worker_no_longer_owner_after_its_landing_logs_no_state_change_and_reads_it_again():
+    """BigQuery with the fence: a worker paused past its session after its decision (its rows
+    are in) resumes as a zombie. Its partitions' changelogs are another worker's now: written
+    late, its state changes followed the owner's and were taken as logged. So the group is
+    asked first; refused, nothing is expired, logged or acked, the unsent changes are dropped
+    and the landing with everything after it is read again."""
+    parts = CheckpointParts()
+    owner = {"answer": False}
+
+    async def confirm(partitions):
+        parts.journal.append(("confirm", sorted(partitions)))
+        return owner["answer"]
+
+    checkpoint = parts.checkpoint(confirm=confirm)
+    checkpoint.add(parts.landing("a", start_watermarks={0: 100}))
+    await checkpoint.advance()
+    checkpoint.add(parts.landing("b"))
+    parts.sink.ack(0)
+    assert await drive(parts, checkpoint.commit_landed()) == []
+    assert ("read again", ["a0", "b0"]) in parts.journal
+    assert ("changes discarded", "dedup") in parts.journal
+    assert parts.acked() == [] and parts.expired() == []
+    assert not [e for e in parts.journal if e[0] in ("changelog", "changelog logged")]
+    # still the owner: the landing is made durable as before, confirmed first
+    owner["answer"] = True
+    checkpoint.add(parts.landing("a", start_watermarks={0: 100}))
+    await checkpoint.advance()
+    parts.sink.ack(1)
+    await drive(parts, checkpoint.commit_landed())
+    assert parts.acked() == [["a0"]]
+    assert position(parts, ("confirm", [])) < position(parts, ("changelog logged", "dedup"))
+
+
 async def test_merged_landings_expire_no_further_than_the_earliest_allows():
     parts = CheckpointParts()
     checkpoint = parts.checkpoint()

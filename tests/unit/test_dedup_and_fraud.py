@@ -47,3 +47,35 @@ def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
     replayed = dict_processor(keyring=ring, **tables).process(items)  # state recovered, batch read again
     assert [e.payment.transaction_id for e in replayed.enriched] == ["txn_early_one", "txn_later_one"]
     assert replayed.late == [] and replayed.replays == 2
+
+
+def test_a_replay_writes_its_dedup_entry_again_unchanged():
+    """A re-read after state changes that were never logged (a landing refused after its
+    processing drops them: payflow.runtime.checkpoint) must log them anew: a replay writes
+    its entry again, the same bytes, or the changelog would lack it for good."""
+    import orjson
+
+    from payflow.keys import KeyRing
+    from payflow.stages.batch import RawItem
+    from tests.fakes import DictState, dict_processor
+    from tests.unit.cards_fixtures import event
+
+    class Recording(DictState):
+        def __init__(self):
+            super().__init__()
+            self.writes: list[tuple[str, bytes]] = []
+
+        def write(self, partition, key, value):
+            self.writes.append((key, value))
+            super().write(partition, key, value)
+
+    dedup_table = Recording()
+    ring = KeyRing.parse("t-1:" + "ab" * 32)
+    items = [RawItem(0, 7, orjson.dumps(event(transaction_id="txn_replayed", event_time="2026-11-20T10:00:00Z")))]
+    dict_processor(keyring=ring, dedup_table=dedup_table, watermark_table={}, sender_table={},
+                   card_table={}).process(items)
+    first = list(dedup_table.writes)
+    replayed = dict_processor(keyring=ring, dedup_table=dedup_table, watermark_table={}, sender_table={},
+                              card_table={}).process(items)
+    assert replayed.replays == 1
+    assert [k for k, _ in first] == ["txn_replayed"] and dedup_table.writes == first + first

@@ -372,3 +372,25 @@ def test_a_decision_not_answered_in_time_holds_every_later_landing_until_it_is_a
 
     asyncio.run(scenario())
     assert [c for c in coordinator.commits if c != "faust"] == [{tp: OffsetAndMetadata(40, "payflow-landing/1 [\"s1\"]")}]
+
+
+def test_still_owner_recommits_what_the_group_holds_and_is_refused_to_an_evicted_member():
+    """The check after a landing, before its state changes and acks: each partition's
+    committed offset and metadata committed again, unchanged (it moves nothing, and a
+    decision's stream names stay for whoever finishes it); an evicted member is refused."""
+    import asyncio
+
+    from aiokafka.errors import CommitFailedError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    tp = TopicPartition("raw", 0)
+    held = {tp: OffsetAndMetadata(40, "payflow-landing/1 [\"s\"]")}
+    coordinator = Coordinator(dict(held))
+    fence = _fence(coordinator)
+    assert asyncio.run(fence.still_owner({("raw", 0)})) is True
+    assert coordinator.commits == [held]
+    evicted = Coordinator(dict(held), refuse=CommitFailedError("generation 6 is stale"))
+    assert asyncio.run(_fence(evicted).still_owner({("raw", 0)})) is False
+    rebalancing = _fence(coordinator)
+    rebalancing.app.flow_control = REBALANCING
+    assert asyncio.run(rebalancing.still_owner({("raw", 0)})) is False
+    assert coordinator.commits == [held]  # nothing asked of the group during a rebalance
