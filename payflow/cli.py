@@ -79,24 +79,24 @@ def _open_warehouse(settings: Settings, url: str | None, *, schema: bool = False
     """The warehouse a command reads, or CommandError in one line: a URL of the wrong shape,
     a DuckDB file or BigQuery dataset that does not exist (never created here), or a
     warehouse that cannot be reached. `schema`: bring its tables up to date after opening."""
-    from payflow.settings import resolve_warehouse_url, validate_warehouse_url
+    from payflow.settings import WarehouseURL
     from payflow.warehouse import open_warehouse
 
     setting = "--warehouse" if url else "PAYFLOW_WAREHOUSE"
-    url = resolve_warehouse_url(validate_warehouse_url(url, setting)) if url else settings.warehouse_url
-    if url.startswith("duckdb://"):
-        path = url[len("duckdb://"):]
-        if path == ":memory:":
+    where = WarehouseURL.parse(url, setting) if url else settings.warehouse
+    url = where.url
+    if where.is_duckdb:
+        if where.path == ":memory:":
             raise CommandError(f"{setting}={url}: an in-memory DuckDB holds nothing to read")
-        if not Path(path).is_file():
-            raise CommandError(f"the DuckDB file {path} does not exist ({setting}={url}); "
+        if not Path(where.path).is_file():
+            raise CommandError(f"the DuckDB file {where.path} does not exist ({setting}={url}); "
                                "the worker creates it, this command never does")
     try:
-        wh = open_warehouse(settings, url)
+        wh = open_warehouse(settings, where)
     except Exception as exc:  # noqa: BLE001
         raise CommandError(f"cannot open the warehouse {url} ({setting}): {_one_line(exc)}") from None
     try:
-        if url.startswith("bigquery://"):
+        if where.is_bigquery:
             _check_dataset(wh, settings, setting, url)
         if schema:
             wh.ensure_schema()

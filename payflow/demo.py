@@ -69,7 +69,7 @@ def main() -> int:
     os.environ.setdefault("PAYFLOW_DATA_DIR", "var/demo")
     os.environ.setdefault("PAYFLOW_LOG_FORMAT", "json")
     settings = Settings.from_env()
-    db_path = Path(settings.warehouse_url[len("duckdb:///"):])
+    db_path = Path(settings.warehouse.path)
     manifest_path = settings.data_dir / "manifest.json"
 
     say(f"resetting the demo: topics, worker state in {settings.data_dir}, warehouse {db_path}")

@@ -43,7 +43,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from payflow.settings import Settings
+from payflow.settings import Settings, WarehouseURL
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, Landed, Warehouse
 
 
@@ -401,10 +401,8 @@ class WorkerWarehouse(Warehouse):
 
 
 def _db_path(settings: Settings, url: str | None) -> str | None:
-    url = url or settings.warehouse_url
-    if not url.startswith("duckdb://"):
-        return None
-    return url[len("duckdb://"):] or ":memory:"
+    where = WarehouseURL.of(url) if url else settings.warehouse
+    return where.path if where.is_duckdb else None
 
 
 def open_duckdb(path: str, *, read_only: bool = False) -> Warehouse:

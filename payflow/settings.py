@@ -169,6 +169,44 @@ def resolve_warehouse_url(url: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class WarehouseURL:
+    """A warehouse URL, parsed once: an embedded DuckDB (`path`: a file made absolute, or
+    ":memory:") or a BigQuery dataset (`project`, `dataset`)."""
+    url: str
+    path: str = ""
+    project: str = ""
+    dataset: str = ""
+
+    @classmethod
+    def parse(cls, url: str, name: str = "PAYFLOW_WAREHOUSE") -> "WarehouseURL":
+        """SettingError naming `name` unless `url` has a warehouse URL's shape."""
+        url = resolve_warehouse_url(validate_warehouse_url(url, name))
+        if url.startswith("duckdb://"):
+            rest = url[len("duckdb://"):]  # ":memory:", or an absolute path after resolving
+            return cls(url, path=":memory:" if rest in ("", ":memory:") else "/" + rest.lstrip("/"))
+        project, _, dataset = url[len("bigquery://"):].partition("/")
+        return cls(url, project=project, dataset=dataset)
+
+    @classmethod
+    def of(cls, url: "str | WarehouseURL") -> "WarehouseURL":
+        """`url` parsed for a caller in code: ValueError (not a settings exit) if malformed."""
+        if isinstance(url, WarehouseURL):
+            return url
+        try:
+            return cls.parse(url, "warehouse URL")
+        except SettingError as exc:
+            raise ValueError(str(exc.code)) from None
+
+    @property
+    def is_duckdb(self) -> bool:
+        return bool(self.path)
+
+    @property
+    def is_bigquery(self) -> bool:
+        return not self.path
+
+
 def _hmac_keys() -> str:
     spec = _env("PAYFLOW_HMAC_KEYS").strip()
     source = "PAYFLOW_HMAC_KEYS"
@@ -301,6 +339,11 @@ class Settings:
     fraud_travel_max_kmh: float = 900.0
     fraud_account_kinds_file: str = ""
     bq_landing_fence: bool = True
+
+    @property
+    def warehouse(self) -> WarehouseURL:
+        """PAYFLOW_WAREHOUSE, parsed."""
+        return WarehouseURL.parse(self.warehouse_url)
 
     @property
     def topics(self) -> "Topics":

@@ -90,7 +90,7 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
     kinds_path.write_bytes(orjson.dumps(account_kinds))
     os.environ.setdefault("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", str(kinds_path))
     settings = Settings.from_env()
-    db_path = Path(settings.warehouse_url[len("duckdb:///"):])
+    db_path = Path(settings.warehouse.path)
     asyncio.run(_reset(settings))
     shutil.rmtree(settings.data_dir / "state", ignore_errors=True)
     for p in (db_path, db_path.with_suffix(".duckdb.wal")):

@@ -83,7 +83,7 @@ class Runtime:
 def new_checkpoint(app: Any, settings: Settings, processor: BatchProcessor, outputs: Any,
                    sink: WarehouseSink) -> Checkpoint:
     from payflow.tables.definitions import ALL_TABLES
-    bigquery = settings.warehouse_url.startswith("bigquery://")
+    bigquery = settings.warehouse.is_bigquery
     # BigQuery: fewer, larger landings (each opens write streams, a quota per project and hour)
     landing_batches = settings.bq_landing_batches if bigquery else settings.landing_batches
     fence = getattr(sink.warehouse, "fence", None)

@@ -180,3 +180,20 @@ def test_gdpr_erase_needs_a_card_on_stdin(env):
     line = run({**env, "PAYFLOW_HMAC_KEYS": KEY}, "gdpr", "erase", "--mode", "delete", "--no-state",
                "--card", "-", "--expiry", "08/29", stdin="")
     assert "no card number on stdin" in line, line
+
+
+def test_a_warehouse_url_is_parsed_once_into_its_parts():
+    """PAYFLOW_WAREHOUSE and --warehouse are parsed in one place (settings.WarehouseURL): a
+    relative DuckDB path made absolute, an in-memory DuckDB, a BigQuery project and dataset;
+    a malformed URL given in code is a ValueError, not a settings exit."""
+    import pytest
+
+    from payflow.settings import ROOT, WarehouseURL
+    relative = WarehouseURL.parse("duckdb:///var/x.duckdb")
+    assert relative.is_duckdb and relative.path == str(ROOT / "var" / "x.duckdb")
+    assert WarehouseURL.parse("duckdb:////tmp/a.duckdb").path == "/tmp/a.duckdb"
+    assert WarehouseURL.parse("duckdb://:memory:").path == ":memory:"
+    bq = WarehouseURL.parse("bigquery://proj-1/ds_2")
+    assert bq.is_bigquery and (bq.project, bq.dataset) == ("proj-1", "ds_2")
+    with pytest.raises(ValueError, match="postgres://x"):
+        WarehouseURL.of("postgres://x")
