@@ -105,6 +105,8 @@ async def read_again(app: Any, messages: list) -> None:
         # (a commit that went wrong) would otherwise turn into a loss; what the group did land
         # comes back as replays, which the landing's lookup skips
         position = min(position, first[tp])
+        if tp not in consumer.assignment():
+            continue  # revoked during the awaits above (a seek would raise): its owner reads it
         await stall_guard.seek_back(consumer, tp, position)  # a fetch in flight for tp is dropped
         commit_offsets.read_from(consumer, tp, position)
         sought[tp] = position
@@ -244,8 +246,8 @@ class KafkaLandingFence:
             return True
 
         answer = asyncio.ensure_future(thread.call_thread(recommit))
-        try:
-            return await asyncio.wait_for(asyncio.shield(answer), GROUP_ANSWER_SECONDS)
+        try:  # two calls to the group, bounded as a decision is
+            return await asyncio.wait_for(asyncio.shield(answer), GROUP_ANSWER_SECONDS * 2)
         except asyncio.TimeoutError:
             # it moves nothing and names what is there: taken late, it changes nothing
             answer.add_done_callback(lambda f: f.cancelled() or f.exception())

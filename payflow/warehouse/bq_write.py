@@ -90,7 +90,7 @@ class StorageWriteLanding:
         stopped or crashed between its decision and its last table's commit."""
         names = {name for _, metadata in held.values() for name in _decided_streams(metadata)}
         for name in sorted(names - self._finished):
-            self._commit(_table_of(name), name, finishing=True)
+            self._commit(_table_of(name), name, finishing=True, gone_ok=True)
             self._finished.add(name)
         if len(self._finished) > 10_000:
             self._finished.clear()
@@ -318,12 +318,14 @@ class StorageWriteLanding:
         self.write.finalize_write_stream(name=stream.name, retry=None, timeout=self.rpc_timeout)
         return stream.name
 
-    def _commit(self, table: str, stream: str, *, finishing: bool = False) -> None:
-        """Commit one finalized stream. `finishing` another attempt's or worker's decided
-        stream: one committed already is done (BigQuery: STREAM_ALREADY_COMMITTED; the
-        emulator: INVALID_STREAM_STATE, state COMMITTED), and one that is gone (BigQuery
-        drops a stream left uncommitted for a day; a table dropped since) is passed over:
-        its rows are in the table or nowhere, and the landing's lookup sees which."""
+    def _commit(self, table: str, stream: str, *, finishing: bool = False, gone_ok: bool = False) -> None:
+        """Commit one finalized stream. `finishing` a decided stream (this landing's, or
+        another attempt's or worker's): one committed already is done (BigQuery:
+        STREAM_ALREADY_COMMITTED; the emulator: INVALID_STREAM_STATE, state COMMITTED).
+        `gone_ok`, only for a decision found in the group's metadata, before this landing's
+        lookup: one that is gone (BigQuery drops a stream left uncommitted for a day; a
+        table dropped since) is passed over, as its rows are in the table or nowhere and
+        the lookup sees which. This landing's own stream gone is an error: its lookup ran."""
         from google.api_core import exceptions
         from google.cloud.bigquery_storage_v1 import types
         parent = stream.split("/streams/")[0]
@@ -332,11 +334,12 @@ class StorageWriteLanding:
                 request=types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream]),
                 retry=None, timeout=self.rpc_timeout)
         except exceptions.NotFound:
-            if not finishing:
+            if not gone_ok:
                 raise
             log.warning("stage sink: a decided write stream of %s is gone; its range is landed again", table)
             return
-        errors = [e for e in response.stream_errors if not (finishing and (_already_committed(e) or _gone(e)))]
+        errors = [e for e in response.stream_errors
+                  if not ((finishing and _already_committed(e)) or (gone_ok and _gone(e)))]
         if errors:
             raise AppendError(f"BatchCommitWriteStreams on {table}: " + "; ".join(e.error_message for e in errors))
 
