@@ -351,7 +351,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        warehouse = resolve_warehouse_url(validate_warehouse_url(_env("PAYFLOW_WAREHOUSE").strip()))
+        warehouse = WarehouseURL.parse(_env("PAYFLOW_WAREHOUSE").strip()).url
         guarantee = _choice("PAYFLOW_PROCESSING_GUARANTEE", ("at_least_once", "exactly_once"), fold=False)
         log_format = _choice("PAYFLOW_LOG_FORMAT", ("json", "text"))
         _fault_pause()

@@ -278,7 +278,6 @@ class Checkpoint:
         metrics.DEDUP_KEYS.set(self.processor.dedup_index.size())
         return False
 
-
     async def _read_again(self, landing: Landing, taken: list | None) -> None:
         """The landing's messages and everything taken after them, unacked, read again."""
         messages = landing.messages
