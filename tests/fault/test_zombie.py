@@ -74,7 +74,15 @@ def resume(worker: Worker) -> None:
         os.killpg(worker.proc.pid, signal.SIGCONT)
 
 
-@pytest.mark.parametrize("moment", ["before_write", "between_tables", "before_offset_commit"])
+# make chaos runs every moment; make test leaves out the ones a neighbour covers: on BigQuery
+# before_write (paused before its first append; between_tables, paused after one, meets the
+# same fence with more at stake), on
+# DuckDB all but one (the file lock makes the three alike)
+ONLY_IN_CHAOS = pytest.mark.chaos_only
+
+
+@pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ONLY_IN_CHAOS), "between_tables",
+                                    "before_offset_commit"])
 def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka, bq_endpoint, tmp, moment):
     prefix = unique("zombie-") + "-"
     simulate(prefix, tmp / "m.json", count=6_000, seed=51, partitions=4, late_ratio=0.01)
@@ -104,9 +112,6 @@ def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka
             warehouse.client.delete_dataset(f"{BQ_PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
         warehouse.close()
 
-
-# make test runs one moment on DuckDB (the lock makes the three alike), make chaos all three
-ONLY_IN_CHAOS = pytest.mark.chaos_only
 
 
 @pytest.mark.parametrize("moment", [pytest.param("before_write", marks=ONLY_IN_CHAOS), "between_tables",
