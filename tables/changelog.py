@@ -33,7 +33,7 @@ from rocksdict import WriteBatch
 
 from payflow.runtime.internals import is_rocksdb_store, rocksdb_partition, rocksdb_partitions
 from payflow.runtime.tables import RetainedChangelogTable
-from payflow.tables.state import PartitionedState  # noqa: F401 - the type BatchLoggedTable implements
+from payflow.stages.state import PartitionedState  # noqa: F401 - the type BatchLoggedTable implements
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ broker's limits at the worker's start.
 from __future__ import annotations
 
 from payflow.stages import dedup
-from payflow.tables import watermark_log
+from payflow.stages import watermark_log
 from payflow.app import app, settings
 from payflow.kafka_security import current as kafka_security
 from payflow.stages.batch import history_value_bound
