@@ -27,8 +27,8 @@ from payflow.compliance.gdpr import (
     INVALID_ERASURE_REQUEST, ErasureRequest, InvalidErasureRequest, parse_request, refresh_erased_subjects,
 )
 from payflow.kafka_security import current as kafka_security
-from payflow.outputs import KafkaOutputs
-from payflow.runtime.checkpoint import flush_changelog
+from payflow.pipeline.outputs import KafkaOutputs
+from payflow.pipeline.checkpoint import flush_changelog
 from payflow.tables.definitions import card_table, dedup_table, sender_table
 
 log = logging.getLogger("payflow.erasure")

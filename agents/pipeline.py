@@ -3,9 +3,9 @@
 One agent over batches (`take_batches`): the stages share the raw topic's partitioning, so
 folding them avoids a Kafka hop (a full pass through Faust) per stage. The raw topic's
 messages reach the batches straight from Faust's fetch loop (payflow.runtime.fetch). Each
-batch is processed (payflow.runtime.batch_runtime) and handed to the checkpoint, which lands
+batch is processed (payflow.pipeline.runtime) and handed to the checkpoint, which lands
 it and acks its offsets only once its rows, outputs and state changes are durable
-(payflow.runtime.checkpoint lists the steps).
+(payflow.pipeline.checkpoint lists the steps).
 """
 from __future__ import annotations
 
@@ -17,21 +17,23 @@ from faust.types import TP
 
 from payflow.app import app, raw_events, settings
 from payflow.runtime import worker
-from payflow.runtime.batch_runtime import Runtime, start_runtime
+from payflow.pipeline.assemble import start_runtime
+from payflow.pipeline.runtime import PipelineRuntime
 from payflow.runtime.take import take_batches
-from payflow.sink import SinkStopped
+from payflow.pipeline.sink import SinkStopped
+from payflow.tables.definitions import state_tables
 
 log = logging.getLogger("payflow.pipeline")
 
 
 @app.agent(raw_events, name="process-payments")
 async def process_payments(stream):
-    """Any failure stops the worker (Runtime.fail_stop: worker.fail_stop) instead of Faust's
+    """Any failure stops the worker (PipelineRuntime.fail_stop: worker.fail_stop) instead of Faust's
     restart of the agent: nothing after the failure is committed, the exit is non-zero."""
     fail_stop = worker.fail_stop if app.pipeline_runtime is None else app.pipeline_runtime.fail_stop
     try:
         if app.pipeline_runtime is None:  # started here unless set before (tests: tests/fakes.py)
-            app.pipeline_runtime = await start_runtime(app, settings)
+            app.pipeline_runtime = await start_runtime(app, settings, state_tables())
         await run(stream, app.pipeline_runtime)
     except asyncio.CancelledError:
         if process_payments.should_stop or app.should_stop:
@@ -43,7 +45,7 @@ async def process_payments(stream):
         fail_stop("the warehouse sink" if isinstance(exc, SinkStopped) else "the pipeline agent", exc)
 
 
-async def run(stream: Any, runtime: Runtime) -> None:
+async def run(stream: Any, runtime: PipelineRuntime) -> None:
     log.info("stages decode -> mask -> dedup (watermark %ss) -> fraud -> sink: consuming %s",
              settings.watermark_seconds, settings.topics.raw)
     checkpoint = runtime.checkpoint

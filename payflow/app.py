@@ -1,6 +1,6 @@
-"""The Faust app: `faust -A payflow.app worker -l info` or `payflow worker`.
-
-Agents live in agents/, tables in tables/; importing them here registers them.
+"""The Faust app, configured from the settings, with the runtime's seams installed and its
+timers attached. The agents (agents/), tables (tables/) and web views declare themselves on
+it; payflow.worker_app imports them, and is what the worker runs.
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from payflow.logs import configure_logging, worker_logging_config
 from payflow.settings import Settings, kafka_url
 
 if TYPE_CHECKING:
-    from payflow.runtime.batch_runtime import Runtime
+    from payflow.pipeline.runtime import PipelineRuntime
 
 
 class PayflowApp(faust.App):
     """Faust's App, holding the running pipeline's collaborators (`pipeline_runtime`): the
     pipeline agent sets them once started (a test sets them before), the web views, the
     erasure agent and the health watch read them from the app they are given."""
-    pipeline_runtime: Optional["Runtime"] = None
+    pipeline_runtime: Optional["PipelineRuntime"] = None
 
 
 settings = Settings.from_env()
@@ -90,19 +90,10 @@ raw_events = app.topic(settings.topics.raw, key_type=bytes, value_type=bytes,
                        config=kafka_security().topic_config().config)
 
 
-def _register() -> None:
-    # imported for their side effect of registering tables, agents and web views
-    import payflow.agents.erasure  # noqa: F401
-    import payflow.agents.pipeline  # noqa: F401
-    import payflow.web  # noqa: F401
-    import payflow.tables.definitions  # noqa: F401
-
-
 @app.timer(interval=10.0, name="payflow.return_free_memory")
 async def return_free_memory() -> None:
     """What landed batches freed goes back to the kernel (payflow.runtime.process)."""
     process.return_free_memory()
 
 
-_register()
 runtime.attach(app, raw_topic=settings.topics.raw, settings=settings)  # the stall guard (faust#596), outage and stall logs

@@ -135,6 +135,8 @@ def main() -> None:
     (bad input or setting, broker or warehouse unreachable, a file missing), always one line
     on stderr; 3 `gdpr erase` matched nothing."""
     Settings.from_env()  # every setting validated before any command runs: one line if one is wrong
+    from payflow.runtime import check_versions
+    check_versions()  # the fence's audited library versions, before any command reaches their internals
 
 
 # a share of the simulated messages
@@ -203,8 +205,8 @@ def simulate(count, seed, start_time, rate, accounts, merchants, business_tps, d
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run the pipeline worker (same as `faust -A payflow.app worker`); extra args go to Faust."""
-    from payflow.app import app, settings
+    """Run the pipeline worker (same as `faust -A payflow.worker_app worker`); extra args go to Faust."""
+    from payflow.worker_app import app, settings
     from payflow.kafka_security import preflight
 
     # a wrong security setting or an unreachable cluster: one line and exit 1, not a retry loop;
@@ -238,10 +240,11 @@ def _follow_raw_partitions(settings: Settings) -> None:
     (docs/operations.md, "Growing the raw topic"); a follower with more partitions than the
     raw topic: one line and exit 2, as Kafka cannot shrink it."""
     from payflow.kafka_admin import PartitionsAhead, follow_partitions
-    from payflow.runtime.batch_runtime import follower_topics
+    from payflow.pipeline.assemble import follower_topics
+    from payflow.tables.definitions import ALL_TABLES
 
     try:
-        asyncio.run(follow_partitions(settings.kafka_bootstrap, settings.topics.raw, follower_topics(settings)))
+        asyncio.run(follow_partitions(settings.kafka_bootstrap, settings.topics.raw, follower_topics(settings, ALL_TABLES)))
     except PartitionsAhead as exc:
         click.echo(f"payflow worker: {exc}", err=True)
         sys.exit(2)

@@ -81,8 +81,8 @@ SETTINGS_DOC: tuple[Setting, ...] = (
 # Settings for the fault tests only: never set in a deployment (the chart, compose and the
 # README's table leave them out).
 FAULT_SETTINGS_DOC: tuple[Setting, ...] = (
-    Setting("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0", "fault tests: the worker exits (code 86) right after its Nth landing, before acking its offsets (payflow.runtime.checkpoint); 0 = never"),
-    Setting("PAYFLOW_FAULT_PAUSE_LANDING", "", "fault tests: `<moment>:<N>` stops the worker's process group (SIGSTOP) when its Nth landing reaches the moment: before_write, between_tables or before_offset_commit (payflow.warehouse.fault); empty = never"),
+    Setting("PAYFLOW_FAULT_EXIT_AFTER_LAND", "0", "fault tests: the worker exits (code 86) right after its Nth landing, before acking its offsets (payflow.pipeline.checkpoint); 0 = never"),
+    Setting("PAYFLOW_FAULT_PAUSE_LANDING", "", "fault tests: `<moment>:<N>` stops the worker's process group (SIGSTOP) when its Nth landing reaches the moment: before_write, between_tables or before_offset_commit (payflow.fault); empty = never"),
 )
 
 
@@ -402,9 +402,9 @@ class Settings:
 
 
 def _fault_pause() -> None:
-    """PAYFLOW_FAULT_PAUSE_LANDING is read where the landing runs (payflow.warehouse.fault);
+    """PAYFLOW_FAULT_PAUSE_LANDING is read where the landing runs (payflow.fault);
     a wrong value is refused at start, not at the landing it names."""
-    from payflow.warehouse import fault
+    from payflow import fault
     try:
         fault.parse(os.environ.get(fault.ENV, ""))
     except ValueError as exc:

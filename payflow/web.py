@@ -1,6 +1,6 @@
 """Worker web endpoints on PAYFLOW_WEB_PORT: /metrics (Prometheus), /livez, /healthz, /readyz,
 POST /warehouse/query and /warehouse/erase (the embedded warehouse for other processes while
-this worker holds its file: payflow/query.py), and a timer that keeps lag and commit-age
+this worker holds its file: payflow/warehouse/duck_shared.py), and a timer that keeps lag and commit-age
 gauges current."""
 from __future__ import annotations
 
@@ -78,18 +78,18 @@ class _WarehouseEndpoint(web.View):
         return wh, None
 
     async def _answer(self, request: web.Request, call) -> web.Response:
-        from payflow import query
+        from payflow.warehouse import duck_shared
         wh, refusal = self._authorised(request)
         if refusal is not None:
             return refusal
         try:
-            body = query.loads(await self.read_request_content(request))
+            body = duck_shared.loads(await self.read_request_content(request))
             result = await asyncio.to_thread(call, wh, body)
-        except query.ReadOnlyViolation as exc:
+        except duck_shared.ReadOnlyViolation as exc:
             return self._error(400, f"read-only: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bad query is the caller's error, reported to it
             return self._error(400, " ".join(f"{type(exc).__name__}: {exc}".split()))
-        return self.bytes(query.dumps(result), content_type="application/json")
+        return self.bytes(duck_shared.dumps(result), content_type="application/json")
 
     def _error(self, status: int, message: str) -> web.Response:
         return self.json({"error": message}, status=status)
@@ -102,17 +102,17 @@ _read_turn = asyncio.Lock()
 
 @app.page("/warehouse/query")
 class WarehouseQuery(_WarehouseEndpoint):
-    """A read, a page per request (payflow/query.py: WorkerWarehouse.pages): the landing
+    """A read, a page per request (payflow/warehouse/duck_shared.py: WorkerWarehouse.pages): the landing
     process checks, runs and bounds it, and its answer is relayed as it is, never decoded
     here, so a large result costs the event loop nothing but the copy."""
 
     async def post(self, request: web.Request) -> web.Response:
-        from payflow import query
+        from payflow.warehouse import duck_shared
         wh, refusal = self._authorised(request)
         if refusal is not None:
             return refusal
         try:
-            body = query.loads(await self.read_request_content(request))
+            body = duck_shared.loads(await self.read_request_content(request))
             if not isinstance(body, dict) or not ("sql" in body or "cursor" in body):
                 return self._error(400, "expected {sql, params} or {cursor}")
             async with _read_turn:

@@ -35,7 +35,7 @@ else:  # the layout before it
 import orjson
 
 from payflow.keys import KeyRing
-from payflow.outputs import enriched_records, landed_records, output_records
+from payflow.pipeline.outputs import enriched_records, landed_records, output_records
 from payflow.settings import Topics
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse.base import LANDING_ORDER, build_batch

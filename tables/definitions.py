@@ -18,6 +18,7 @@ from payflow.stages import dedup
 from payflow.stages import watermark_log
 from payflow.app import app, settings
 from payflow.kafka_security import current as kafka_security
+from payflow.pipeline.assemble import StateTables
 from payflow.stages.batch import history_value_bound
 from payflow.stages.fraud import PROFILE_IDLE_S
 from payflow.tables.changelog import BatchLoggedTable, apply_broker_limits
@@ -50,6 +51,12 @@ sender_table = _table("sender-activity", "sender -> fraud profile (long memory) 
 card_table = _table("card-activity", "pii_hash -> recent small payments (format 2, expiring)", history_value_bound())
 
 ALL_TABLES = (dedup_table, watermark_table, sender_table, card_table)
+
+
+def state_tables() -> StateTables:
+    """The tables as the pipeline's assembly takes them (payflow.pipeline.assemble)."""
+    return StateTables(dedup=dedup_table, watermarks=watermark_table, senders=sender_table, cards=card_table,
+                       configure_changelog_limits=configure_changelog_limits)
 
 
 def configure_changelog_limits() -> dict[str, int]:

@@ -11,8 +11,8 @@ from typing import Any, Iterable
 import orjson
 
 from payflow.models import dumps
-from payflow.outputs import landed_records
-from payflow.runtime.checkpoint import Checkpoint, Landing
+from payflow.pipeline.outputs import landed_records
+from payflow.pipeline.checkpoint import Checkpoint, Landing
 from payflow.settings import Topics
 
 
@@ -99,10 +99,13 @@ def agent_runtime(processor: Any, outputs: Any, sink: Any) -> Any:
     """The pipeline agent's runtime over these collaborators, for Faust's test context: set it
     as the app's `pipeline_runtime` before the agent starts."""
     from payflow.app import app, settings
-    from payflow.runtime.batch_runtime import Runtime, new_checkpoint
+    from payflow.pipeline.assemble import new_checkpoint
+    from payflow.pipeline.runtime import PipelineRuntime
+    from payflow.tables.definitions import ALL_TABLES
 
-    return Runtime(processor, outputs, sink, new_checkpoint(app, settings, processor, outputs, sink),
-                   app.monitor, fail_stop=reraise)
+    return PipelineRuntime(processor, outputs, sink,
+                           new_checkpoint(app, settings, ALL_TABLES, processor, outputs, sink),
+                           app.monitor, fail_stop=reraise)
 
 
 # -- the checkpoint's collaborators -----------------------------------------------------------
@@ -149,7 +152,7 @@ class FakeSink:
         future.set_result(SimpleNamespace(conflicts=[], fenced=True))
 
     def fail(self, index: int = -1) -> None:
-        from payflow.sink import SinkStopped
+        from payflow.pipeline.sink import SinkStopped
         self.landings[index][1].set_exception(SinkStopped("the warehouse refused"))
 
 

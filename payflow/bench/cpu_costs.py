@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from payflow.keys import KeyRing
-from payflow.outputs import enriched_records, output_records
+from payflow.pipeline.outputs import enriched_records, output_records
 from payflow.settings import Topics
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.stages.batch import BatchProcessor, RawItem

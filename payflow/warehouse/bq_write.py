@@ -31,7 +31,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from payflow.warehouse import fault, schema
+from payflow import fault
+from payflow.warehouse import schema
 from payflow.warehouse.base import (
     ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, PAYMENT_TABLES, LandingBatch, Landed,
     TransientWarehouseError, anonymized, conflict_detail, find_conflicts, same_payment, to_us,

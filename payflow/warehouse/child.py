@@ -10,7 +10,7 @@ core; the worker only pickles the batch's rows across.
 The child is the only process with the DuckDB file open (DuckDB allows one writer), and
 it dies with its parent, so a restarted worker can open the file again. While it runs, other
 processes read the file through it: the worker publishes an owner file next to the DuckDB
-file and serves reads and erasures on its web port (payflow/query.py, payflow/web.py).
+file and serves reads and erasures on its web port (payflow/warehouse/duck_shared.py, payflow/web.py).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from payflow.runtime.process import limit_malloc_retention, return_free_memory, tune_garbage_collector
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, TransientWarehouseError, Warehouse
+from payflow.warehouse.duck_shared import QueryBounds
 
 log = logging.getLogger("payflow.sink")
 _warehouse: Warehouse | None = None
@@ -62,8 +63,8 @@ def _open_duckdb(path: str) -> Warehouse:
     return DuckDBWarehouse(path)
 
 
-def _start(path: str, parent: int, cache_bytes: int = 48 * 2**20, pinned_hint: int = 0) -> None:
-    global _warehouse, _memory_limit, _room
+def _start(path: str, parent: int, bounds: QueryBounds, cache_bytes: int = 48 * 2**20, pinned_hint: int = 0) -> None:
+    global _warehouse, _memory_limit, _room, _bounds
     # the worker decides when we stop: a Ctrl-C or a SIGTERM to the process group must not
     # kill a landing in flight (it stopped the sink and crashed a worker that was stopping
     # cleanly); if the worker dies, so do we (below)
@@ -86,10 +87,9 @@ def _start(path: str, parent: int, cache_bytes: int = 48 * 2**20, pinned_hint: i
     # configuration locked (DuckDB's settings are the instance's, landings and reads share
     # them). The bound is fitted to the key index now, as it cannot change once locked: when
     # the index has grown into it, the worker starts a new landing process (_fitted_limit)
-    from payflow.query import QueryBounds, harden
-    from payflow.settings import Settings
+    from payflow.warehouse.duck_shared import harden
     _memory_limit, _room = _fitted_limit(_warehouse.con, cache_bytes, pinned_hint)
-    bounds = QueryBounds.from_settings(Settings.from_env())
+    _bounds = bounds
     harden(_warehouse.con, QueryBounds(bounds.seconds, bounds.max_rows, f"{_memory_limit // 2**20}MiB"))
     tune_garbage_collector()
 
@@ -101,6 +101,7 @@ KEY_INDEX_BYTES_PER_ROW = 96
 _LIMIT_STEP = 16 * 2**20
 _memory_limit = 0  # bytes: this process's DuckDB memory limit
 _room = 0  # bytes: what the limit left beyond the key index when the process started
+_bounds = QueryBounds()  # what a read may take: the worker's settings, given at _start
 
 
 def _fitted_limit(con: Any, cache_bytes: int, pinned_hint: int = 0) -> tuple[int, int]:
@@ -182,12 +183,9 @@ MAX_RUNNING_READS = 2
 
 class _Read:
     def __init__(self, duck_sql: str, params: dict[str, Any] | None, max_rows: int | None) -> None:
-        from payflow.query import QueryBounds
-        from payflow.settings import Settings
-
         assert _warehouse is not None
         self.id = secrets.token_urlsafe(12)
-        configured = QueryBounds.from_settings(Settings.from_env())
+        configured = _bounds
         # the memory bound is this process's (fitted to its key index, _start)
         self.bounds = QueryBounds(configured.seconds, configured.max_rows, f"{_memory_limit // 2**20}MiB")
         self.deadline = time.monotonic() + self.bounds.seconds
@@ -201,7 +199,7 @@ class _Read:
     def _produce(self) -> None:
         import duckdb
 
-        from payflow.query import QueryBoundExceeded, QueryError, encode, stream_rows
+        from payflow.warehouse.duck_shared import QueryBoundExceeded, QueryError, encode, stream_rows
         rows = stream_rows(self._cursor, self._sql, self._params, self.bounds, self._max_rows)
         try:
             for page in _joined(rows, encode):
@@ -300,7 +298,7 @@ def _close() -> None:
 
 
 def _page(read_id: str, rows_json: str, *, done: bool) -> bytes:
-    """{cursor, done, rows} in payflow.query's typed JSON (a mapping is tagged $map)."""
+    """{cursor, done, rows} in duck_shared's typed JSON (a mapping is tagged $map)."""
     return ('{"$map":[["cursor",%s],["done",%s],["rows",%s]]}' % (
         json.dumps(read_id), "true" if done else "false", rows_json)).encode()
 
@@ -309,7 +307,7 @@ def _read_page(request: dict[str, Any]) -> tuple[int, bytes]:
     """One answer to a read request from another process (payflow/web.py relays it as it is):
     {sql, params, max_rows} starts a read, {cursor} takes its next page, {cursor, cancel}
     stops it. A page: {"cursor", "done", "rows"}; a refusal: status 400 and {"error"}."""
-    from payflow.query import QueryError, checked_query, duckdb_single_select
+    from payflow.warehouse.duck_shared import QueryError, checked_query, duckdb_single_select
     assert _warehouse is not None
     if "cursor" in request:
         with _reads_lock:
@@ -372,24 +370,26 @@ def _pickled_without_memo(batch: LandingBatch) -> bytes:
 class ChildProcessDuckDB(Warehouse):
     name = "duckdb"
 
-    def __init__(self, path: str, web_port: int | None = None, cache_mb: int | None = None):
-        from payflow.settings import Settings
+    def __init__(self, path: str, *, web_port: int, cache_mb: int, bounds: QueryBounds):
+        """`web_port`: where other processes reach this worker (published in the owner file);
+        `cache_mb`: the landing process's DuckDB cache; `bounds`: what a read may take."""
         self.path = path
-        self.cache_bytes = (Settings.from_env().duckdb_landing_cache_mb if cache_mb is None else cache_mb) * 2**20
+        self.cache_bytes = cache_mb * 2**20
+        self.bounds = bounds
         self.restarts = 0
         self._pool_lock = threading.RLock()  # a landing process replaced: callers wait for the new one
         self._pool = self._spawn(pinned_hint=0)
-        # where other processes find us while we hold the file (payflow/query.py); the token
+        # where other processes find us while we hold the file (duck_shared.py); the token
         # authenticates their requests on the web port
         self.owner_token: str | None = None
         if path != ":memory:":
-            from payflow.query import publish_owner
-            self.owner_token = publish_owner(path, web_port if web_port is not None else Settings.from_env().web_port)
+            from payflow.warehouse.duck_shared import publish_owner
+            self.owner_token = publish_owner(path, web_port)
             # the worker stops without closing its warehouse (the child dies with it): withdraw
             # at exit too; a file left by a killed worker is only read on a lock conflict
             import atexit
 
-            from payflow.query import withdraw_owner
+            from payflow.warehouse.duck_shared import withdraw_owner
             atexit.register(withdraw_owner, path)
 
     def _spawn(self, pinned_hint: int) -> ProcessPoolExecutor:
@@ -397,8 +397,8 @@ class ChildProcessDuckDB(Warehouse):
         # started here, with an environment without secrets (multiprocessing's resource tracker too)
         with _secrets_out_of_environment():
             pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_start, initargs=(self.path, os.getpid(), self.cache_bytes,
-                                                                     pinned_hint))
+                                       initializer=_start, initargs=(self.path, os.getpid(), self.bounds,
+                                                                     self.cache_bytes, pinned_hint))
             pool.submit(os.getpid).result()
         return pool
 
@@ -460,7 +460,7 @@ class ChildProcessDuckDB(Warehouse):
 
     def close(self) -> None:
         if self.owner_token is not None:
-            from payflow.query import withdraw_owner
+            from payflow.warehouse.duck_shared import withdraw_owner
             withdraw_owner(self.path)
         try:
             self._submit(_close).result()

@@ -12,7 +12,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from payflow.warehouse import fault, schema
+from payflow import fault
+from payflow.warehouse import schema
 from payflow.warehouse.base import (
     ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, ErasureReceipt, LandingBatch, Landed,
     anonymized,

@@ -1,6 +1,6 @@
 """The raw topic grown from 4 to 8 partitions while the worker runs (a routine operation).
 
-The state changelogs and the erasure requests must follow (payflow.runtime.partition_growth),
+The state changelogs and the erasure requests must follow (payflow.pipeline.partition_growth),
 the worker must keep running through the rebalances, and the warehouse must still hold every
 payment once. After the growth a sender's key maps to another partition, whose dedup state
 never saw its earlier payments: copies of those payments re-sent after the growth must still

@@ -1,7 +1,7 @@
 """Zombie writer: worker A stops (SIGSTOP, as a GC pause, a frozen node or CPU throttling
 would) with a landing in flight, stays stopped past the session timeout, worker B takes its
 partitions and re-lands them; then A continues (SIGCONT) from exactly where it stopped, no
-longer a member. The stop comes at three moments of A's landing (payflow.warehouse.fault):
+longer a member. The stop comes at three moments of A's landing (payflow.fault):
 before it writes, between two tables' commits, and after its last table commit before its
 offsets are committed. Afterwards every table must hold exactly one row per payment (per
 raw position for the position-keyed tables) and the sums per currency the manifest's.

@@ -67,7 +67,7 @@ def test_bigquery_client_round_trip_against_emulator(bq_client):
 
 
 def test_cli_entry_points_run():
-    faust = subprocess.run([sys.executable, "-m", "faust", "-A", "payflow.app", "worker", "--help"],
+    faust = subprocess.run([sys.executable, "-m", "faust", "-A", "payflow.worker_app", "worker", "--help"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert faust.returncode == 0, faust.stderr[-2000:]
     assert "Start worker instance" in faust.stdout

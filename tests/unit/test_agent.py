@@ -15,7 +15,7 @@ from payflow.app import app  # noqa: E402
 import payflow.agents.pipeline as pipeline  # noqa: E402
 from payflow.keys import KeyRing  # noqa: E402
 from payflow.stages.batch import BatchProcessor  # noqa: E402
-from payflow.sink import WarehouseSink  # noqa: E402
+from payflow.pipeline.sink import WarehouseSink  # noqa: E402
 from payflow.tables.changelog import unpack_changes  # noqa: E402
 from payflow.warehouse.duck import DuckDBWarehouse  # noqa: E402
 from payflow.tables.definitions import card_table, dedup_table, sender_table, watermark_table  # noqa: E402

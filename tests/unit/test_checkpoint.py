@@ -1,4 +1,4 @@
-"""The checkpoint's ordering rules (payflow.runtime.checkpoint), without Kafka or a warehouse:
+"""The checkpoint's ordering rules (payflow.pipeline.checkpoint), without Kafka or a warehouse:
 its collaborators are doubles (tests/fakes.py) that write what happens, in order, to a journal."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from payflow.sink import SinkStopped
-from payflow.runtime.checkpoint import Checkpoint
+from payflow.pipeline.sink import SinkStopped
+from payflow.pipeline.checkpoint import Checkpoint
 from tests.fakes import CheckpointParts
 
 
@@ -252,7 +252,7 @@ async def test_the_fault_hook_exits_after_the_nth_landing_before_its_state_and_a
 
 
 def test_the_landing_limit_halves_after_a_slow_landing_and_grows_back_after_fast_ones():
-    from payflow.runtime.checkpoint import next_landing_limit
+    from payflow.pipeline.checkpoint import next_landing_limit
 
     assert next_landing_limit(6000, 25.0, 10.0, 2000, 6000) == 3000
     assert next_landing_limit(3000, 25.0, 10.0, 2000, 6000) == 2000  # never below one batch
@@ -337,8 +337,8 @@ def test_held_bytes_follows_what_a_processed_batch_really_holds():
     from faust.types import TP, Message
 
     from payflow.keys import KeyRing
-    from payflow.outputs import enriched_records
-    from payflow.runtime.checkpoint import Landing, held_bytes
+    from payflow.pipeline.outputs import enriched_records
+    from payflow.pipeline.checkpoint import Landing, held_bytes
     from payflow.simulator.generator import EventStream, SimOptions
     from payflow.stages.batch import RawItem
     from payflow.warehouse.base import build_batch

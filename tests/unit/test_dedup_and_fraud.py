@@ -51,7 +51,7 @@ def test_replay_after_a_crash_is_not_judged_late_by_the_recovered_watermark():
 
 def test_a_replay_writes_its_dedup_entry_again_unchanged():
     """A re-read after state changes that were never logged (a landing refused after its
-    processing drops them: payflow.runtime.checkpoint) must log them anew: a replay writes
+    processing drops them: payflow.pipeline.checkpoint) must log them anew: a replay writes
     its entry again, the same bytes, or the changelog would lack it for good."""
     import orjson
 

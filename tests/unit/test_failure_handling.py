@@ -120,7 +120,7 @@ def test_landed_keeps_counts_and_conflicts_across_the_landing_process():
 
 
 def test_an_id_conflict_dlq_record_carries_no_payment_data():
-    from payflow.outputs import landed_records
+    from payflow.pipeline.outputs import landed_records
     from payflow.settings import Topics
     topics = Topics()
     pending = [("txn_a", 0, 1, b"acct", b'{"transaction_id":"txn_a"}'),

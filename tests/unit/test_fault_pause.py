@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from payflow.warehouse import fault
+from payflow import fault
 
 
 def test_parse_accepts_a_moment_and_a_landing_number_and_refuses_the_rest():

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from payflow.runtime import commit_offsets, landing_fence
-from payflow.runtime.checkpoint import message_partitions
+from payflow.pipeline.checkpoint import message_partitions
 from payflow.warehouse import bq_write
 
 

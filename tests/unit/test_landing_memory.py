@@ -13,6 +13,7 @@ from payflow.warehouse import schema
 from payflow.warehouse.base import TransientWarehouseError, build_batch
 from payflow.warehouse.child import ChildProcessDuckDB
 from payflow.warehouse.duck import DuckDBWarehouse
+from payflow.warehouse.duck_shared import QueryBounds
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
@@ -29,7 +30,7 @@ def _batch(first: int, n: int):
 
 
 def test_the_landing_process_lands_and_reads_the_ledger_without_sqlglot(tmp_path):
-    wh = ChildProcessDuckDB(str(tmp_path / "w.duckdb"), web_port=0)
+    wh = ChildProcessDuckDB(str(tmp_path / "w.duckdb"), web_port=0, cache_mb=48, bounds=QueryBounds())
     try:
         wh.ensure_schema()
         assert wh.erased_subjects() == []
@@ -121,7 +122,7 @@ def test_the_landing_process_is_replaced_with_more_room_when_duckdb_needs_it(tmp
     outgrew it (a 128 MB limit: at about 1.7 million payments). Here the room beyond the
     index is tiny: a landing runs out of memory, the process is replaced by one with more,
     and the landing, tried again as the sink does, lands once; so does everything after."""
-    wh = ChildProcessDuckDB(str(tmp_path / "w.duckdb"), web_port=0, cache_mb=16)
+    wh = ChildProcessDuckDB(str(tmp_path / "w.duckdb"), web_port=0, cache_mb=16, bounds=QueryBounds())
     tries = 0
     try:
         wh.ensure_schema()

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from payflow.keys import KeyRing
-from payflow.outputs import enriched_records, landed_records
+from payflow.pipeline.outputs import enriched_records, landed_records
 from payflow.stages.batch import RawItem
 from tests.fakes import dict_processor
 from payflow.settings import Topics

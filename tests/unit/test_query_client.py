@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from payflow import query
+from payflow.warehouse import duck_shared
 from payflow.settings import Settings
 
 
@@ -16,7 +17,7 @@ def test_values_cross_exactly():
     row = {"amount": Decimal("4532.100000000"), "at": datetime(2026, 11, 20, 8, 0, 1, 5, tzinfo=timezone.utc),
            "day": date(2026, 11, 20), "flags": ["velocity", None], "n": 3, "ok": True, "share": 0.25,
            "nested": {"k": Decimal("1.5")}}
-    back = query.loads(query.dumps(row))
+    back = duck_shared.loads(duck_shared.dumps(row))
     assert back == row
     assert isinstance(back["amount"], Decimal) and back["at"].tzinfo is not None
 
@@ -32,7 +33,7 @@ def test_values_cross_exactly():
     ("not sql at all", False),
 ])
 def test_only_one_select_is_read_only(sql, ok):
-    assert query.is_read_only(duckdb.connect(), sql) is ok
+    assert duck_shared.is_read_only(duckdb.connect(), sql) is ok
 
 
 def test_direct_reads_refuse_writes_and_never_create_the_file(tmp_path, monkeypatch):
@@ -40,14 +41,14 @@ def test_direct_reads_refuse_writes_and_never_create_the_file(tmp_path, monkeypa
 
     db = tmp_path / "w.duckdb"
     monkeypatch.setenv("PAYFLOW_WAREHOUSE", f"duckdb:///{db}")
-    with pytest.raises(query.QueryError, match="does not exist"):
+    with pytest.raises(duck_shared.QueryError, match="does not exist"):
         query.run("SELECT 1 AS n")
     assert not db.exists()
     wh = DuckDBWarehouse(str(db))
     wh.ensure_schema()
     wh.close()
     assert query.run("SELECT count(*) AS n FROM payment_transactions", settings=Settings.from_env()) == [{"n": 0}]
-    with pytest.raises(query.ReadOnlyViolation):
+    with pytest.raises(duck_shared.ReadOnlyViolation):
         query.run("DELETE FROM payment_transactions")
-    with pytest.raises(query.ReadOnlyViolation):
+    with pytest.raises(duck_shared.ReadOnlyViolation):
         query.run("SELECT 1; DELETE FROM payment_transactions")

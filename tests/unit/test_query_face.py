@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from payflow import query
+from payflow.warehouse import duck_shared
 from payflow.settings import Settings
 from payflow.warehouse.duck import DuckDBWarehouse
 
@@ -94,14 +95,14 @@ def _landed(db: Path) -> tuple:
 @pytest.mark.parametrize("sql", WRITES)
 def test_no_write_by_any_spelling_on_a_file(warehouse_file, sql):
     before = _landed(warehouse_file)
-    with pytest.raises(query.ReadOnlyViolation):
+    with pytest.raises(duck_shared.ReadOnlyViolation):
         query.run(sql)
     assert _landed(warehouse_file) == before
 
 
 @pytest.mark.parametrize("sql", OUTSIDE)
 def test_nothing_outside_the_warehouse_on_a_file(warehouse_file, sql):
-    with pytest.raises(query.ReadOnlyViolation):
+    with pytest.raises(duck_shared.ReadOnlyViolation):
         query.run(sql)
 
 
@@ -116,16 +117,16 @@ def test_the_connection_refuses_even_what_the_check_would_miss(warehouse_file):
     """Behind the tree check: the connection a read runs on reads no file, changes no setting,
     and its transaction is rolled back whatever it did."""
     con = duckdb.connect(str(warehouse_file))
-    query.harden(con, query.QueryBounds())
+    duck_shared.harden(con, duck_shared.QueryBounds())
     cursor = con.cursor()
     with pytest.raises(duckdb.PermissionException):
-        list(query.stream_rows(cursor, "SELECT * FROM read_text('/proc/self/environ')", None, query.QueryBounds()))
+        list(duck_shared.stream_rows(cursor, "SELECT * FROM read_text('/proc/self/environ')", None, duck_shared.QueryBounds()))
     with pytest.raises(duckdb.PermissionException):
-        list(query.stream_rows(cursor, "SELECT * FROM read_csv_auto('/etc/passwd')", None, query.QueryBounds()))
+        list(duck_shared.stream_rows(cursor, "SELECT * FROM read_csv_auto('/etc/passwd')", None, duck_shared.QueryBounds()))
     with pytest.raises(duckdb.Error, match="locked"):
         cursor.execute("SET enable_external_access = true")
-    rows = list(query.stream_rows(cursor, "WITH d AS (DELETE FROM gdpr_erasures RETURNING *) SELECT * FROM d",
-                                  None, query.QueryBounds()))
+    rows = list(duck_shared.stream_rows(cursor, "WITH d AS (DELETE FROM gdpr_erasures RETURNING *) SELECT * FROM d",
+                                  None, duck_shared.QueryBounds()))
     assert rows and rows[0][0]["request_id"] == "r1"  # it ran (unchecked), and was rolled back:
     assert con.execute("SELECT count(*) FROM gdpr_erasures").fetchone() == (1,)
     con.close()
@@ -134,14 +135,14 @@ def test_the_connection_refuses_even_what_the_check_would_miss(warehouse_file):
 def test_a_read_is_stopped_at_its_time_bound(warehouse_file, monkeypatch):
     monkeypatch.setenv("PAYFLOW_QUERY_TIMEOUT_SECONDS", "1")
     started = time.monotonic()
-    with pytest.raises(query.QueryBoundExceeded, match="PAYFLOW_QUERY_TIMEOUT_SECONDS"):
+    with pytest.raises(duck_shared.QueryBoundExceeded, match="PAYFLOW_QUERY_TIMEOUT_SECONDS"):
         query.run("SELECT sum(a.range * b.range) AS s FROM range(100000) AS a, range(100000) AS b")
     assert time.monotonic() - started < 10
 
 
 def test_a_read_is_stopped_at_its_row_bound(warehouse_file, monkeypatch):
     monkeypatch.setenv("PAYFLOW_QUERY_MAX_ROWS", "5000")
-    with pytest.raises(query.QueryBoundExceeded, match="more than 5000 rows.*PAYFLOW_QUERY_MAX_ROWS"):
+    with pytest.raises(duck_shared.QueryBoundExceeded, match="more than 5000 rows.*PAYFLOW_QUERY_MAX_ROWS"):
         query.run("SELECT range AS n FROM range(10000000)")
     assert len(query.run("SELECT range AS n FROM range(5000)")) == 5000
 
@@ -168,7 +169,7 @@ def _read(wh, sql: str, max_rows: int | None = None) -> tuple[int, object]:
     status, body = wh.read_page({"sql": sql, "params": {}, "max_rows": max_rows}).result()
     rows: list = []
     while status == 200:
-        page = query.loads(body)
+        page = duck_shared.loads(body)
         rows += page["rows"]
         if page["done"]:
             return status, rows
@@ -182,7 +183,8 @@ def landing_process(warehouse_file, monkeypatch):
 
     monkeypatch.setenv("PAYFLOW_HMAC_KEYS", "k-env:" + "cd" * 32)
     monkeypatch.setenv("PAYFLOW_QUERY_TIMEOUT_SECONDS", "3")
-    wh = ChildProcessDuckDB(str(warehouse_file), web_port=1)
+    wh = ChildProcessDuckDB(str(warehouse_file), web_port=1, cache_mb=48,
+                            bounds=duck_shared.QueryBounds.from_settings(Settings.from_env()))
     wh.ensure_schema()
     yield wh
     wh.close()

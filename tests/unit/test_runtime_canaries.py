@@ -292,8 +292,9 @@ SITECUSTOMIZE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("command", [["-c", "import payflow.app"], ["-m", "payflow.cli", "worker"]])
-def test_the_worker_process_refuses_to_start_on_an_unexpected_faust(tmp_path, command):
+@pytest.mark.parametrize("command", [["-c", "import payflow.app"], ["-m", "payflow.cli", "worker"],
+                                     ["-m", "payflow.cli", "audit", "pci"], ["-m", "payflow.cli", "reconcile"]])
+def test_the_worker_and_every_command_refuse_to_start_on_an_unexpected_faust(tmp_path, command):
     (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PAYFLOW_DATA_DIR": str(tmp_path / "data"),
            "PAYFLOW_KAFKA_BOOTSTRAP": "127.0.0.1:1", "PAYFLOW_HMAC_KEYS": "test-1:" + "5a" * 32}

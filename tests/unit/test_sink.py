@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from payflow import metrics
-from payflow.sink import SinkStopped, WarehouseSink
+from payflow.pipeline.sink import SinkStopped, WarehouseSink
 from payflow.warehouse.base import LandingBatch, TransientWarehouseError
 
 

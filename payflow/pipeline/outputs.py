@@ -1,5 +1,5 @@
 """Publishing a processed batch to Kafka: enriched payments, DLQ, late events, dedup audit
-(the state tables' changelog records go through the same publisher: payflow.runtime.checkpoint).
+(the state tables' changelog records go through the same publisher: payflow.pipeline.checkpoint).
 
 Records are appended to aiokafka record batches per (topic, partition) and sent with
 `send_batch`: one future per record batch, not one per message (per-message `send` cost

@@ -11,7 +11,7 @@ moment, as a zombie. Moments, in landing order:
 - between_tables: the first table's rows are committed (BigQuery) or written in the open
   transaction (DuckDB), the others not yet;
 - before_offset_commit: every table is committed, the landing's offsets are not
-  (payflow.runtime.checkpoint, where fault_exit_after_land exits).
+  (payflow.pipeline.checkpoint, where fault_exit_after_land exits).
 
 Read from the environment, not Settings: the DuckDB landing process checks it too.
 """

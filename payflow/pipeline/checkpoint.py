@@ -45,7 +45,7 @@ Fault injection (the fault tests): with `fault_exit_after_land` = N, the process
 (code 86) after the Nth landing's step d, before its state is expired and its offsets acked:
 the crash window the warehouse's idempotence must survive. With PAYFLOW_FAULT_PAUSE_LANDING
 = before_offset_commit:N, the worker stops itself (SIGSTOP) at the same point of its Nth
-landing (payflow.warehouse.fault): a zombie whose rows are in and whose offsets are not.
+landing (payflow.fault): a zombie whose rows are in and whose offsets are not.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable
 
 from payflow import metrics
-from payflow.warehouse import fault
+from payflow import fault
 from payflow.warehouse.base import ID_CONFLICT, LandingBatch
 
 log = logging.getLogger("payflow.pipeline")
@@ -113,8 +113,8 @@ async def flush_changelog(publisher: Any, tables: Iterable[Any]) -> int:
 class Checkpoint:
     """Lands processed batches one landing at a time and acks their offsets (steps above).
 
-    Collaborators: `sink.start(batch)` (a future of the warehouse's ack, payflow.sink),
-    `outputs.send_landed(...)` and `outputs.publisher.send(records)` (payflow.outputs),
+    Collaborators: `sink.start(batch)` (a future of the warehouse's ack, payflow.pipeline.sink),
+    `outputs.send_landed(...)` and `outputs.publisher.send(records)` (payflow.pipeline.outputs),
     `processor.expire(start_watermarks)` (payflow.stages.batch), the state `tables`, and
     `ack(messages)`, which hands offsets to the consumer (payflow.runtime.take.ack).
     """
