@@ -105,6 +105,7 @@ fraud-eval: prereqs-demo $(VENV)/.installed kafka-jars
 	$(STACK) run --no-bq -- $(PY) -m payflow.fraudeval.run $(FRAUD_EVAL_ARGS)
 
 lint: prereqs-lint $(VENV)/.installed helm
+	$(VENV)/bin/python scripts/lint_imports.py
 	$(VENV)/bin/hadolint Dockerfile
 	$$(scripts/helm.sh) lint --strict --kube-version 1.31.0 helm/payflow --set secrets.create.hmacKeys=lint-1:$$(printf '0%.0s' {1..64})
 
