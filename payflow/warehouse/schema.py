@@ -118,8 +118,7 @@ def views() -> list[str]:
 # the transaction that inserts its payment_transactions row, so that table's key on
 # transaction_id guards these too. A key each would cost more than it guards: every DuckDB
 # checkpoint rewrites each key's whole index (duckdb/duckdb#24848), and three indexes on
-# transaction_id made landing time grow with the table (200,000 payments: 11.8 s of landing,
-# longest 1.3 s; with one index 8.1 s, longest 0.8 s; index memory 42 -> 16 MB).
+# transaction_id made landing time grow with the table (measured in docs/performance.md).
 DUCKDB_KEYED_BY_PAYMENT = ("payment_transactions_fraud", "pii_masking_audit")
 
 
