@@ -49,7 +49,6 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_SINK_BATCH_SECONDS", "0.5", "longest wait to fill a batch"),
     Setting("PAYFLOW_SINK_LANDING_BATCHES", "2", "while the warehouse is busy, up to this many processed batches wait and then land together; beyond it the worker waits (bounds memory)"),
     Setting("PAYFLOW_SINK_TARGET_LANDING_SECONDS", "10", "a landing slower than this halves how much the next may gather (down to one batch), one four times faster doubles it back (up to PAYFLOW_SINK_LANDING_BATCHES): a slow warehouse gets smaller landings"),
-    Setting("PAYFLOW_BQ_LANDING", "storage", "BigQuery landing: storage (the Storage Write API, no DML; docs/bigquery.md) or merge (one MERGE per table)"),
     Setting("PAYFLOW_BQ_MIN_LANDING_SECONDS", "5", "BigQuery: a worker starts a landing at most this often (each opens 3-6 write streams; the CreateWriteStream quota is per project and hour: docs/bigquery.md sizes it for N workers)"),
     Setting("PAYFLOW_BQ_LANDING_FENCE", "on", "`on`: a BigQuery landing commits its write streams only after a generation-fenced Kafka offset commit that names them (leaving the offsets where they are), so a worker evicted mid-landing (paused past its session: a GC pause, a frozen node, CPU throttling) commits nothing (payflow.runtime.landing_fence, docs/bigquery.md). `off`: no decision, two writers of one partition (a worker paused past its session and its successor) can both commit: rows twice"),
     Setting("PAYFLOW_BQ_LANDING_BATCHES", "25", "BigQuery: batches one landing may gather (PAYFLOW_SINK_LANDING_BATCHES for DuckDB): enough for the landing cadence at full speed"),
@@ -311,7 +310,6 @@ class Settings:
     batch_seconds: float
     landing_batches: int
     target_landing_seconds: float
-    bq_landing: str
     bq_min_landing_seconds: float
     bq_landing_batches: int
     producer_compression: str | None
@@ -370,7 +368,6 @@ class Settings:
             batch_seconds=_float("PAYFLOW_SINK_BATCH_SECONDS", 0, 3600, low_open=True),
             landing_batches=_int("PAYFLOW_SINK_LANDING_BATCHES", 1, 1000),
             target_landing_seconds=_float("PAYFLOW_SINK_TARGET_LANDING_SECONDS", 0, 3600, low_open=True),
-            bq_landing=_choice("PAYFLOW_BQ_LANDING", ("storage", "merge")),
             bq_min_landing_seconds=_float("PAYFLOW_BQ_MIN_LANDING_SECONDS", 0, 3600),
             bq_landing_batches=_int("PAYFLOW_BQ_LANDING_BATCHES", 1, 1000),
             producer_compression=_compression("PAYFLOW_PRODUCER_COMPRESSION"),

@@ -1,16 +1,11 @@
 """The BigQuery warehouse, through the official google-cloud-bigquery client.
 
-Two landings, chosen by PAYFLOW_BQ_LANDING (docs/bigquery.md):
-- "storage" (default): the Storage Write API, pending streams committed per table, no DML
-  (bq_write.py); its cost is bounded by the batch, not the table.
-- "merge": one MERGE per table and batch, from an array-of-struct query parameter,
-  inserting only rows whose key is not there yet. Its ON clause reads every partition of
-  the target, so its cost grows with the table; kept for comparison (`python -m
-  payflow.bench.landing_cost`). Fields are projected one by one from UNNEST(@rows) (the
-  emulator does not expand `SELECT *` over a struct array).
-Neither uses the legacy streaming API (tabledata.insertAll): its insertId de-duplication is
-best effort, and rows in its streaming buffer cannot be deleted or updated for a while,
-which would block GDPR erasure.
+The landing is the Storage Write API's: pending streams committed per table, no DML
+(bq_write.py, docs/bigquery.md). The MERGE landing it replaced, whose ON clause reads every
+partition of the target, lives on in the landing-cost benchmark for comparison
+(payflow/bench/landing_cost.py). Not the legacy streaming API (tabledata.insertAll) either:
+its insertId de-duplication is best effort, and rows in its streaming buffer cannot be
+deleted or updated for a while, which would block GDPR erasure.
 """
 from __future__ import annotations
 
@@ -27,16 +22,11 @@ from google.api_core.client_options import ClientOptions
 from google.cloud import bigquery
 
 from payflow.warehouse import schema
-from payflow.warehouse.base import (
-    ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, ErasureReceipt, LandingBatch, Landed, Warehouse,
-    anonymized,
-    conflict_detail, find_conflicts,
-)
+from payflow.warehouse.base import ErasureReceipt, LandingBatch, Landed, Warehouse
 
 
 
 _LAND_RETRY = bigquery.DEFAULT_RETRY.with_deadline(10)
-LANDINGS = ("storage", "merge")
 
 
 def emulator_ddl(statement: str) -> str:
@@ -69,17 +59,13 @@ class BigQueryWarehouse(Warehouse):
     name = "bigquery"
 
     def __init__(self, project: str, dataset: str, *, endpoint: str | None = None, client: Any = None,
-                 landing: str | None = None, write_client: Any = None):
+                 write_client: Any = None):
         self.project = project
         self.dataset = dataset
         self.emulated = bool(endpoint)
         self.endpoint = endpoint
-        self.landing = landing or "storage"  # open_warehouse passes Settings.bq_landing
         self._landing_lock = threading.Lock()
-        if self.landing not in LANDINGS:
-            raise ValueError(f"PAYFLOW_BQ_LANDING must be one of {LANDINGS}, not {self.landing!r}")
         self.land_retry = _LAND_RETRY
-        self.merge_timeout = 30.0  # the bench raises it: a MERGE on a big emulated table takes longer
         self._write_client = write_client
         self._storage: Any = None
         # the storage landing's decision point (payflow.runtime.landing_fence), set by the
@@ -93,7 +79,6 @@ class BigQueryWarehouse(Warehouse):
                                           client_options=ClientOptions(api_endpoint=endpoint))
         else:
             self.client = bigquery.Client(project=project)
-        self._merge_sql: dict[str, str] = {}
 
     def _t(self, table: str) -> str:
         return f"`{self.project}.{self.dataset}.{table}`"
@@ -130,81 +115,11 @@ class BigQueryWarehouse(Warehouse):
         return self._storage
 
     # -- landing -------------------------------------------------------------------------
-    def _merge_statement(self, table: str) -> str:
-        if table in self._merge_sql:
-            return self._merge_sql[table]
-        cols = [c.name for c in schema.tables()[table]]
-        keys = schema.primary_keys()[table]
-        projected = ", ".join(f"r.{c} AS {c}" for c in cols)
-        source = f"(SELECT {projected} FROM UNNEST(@rows) AS r)"
-        if table in ERASABLE:
-            rendered = {None: "s.{0} AS {0}", NULLED: "IF(e.mode IS NULL, s.{0}, NULL) AS {0}",
-                        ERASED_AT: "IF(e.mode IS NULL, s.{0}, CURRENT_TIMESTAMP()) AS {0}",
-                        ERASED_FLAG: "e.mode IS NOT NULL AS {0}"}
-            select = [rendered[anonymized(table, c)].format(c) for c in cols]
-            source = (f"(SELECT {', '.join(select)} FROM {source} AS s "
-                      f"LEFT JOIN (SELECT pii_hash, MAX(mode) AS mode FROM {self._t('gdpr_erasures')} "
-                      f"GROUP BY pii_hash) AS e ON e.pii_hash = s.pii_hash "
-                      f"WHERE e.mode IS NULL OR e.mode = 'anonymize')")
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        sql = (f"MERGE {self._t(table)} AS t USING {source} AS s ON {on} "
-               f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('s.' + c for c in cols)})")
-        self._merge_sql[table] = sql
-        return sql
-
-    def _rows_param(self, table: str, rows: list[dict[str, Any]]) -> bigquery.ArrayQueryParameter:
-        cols = schema.tables()[table]
-        structs = [bigquery.StructQueryParameter(None, *[
-            bigquery.ScalarQueryParameter(c.name, c.bq_type, row[c.name]) for c in cols]) for row in rows]
-        return bigquery.ArrayQueryParameter("rows", "STRUCT", structs)
-
     def land(self, batch: LandingBatch) -> Landed:
         # one landing at a time per process: a timed-out attempt still running in its thread
         # and the sink's retry never interleave (each is idempotent, not each other's guard)
         with self._landing_lock:
-            if self.landing == "storage":
-                return self.storage_landing().land(batch)
-            return self.merge_land(batch)
-
-    def merge_land(self, batch: LandingBatch) -> Landed:
-        batch = batch.first_per_key()
-        inserted = Landed()
-        for table in LANDING_ORDER:
-            rows = batch.rows(table)
-            if table == "dead_letter_events" and inserted.conflicts:
-                rows = rows + [{"source_partition": p, "source_offset": o, "reason": ID_CONFLICT,
-                                "detail": conflict_detail(lp, lo), "transaction_id": txn,
-                                "rejected_at": datetime.now(timezone.utc), "remains": None}
-                               for txn, p, o, lp, lo in inserted.conflicts]
-            if not rows:
-                continue
-            # short client-side retries: the sink's own retry loop (backoff, jitter, metrics,
-            # logs) is the policy, so an outage is visible instead of hidden for ten minutes
-            job = self.client.query(self._merge_statement(table), job_config=bigquery.QueryJobConfig(
-                query_parameters=[self._rows_param(table, rows)]), retry=self.land_retry, job_retry=None,
-                timeout=self.merge_timeout)
-            job.result(retry=self.land_retry, timeout=self.merge_timeout / 2)
-            inserted[table] = int(job.num_dml_affected_rows or 0)
-            if table == "payment_transactions" and (inserted[table] < len(rows) or batch.repeated):
-                inserted.conflicts = self._conflicts(rows, batch.repeated)
-        return inserted
-
-    def _conflicts(self, rows: list[dict[str, Any]],
-                   repeated: dict[str, list[tuple[int, int]]]) -> list[tuple[str, int, int, int, int]]:
-        """Some payments were not inserted (replays, erased subjects, id conflicts) or the
-        batch has an id from several positions: which positions are not the one the table
-        holds (Landed). Only then is the table read."""
-        mine = {r["transaction_id"]: [(r["source_partition"], r["source_offset"])] for r in rows}
-        mine.update(repeated)
-        job = self.client.query(
-            f"SELECT transaction_id, source_partition, source_offset FROM {self._t('payment_transactions')} "
-            "WHERE transaction_id IN UNNEST(@ids)",
-            job_config=bigquery.QueryJobConfig(query_parameters=[
-                bigquery.ArrayQueryParameter("ids", "STRING", list(mine))]), retry=_LAND_RETRY, job_retry=None,
-            timeout=30)
-        landed = [(r["transaction_id"], r["source_partition"], r["source_offset"])
-                  for r in job.result(retry=_LAND_RETRY, timeout=15)]
-        return find_conflicts(mine, landed)
+            return self.storage_landing().land(batch)
 
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

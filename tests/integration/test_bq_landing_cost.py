@@ -39,7 +39,7 @@ def _landing_footprint(wh: BigQueryWarehouse, seed: int) -> tuple[list[str], int
 
 
 def test_landing_work_does_not_grow_with_the_table(bq_endpoint):
-    # the default landing (storage); with landing="merge" this fails
+    # the landing (storage); the benchmark's MergeLanding fails this
     wh = BigQueryWarehouse(BQ_PROJECT, unique("cost_"), endpoint=bq_endpoint)
     wh.ensure_schema()
     footprints = []
