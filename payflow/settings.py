@@ -39,6 +39,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_PARTITIONS", "4", "partitions of the topics payflow creates"),
     Setting("PAYFLOW_WAREHOUSE", "duckdb:///var/payflow.duckdb", "warehouse URL: duckdb:///PATH or bigquery://PROJECT/DATASET"),
     Setting("PAYFLOW_BIGQUERY_ENDPOINT", "", "BigQuery API endpoint override (the emulator: http://127.0.0.1:9050); empty = Google"),
+    Setting("PAYFLOW_BIGQUERY_GRPC_ENDPOINT", "", "the emulator's Storage Write API (gRPC) as HOST:PORT; empty = the host of PAYFLOW_BIGQUERY_ENDPOINT on PAYFLOW_LOCAL_BQ_GRPC_PORT (9060, the local scripts' emulator); unused with Google's API"),
     Setting("PAYFLOW_DATA_DIR", "var", "worker state: RocksDB tables, logs"),
     Setting("PAYFLOW_PRODUCTION", "false", "production mode: refuse to start without an HMAC key from the environment"),
     Setting("PAYFLOW_HMAC_KEYS", "", "HMAC keys for pii_hash as KEY_ID:HEX_SECRET[,KEY_ID:HEX_SECRET...]; the first is active"),
@@ -294,6 +295,15 @@ def _endpoint() -> str:
     return raw
 
 
+def _grpc_endpoint(rest_endpoint: str) -> str:
+    """The emulator's Storage Write API beside its REST endpoint (empty with Google's API)."""
+    explicit = _env("PAYFLOW_BIGQUERY_GRPC_ENDPOINT").strip()
+    if explicit or not rest_endpoint:
+        return explicit
+    from urllib.parse import urlparse
+    return f"{urlparse(rest_endpoint).hostname or '127.0.0.1'}:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT') or 9060}"
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str
@@ -337,6 +347,7 @@ class Settings:
     fraud_travel_max_kmh: float = 900.0
     fraud_account_kinds_file: str = ""
     bq_landing_fence: bool = True
+    bigquery_grpc_endpoint: str = ""
 
     @property
     def warehouse(self) -> WarehouseURL:
@@ -359,6 +370,7 @@ class Settings:
             partitions=_int("PAYFLOW_PARTITIONS", 1, 10_000),
             warehouse_url=warehouse,
             bigquery_endpoint=_endpoint(),
+            bigquery_grpc_endpoint=_grpc_endpoint(_endpoint()),
             data_dir=_path(_not_empty("PAYFLOW_DATA_DIR")),
             production=_flag("PAYFLOW_PRODUCTION"),
             hmac_keys=_hmac_keys(),

@@ -31,7 +31,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers import BQ_ENDPOINT, BQ_PROJECT, KAFKA, Worker, unique  # noqa: E402
+from tests.helpers import BQ_ENDPOINT, BQ_GRPC, BQ_PROJECT, KAFKA, Worker, unique  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def main() -> int:
     from payflow.simulator.manifest import load
     if dataset is not None:
         from payflow.warehouse.bq import BigQueryWarehouse
-        warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=BQ_ENDPOINT)
+        warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=BQ_ENDPOINT, grpc_endpoint=BQ_GRPC)
     else:
         from payflow.warehouse.duck import DuckDBWarehouse
         warehouse = DuckDBWarehouse(worker.warehouse[len("duckdb:///"):])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from payflow.settings import ROOT
-from tests.helpers import BQ_ENDPOINT, BQ_PROJECT, KAFKA
+from tests.helpers import BQ_GRPC, BQ_ENDPOINT, BQ_PROJECT, KAFKA
 
 os.environ.setdefault("PAYFLOW_LOG_FORMAT", "text")
 
@@ -68,7 +68,7 @@ def warehouse(request, tmp):
         w = DuckDBWarehouse(str(tmp / "w.duckdb"))
     else:
         endpoint = request.getfixturevalue("bq_endpoint")
-        w = BigQueryWarehouse(BQ_PROJECT, unique("wh_"), endpoint=endpoint)
+        w = BigQueryWarehouse(BQ_PROJECT, unique("wh_"), endpoint=endpoint, grpc_endpoint=BQ_GRPC)
     w.ensure_schema()
     yield w
     if isinstance(w, BigQueryWarehouse):

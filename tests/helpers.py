@@ -20,6 +20,8 @@ KAFKA = os.environ.get("PAYFLOW_KAFKA_BOOTSTRAP") or f"127.0.0.1:{os.environ.get
 BQ_ENDPOINT = (os.environ.get("PAYFLOW_TEST_BQ_ENDPOINT")
                or f"http://127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_PORT') or 9050}")
 BQ_PROJECT = "payflow-local"
+# the emulator's Storage Write API (gRPC), as Settings derives it for the worker
+BQ_GRPC = f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT') or 9060}"
 TEST_HMAC_KEYS = "test-1:" + "5a" * 32
 
 

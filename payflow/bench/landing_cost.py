@@ -302,8 +302,9 @@ def measure(sizes: list[int], batch: int = 2000, repeat: int = 3, landings=("sto
     tag = "".join(random.choices(string.ascii_lowercase, k=6))
     whs: dict[str, BigQueryWarehouse] = {}
     for landing in landings:
-        wh = (MergeLanding if landing == "merge" else BigQueryWarehouse)(PROJECT, f"cost_{landing}_{tag}",
-                                                                         endpoint=endpoint)
+        wh = (MergeLanding if landing == "merge" else BigQueryWarehouse)(
+            PROJECT, f"cost_{landing}_{tag}", endpoint=endpoint,
+            grpc_endpoint=f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT') or 9060}")
         wh.ensure_schema()
         # measured, not cut short by the worker's timeouts
         from google.cloud import bigquery

@@ -22,4 +22,5 @@ def open_warehouse(settings: Settings, url: str | WarehouseURL | None = None, *,
         from payflow.warehouse.duck_shared import open_duckdb
         return open_duckdb(where.path, read_only=read_only)
     from payflow.warehouse.bq import BigQueryWarehouse
-    return BigQueryWarehouse(where.project, where.dataset, endpoint=settings.bigquery_endpoint or None)
+    return BigQueryWarehouse(where.project, where.dataset, endpoint=settings.bigquery_endpoint or None,
+                             grpc_endpoint=settings.bigquery_grpc_endpoint or None)

@@ -10,7 +10,6 @@ deleted or updated for a while, which would block GDPR erasure.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -43,27 +42,25 @@ def emulator_ddl(statement: str) -> str:
     return tree.sql("bigquery")
 
 
-def grpc_endpoint(rest_endpoint: str) -> str:
-    """host:port of the emulator's Storage API (gRPC) for its REST endpoint:
-    PAYFLOW_BIGQUERY_GRPC_ENDPOINT, else the REST host on PAYFLOW_LOCAL_BQ_GRPC_PORT (9060,
-    scripts/bqemulator.sh's default)."""
-    explicit = os.environ.get("PAYFLOW_BIGQUERY_GRPC_ENDPOINT")
-    if explicit:
-        return explicit
+def default_grpc_endpoint(rest_endpoint: str) -> str:
+    """The emulator's Storage API (gRPC) beside its REST endpoint, on bqemulator's port
+    9060; the worker is given Settings.bigquery_grpc_endpoint instead."""
     from urllib.parse import urlparse
-    host = urlparse(rest_endpoint).hostname or "127.0.0.1"
-    return f"{host}:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT', '9060')}"
+    return f"{urlparse(rest_endpoint).hostname or '127.0.0.1'}:9060"
 
 
 class BigQueryWarehouse(Warehouse):
     name = "bigquery"
 
     def __init__(self, project: str, dataset: str, *, endpoint: str | None = None, client: Any = None,
-                 write_client: Any = None):
+                 write_client: Any = None, grpc_endpoint: str | None = None):
+        """`endpoint`: the emulator's REST API (None: Google's); `grpc_endpoint`: its Storage
+        Write API, HOST:PORT (None: beside the REST endpoint, default_grpc_endpoint)."""
         self.project = project
         self.dataset = dataset
         self.emulated = bool(endpoint)
         self.endpoint = endpoint
+        self.grpc_endpoint = grpc_endpoint or (default_grpc_endpoint(endpoint) if endpoint else None)
         self._landing_lock = threading.Lock()
         self.land_retry = _LAND_RETRY
         self._write_client = write_client
@@ -106,7 +103,7 @@ class BigQueryWarehouse(Warehouse):
                     from google.auth.credentials import AnonymousCredentials
                     from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
                         BigQueryWriteGrpcTransport)
-                    channel = grpc.insecure_channel(grpc_endpoint(self.endpoint or ""))
+                    channel = grpc.insecure_channel(self.grpc_endpoint)
                     self._write_client = bigquery_storage_v1.BigQueryWriteClient(
                         transport=BigQueryWriteGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
                 else:

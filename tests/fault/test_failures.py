@@ -17,7 +17,7 @@ import pytest
 
 from payflow.warehouse.bq import BigQueryWarehouse
 from tests.fault.test_faults import assert_reconciled_and_clean, consumed
-from tests.helpers import BQ_PROJECT, KAFKA, Worker, simulate, unique, wait_until
+from tests.helpers import BQ_GRPC, BQ_PROJECT, KAFKA, Worker, simulate, unique, wait_until
 from tests.outage_proxy import OutageProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -137,7 +137,7 @@ def test_sigterm_ends_within_its_bound_while_a_landing_hangs(kafka, bq_endpoint,
             silent.close()
         assert worker.stop() == 0, worker.log_tail()
         proxy.stop()
-    warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
+    warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     try:
         assert_reconciled_and_clean(worker, tmp / "m.json", warehouse)
     finally:

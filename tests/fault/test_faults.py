@@ -22,7 +22,7 @@ from payflow.simulator import malformed
 from payflow.simulator.manifest import load
 from payflow.warehouse.bq import BigQueryWarehouse
 from payflow.warehouse.duck import DuckDBWarehouse
-from tests.helpers import BQ_PROJECT, KAFKA, Worker, list_topics, read_topic, simulate, unique, wait_until
+from tests.helpers import BQ_GRPC, BQ_PROJECT, KAFKA, Worker, list_topics, read_topic, simulate, unique, wait_until
 from tests.outage_proxy import OutageProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -61,7 +61,7 @@ def test_worker_sigkilled_three_times_during_a_run(kafka, tmp, request, backend)
         endpoint = request.getfixturevalue("bq_endpoint")
         dataset = unique("kill_")
         env["PAYFLOW_BIGQUERY_ENDPOINT"] = endpoint
-        warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=endpoint)
+        warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=endpoint, grpc_endpoint=BQ_GRPC)
     worker = Worker(tmp, prefix=prefix, extra_env=env,
                     warehouse=f"bigquery://{BQ_PROJECT}/{dataset}" if dataset else None).start()
     rng = random.Random(31)
@@ -146,7 +146,7 @@ def test_warehouse_unreachable_for_30_seconds(kafka, bq_endpoint, tmp):
     assert min(lag_during) > 0, "offsets were committed while the warehouse was unreachable"
     assert lag_during[-1] == lag_during[len(lag_during) // 2], "consumption went on without the warehouse"
     assert peak_rss < 512 * 2**20
-    warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
+    warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     try:
         assert_reconciled_and_clean(worker, tmp / "m.json", warehouse)
     finally:

@@ -17,7 +17,7 @@ from payflow.reconcile import reconcile
 from payflow.simulator.manifest import load
 from payflow.warehouse.bq import BigQueryWarehouse
 from tests.fault.test_faults import assert_reconciled_and_clean, consumed
-from tests.helpers import BQ_PROJECT, Worker, read_topic, simulate, unique, wait_until
+from tests.helpers import BQ_GRPC, BQ_PROJECT, Worker, read_topic, simulate, unique, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 EVENTS = int(os.environ.get("PAYFLOW_TEST_SCALE_OUT_EVENTS", "20000"))
@@ -76,7 +76,7 @@ def test_three_workers_join_are_killed_and_leave_mid_stream(kafka, bq_endpoint, 
     assert codes["a"] == 0, a.log_tail()
     print(f"scale-out: {sent} events, changes at {done_at}, {time.monotonic() - started:.0f} s")
 
-    bq = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
+    bq = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     try:
         result = reconcile(bq, load(tmp / "m.json"))
         assert result.ok, result.report() + "\n" + where_missing(prefix + "payment-events", set(result.missing))

@@ -18,7 +18,7 @@ from payflow.reconcile import reconcile
 from payflow.simulator.manifest import load
 from payflow.warehouse.bq import BigQueryWarehouse
 from tests.fault.test_scale_out import where_missing
-from tests.helpers import BQ_PROJECT, Worker, simulate, unique, wait_until
+from tests.helpers import BQ_GRPC, BQ_PROJECT, Worker, simulate, unique, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 RUNS = int(os.environ.get("PAYFLOW_TEST_START_RACE_RUNS", "2"))
@@ -53,7 +53,7 @@ def test_two_workers_then_the_raw_topic_every_payment_lands_once(kafka, bq_endpo
 
     a, b = worker("a"), worker("b")
     started = time.monotonic()
-    bq = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
+    bq = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     try:
         try:
             a.start()

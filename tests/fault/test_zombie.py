@@ -27,7 +27,7 @@ import pytest
 from payflow.warehouse.bq import BigQueryWarehouse
 from payflow.warehouse.bq_write import POSITIONED
 from tests.fault.test_faults import assert_reconciled_and_clean
-from tests.helpers import BQ_PROJECT, Worker, simulate, unique, wait_until
+from tests.helpers import BQ_GRPC, BQ_PROJECT, Worker, simulate, unique, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 PAYMENT_TABLES = ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit")
@@ -103,7 +103,7 @@ def test_a_worker_stopped_mid_landing_past_its_session_lands_nothing_twice(kafka
         resume(a)
         codes = {"a": a.stop(), "b": b.stop()}
     assert codes == {"a": 0, "b": 0}, a.log_tail() + "\n" + b.log_tail()
-    warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint)
+    warehouse = BigQueryWarehouse(BQ_PROJECT, dataset, endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     try:
         assert repeated_keys(warehouse) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
         assert_reconciled_and_clean(b, tmp / "m.json", warehouse, data_dir=tmp / "b" / "data")

@@ -13,7 +13,7 @@ import pytest
 
 from payflow.bench.landing_cost import fresh_batch, prefill
 from payflow.warehouse.bq import BigQueryWarehouse
-from tests.helpers import BQ_PROJECT, unique
+from tests.helpers import BQ_GRPC, BQ_PROJECT, unique
 
 pytestmark = pytest.mark.integration
 DML = re.compile(r"^\s*(MERGE|INSERT|UPDATE|DELETE)\b", re.I)
@@ -40,7 +40,7 @@ def _landing_footprint(wh: BigQueryWarehouse, seed: int) -> tuple[list[str], int
 
 def test_landing_work_does_not_grow_with_the_table(bq_endpoint):
     # the landing (storage); the benchmark's MergeLanding fails this
-    wh = BigQueryWarehouse(BQ_PROJECT, unique("cost_"), endpoint=bq_endpoint)
+    wh = BigQueryWarehouse(BQ_PROJECT, unique("cost_"), endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     wh.ensure_schema()
     footprints = []
     filled = 0

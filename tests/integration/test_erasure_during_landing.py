@@ -8,7 +8,7 @@ import pytest
 from payflow.warehouse.base import build_batch
 from payflow.warehouse.bq import BigQueryWarehouse
 from payflow.warehouse.bq_write import StorageWriteLanding
-from tests.helpers import BQ_PROJECT, unique
+from tests.helpers import BQ_GRPC, BQ_PROJECT, unique
 from tests.integration.test_warehouse import processed
 
 pytestmark = pytest.mark.integration
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("mode", ["delete", "anonymize"])
 def test_an_erasure_between_the_lookup_and_the_commit_still_erases(bq_endpoint, monkeypatch, mode):
-    warehouse = BigQueryWarehouse(BQ_PROJECT, unique("erase_race_"), endpoint=bq_endpoint)
+    warehouse = BigQueryWarehouse(BQ_PROJECT, unique("erase_race_"), endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     warehouse.ensure_schema()
     try:
         result, _ = processed(count=200)

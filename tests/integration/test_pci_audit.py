@@ -19,7 +19,7 @@ from payflow.stages.cards import luhn_check_digit
 from payflow.settings import ROOT, Topics
 from payflow.tables.changelog import pack_changes
 from payflow.warehouse import schema
-from tests.helpers import BQ_PROJECT, KAFKA, free_port, unique
+from tests.helpers import BQ_GRPC, BQ_PROJECT, KAFKA, free_port, unique
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -296,7 +296,7 @@ def test_bigquery_warehouse_clean_then_planted(kafka, bq_endpoint, tmp_path):
     from payflow.warehouse.bq import BigQueryWarehouse
     world = World(tmp_path)
     world.data.mkdir(parents=True)
-    wh = BigQueryWarehouse(BQ_PROJECT, unique("pci_"), endpoint=bq_endpoint)
+    wh = BigQueryWarehouse(BQ_PROJECT, unique("pci_"), endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
     wh.ensure_schema()
     try:
         for table in ("payment_transactions", "dead_letter_events"):
