@@ -65,6 +65,13 @@ class StageClock:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     events: int = 0
 
+    def lap(self, stage: str, started: float) -> float:
+        """The time since `started` (time.perf_counter) counted to `stage`; returns now, where
+        the next stage's time starts."""
+        now = time.perf_counter()
+        self.seconds[stage] += now - started
+        return now
+
 
 def _from_seconds(seconds: float, fallback: datetime) -> datetime:
     try:
@@ -244,37 +251,33 @@ class BatchProcessor:
         """Each item decoded and validated, then masked (its card data ends here), or the
         reason it is rejected; an erased subject's payment stops here, where the card still
         exists (its hash under an older key is found after a rotation)."""
-        perf = time.perf_counter
+        perf, lap = time.perf_counter, self.clock.lap
         key = self.keyring.active
         decoder = self.decoder
         erased = self.erased if len(self.erased) else None  # no erasures: no check at all
-        t_decode = t_mask = 0.0
         outcomes: list[MaskedPayment | Rejection] = []
         for item in items:
-            t0 = perf()
+            started = perf()
             outcome: MaskedPayment | Rejection
             decoded: ValidatedPayment | Rejection | None = None
             try:
                 # no timestamp (None, or Kafka's -1; 0 in test contexts): the worker's clock
                 judged_at = now if not item.timestamp or item.timestamp <= 0 else min(now, _from_seconds(item.timestamp, now))
                 decoded = decoder(item.value, now=judged_at, max_bytes=self.max_bytes, max_future=self.max_future)
-                t1 = perf()
-                t_decode += t1 - t0
+                started = lap("decode", started)
                 if isinstance(decoded, Rejection):
                     outcome = decoded
                 else:
                     outcome = mask(decoded, key, now, item.partition, item.offset)
                     if erased is not None:
                         outcome = erased_outcome(erased, decoded, outcome)
-                    t_mask += perf() - t1
+                    lap("mask", started)
             except Exception as exc:  # noqa: BLE001 - one message must not stop its partition
                 outcome = _undecodable(item.value, exc)
             decoded = None  # raw card data ends here
             if isinstance(outcome, Rejection):
                 outcome.source_partition, outcome.source_offset = item.partition, item.offset
             outcomes.append(outcome)
-        self.clock.seconds["decode"] += t_decode
-        self.clock.seconds["mask"] += t_mask
         return outcomes
 
     def _dedup(self, items: list[RawItem], outcomes: list[MaskedPayment | Rejection],
@@ -284,9 +287,8 @@ class BatchProcessor:
         after the whole batch's dedup changes nothing). Notes each partition's first and last
         offset in `positions`; a partition read again from an offset at or before one already
         seen is rewound there first (its watermark as it was then)."""
-        perf = time.perf_counter
+        perf, lap = time.perf_counter, self.clock.lap
         seen = self._seen
-        t_dedup = 0.0
         to_score: list[MaskedPayment] = []
         for item, payment in zip(items, outcomes):
             partition, offset = item.partition, item.offset
@@ -298,11 +300,10 @@ class BatchProcessor:
             if isinstance(payment, Rejection):
                 out.rejections.append(payment)
                 continue
-            t2 = perf()
+            started = perf()
             if self._judge(partition, offset, payment, out, now):
                 to_score.append(payment)
-            t_dedup += perf() - t2
-        self.clock.seconds["dedup"] += t_dedup
+            lap("dedup", started)
         return to_score
 
     def _judge(self, partition: int, offset: int, payment: MaskedPayment, out: BatchResult, now: datetime) -> bool:
@@ -347,7 +348,7 @@ class BatchProcessor:
     def _score(self, to_score: list[MaskedPayment], out: BatchResult) -> dict[str, tuple[int, fraud.SenderState]]:
         """Each payment scored against its sender's history, in order, to `out.enriched`;
         returns sender -> (the partition its state is written to, its state after the batch)."""
-        t3 = time.perf_counter()
+        started = time.perf_counter()
         kinds = self.account_kinds
         config = self.fraud_config
         senders: dict[str, tuple[int, fraud.SenderState]] = {}
@@ -362,7 +363,7 @@ class BatchProcessor:
             scored = fraud.score(payment, state, kinds.get(sender, ""), config)
             senders[sender] = (partition, scored.state)
             out.enriched.append(EnrichedPayment(payment, scored.assessment))
-        self.clock.seconds["fraud"] += time.perf_counter() - t3
+        self.clock.lap("fraud", started)
         return senders
 
     def _write_back(self, senders: dict[str, tuple[int, fraud.SenderState]],
@@ -370,7 +371,7 @@ class BatchProcessor:
         """The batch's state changes: sender histories, each partition's watermark log (and
         the watermark a replay from the committed position would start from, for expiry),
         then one write per partition to the local store. Counted as fraud time."""
-        t4 = time.perf_counter()
+        started = time.perf_counter()
         for sender, (partition, state) in senders.items():
             newest = max(state.profile.folded_ts, max((e[0] for e in state.recent), default=0.0))
             self.sender_table.write(partition, sender, _HISTORY_HEAD.pack(HISTORY_FORMAT, partition, newest)
@@ -393,7 +394,7 @@ class BatchProcessor:
                 out.start_watermarks[partition] = replay_start
         for table in (self.dedup_table, self.sender_table, self.card_table, self.watermark_table):
             table.apply_writes()  # one write per partition to the local store
-        self.clock.seconds["fraud"] += time.perf_counter() - t4
+        self.clock.lap("fraud", started)
 
     def expire(self, start_watermarks: dict[int, int]) -> None:
         """Drop state behind the window, judged by the watermark a replay from the committed
