@@ -27,7 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 from payflow import metrics
 from payflow.warehouse.base import LandingBatch, TransientWarehouseError, Warehouse
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("payflow.sink")  # the name health.py watches for warehouse outages
 
 
 def is_transient(exc: BaseException) -> bool:
