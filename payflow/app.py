@@ -1,6 +1,6 @@
-"""The Faust app, configured from the settings, with the runtime's seams installed and its
-timers attached. The agents (agents/), tables (tables/) and web views declare themselves on
-it; payflow.worker_app imports them, and is what the worker runs.
+"""The Faust app, configured from the settings, with the runtime's seams installed. The agents
+(agents/), tables (tables/) and web views declare themselves on it; payflow.worker_app
+imports them, attaches the runtime's timers, and is what the worker runs.
 """
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ class PayflowApp(faust.App):
     pipeline agent sets them once started (a test sets them before), the web views, the
     erasure agent and the health watch read them from the app they are given."""
     pipeline_runtime: Optional["PipelineRuntime"] = None
+
+    def worker_init(self) -> None:
+        """Faust's CLI calls this before any command: this module declares the app only, and
+        a worker started from it would run no agent (payflow.worker_app brings them in)."""
+        if not self.agents:
+            raise SystemExit("payflow.app declares the app without its agents, tables and views: run "
+                             "`payflow worker`, or `faust -A payflow.worker_app worker`")
+        super().worker_init()
 
 
 settings = Settings.from_env()
@@ -95,5 +103,3 @@ async def return_free_memory() -> None:
     """What landed batches freed goes back to the kernel (payflow.runtime.process)."""
     process.return_free_memory()
 
-
-runtime.attach(app, raw_topic=settings.topics.raw, settings=settings)  # the stall guard (faust#596), outage and stall logs

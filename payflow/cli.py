@@ -39,6 +39,7 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context):
         from payflow.kafka_security import KafkaConnectionFailure, KafkaSettingError
+        from payflow.runtime import UnauditedVersion
 
         where = _path_of(ctx)
         try:
@@ -48,7 +49,7 @@ class _Main(click.Group):
             _die(where, f"{exc.format_message()} (see {where} --help)")
         except CommandError as exc:
             _die(where, exc.format_message())
-        except (SettingError, KafkaSettingError, KafkaConnectionFailure) as exc:
+        except (SettingError, KafkaSettingError, KafkaConnectionFailure, UnauditedVersion) as exc:
             _die(where, str(exc))
         except (click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
             raise

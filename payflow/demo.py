@@ -64,6 +64,8 @@ def _query_hint(db_path: Path) -> str:
 
 
 def main() -> int:
+    from payflow.runtime import refuse_unaudited
+    refuse_unaudited("payflow demo")
     os.environ.setdefault("PAYFLOW_APP_ID", "payflow-demo")
     os.environ.setdefault("PAYFLOW_WAREHOUSE", "duckdb:///var/demo/payflow.duckdb")
     os.environ.setdefault("PAYFLOW_DATA_DIR", "var/demo")

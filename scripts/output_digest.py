@@ -32,10 +32,13 @@ if (Path(payflow.__file__).parent / "stages").is_dir():  # the layout since the 
 else:  # the layout before it
     from payflow.pipeline import BatchProcessor, RawItem  # type: ignore[no-redef]
     from payflow.masking import ErasedSubjects  # type: ignore[no-redef]
+if (Path(payflow.__file__).parent / "pipeline" / "outputs.py").is_file():  # the pipeline package's
+    from payflow.pipeline.outputs import enriched_records, landed_records, output_records
+else:  # before it
+    from payflow.outputs import enriched_records, landed_records, output_records  # type: ignore[no-redef]
 import orjson
 
 from payflow.keys import KeyRing
-from payflow.pipeline.outputs import enriched_records, landed_records, output_records
 from payflow.settings import Topics
 from payflow.simulator.generator import EventStream, SimOptions
 from payflow.warehouse.base import LANDING_ORDER, build_batch
@@ -49,7 +52,7 @@ KEYS = "digest-2:" + "cd" * 32 + ",digest-1:" + "ab" * 32
 
 
 class PartitionState:
-    """A state table as the processor sees it (tables.changelog.PartitionedState), one dict per
+    """A state table as the processor sees it (payflow.stages.state.PartitionedState), one dict per
     partition as RocksDB has one database per partition; written through at once."""
 
     def __init__(self) -> None:

@@ -180,7 +180,7 @@ def trace(checkout: Path, work: Path) -> Path:
     """Runs the worker of `checkout` over a warm-up payment, then the traced one; the traces' folder."""
     bootstrap = os.environ.get("PAYFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     copy, traces = lay_out(work / "copy", checkout), work / "traces"
-    shutil.copytree(checkout / "sql", copy / "payflow" / "sql")
+    shutil.copytree(checkout / "sql", copy / "payflow" / "sql", dirs_exist_ok=True)
     traces.mkdir()
     (copy / "sitecustomize.py").write_text(SITECUSTOMIZE)
     prefix = f"path-{uuid.uuid4().hex[:8]}-"

@@ -349,6 +349,8 @@ def latency_run(settings: Settings, workdir: Path, prefix: str, rate: int, secon
 @click.option("--latency-only", is_flag=True, help="only the latency run (quick iterations)")
 def main(events: int, latency_rate: int, latency_seconds: int, output: Path, keep: bool, pipeline_only: bool,
          latency_only: bool) -> None:
+    from payflow.runtime import refuse_unaudited
+    refuse_unaudited("payflow bench")
     settings = Settings.from_env()
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     prefix = f"bench{run_id}-"

@@ -178,6 +178,8 @@ def report(events: list[Labelled], scores: dict[str, tuple[int, str]], threshold
 
 
 def main(argv: list[str] | None = None) -> int:
+    from payflow.runtime import refuse_unaudited
+    refuse_unaudited("payflow fraud-eval")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=29)
     ap.add_argument("--scale", type=float, default=0.5, help="traffic volume (1.0: about 57,000 payments)")

@@ -35,8 +35,19 @@ from typing import Any
 
 from payflow.runtime.seams import MissingSeam, UnauditedVersion, check_versions, original, replace, require
 
-__all__ = ["MissingSeam", "UnauditedVersion", "attach", "check_versions", "install", "original", "replace",
-           "require"]
+__all__ = ["MissingSeam", "UnauditedVersion", "attach", "check_versions", "install", "original", "refuse_unaudited",
+           "replace", "require"]
+
+
+def refuse_unaudited(tool: str) -> None:
+    """For a tool run outside the CLI (the demo, the benchmark, the fraud evaluation): the
+    version guard, as one line on stderr and exit status 2."""
+    import sys
+    try:
+        check_versions()
+    except UnauditedVersion as exc:
+        print(f"{tool}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def install(*, shutdown_seconds: float) -> None:

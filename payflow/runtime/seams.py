@@ -3,7 +3,8 @@
 The runtime replaces private methods of Faust and aiokafka classes and reads private state of
 Faust, mode, aiokafka and prometheus_client objects (each such line is marked
 `# noqa: SLF001`). Those names are not an API: they were read against the versions below,
-and a worker refuses to start on any other (`check_versions`), naming the files to re-audit.
+and the worker and every command refuse to start on any other (`check_versions`), naming
+the files to re-audit.
 `replace` puts a seam on a class only if the method it replaces is there, and keeps the
 original. Nothing here imports the libraries themselves.
 """

@@ -1,4 +1,4 @@
-"""payflow/query.py without a worker: the typed JSON the worker answers in, the read-only
+"""The query face (payflow/query.py, payflow/warehouse/duck_shared.py) without a worker: the typed JSON the worker answers in, the read-only
 check, and direct reads that neither write nor create the file."""
 from __future__ import annotations
 

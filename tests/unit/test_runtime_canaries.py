@@ -293,7 +293,8 @@ SITECUSTOMIZE = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("command", [["-c", "import payflow.app"], ["-m", "payflow.cli", "worker"],
-                                     ["-m", "payflow.cli", "audit", "pci"], ["-m", "payflow.cli", "reconcile"]])
+                                     ["-m", "payflow.cli", "audit", "pci"], ["-m", "payflow.cli", "reconcile"],
+                                     ["-m", "payflow.demo"], ["-m", "payflow.fraudeval.run"], ["-m", "payflow.bench"]])
 def test_the_worker_and_every_command_refuse_to_start_on_an_unexpected_faust(tmp_path, command):
     (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PAYFLOW_DATA_DIR": str(tmp_path / "data"),
