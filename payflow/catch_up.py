@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from payflow.kafka_admin import group_lag
 from payflow.settings import Settings
@@ -17,11 +18,16 @@ class CatchUpFailed(Exception):
     """The worker exited, or did not catch up in time."""
 
 
+def worker_stdout_log(settings: Settings) -> Path:
+    """Where run_worker_until_caught_up writes the worker's output."""
+    return settings.data_dir / "worker-stdout.log"
+
+
 def run_worker_until_caught_up(settings: Settings, *, timeout: float, interval: float = 2.0) -> float:
-    """Starts the worker (its output in `data_dir/worker-stdout.log`), prints the raw topic's
+    """Starts the worker (its output in worker_stdout_log), prints the raw topic's
     uncommitted messages every `interval` seconds, stops the worker once there are none.
     Returns the seconds it took; raises CatchUpFailed."""
-    log_path = settings.data_dir / "worker-stdout.log"
+    log_path = worker_stdout_log(settings)
     with open(log_path, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "payflow.cli", "worker", "-l", "info"],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from payflow.catch_up import CatchUpFailed, run_worker_until_caught_up
+from payflow.catch_up import CatchUpFailed, run_worker_until_caught_up, worker_stdout_log
 from payflow.kafka_admin import delete_topics, list_topics, rewind_group
 from payflow.settings import Settings
 
@@ -125,7 +125,8 @@ def main() -> int:
             rows = warehouse.query(sql)
             print(tabulate(rows, headers="keys", tablefmt="simple", disable_numparse=True) if rows else "(no rows)")
         say("PCI scan of the warehouse and the worker's logs")
-        findings = scan_all(warehouse, log_files=[settings.data_dir / "logs" / "worker.log", log_path])
+        findings = scan_all(warehouse, log_files=[settings.data_dir / "logs" / "worker.log",
+                                                  worker_stdout_log(settings)])
         print(findings.summary())
     finally:
         warehouse.close()
