@@ -21,7 +21,7 @@ from payflow.pipeline.assemble import start_runtime
 from payflow.pipeline.runtime import PipelineRuntime
 from payflow.runtime.take import take_batches
 from payflow.pipeline.sink import SinkStopped
-from payflow.tables.definitions import state_tables
+from payflow.tables.definitions import STATE_TABLES
 
 log = logging.getLogger("payflow.pipeline")
 
@@ -33,7 +33,7 @@ async def process_payments(stream):
     fail_stop = worker.fail_stop if app.pipeline_runtime is None else app.pipeline_runtime.fail_stop
     try:
         if app.pipeline_runtime is None:  # started here unless set before (tests: tests/fakes.py)
-            app.pipeline_runtime = await start_runtime(app, settings, state_tables())
+            app.pipeline_runtime = await start_runtime(app, settings, STATE_TABLES)
         await run(stream, app.pipeline_runtime)
     except asyncio.CancelledError:
         if process_payments.should_stop or app.should_stop:

@@ -295,13 +295,17 @@ def _endpoint() -> str:
     return raw
 
 
-def _grpc_endpoint(rest_endpoint: str) -> str:
-    """The emulator's Storage Write API beside its REST endpoint (empty with Google's API)."""
-    explicit = _env("PAYFLOW_BIGQUERY_GRPC_ENDPOINT").strip()
-    if explicit or not rest_endpoint:
-        return explicit
+def grpc_endpoint_beside(rest_endpoint: str) -> str:
+    """The emulator's Storage Write API (gRPC) beside its REST endpoint: the same host, on
+    PAYFLOW_LOCAL_BQ_GRPC_PORT (9060, the local scripts' emulator)."""
     from urllib.parse import urlparse
     return f"{urlparse(rest_endpoint).hostname or '127.0.0.1'}:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT') or 9060}"
+
+
+def _grpc_endpoint(rest_endpoint: str) -> str:
+    """PAYFLOW_BIGQUERY_GRPC_ENDPOINT, else beside the REST endpoint (empty with Google's API)."""
+    explicit = _env("PAYFLOW_BIGQUERY_GRPC_ENDPOINT").strip()
+    return explicit if explicit or not rest_endpoint else grpc_endpoint_beside(rest_endpoint)
 
 
 @dataclass(frozen=True)

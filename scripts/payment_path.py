@@ -38,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from lint_imports import lay_out  # noqa: E402 - the package as installed, .py files only
 
-# the event: the contract's example (docs/event-contract.md), a test PAN (Visa's 4111...)
+# the event: the contract's example (docs/event-contract.md), its card number generated here
+# (a Luhn-valid test PAN, never written out in the repository)
 PAYMENT = {"schema_version": 1, "transaction_id": "txn_path_0001", "event_time": None,
            "sender_account_id": "acct_000123", "receiver_account_id": "mrch_0042", "amount": "125.50",
-           "currency": "USD", "credit_card": "4111111111111111", "cvv": "123", "card_expiry": "08/29",
+           "currency": "USD", "credit_card": None, "cvv": "123", "card_expiry": "08/29",
            "ip_address": "203.0.113.7", "geo_region": "us-east", "device_id": "dev_7f3a", "merchant_id": "mrch_0042",
            "user_email": "someone@example.com"}
 
@@ -99,6 +100,13 @@ def at(event: list, mark: tuple[str, str, str]) -> bool:
     return (event[4].rsplit("/", 1)[-1], event[5], event[3]) == mark
 
 
+def test_pan() -> str:
+    """A 16-digit Visa-range test number with its Luhn check digit."""
+    from payflow.stages.cards import luhn_check_digit
+    partial = "4" + "1" * 14
+    return partial + luhn_check_digit(partial)
+
+
 async def produce(bootstrap: str, topic: str, transaction_id: str, create: bool) -> None:
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -113,7 +121,7 @@ async def produce(bootstrap: str, topic: str, transaction_id: str, create: bool)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
-        event = dict(PAYMENT, transaction_id=transaction_id,
+        event = dict(PAYMENT, transaction_id=transaction_id, credit_card=test_pan(),
                      event_time=time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()))
         await producer.send_and_wait(topic, json.dumps(event).encode(), key=event["sender_account_id"].encode())
     finally:

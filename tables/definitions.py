@@ -50,13 +50,6 @@ sender_table = _table("sender-activity", "sender -> fraud profile (long memory) 
 # no longer written (card testing is judged per sender: docs/fraud.md); older values expire
 card_table = _table("card-activity", "pii_hash -> recent small payments (format 2, expiring)", history_value_bound())
 
-ALL_TABLES = (dedup_table, watermark_table, sender_table, card_table)
-
-
-def state_tables() -> StateTables:
-    """The tables as the pipeline's assembly takes them (payflow.pipeline.assemble)."""
-    return StateTables(dedup=dedup_table, watermarks=watermark_table, senders=sender_table, cards=card_table,
-                       configure_changelog_limits=configure_changelog_limits)
 
 
 def configure_changelog_limits() -> dict[str, int]:
@@ -70,3 +63,9 @@ def configure_changelog_limits() -> dict[str, int]:
                                max_batch_bytes=app.conf.producer_max_batch_size,
                                max_key_bytes=settings.max_message_bytes - len(b'{"":""}'),
                                compression=settings.producer_compression)
+
+
+# the tables as the pipeline's assembly takes them (payflow.pipeline.assemble)
+STATE_TABLES = StateTables(dedup=dedup_table, watermarks=watermark_table, senders=sender_table, cards=card_table,
+                           configure_changelog_limits=configure_changelog_limits)
+ALL_TABLES = STATE_TABLES.all

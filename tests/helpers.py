@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from payflow.settings import ROOT
+from payflow.settings import ROOT, grpc_endpoint_beside
 
 # the stack `make test` started (on PAYFLOW_LOCAL_*_PORT when those move it), or a given one
 KAFKA = os.environ.get("PAYFLOW_KAFKA_BOOTSTRAP") or f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_KAFKA_PORT') or 9092}"
@@ -21,7 +21,7 @@ BQ_ENDPOINT = (os.environ.get("PAYFLOW_TEST_BQ_ENDPOINT")
                or f"http://127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_PORT') or 9050}")
 BQ_PROJECT = "payflow-local"
 # the emulator's Storage Write API (gRPC), as Settings derives it for the worker
-BQ_GRPC = f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT') or 9060}"
+BQ_GRPC = grpc_endpoint_beside(BQ_ENDPOINT)
 TEST_HMAC_KEYS = "test-1:" + "5a" * 32
 
 

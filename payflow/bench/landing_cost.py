@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from google.cloud import bigquery
 
+from payflow.settings import grpc_endpoint_beside
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
     ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, PAYMENT_TABLES, PAYMENTS, LandingBatch, Landed,
@@ -304,7 +305,7 @@ def measure(sizes: list[int], batch: int = 2000, repeat: int = 3, landings=("sto
     for landing in landings:
         wh = (MergeLanding if landing == "merge" else BigQueryWarehouse)(
             PROJECT, f"cost_{landing}_{tag}", endpoint=endpoint,
-            grpc_endpoint=f"127.0.0.1:{os.environ.get('PAYFLOW_LOCAL_BQ_GRPC_PORT') or 9060}")
+            grpc_endpoint=grpc_endpoint_beside(endpoint))
         wh.ensure_schema()
         # measured, not cut short by the worker's timeouts
         from google.cloud import bigquery

@@ -5,7 +5,6 @@ to land. Built at the worker's start by payflow.pipeline.assemble.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,8 +18,6 @@ from payflow.pipeline.sink import WarehouseSink
 from payflow.runtime import worker
 from payflow.stages.batch import BatchProcessor, RawItem
 from payflow.warehouse.base import build_batch
-
-log = logging.getLogger("payflow.pipeline")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 from google.api_core.client_options import ClientOptions
 from google.cloud import bigquery
 
+from payflow.settings import grpc_endpoint_beside
 from payflow.warehouse import schema
 from payflow.warehouse.base import ErasureReceipt, LandingBatch, Landed, Warehouse
 
@@ -42,25 +43,18 @@ def emulator_ddl(statement: str) -> str:
     return tree.sql("bigquery")
 
 
-def default_grpc_endpoint(rest_endpoint: str) -> str:
-    """The emulator's Storage API (gRPC) beside its REST endpoint, on bqemulator's port
-    9060; the worker is given Settings.bigquery_grpc_endpoint instead."""
-    from urllib.parse import urlparse
-    return f"{urlparse(rest_endpoint).hostname or '127.0.0.1'}:9060"
-
-
 class BigQueryWarehouse(Warehouse):
     name = "bigquery"
 
     def __init__(self, project: str, dataset: str, *, endpoint: str | None = None, client: Any = None,
                  write_client: Any = None, grpc_endpoint: str | None = None):
         """`endpoint`: the emulator's REST API (None: Google's); `grpc_endpoint`: its Storage
-        Write API, HOST:PORT (None: beside the REST endpoint, default_grpc_endpoint)."""
+        Write API, HOST:PORT (None: beside the REST endpoint, settings.grpc_endpoint_beside)."""
         self.project = project
         self.dataset = dataset
         self.emulated = bool(endpoint)
         self.endpoint = endpoint
-        self.grpc_endpoint = grpc_endpoint or (default_grpc_endpoint(endpoint) if endpoint else None)
+        self.grpc_endpoint = grpc_endpoint or (grpc_endpoint_beside(endpoint) if endpoint else None)
         self._landing_lock = threading.Lock()
         self.land_retry = _LAND_RETRY
         self._write_client = write_client
