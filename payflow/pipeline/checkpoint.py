@@ -212,6 +212,7 @@ class Checkpoint:
     def _launch(self, landing: Landing) -> Landing:
         started = self.last_launch = time.monotonic()
         landing.batch.partitions = message_partitions(landing.messages)
+        landing.batch.starts, landing.batch.ends = message_range(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:
@@ -326,6 +327,19 @@ def message_partitions(messages: list) -> set[tuple[str, int]]:
     """The (topic, partition)s of the messages."""
     return {(m.tp.topic, m.tp.partition) for m in messages
             if getattr(m, "tp", None) is not None}  # a test's stand-in message has none
+
+
+def message_range(messages: list) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    """Per (topic, partition): the offset of the messages' first one there, and the offset
+    after their last."""
+    starts: dict[tuple[str, int], int] = {}
+    ends: dict[tuple[str, int], int] = {}
+    for m in messages:
+        if getattr(m, "tp", None) is not None:
+            key = (m.tp.topic, m.tp.partition)
+            starts[key] = min(starts.get(key, m.offset), m.offset)
+            ends[key] = max(ends.get(key, 0), m.offset + 1)
+    return starts, ends
 
 
 def next_landing_limit(limit: int, seconds: float, target: float, floor: int, ceiling: int) -> int:

@@ -35,13 +35,34 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from payflow.runtime import seams
 
 log = logging.getLogger("payflow.sink")
 CALL_TIMEOUT = 30.0
 GROUP_ANSWER_SECONDS = 5.0
+
+
+# (topic, partition) -> the metadata an offset commit there carries when it brings none
+# (Faust's): set by the BigQuery landing (payflow.warehouse.bq_streams), whose decisions say
+# how far each table holds the partition; a commit of Faust's below that would erase it
+_carried: dict[tuple[str, int], Callable[[int], str]] = {}
+
+
+def with_carried_metadata(offsets: Any) -> Any:
+    """The offsets of a commit, those with empty metadata given what their partition
+    carries (the worker's consumer passes every commit through this)."""
+    if not offsets or not _carried:
+        return offsets
+    from aiokafka.structs import OffsetAndMetadata
+    out = {}
+    for tp, meta in offsets.items():
+        carry = _carried.get((tp.topic, tp.partition))
+        if carry is not None and isinstance(meta, OffsetAndMetadata) and not meta.metadata:
+            meta = OffsetAndMetadata(meta.offset, carry(meta.offset))
+        out[tp] = meta
+    return out
 
 
 class Fenced(Exception):
@@ -185,16 +206,24 @@ class KafkaLandingFence:
         self.loop = loop
 
     # -- called from the landing's thread ------------------------------------------------
+    @staticmethod
+    def carry(partition: tuple[str, int], metadata_at: Callable[[int], str]) -> None:
+        """From now on a commit of `partition` with no metadata of its own carries
+        `metadata_at(offset)`."""
+        _carried[partition] = metadata_at
+
     def pending(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
         """(committed offset, its commit metadata) the group holds for these (topic,
         partition)s; a partition with nothing committed is left out."""
         return self._run(self._pending(partitions))
 
-    def decide(self, seen: Mapping[tuple[str, int], int | None], metadata: str) -> None:
+    def decide(self, seen: Mapping[tuple[str, int], int | None],
+               metadata: str | Mapping[tuple[str, int], str]) -> None:
         """Commit each partition's offset where it is (`seen`: what `pending` returned before
         the landing read the warehouse; nothing committed: where this worker reads it from)
-        with `metadata`, in one request; Fenced if any committed offset moved since, if the
-        group refuses this member, or if no position is known for a partition."""
+        with `metadata` (one for all, or per partition), in one request; Fenced if any
+        committed offset moved since, if the group refuses this member, or if no position is
+        known for a partition."""
         self._run(self._decide(dict(seen), metadata))
 
     def _run(self, coroutine: Any) -> Any:
@@ -279,7 +308,8 @@ class KafkaLandingFence:
         except asyncio.TimeoutError:
             raise Fenced("the group did not answer in time: the landing is read again") from None
 
-    async def _decide(self, seen: dict[tuple[str, int], int | None], metadata: str) -> None:
+    async def _decide(self, seen: dict[tuple[str, int], int | None],
+                      metadata: str | Mapping[tuple[str, int], str]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
         from aiokafka.structs import OffsetAndMetadata, TopicPartition
         from faust.types import TP
@@ -312,7 +342,8 @@ class KafkaLandingFence:
                 return "the group rebalanced while the landing was decided"
             try:
                 await consumer.commit({tp: OffsetAndMetadata(now[key] if now[key] is not None else started[key],
-                                                             metadata) for key, tp in tps.items()})
+                                                             metadata if isinstance(metadata, str) else metadata[key])
+                                       for key, tp in tps.items()})
             except (CommitFailedError, IllegalStateError) as exc:
                 return f"{type(exc).__name__}: {exc}"
             return ""

@@ -1,4 +1,5 @@
-"""Two seams in Faust's worker process: committed reads, and a bounded shutdown.
+"""Two seams in Faust's worker process: committed reads (whose commits carry what a
+BigQuery landing needs kept, landing_fence.with_carried_metadata), and a bounded shutdown.
 
 read_committed: Faust's aiokafka driver reads with isolation_level=read_committed only
 under processing_guarantee=exactly_once; otherwise a payment a producer wrote inside a
@@ -37,6 +38,14 @@ def create_read_committed_consumer(self: Any, transport: Any) -> Any:
     consumer = seams.original(AIOKafkaConsumerThread, "_create_worker_consumer")(self, transport)
     # stored as given and handed to aiokafka's Fetcher at consumer.start()
     consumer._isolation_level = "read_committed"  # noqa: SLF001 - see module docstring
+    # Faust commits with empty metadata: a BigQuery landing's floors ride on its commits
+    from payflow.runtime.landing_fence import with_carried_metadata
+    commit = consumer.commit
+
+    async def commit_carrying(offsets: Any = None) -> Any:
+        return await commit(with_carried_metadata(offsets))
+
+    consumer.commit = commit_carrying
     return consumer
 
 

@@ -60,6 +60,10 @@ class LandingBatch:
     # a BigQuery landing's decision is made on these (payflow.runtime.landing_fence); empty
     # in tests that land rows directly
     partitions: set[tuple[str, int]] = field(default_factory=set)
+    # and per (topic, partition), the offsets of the batch's first message there and after its
+    # last: a BigQuery landing records the range it lands (payflow.warehouse.bq_streams)
+    starts: dict[tuple[str, int], int] = field(default_factory=dict)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -96,7 +100,7 @@ class LandingBatch:
         BigQuery's MERGE inserts every unmatched source row, and DuckDB's fraud and
         masking-audit rows follow what payment_transactions inserted."""
         from payflow.warehouse import schema
-        out = LandingBatch()
+        out = LandingBatch(partitions=self.partitions, starts=self.starts, ends=self.ends)
         for name, source in self.sources.items():
             table = PAYMENT_TABLES[0] if name == PAYMENTS else name  # the payment tables share a key
             key_columns = schema.primary_keys()[table]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -49,6 +49,23 @@ POSITIONED = {"dead_letter_events": ("source_partition", "source_offset", "rejec
               "deduplication_audit": ("duplicate_partition", "duplicate_offset", "detected_at")}
 # one AppendRows request stays under BigQuery's 10 MB request limit
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# table -> raw partition -> the offset below which the table holds that partition's rows
+Floors = dict[str, dict[int, int]]
+
+
+class Rows(NamedTuple):
+    """A table's rows to append, and the raw position (partition, offset) each comes from."""
+    columns: dict[str, list]
+    partitions: list[int]
+    offsets: list[int]
+
+
+def _above_floors(columns: dict[str, list], pcol: str, ocol: str, floors: dict[int, int]) -> dict[str, list]:
+    """The rows at or past their partition's floor (the others are replays)."""
+    if not floors:
+        return columns
+    keep = [i for i, (p, o) in enumerate(zip(columns[pcol], columns[ocol])) if o >= floors.get(p, 0)]
+    return _take(columns, keep)
 
 
 class StorageWriteLanding:
@@ -63,40 +80,46 @@ class StorageWriteLanding:
         self.replay_window = timedelta(days=replay_window_days)
         self.rpc_timeout = rpc_timeout
         self._lock = threading.Lock()  # an abandoned attempt and its retry never interleave
-        self.last_streams = 0  # streams created by the last landing (for quota accounting)
-        self._finished: set[str] = set()  # decided streams this process committed
+        self.last_streams = 0  # streams created (a landing alone: by the last one; for quota accounting)
+        self._group: Any = None  # the landing in a consumer group (bq_streams.GroupLanding)
 
     # -- landing -------------------------------------------------------------------------
     def land(self, batch: LandingBatch) -> Landed:
         with self._lock:
             fence = getattr(self.wh, "fence", None)
-            partitions = sorted(batch.partitions)
-            if fence is None or not partitions:
-                return self._land(batch.first_per_key())
-            from payflow.runtime.landing_fence import Fenced
-            try:
-                held = fence.pending(partitions)  # Fenced during a rebalance
-                self._finish_decided(held)
-                # a range the group committed already is landed all the same: the lookup skips
-                # what is there, and nothing is acked on the committed offset's word alone
-                seen = {key: held[key][0] if key in held else None for key in partitions}
-                return self._land(batch.first_per_key(),
-                                  decide=lambda streams: fence.decide(seen, _decision(streams)))
-            except Fenced:
-                return Landed(fenced=True)
+            if fence is not None and batch.partitions:
+                if self._group is None:
+                    from payflow.warehouse.bq_streams import GroupLanding
+                    self._group = GroupLanding(self, fence)
+                return self._group.land(batch)
+            return self._land_alone(batch.first_per_key())
 
-    def _finish_decided(self, held: dict[tuple[str, int], tuple[int | None, str]]) -> None:
-        """Commit the streams of a landing that was decided (its offsets committed with their
-        names, payflow.runtime.landing_fence) but perhaps not committed: a worker that
-        stopped or crashed between its decision and its last table's commit."""
-        names = {name for _, metadata in held.values() for name in _decided_streams(metadata)}
-        for name in sorted(names - self._finished):
-            self._commit(_table_of(name), name, finishing=True, gone_ok=True)
-            self._finished.add(name)
-        if len(self._finished) > 10_000:
-            self._finished.clear()
+    def _land_alone(self, batch: LandingBatch) -> Landed:
+        """A landing with no consumer group to decide it (tests, tools, the fence off): what
+        each table holds is read from it, and one PENDING stream per table is committed."""
+        landed, appends, hashes, erasures, now = self.plan(batch)
+        fault.pause_at("before_write")
+        streams = {table: self._write_pending(table, _arrow(table, rows.columns)) for table, rows in appends.items()}
+        self.last_streams = len(streams)
+        for i, (table, stream) in enumerate(streams.items()):  # one atomic commit per table (BigQuery's unit)
+            if i == 1:
+                fault.pause_at("between_tables")
+            self._commit(table, stream)
+        if streams and hashes:
+            self.erase_what_was_erased_meanwhile(hashes, erasures, now)
+        return landed
 
-    def _land(self, batch: LandingBatch, decide: Any = None) -> Landed:
+    def plan(self, batch: LandingBatch, floors: Floors | None = None
+             ) -> tuple[Landed, dict[str, Rows], set[str], dict[str, str], datetime]:
+        """What a landing appends: (Landed, table -> its new rows, the batch's
+        pii_hashes, the ledger's erasure modes for them, now).
+
+        `floors` None: what each table holds of the batch is read from it (its ids, its raw
+        positions). Given: table -> raw partition -> the offset below which that table holds
+        every row of that partition already (the group's decision says so,
+        payflow.warehouse.bq_streams); rows below it are replays and are not appended, and
+        only payment_transactions is read, for the batch's ids landed from another position
+        (id conflicts)."""
         now = datetime.now(timezone.utc)
         landed = Landed()
         payments = batch.sources.get("payments")
@@ -112,7 +135,8 @@ class StorageWriteLanding:
         landed_senders: dict[str, tuple[str, int]] = {}
         if payments or hashes or positional:
             found, positions_in_table, erasures, there, landed_senders = self._lookup(
-                payments, sorted(hashes), positional)
+                payments, sorted(hashes), {} if floors is not None else positional,
+                PAYMENT_TABLES[:1] if floors is not None else PAYMENT_TABLES)
 
         # conflicts: the batch's payment ids held from another raw position
         conflicts: list[tuple[str, int, int, int, int]] = []
@@ -140,7 +164,7 @@ class StorageWriteLanding:
         id_conflicts = [c for c in conflicts if c[:3] not in copied]
 
         # rows to append, per table
-        appends: dict[str, pa.Table] = {}
+        appends: dict[str, Rows] = {}
         for table in LANDING_ORDER:
             columns = batch.columns(table) if batch.count(table) else None
             if table in PAYMENT_TABLES:
@@ -148,16 +172,22 @@ class StorageWriteLanding:
                     continue
                 rows = [i for i in keep_payment if columns["transaction_id"][i] not in found[table]]
                 rows = [i for i in rows if erasures.get(payments["pii_hash"][i]) != "delete"]
+                if floors is not None:
+                    floor = floors.get(table, {})
+                    rows = [i for i in rows if offs[i] >= floor.get(parts[i], 0)]
                 columns = _take(columns, rows)
+                where = ([parts[i] for i in rows], [offs[i] for i in rows])
             elif table in POSITIONED:
                 if table == "deduplication_audit" and duplicates:
                     extra = _duplicate_rows(duplicates, now)
-                    there[table] |= self._held_positions(table, extra)
+                    if floors is None:
+                        there[table] |= self._held_positions(table, extra)
                     columns = extra if columns is None else {c: columns[c] + extra[c] for c in columns}
                 if table == "dead_letter_events" and id_conflicts:
                     extra = _conflict_rows(id_conflicts, now)
                     # the conflicts' positions were not in the lookup (known only after it)
-                    there[table] |= self._held_positions(table, extra)
+                    if floors is None:
+                        there[table] |= self._held_positions(table, extra)
                     columns = extra if columns is None else {c: columns[c] + extra[c] for c in columns}
                 if not columns:
                     continue
@@ -166,32 +196,20 @@ class StorageWriteLanding:
                 # replay brings again included)
                 rows = [i for i, (p, o) in enumerate(zip(columns[pcol], columns[ocol])) if (p, o) not in there[table]]
                 columns = _take(columns, rows)
+                if floors is not None:
+                    columns = _above_floors(columns, pcol, ocol, floors.get(table, {}))
                 if table == "late_events":
                     columns = _without_erased(table, columns, erasures, now)
+                where = (columns[pcol], columns[ocol])
             if columns and table in PAYMENT_TABLES:
-                columns = _without_erased(table, columns, erasures, now)
+                columns = _without_erased(table, columns, erasures, now)  # anonymizes (deletes are out)
             n = len(next(iter(columns.values()))) if columns else 0
             landed[table] = n
             if n:
-                appends[table] = _arrow(table, columns)
+                appends[table] = Rows(columns, *where)
+        return landed, appends, hashes, erasures, now
 
-        fault.pause_at("before_write")
-        streams = {table: self._write_pending(table, rows) for table, rows in appends.items()}
-        self.last_streams = len(streams)
-        if decide is not None:
-            decide(streams)  # Fenced: these streams are never committed
-        for i, (table, stream) in enumerate(streams.items()):  # one atomic commit per table (BigQuery's unit)
-            if i == 1:
-                fault.pause_at("between_tables")
-            # decided: whoever reads these partitions next may have committed it already
-            self._commit(table, stream, finishing=decide is not None)
-            if decide is not None:
-                self._finished.add(stream)
-        if streams and hashes:
-            self._erase_what_was_erased_meanwhile(hashes, erasures, now)
-        return landed
-
-    def _erase_what_was_erased_meanwhile(self, hashes: set[str], known: dict[str, str], now: datetime) -> None:
+    def erase_what_was_erased_meanwhile(self, hashes: set[str], known: dict[str, str], now: datetime) -> None:
         """An erasure that reached the ledger after this landing's lookup may have run its DML
         before these rows were committed: read the ledger again for the batch's subjects and
         apply the erasure plan to any erased since (its ledger row is already there). Any
@@ -211,11 +229,13 @@ class StorageWriteLanding:
         for mode, subjects in late.items():
             self.wh.apply_erasure(subjects, mode, now)
 
-    def _lookup(self, payments: dict[str, list] | None, hashes: list[str], positional: dict[str, dict[str, list]]):
-        """One query: which of the batch's payment ids each payment table holds (pruned to the
-        batch's event dates +- the window) with the positions payment_transactions holds them
-        at, the erasure ledger's mode for the batch's hashes, and which of the batch's raw
-        positions each position-keyed table holds (pruned to the replay window)."""
+    def _lookup(self, payments: dict[str, list] | None, hashes: list[str], positional: dict[str, dict[str, list]],
+                payment_tables: tuple[str, ...] = PAYMENT_TABLES):
+        """One query: which of the batch's payment ids each of `payment_tables` holds (pruned
+        to the batch's event dates +- the window) with the positions payment_transactions
+        holds them at, the erasure ledger's mode for the batch's hashes, and which of the
+        batch's raw positions each position-keyed table in `positional` holds (pruned to the
+        replay window)."""
         from google.cloud import bigquery
         parts, params = [], [bigquery.ArrayQueryParameter("hashes", "STRING", hashes)]
         if payments:
@@ -225,7 +245,7 @@ class StorageWriteLanding:
             params += [bigquery.ArrayQueryParameter("ids", "STRING", list(payments["transaction_id"])),
                        bigquery.ScalarQueryParameter("lo", "TIMESTAMP", lo),
                        bigquery.ScalarQueryParameter("hi", "TIMESTAMP", hi)]
-            for table in PAYMENT_TABLES:
+            for table in payment_tables:
                 # payment_transactions: where each id landed from, and its sender and event time
                 # (a refused copy from the same sender is a duplicate: base.same_payment)
                 pos = ("source_partition, source_offset, CAST(NULL AS STRING) AS mode, sender_account_id AS sender, "
@@ -319,6 +339,50 @@ class StorageWriteLanding:
         self.write.finalize_write_stream(name=stream.name, retry=None, timeout=self.rpc_timeout)
         return stream.name
 
+    def create_committed(self, table: str) -> str:
+        """A new COMMITTED stream on `table`: each append is visible at once, at the row
+        offset it names, and BigQuery refuses an append at an offset already written
+        (ALREADY_EXISTS), past the end (OUT_OF_RANGE) or after FinalizeWriteStream."""
+        from google.cloud.bigquery_storage_v1 import types
+        parent = f"projects/{self.wh.project}/datasets/{self.wh.dataset}/tables/{table}"
+        stream = self.write.create_write_stream(
+            parent=parent, write_stream=types.WriteStream(type_=types.WriteStream.Type.COMMITTED),
+            retry=None, timeout=self.rpc_timeout)
+        self.last_streams += 1
+        return stream.name
+
+    def append_at(self, table: str, stream: str, offset: int, rows: pa.Table) -> None:
+        """`rows` appended to a COMMITTED stream from row `offset` on: one request per chunk,
+        each answered before the next is sent, so a refused chunk stops the rest."""
+        from google.cloud.bigquery_storage_v1 import types
+        schema_bytes = rows.schema.serialize().to_pybytes()
+        for chunk in _chunks(rows):
+            request = types.AppendRowsRequest(
+                write_stream=stream, offset=offset,
+                arrow_rows=types.AppendRowsRequest.ArrowData(
+                    writer_schema=types.ArrowSchema(serialized_schema=schema_bytes),
+                    rows=types.ArrowRecordBatch(serialized_record_batch=chunk.serialize().to_pybytes())))
+            answered = False
+            for response in self.write.append_rows(iter([request]), retry=None, timeout=self.rpc_timeout):
+                if response.error and response.error.code:
+                    raise AppendError(f"AppendRows to {table} at row offset {offset} refused: "
+                                      f"{response.error.message}")
+                answered = True
+                break
+            if not answered:
+                raise AppendError(f"AppendRows to {table} at row offset {offset}: no answer")
+            offset += chunk.num_rows
+
+    def finalize(self, stream: str) -> int | None:
+        """Seal a stream against any further append (whoever holds it); its row count, or
+        None if BigQuery does not know the stream."""
+        from google.api_core import exceptions
+        try:
+            response = self.write.finalize_write_stream(name=stream, retry=None, timeout=self.rpc_timeout)
+        except exceptions.NotFound:
+            return None
+        return int(response.row_count)
+
     def _commit(self, table: str, stream: str, *, finishing: bool = False, gone_ok: bool = False) -> None:
         """Commit one finalized stream. `finishing` a decided stream (this landing's, or
         another attempt's or worker's): one committed already is done (BigQuery:
@@ -345,23 +409,19 @@ class StorageWriteLanding:
             raise AppendError(f"BatchCommitWriteStreams on {table}: " + "; ".join(e.error_message for e in errors))
 
 
-DECISION_PREFIX = "payflow-landing/1 "
+# the offset-commit metadata of a decided landing of the previous format: the names of its
+# PENDING streams (a worker upgraded mid-landing leaves one; bq_streams finishes it)
+PENDING_DECISION_PREFIX = "payflow-landing/1 "
 
 
-def _decision(streams: dict[str, str]) -> str:
-    """The offset-commit metadata of a decided landing: its streams' full names."""
+def decided_pending_streams(metadata: str) -> list[str]:
     import json
-    return DECISION_PREFIX + json.dumps(sorted(streams.values()), separators=(",", ":"))
-
-
-def _decided_streams(metadata: str) -> list[str]:
-    import json
-    if not metadata.startswith(DECISION_PREFIX):
+    if not metadata.startswith(PENDING_DECISION_PREFIX):
         return []  # Faust's own commits (""), or anything else
-    return list(json.loads(metadata[len(DECISION_PREFIX):]))
+    return list(json.loads(metadata[len(PENDING_DECISION_PREFIX):]))
 
 
-def _table_of(stream: str) -> str:
+def table_of(stream: str) -> str:
     return stream.split("/tables/")[1].split("/")[0]
 
 

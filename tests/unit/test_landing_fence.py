@@ -3,13 +3,14 @@ aiokafka internals it calls are there (canary), a refused landing's messages sto
 pending acks without being acked, and the decision's metadata names the streams."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
 from payflow.runtime import commit_offsets, landing_fence
-from payflow.pipeline.checkpoint import message_partitions
-from payflow.warehouse import bq_write
+from payflow.pipeline.checkpoint import message_partitions, message_range
+from payflow.warehouse import bq_streams, bq_write
 
 
 def test_what_the_fence_calls_is_on_the_installed_faust_and_aiokafka():
@@ -143,16 +144,43 @@ def test_a_landing_is_decided_on_the_partitions_of_its_messages():
     assert message_partitions([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5), msg("other", 0, 9)]) == \
         {("raw", 0), ("raw", 1), ("other", 0)}
     assert message_partitions([SimpleNamespace(name="a stand-in")]) == set()
+    assert message_range([msg("raw", 0, 7), msg("raw", 1, 3), msg("raw", 0, 5)]) == \
+        ({("raw", 0): 5, ("raw", 1): 3}, {("raw", 0): 8, ("raw", 1): 4})
 
 
-def test_the_decision_names_the_streams_and_nothing_else_is_read_as_one():
-    streams = {"payment_transactions": "projects/p/datasets/d/tables/payment_transactions/streams/0a1b",
-               "late_events": "projects/p/datasets/d/tables/late_events/streams/2c3d"}
-    metadata = bq_write._decision(streams)
-    assert len(metadata) < 4096  # the broker's default offset.metadata.max.bytes
-    assert sorted(bq_write._decided_streams(metadata)) == sorted(streams.values())
-    assert [bq_write._table_of(s) for s in sorted(streams.values())] == ["late_events", "payment_transactions"]
-    assert bq_write._decided_streams("") == [] and bq_write._decided_streams("something else") == []
+def test_a_decision_of_the_previous_format_names_its_pending_streams_and_nothing_else_is_read_as_one():
+    streams = ["projects/p/datasets/d/tables/late_events/streams/2c3d",
+               "projects/p/datasets/d/tables/payment_transactions/streams/0a1b"]
+    metadata = bq_write.PENDING_DECISION_PREFIX + json.dumps(streams)
+    assert bq_write.decided_pending_streams(metadata) == streams
+    assert [bq_write.table_of(s) for s in streams] == ["late_events", "payment_transactions"]
+    assert bq_write.decided_pending_streams("") == [] and bq_write.decided_pending_streams("something else") == []
+    assert bq_write.decided_pending_streams(bq_streams.DECISION_PREFIX + "{}") == []
+
+
+def test_what_a_decided_landing_reached_is_read_from_its_streams_row_counts():
+    """A decision of partition p's range [100, 160): payment_transactions' 40 rows at row 10
+    of its stream (two chunks: 25 rows through offset 131, then the rest), late_events' 3 at
+    row 0; dead_letter_events held p through 170 before it (an earlier landing went further),
+    the other tables had nothing to append."""
+    decision = {"e": 160, "f": {"dead_letter_events": 170},
+                "t": {"payment_transactions": ["s1", 10, [[25, 131], [40, 160]]], "late_events": ["s2", 0, [[3, 160]]]}}
+    every = bq_streams._landed_through(decision, 100, None)  # seen complete by its own worker
+    assert every["payment_transactions"] == every["late_events"] == 160
+    assert every["dead_letter_events"] == 170
+    assert every["pii_masking_audit"] == 160  # nothing to append: held through the range
+    # sealed after payment_transactions' first chunk, before late_events' append
+    part = bq_streams._landed_through(decision, 100, {"payment_transactions": 35, "late_events": 0})
+    assert part["payment_transactions"] == 131 and part["late_events"] == 100
+    assert part["dead_letter_events"] == 170 and part["payment_transactions_fraud"] == 160
+    nothing = bq_streams._landed_through(decision, 100, {"payment_transactions": 10, "late_events": 0})
+    assert nothing["payment_transactions"] == nothing["late_events"] == 100
+
+
+def test_rows_below_their_table_s_floor_are_replays_and_are_not_appended():
+    columns = {"source_partition": [0, 0, 1, 1, 2], "source_offset": [5, 9, 3, 8, 1], "v": list("abcde")}
+    kept = bq_write._above_floors(columns, "source_partition", "source_offset", {0: 9, 1: 4})
+    assert kept["v"] == ["b", "d", "e"]
 
 
 def test_a_stream_committed_already_counts_as_done_when_finishing_a_decision():
@@ -247,6 +275,11 @@ def test_the_decision_commits_the_offsets_where_they_are_with_the_streams_named(
     asyncio.run(fence._decide({("raw", 0): 40, ("raw", 1): None}, "payflow-landing/1 [\"s\"]"))
     assert coordinator.commits == [{TopicPartition("raw", 0): OffsetAndMetadata(40, "payflow-landing/1 [\"s\"]"),
                                     TopicPartition("raw", 1): OffsetAndMetadata(0, "payflow-landing/1 [\"s\"]")}]
+    # one metadata per partition: each names its own streams and range
+    coordinator.commits.clear()
+    asyncio.run(fence._decide({("raw", 0): 40, ("raw", 1): None}, {("raw", 0): "d0", ("raw", 1): "d1"}))
+    assert coordinator.commits == [{TopicPartition("raw", 0): OffsetAndMetadata(40, "d0"),
+                                    TopicPartition("raw", 1): OffsetAndMetadata(0, "d1")}]
 
 
 def test_the_decision_is_refused_to_an_evicted_member_after_another_s_commit_and_without_a_position():
