@@ -363,12 +363,13 @@ class StorageWriteLanding:
                     writer_schema=types.ArrowSchema(serialized_schema=schema_bytes),
                     rows=types.ArrowRecordBatch(serialized_record_batch=chunk.serialize().to_pybytes())))
             answered = False
+            # read to the end: the call closes when the server has answered the one request
+            # (one left open holds a server thread until it times out)
             for response in self.write.append_rows(iter([request]), retry=None, timeout=self.rpc_timeout):
                 if response.error and response.error.code:
                     raise AppendError(f"AppendRows to {table} at row offset {offset} refused: "
                                       f"{response.error.message}")
                 answered = True
-                break
             if not answered:
                 raise AppendError(f"AppendRows to {table} at row offset {offset}: no answer")
             offset += chunk.num_rows
