@@ -48,7 +48,8 @@ start() {
   install_spatial_extension
   mkdir -p "$BQ_DIR"
   log "starting bqemulator on 127.0.0.1:$BQ_PORT, log in $LOGFILE"
-  setsid "$BQ_VENV/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$BQ_PORT" \
+  # sitecustomize there serializes the emulator's use of its DuckDB connection (see the file)
+  PYTHONPATH="$ROOT/scripts/bqemulator-site" setsid "$BQ_VENV/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$BQ_PORT" \
       --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" --project "$BQ_PROJECT" \
       --ephemeral --log-level warning --log-format console \
       >"$LOGFILE" 2>&1 < /dev/null &

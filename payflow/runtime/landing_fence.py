@@ -1,31 +1,25 @@
 """The BigQuery landing's decision point: a Kafka offset commit, fenced by the group generation.
 
-A BigQuery landing writes its rows into PENDING write streams (invisible until committed),
-then asks `decide`: commit its partitions' offsets *where they are* (the committed offset,
-not advanced) *with the names of those streams in the offset-commit metadata*, in one
-OffsetCommit request. The group coordinator accepts it only from a current member that owns
-every partition of the landing (aiokafka raises CommitFailedError on an old generation or an
-unknown member, IllegalStateError for a partition not assigned): a worker evicted while
-paused mid-landing is refused here, and its streams are never committed. Only after a
-decision does the landing commit its streams (BatchCommitWriteStreams, per table), then the
-checkpoint goes on as for any landing (outputs, changelog, acks; Faust's commit of the acks
-advances the offsets and clears the metadata).
+Before a BigQuery landing writes anything it asks `decide`: commit its partitions' offsets
+*where they are* (the committed offset, not advanced) with, per partition, what the landing
+is about to write in the offset-commit metadata (payflow.warehouse.bq_streams: its streams,
+row offsets and range), in one OffsetCommit request. The group coordinator accepts it only
+from a current member that owns every partition of the landing (aiokafka raises
+CommitFailedError on an old generation or an unknown member, IllegalStateError for a
+partition not assigned): a worker evicted while paused before its decision writes nothing.
+One evicted after it is refused by BigQuery: the next owner reads the decision (`pending`)
+and finalizes the streams it names before its own landing. After the writes, the checkpoint
+goes on as for any landing (outputs, changelog, acks); Faust's commit of the acks advances
+the offsets, and carries what the landing asks it to (`with_carried_metadata`).
 
 The decision does not move the offsets, so it can skip nothing, and everything the
 checkpoint makes durable before an ack (the enriched payments, the state changelog) still
-comes before the offsets move. A landing that decided and then stopped (a crash, a SIGSTOP
-between two tables' commits or before its acks) leaves its range to be read again by
-whoever owns those partitions next: that landing's `pending` returns the metadata the
-decision left, and it commits the streams named there first (a stream committed twice is
-refused by BigQuery as already committed, which counts as done), so its lookup finds those
-rows and appends none of them again; the evicted worker, resumed, commits nothing new.
-
-`decide` is also an optimistic check on the committed offsets: it refuses a landing if any of
-its partitions' committed offset changed since `pending` read it, before the landing read the
-warehouse (another member landed there meanwhile). Within one generation only the
-partition's owner commits it, so the check and the commit cannot be separated by another
-member's commit. `pending` commits Faust's acks first (the previous landing's), so Faust's
-own commit cannot move the offsets in between.
+comes before the offsets move. `decide` is also an optimistic check on the committed offsets:
+it refuses a landing if any of its partitions' committed offset changed since `pending` read
+it (another member landed there meanwhile). Within one generation only the partition's owner
+commits it, so the check and the commit cannot be separated by another member's commit.
+`pending` commits Faust's acks first (the previous landing's), so Faust's own commit cannot
+move the offsets in between.
 
 The calls run on the consumer's own thread (Faust's AIOKafkaConsumerThread.call_thread), as
 Faust's own commits do.
@@ -316,8 +310,8 @@ class KafkaLandingFence:
 
         from payflow.runtime import commit_offsets
         if rebalancing(self.app):
-            log.warning("stage sink: landing of partition(s) %s not committed (a rebalance is under way); its "
-                        "rows stay in uncommitted write streams and its offsets are read again",
+            log.warning("stage sink: landing of partition(s) %s not decided (a rebalance is under way); nothing "
+                        "of it is written and its offsets are read again",
                         ", ".join(str(p) for _, p in sorted(seen)))
             raise Fenced("a rebalance is under way")
         thread = self._thread()
@@ -361,7 +355,7 @@ class KafkaLandingFence:
         else:
             self._unanswered = None
         if refused:
-            log.warning("stage sink: landing of partition(s) %s not committed (%s); its rows stay in uncommitted "
-                        "write streams and its offsets are read again",
+            log.warning("stage sink: landing of partition(s) %s not decided (%s); nothing of it is written and "
+                        "its offsets are read again",
                         ", ".join(str(p) for _, p in sorted(seen)), refused)
             raise Fenced(refused)

@@ -1,7 +1,8 @@
 """The BigQuery warehouse, through the official google-cloud-bigquery client.
 
-The landing is the Storage Write API's: pending streams committed per table, no DML
-(bq_write.py, docs/bigquery.md). The MERGE landing it replaced, whose ON clause reads every
+The landing is the Storage Write API's, no DML: in a consumer group, COMMITTED streams per
+table and raw partition decided through the group (bq_streams.py); alone, PENDING streams
+committed per table (bq_write.py); docs/bigquery.md. The MERGE landing it replaced, whose ON clause reads every
 partition of the target, lives on in the landing-cost benchmark for comparison
 (payflow/bench/landing_cost.py). Not the legacy streaming API (tabledata.insertAll) either:
 its insertId de-duplication is best effort, and rows in its streaming buffer cannot be

@@ -1,25 +1,25 @@
-"""BigQuery landing through the Storage Write API: no DML, cost bounded by the batch.
+"""BigQuery landing through the Storage Write API: what a landing appends, and a landing alone.
 
-One landing = one read query + per table one PENDING write stream (CreateWriteStream,
-AppendRows with offsets, FinalizeWriteStream) committed with BatchCommitWriteStreams.
-BigQuery commits a group of pending streams atomically only within one parent table, so
-each table's rows become visible all at once, table by table; a crash between two tables'
-commits leaves some tables landed and others not. Every table is therefore idempotent on
-its own, without a ledger table that could not share the commit:
+`plan` decides what a batch appends to each table. Given the floors of a landing in a
+consumer group (payflow.warehouse.bq_streams: per table and raw partition, the offset below
+which the table holds its rows), rows below them are replays, and only payment_transactions
+is read, for id conflicts. Without them (a landing alone: tests, tools, no group), every
+table is read for what it holds of the batch, in one query:
 
-- the three payment tables: the read query looks up the batch's transaction_ids in each of
-  them, pruned to the DATE(event_time) partitions the batch can touch (its event times +-
-  `window_days`); a row whose id is already there is not appended (a replay), or, from
-  another raw position, is an id conflict (base.Landed);
-- dead_letter_events, late_events, deduplication_audit are keyed by raw position: the same
-  query reads which of the batch's (partition, offset) positions each of them holds, pruned
-  to the replay window of their landing-time partitions; a position already there is a
-  replay and is not appended. Exact, with no memory of what landed: a partition re-read out
-  of order (a stall-guard seek, a rebalance, another worker) skips only what is there.
+- the three payment tables: the batch's transaction_ids, pruned to the DATE(event_time)
+  partitions the batch can touch (its event times +- `window_days`); a row whose id is
+  already there is not appended (a replay), or, from another raw position, is an id
+  conflict (base.Landed);
+- dead_letter_events, late_events, deduplication_audit, keyed by raw position: which of the
+  batch's (partition, offset) positions each holds, pruned to the replay window of their
+  landing-time partitions;
+- the erasure ledger (gdpr_erasures, clustered by pii_hash) for the batch's hashes, in both
+  cases: delete-mode subjects are not appended, anonymize-mode ones without links.
 
-The same query reads the erasure ledger (gdpr_erasures, clustered by pii_hash) for the
-batch's hashes: delete-mode subjects are not appended, anonymize-mode ones without links.
-Rows committed from a pending stream are ordinary table rows: DML (GDPR erasure) works on
+A landing alone then writes one PENDING stream per table (CreateWriteStream, AppendRows
+with offsets, FinalizeWriteStream) and commits each (BatchCommitWriteStreams): BigQuery
+commits pending streams atomically only within one parent table, so each table is
+idempotent on its own. Committed rows are ordinary table rows: DML (GDPR erasure) works on
 them at once, unlike the legacy streaming buffer.
 """
 from __future__ import annotations
