@@ -82,6 +82,14 @@ def a_batch(result, positions: slice = slice(None)):
     return batch
 
 
+def owned_by(member: str, result) -> tuple[Group, object]:
+    """A group whose `member` owns the partitions of the batch of `result`, and the batch."""
+    group, batch = Group(), a_batch(result)
+    for key in batch.partitions:
+        group.owner[key] = member
+    return group, batch
+
+
 def rows_per_key(warehouse) -> dict[str, int]:
     """table -> keys held more than once."""
     out = {t: warehouse.query(f"SELECT COUNT(*) AS n FROM (SELECT transaction_id FROM {t} GROUP BY 1 "
@@ -98,10 +106,7 @@ def landing_of(warehouse, member) -> GroupLanding:
 
 def test_a_landing_reads_no_table_but_payment_transactions_and_the_erasure_ledger(bq, monkeypatch):
     result, valid = processed(count=400)
-    group = Group()
-    batch = a_batch(result)
-    for key in batch.partitions:
-        group.owner[key] = "a"
+    group, batch = owned_by("a", result)
     read: list[str] = []
     query = bq.client.query
 
@@ -122,10 +127,7 @@ def test_a_landing_reads_no_table_but_payment_transactions_and_the_erasure_ledge
 
 def test_a_replay_lands_nothing_twice_and_streams_do_not_grow_with_landings(bq):
     result, _ = processed(count=400)
-    group = Group()
-    batch = a_batch(result)
-    for key in batch.partitions:
-        group.owner[key] = "a"
+    group, batch = owned_by("a", result)
     landing = landing_of(bq, group.member("a"))
     storage = bq.storage_landing()
     created = storage.last_streams
@@ -151,10 +153,7 @@ def test_a_worker_that_lost_its_partitions_mid_landing_is_refused_by_bigquery_it
     """A decides and appends its first table, then stops; B owns the partitions now, seals
     A's streams and lands the rest; A's remaining appends are refused by BigQuery."""
     result, valid = processed(count=400)
-    group = Group()
-    batch = a_batch(result)
-    for key in batch.partitions:
-        group.owner[key] = "a"
+    group, batch = owned_by("a", result)
     a = landing_of(bq, group.member("a"))
     storage = bq.storage_landing()
     append = type(storage).append_at
@@ -192,10 +191,7 @@ def test_an_erasure_between_the_decision_and_the_appends_still_erases(bq, monkey
     result, _ = processed(count=200)
     subject = result.enriched[0].payment.pii_hash
     mine = {e.payment.transaction_id for e in result.enriched if e.payment.pii_hash == subject}
-    group = Group()
-    batch = a_batch(result)
-    for key in batch.partitions:
-        group.owner[key] = "a"
+    group, batch = owned_by("a", result)
     storage = bq.storage_landing()
     append = type(storage).append_at
     erased = []
