@@ -12,6 +12,9 @@ DUPLICATES = Counter("payflow_duplicates_dropped_total", "Duplicates dropped by 
 REPLAYS = Counter("payflow_replays_passed_total", "Same message read again after a restart, passed through")
 LATE = Counter("payflow_late_events_total", "Events older than the watermark, sent to the late topic")
 DLQ = Counter("payflow_dlq_events_total", "Messages sent to the dead-letter topic", ["reason"])
+BQ_STREAMS_CREATED = Counter("payflow_bigquery_write_streams_created_total",
+                             "Storage Write API streams created (CreateWriteStream is a quota per project and hour)")
+BQ_APPENDS = Counter("payflow_bigquery_appends_total", "AppendRows requests sent to BigQuery")
 ROWS_LANDED = Counter("payflow_warehouse_rows_landed_total", "Rows newly inserted into the warehouse", ["table"])
 HIGH_RISK = Counter("payflow_high_risk_payments_total", "Payments scored above 60")
 SCORED = Counter("payflow_scored_payments_total", "Payments scored by fraud enrichment")

@@ -7,8 +7,8 @@ A landing of partition p's range [O, E) (O: the group's committed offset) goes:
 1. **Decide.** One generation-fenced offset commit (payflow.runtime.landing_fence) leaves
    the offset at O and writes in its metadata, per table with rows: the stream, the row
    offset R the landing's rows start at, and how many there are; with the range's end E
-   and, per table, the offset below which the table held p's rows before this landing
-   (its floor). A worker evicted before this point is refused by the group.
+   and, per table, the offset below which the table held p's rows before this landing,
+   where that is past O (its floor). A worker evicted before this point is refused by the group.
 2. **Append** each table's rows of p to its stream at row offset R (AppendRows with an
    offset: visible at once; BigQuery refuses an offset already written, a gap, and any
    append to a finalized stream).
@@ -69,6 +69,8 @@ class GroupLanding:
         self.landings_per_stream: dict[str, int] = {}
         # (topic, partition) -> (floor, start) of a landing refused for beginning past a floor
         self.gaps: dict[Key, tuple[int, int]] = {}
+        # a seal found rows of another landing: the ledger's recent erasures are applied again
+        self.erase_meanwhile = False
 
     def land(self, batch: LandingBatch) -> Landed:
         from payflow.runtime.landing_fence import Fenced
@@ -83,7 +85,7 @@ class GroupLanding:
             if not read_all and self._past_a_gap(floors, batch.starts, keys):
                 return Landed(fenced=True)
             landed, appends, hashes, erasures, now = self.landing.plan(batch, None if read_all else floors)
-            writes, decisions = self._writes(topic, appends, floors, held, batch.ends, keys)
+            writes, decisions = self._writes(topic, appends, floors, held, batch.ends, keys, read_all)
             self.fence.decide({key: held[key][0] if key in held else None for key in keys}, decisions)
         except Fenced:
             return Landed(fenced=True)
@@ -108,7 +110,10 @@ class GroupLanding:
             # each table holds the partition, where that is past the offset committed
             through = _landed_through(json.loads(text[len(DECISION_PREFIX):]), 0, None)
             self.fence.carry(key, functools.partial(_carried_floors, through))
-        if writes and hashes:
+        if hashes and self.erase_meanwhile:
+            self.landing.erase_what_was_erased_meanwhile(hashes, {}, now)
+            self.erase_meanwhile = False
+        elif writes and hashes:
             self.landing.erase_what_was_erased_meanwhile(hashes, erasures, now)
         return landed
 
@@ -130,9 +135,13 @@ class GroupLanding:
                 counts = None  # this worker's own decision, seen complete: every append went
                 if self.completed.get(key) != metadata:
                     counts = self._seal(key, decision)
-                    if counts is None:
+                    if counts is None or decision.get("r"):
                         read_all = True
                         continue
+                    if any(counts[t] > start for t, (_, start, _) in decision["t"].items()):
+                        # rows it appended are there; an erasure that ran before them and after
+                        # its ledger read is applied by this landing (erase_meanwhile)
+                        self.erase_meanwhile = True
                 for table, through in _landed_through(decision, base, counts).items():
                     floors[table][partition] = through
             elif decided_pending_streams(metadata):
@@ -146,23 +155,26 @@ class GroupLanding:
         in that table.) Such a landing is refused, and its partitions are read again from the
         committed offset. A partition read again that still begins there has no record in
         between (transaction markers, a log start past the committed offset): it lands."""
-        refused = False
+        past: dict[Key, tuple[int, int]] = {}
         for key in keys:
             start = starts.get(key)
             floor = min(floors[table][key[1]] for table in LANDING_ORDER)
-            if start is None or start <= floor:
-                self.gaps.pop(key, None)
-                continue
-            if self.gaps.get(key) == (floor, start):
-                log.info("stage sink: partition %s[%d] read again from its committed offset still begins at %d, "
-                         "past %d: no record in between", key[0], key[1], start, floor)
-                del self.gaps[key]
-                continue
-            self.gaps[key] = (floor, start)
-            log.warning("stage sink: the landing of partition %s[%d] begins at offset %d, past %d where a table "
-                        "holds it: refused, the partition is read again", key[0], key[1], start, floor)
-            refused = True
-        return refused
+            if start is not None and start > floor:
+                past[key] = (floor, start)
+        refused = {key: gap for key, gap in past.items() if self.gaps.get(key) != gap}
+        if refused:
+            # the partitions that passed keep their note: the landing as a whole is read again
+            self.gaps.update(refused)
+            for key, (floor, start) in refused.items():
+                log.warning("stage sink: the landing of partition %s[%d] begins at offset %d, past %d where a "
+                            "table holds it: refused, the partition is read again", key[0], key[1], start, floor)
+            return True
+        for key, (floor, start) in past.items():
+            log.info("stage sink: partition %s[%d] read again from its committed offset still begins at %d, "
+                     "past %d: no record in between", key[0], key[1], start, floor)
+        for key in keys:
+            self.gaps.pop(key, None)
+        return False
 
     def _seal(self, key: Key, decision: dict) -> dict[str, int] | None:
         """Finalize every stream a decision names (no append to them succeeds after this) and
@@ -191,7 +203,7 @@ class GroupLanding:
 
     # -- what this landing appends, and its decision ------------------------------------
     def _writes(self, topic: str, appends: dict[str, Rows], floors: Floors,
-                held: dict[Key, tuple[int, str]], ends: dict[Key, int], keys: list[Key]):
+                held: dict[Key, tuple[int, str]], ends: dict[Key, int], keys: list[Key], read_all: bool):
         """[(table, partition, stream entry, Arrow rows)] in landing order, and per partition
         the metadata its decision commits."""
         decided: dict[Key, dict] = {}
@@ -199,7 +211,9 @@ class GroupLanding:
             base = held[key][0] if key in held else 0
             end = max(ends.get(key, base), base)
             decided[key] = {"e": end, "t": {},
-                            "f": {t: floors[t][key[1]] for t in LANDING_ORDER if floors[t][key[1]] > end}}
+                            "f": {t: floors[t][key[1]] for t in LANDING_ORDER if floors[t][key[1]] > base}}
+            if read_all:
+                decided[key]["r"] = 1  # its floors are the committed offset: whoever finishes it reads
         writes = []
         for table in LANDING_ORDER:
             if table not in appends:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from payflow import fault
+from payflow.metrics import BQ_APPENDS, BQ_STREAMS_CREATED
 from payflow.warehouse import schema
 from payflow.warehouse.base import (
     ERASABLE, ERASED_AT, ERASED_FLAG, ID_CONFLICT, LANDING_ORDER, NULLED, PAYMENT_TABLES, LandingBatch, Landed,
@@ -314,6 +315,7 @@ class StorageWriteLanding:
         stream = self.write.create_write_stream(
             parent=parent, write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
             retry=None, timeout=self.rpc_timeout)
+        BQ_STREAMS_CREATED.inc()
         requests = []
         schema_bytes = rows.schema.serialize().to_pybytes()
         offset = 0
@@ -326,6 +328,7 @@ class StorageWriteLanding:
                 request.arrow_rows.writer_schema = types.ArrowSchema(serialized_schema=schema_bytes)
             requests.append(request)
             offset += chunk.num_rows
+        BQ_APPENDS.inc(len(requests))
         responses = self.write.append_rows(iter(requests), retry=None, timeout=self.rpc_timeout)
         got = 0
         for response in responses:
@@ -349,11 +352,13 @@ class StorageWriteLanding:
             parent=parent, write_stream=types.WriteStream(type_=types.WriteStream.Type.COMMITTED),
             retry=None, timeout=self.rpc_timeout)
         self.last_streams += 1
+        BQ_STREAMS_CREATED.inc()
         return stream.name
 
     def append_at(self, table: str, stream: str, offset: int, rows: pa.Table) -> None:
         """`rows` appended to a COMMITTED stream from row `offset` on: one request per chunk,
         each answered before the next is sent, so a refused chunk stops the rest."""
+        from google.api_core import exceptions
         from google.cloud.bigquery_storage_v1 import types
         schema_bytes = rows.schema.serialize().to_pybytes()
         for chunk in _chunks(rows):
@@ -363,13 +368,19 @@ class StorageWriteLanding:
                     writer_schema=types.ArrowSchema(serialized_schema=schema_bytes),
                     rows=types.ArrowRecordBatch(serialized_record_batch=chunk.serialize().to_pybytes())))
             answered = False
+            BQ_APPENDS.inc()
             # read to the end: the call closes when the server has answered the one request
             # (one left open holds a server thread until it times out)
-            for response in self.write.append_rows(iter([request]), retry=None, timeout=self.rpc_timeout):
-                if response.error and response.error.code:
-                    raise AppendError(f"AppendRows to {table} at row offset {offset} refused: "
-                                      f"{response.error.message}")
-                answered = True
+            try:
+                for response in self.write.append_rows(iter([request]), retry=None, timeout=self.rpc_timeout):
+                    if response.error and response.error.code:
+                        raise AppendError(f"AppendRows to {table} at row offset {offset} refused: "
+                                          f"{response.error.message}")
+                    answered = True
+            except (exceptions.NotFound, exceptions.FailedPrecondition) as exc:
+                # a stream finalized by another worker, or one BigQuery no longer knows: the
+                # landing is tried again, and finds out which (bq_streams)
+                raise AppendError(f"AppendRows to {table} refused: {exc}") from exc
             if not answered:
                 raise AppendError(f"AppendRows to {table} at row offset {offset}: no answer")
             offset += chunk.num_rows

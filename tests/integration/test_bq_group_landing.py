@@ -210,3 +210,46 @@ def test_an_erasure_between_the_decision_and_the_appends_still_erases(bq, monkey
         assert rows == []
     else:
         assert len(rows) == len(mine) and all(r["pii_hash"] is None for r in rows)
+
+
+def below(batch, offset: int):
+    """The batch's rows from raw offsets below `offset` (its range cut there)."""
+    from payflow.warehouse.base import LandingBatch
+    out = LandingBatch(partitions=batch.partitions, starts=batch.starts,
+                       ends={key: offset for key in batch.partitions})
+    for name, source in batch.sources.items():
+        column = "source_offset" if "source_offset" in source else "duplicate_offset"
+        keep = [i for i, o in enumerate(source[column]) if o < offset]
+        out.sources[name] = {c: [v[i] for i in keep] for c, v in source.items()}
+    return out
+
+
+def test_floors_a_takeover_found_survive_a_second_takeover(bq, monkeypatch):
+    """A lands the first half completely and stops before its acks; B takes over (its seal
+    says every table holds the first half), lands the whole range but stops after its first
+    table; C takes over: no table gets the first half again."""
+    result, valid = processed(count=400)
+    group, batch = owned_by("a", result)
+    half = max(batch.ends.values()) // 2
+    landing_of(bq, group.member("a")).land(below(batch, half))
+    storage = bq.storage_landing()
+    append = type(storage).append_at
+    first: list[str] = []
+
+    def stop_after_the_first_table(self, table, stream, offset, rows):
+        first[:] = first or [table]
+        if table != first[0]:
+            raise KeyboardInterrupt
+        return append(self, table, stream, offset, rows)
+
+    for key in batch.partitions:
+        group.owner[key] = "b"
+    monkeypatch.setattr(type(storage), "append_at", stop_after_the_first_table)
+    with pytest.raises(KeyboardInterrupt):
+        GroupLanding(storage, group.member("b")).land(a_batch(result))
+    monkeypatch.undo()
+    for key in batch.partitions:
+        group.owner[key] = "c"
+    GroupLanding(storage, group.member("c")).land(a_batch(result))
+    assert rows_per_key(bq) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
+    assert bq.query("SELECT COUNT(*) AS n FROM payment_transactions_fraud")[0]["n"] == len(valid)

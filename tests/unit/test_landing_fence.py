@@ -461,3 +461,19 @@ def test_a_partition_revoked_while_read_again_awaits_is_left_to_its_new_owner():
         await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING), refused)
         return sought
     assert asyncio.run(run()) == [(1, 40)]
+
+
+def test_a_landing_past_a_floor_is_refused_once_per_partition_and_then_lands():
+    """Two partitions that each begin past their floor (transaction markers before them):
+    each is refused once, and the landing of both lands; one partition passing does not
+    forget its note while the other refuses the landing."""
+    from payflow.warehouse.base import LANDING_ORDER
+    landing = object.__new__(bq_streams.GroupLanding)
+    landing.gaps = {}
+    p, r = ("raw", 0), ("raw", 1)
+    floors = {t: {0: 10, 1: 20} for t in LANDING_ORDER}
+    assert landing._past_a_gap(floors, {p: 12}, [p])  # p: refused once
+    assert landing._past_a_gap(floors, {p: 12, r: 22}, [p, r])  # r: refused once; p keeps its note
+    assert not landing._past_a_gap(floors, {p: 12, r: 22}, [p, r])  # both read again, same starts: lands
+    assert landing.gaps == {}
+    assert not landing._past_a_gap(floors, {p: 10, r: 5}, [p, r])  # at or below the floor: lands
