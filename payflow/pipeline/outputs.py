@@ -11,12 +11,14 @@ the landing).
 """
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 import orjson
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from payflow.stages.mask import ERASED_SUBJECT
 from payflow.stages.redact import mask_text
@@ -100,6 +102,23 @@ def output_records(result: BatchResult, keys: dict[tuple[int, int], bytes | None
     return records
 
 
+async def partitions_including(producer: Any, topic: str, partition: int, timeout: float = 60.0) -> set[int]:
+    """The producer's partitions of `topic`, its metadata refreshed until they include
+    `partition`: a topic grown a moment ago (payflow.pipeline.partition_growth, by this worker
+    or another) is known to the producer with its old count until its next refresh (minutes),
+    and aiokafka refuses a record for a partition it does not know with an AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await producer.client.force_metadata_update()
+        partitions = await producer.partitions_for(topic)
+        if partition in partitions:
+            return partitions
+        if time.monotonic() > deadline:
+            raise KafkaError(f"{topic} has no partition {partition} in the brokers' metadata after {timeout:.0f} s "
+                             f"({len(partitions)} known)")
+        await asyncio.sleep(0.2)
+
+
 class BatchPublisher:
     """Sends records as aiokafka record batches; partitions by key with the producer's partitioner."""
 
@@ -124,12 +143,14 @@ class BatchPublisher:
         """Queue every record; return the futures of their record batches (RecordMetadata)."""
         producer = self._producer()
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = defaultdict(list)
-        counts: dict[str, int] = {}
+        known: dict[str, set[int]] = {}
         for topic, partition, key, value in records:
-            if topic not in counts:
-                counts[topic] = len(await producer.partitions_for(topic))  # metadata, so partitioning can run
+            if topic not in known:
+                known[topic] = await producer.partitions_for(topic)  # metadata, so partitioning can run
             if partition is None:
-                partition = self._partition_of(producer, topic, counts[topic], key, value)
+                partition = self._partition_of(producer, topic, len(known[topic]), key, value)
+            elif partition not in known[topic]:
+                known[topic] = await partitions_including(producer, topic, partition)
             groups[(topic, partition)].append((key, value))
         futures = []
         for (topic, partition), messages in groups.items():
