@@ -262,7 +262,7 @@ def _floor_write(wh: BigQueryWarehouse, landing: str, batch: LandingBatch, kind:
         sl = wh.storage_landing()
         streams = {t: sl._write_pending(t, _arrow(t, batch.columns(t))) for t in tables}
         for t, stream in streams.items():
-            sl._commit(t, stream)
+            sl.commit_stream(t, stream)
         return
     for t in tables:
         if kind == "floor":

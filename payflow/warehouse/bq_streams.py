@@ -85,7 +85,7 @@ class GroupLanding:
             if not read_all and self._past_a_gap(floors, batch.starts, keys):
                 return Landed(fenced=True)
             landed, appends, hashes, erasures, now = self.landing.plan(batch, None if read_all else floors)
-            writes, decisions = self._writes(topic, appends, floors, held, batch.ends, keys, read_all)
+            writes, decided, decisions = self._writes(topic, appends, floors, held, batch.ends, keys, read_all)
             self.fence.decide({key: held[key][0] if key in held else None for key in keys}, decisions)
         except Fenced:
             return Landed(fenced=True)
@@ -105,10 +105,10 @@ class GroupLanding:
             self._forget(topic, {p for _, p in keys})
             raise
         self.completed.update(decisions)
-        for key, text in decisions.items():
+        for key, decision in decided.items():
             # Faust's commit of this landing's acks clears the decision; it carries on how far
             # each table holds the partition, where that is past the offset committed
-            through = _landed_through(json.loads(text[len(DECISION_PREFIX):]), 0, None)
+            through = _landed_through(decision, 0, None)
             self.fence.carry(key, functools.partial(_carried_floors, through))
         if hashes and self.erase_meanwhile:
             self.landing.erase_what_was_erased_meanwhile(hashes, {}, now)
@@ -199,13 +199,13 @@ class GroupLanding:
 
     def _finish_pending(self, names: list[str]) -> None:
         for name in sorted(names):
-            self.landing._commit(table_of(name), name, finishing=True, gone_ok=True)
+            self.landing.commit_stream(table_of(name), name, finishing=True, gone_ok=True)
 
     # -- what this landing appends, and its decision ------------------------------------
     def _writes(self, topic: str, appends: dict[str, Rows], floors: Floors,
                 held: dict[Key, tuple[int, str]], ends: dict[Key, int], keys: list[Key], read_all: bool):
         """[(table, partition, stream entry, Arrow rows)] in landing order, and per partition
-        the metadata its decision commits."""
+        its decision and the metadata that commits it."""
         decided: dict[Key, dict] = {}
         for key in keys:
             base = held[key][0] if key in held else 0
@@ -244,7 +244,7 @@ class GroupLanding:
             if len(text.encode()) > MAX_METADATA_BYTES:
                 raise AppendError(f"the decision of partition {key[1]} is {len(text)} bytes, more than the offset "
                                   f"commit's {MAX_METADATA_BYTES}")
-        return writes, metadata
+        return writes, decided, metadata
 
     def _forget(self, topic: str, partitions: set[int]) -> None:
         for cached in [c for c in self.streams if c[1] == topic and c[2] in partitions]:

@@ -105,7 +105,7 @@ class StorageWriteLanding:
         for i, (table, stream) in enumerate(streams.items()):  # one atomic commit per table (BigQuery's unit)
             if i == 1:
                 fault.pause_at("between_tables")
-            self._commit(table, stream)
+            self.commit_stream(table, stream)
         if streams and hashes:
             self.erase_what_was_erased_meanwhile(hashes, erasures, now)
         return landed
@@ -395,7 +395,7 @@ class StorageWriteLanding:
             return None
         return int(response.row_count)
 
-    def _commit(self, table: str, stream: str, *, finishing: bool = False, gone_ok: bool = False) -> None:
+    def commit_stream(self, table: str, stream: str, *, finishing: bool = False, gone_ok: bool = False) -> None:
         """Commit one finalized stream. `finishing` a decided stream (this landing's, or
         another attempt's or worker's): one committed already is done (BigQuery:
         STREAM_ALREADY_COMMITTED; the emulator: INVALID_STREAM_STATE, state COMMITTED).

@@ -22,7 +22,7 @@ def test_an_erasure_between_the_lookup_and_the_commit_still_erases(bq_endpoint, 
         result, _ = processed(count=200)
         subject = result.enriched[0].payment.pii_hash
         mine = [e.payment.transaction_id for e in result.enriched if e.payment.pii_hash == subject]
-        commit = StorageWriteLanding._commit
+        commit = StorageWriteLanding.commit_stream
         erased = []
 
         def commit_after_an_erasure(self, table, stream, **options):
@@ -30,7 +30,7 @@ def test_an_erasure_between_the_lookup_and_the_commit_still_erases(bq_endpoint, 
                 erased.append(warehouse.erase([("k1", subject)], mode))
             return commit(self, table, stream, **options)
 
-        monkeypatch.setattr(StorageWriteLanding, "_commit", commit_after_an_erasure)
+        monkeypatch.setattr(StorageWriteLanding, "commit_stream", commit_after_an_erasure)
         warehouse.land(build_batch(result.enriched))
         assert erased and sum(erased[0].rows_affected.values()) == 0  # its DML ran before the rows were there
         rows = [r for r in warehouse.query("SELECT transaction_id, pii_hash FROM payment_transactions")

@@ -215,12 +215,12 @@ def test_a_decided_stream_that_is_gone_is_passed_over_when_finishing_a_decision(
     name = "projects/p/datasets/d/tables/payment_transactions/streams/0a1b"
     for outcome in (types.StorageError(code=codes.STREAM_NOT_FOUND, entity=name), exceptions.NotFound("table gone")):
         writer.write = Write(outcome)
-        writer._commit("payment_transactions", name, finishing=True, gone_ok=True)  # passed over
+        writer.commit_stream("payment_transactions", name, finishing=True, gone_ok=True)  # passed over
         # the landing's own decided stream (finishing: a successor may have committed it):
         # gone, its rows are nowhere and its lookup has run, so the landing fails
         for own in ({"finishing": True}, {}):
             with pytest.raises((bq_write.AppendError, exceptions.NotFound)):
-                writer._commit("payment_transactions", name, **own)
+                writer.commit_stream("payment_transactions", name, **own)
 
 
 class Coordinator:
