@@ -282,6 +282,10 @@ def note_seek(tp: Any) -> None:
     _sought_at[key] = _seeks
     _seeking[key] = _seeking.get(key, 0) + 1
     _delivered_since_seek.pop(key, None)
+    # runs noted before a seek described the path to the old position: forgotten, and noted
+    # again if the fetcher steps over them again (a run taken wrongly must not outlive the
+    # seek that reads the partition again)
+    _skipped.pop(key, None)
 
 
 def seeking(tp: Any) -> bool:
@@ -309,8 +313,15 @@ async def note_seek_ended(self: Consumer, tps: Any) -> None:
             # them already, and an observation at the target would take their offsets for
             # ones the fetcher stepped over (the start race: offsets 0-732 delivered while a
             # seek to 0 was under way, then "skipped", and Faust committed past them)
+            # Only where the fetcher is: a seek that did not go to its target (Faust's and
+            # aiokafka's seek to the committed offsets pass over a partition committed at 0
+            # or not at all, and Faust may still hold a target of an earlier generation) left
+            # the position where a fetch had put it, and an observation at the target would
+            # take the offsets between for ones stepped over (a three-worker start: 0-980)
             delivered = key in _delivered_since_seek
-            _observe(self, tp, None if delivered else _sought_to.get(key), self.app.consumer_generation_id)
+            target = _sought_to.get(key)
+            at_target = target is not None and _fetch_position(self, tp) == target
+            _observe(self, tp, target if at_target and not delivered else None, self.app.consumer_generation_id)
     for tp in tps:
         key = TP(tp.topic, tp.partition)
         if key in _recheck and not seeking(key) and _sought_to.get(key) is not None:

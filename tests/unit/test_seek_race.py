@@ -396,6 +396,7 @@ async def test_a_marker_at_the_sought_offset_is_committed_past(monkeypatch):
     nothing and moves the position past it."""
     consumer = ScriptedFetches([([], 7, True)], position=0)
     consumer._committed_offset[RAW] = 6
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
     await consumer.seek(RAW, 6)  # as the recovery's seek to the committed offsets does
     Consumer.ack(consumer, Msg(RAW, 6 - 1))  # what the last commit before the restart saw
     assert await run_script(consumer, monkeypatch) == []
@@ -488,3 +489,51 @@ async def test_a_seek_that_ends_after_records_were_delivered_leaves_no_observati
     fetch._seeking[RAW] = 1
     await fetch.note_seek_ended(consumer, [RAW])
     assert RAW not in fetch._observed or fetch._observed[RAW][0] >= 10
+
+
+class StaleTargetAtAStart(ScriptedFetches):
+    """A three-worker start (1 of 6 runs lost raw partition 0 whole): the partition comes back
+    to a worker with nothing committed for it while Faust still holds the committed position
+    0 that payflow gave it in an earlier generation, and the fetcher stands at 981, where an
+    earlier fetch left it. Faust's seek to the committed offsets passes over the partition
+    (nothing committed); payflow's seek to its first offset comes after an await (the
+    earliest offsets), and the fetch loop runs meanwhile: a fetch with nothing for the
+    partition (981 is its end)."""
+
+    def __init__(self, steps: list, position: int):
+        super().__init__(steps, position)
+        self.noted_while_looking_up: dict = {}
+
+    async def earliest_offsets(self, *tps):
+        await asyncio.wait_for(fetch.drain_messages(self, SimpleNamespace(_stopped=asyncio.Event())), 5)
+        self.noted_while_looking_up = dict(fetch._skipped.get(RAW, {}))
+        self._stopped.clear()
+        return {tp: 0 for tp in tps}
+
+
+async def test_a_seek_that_did_not_move_the_fetcher_leaves_no_observation_at_its_target(monkeypatch):
+    consumer = StaleTargetAtAStart([([], 981, True)], position=981)
+    consumer._committed_offset[RAW] = 0  # an earlier generation's, kept by Faust (nothing committed now)
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    route = Route()
+    fetch.route(RAW.topic, route)
+    try:
+        await commit_offsets.perform_seek_from_start_when_uncommitted(consumer)
+    finally:
+        fetch.unroute(RAW.topic, route)
+    # before: "offsets 0-980 stepped over by the fetcher", and the commit went to 981 with
+    # nothing of the partition processed
+    assert consumer.noted_while_looking_up == {}
+    assert consumer.position == 0  # read from its first offset
+    assert commit(consumer) == {}
+
+
+async def test_a_run_noted_before_a_seek_does_not_outlive_it(monkeypatch):
+    """Whatever noted a run wrongly, the seek that reads the partition again forgets it: the
+    commit cannot pass offsets the re-read has not delivered."""
+    consumer = ScriptedFetches([], position=0)
+    consumer._committed_offset[RAW] = 0
+    fetch._skipped[RAW] = {0: 981}
+    await consumer.seek(RAW, 0)
+    assert fetch._skipped.get(RAW, {}) == {}
+    assert commit(consumer) == {}
