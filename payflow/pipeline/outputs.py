@@ -109,7 +109,11 @@ async def partitions_including(producer: Any, topic: str, partition: int, timeou
     and aiokafka refuses a record for a partition it does not know with an AssertionError."""
     deadline = time.monotonic() + timeout
     while True:
-        await producer.client.force_metadata_update()
+        try:
+            await asyncio.wait_for(producer.client.force_metadata_update(),
+                                   timeout=max(1.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            pass
         partitions = await producer.partitions_for(topic)
         if partition in partitions:
             return partitions

@@ -18,6 +18,7 @@ import logging
 from typing import Any, Callable, Iterable
 
 from payflow.kafka_admin import follow_partitions, partition_counts
+from payflow.pipeline.outputs import partitions_including
 from payflow.runtime import internals
 
 log = logging.getLogger("payflow.pipeline")
@@ -47,8 +48,9 @@ class PartitionFollowers:
                 # the producer learns the new partitions now, not at its next metadata refresh
                 # (minutes): a state record for one of them must not wait for it. Topics Faust
                 # has not created yet are learnt by the producer when first sent to.
-                grown = list(await self._counts(self.bootstrap, self.followers()))
-                await internals.await_producer_partitions(self.app, grown, count)
+                producer = internals.kafka_producer(self.app)
+                for topic in await self._counts(self.bootstrap, self.followers()):
+                    await partitions_including(producer, topic, count - 1)
             if count is not None:
                 self.partitions = count
             return count

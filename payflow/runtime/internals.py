@@ -27,29 +27,6 @@ def kafka_producer(app: Any) -> Any:
     return app.producer._ensure_producer()  # noqa: SLF001
 
 
-async def await_producer_partitions(app: Any, topics: Iterable[str], count: int, timeout: float = 60.0) -> None:
-    """Refresh the producer's metadata until it knows `count` partitions of each of `topics`
-    (grown topics: the brokers learn new partitions from the controller a moment later)."""
-    import asyncio
-    import time
-    client = kafka_producer(app).client
-    deadline = time.monotonic() + timeout
-    topics = list(topics)
-    for name in topics:
-        client.add_topic(name)  # a topic the producer has not sent to yet is in no metadata request
-    while True:
-        try:
-            await asyncio.wait_for(client.force_metadata_update(), timeout=max(1.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            pass
-        if all(len(client.cluster.partitions_for_topic(t) or ()) >= count for t in topics):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the producer's metadata still lacks partitions of {', '.join(topics)} "
-                               f"after {timeout:.0f} s")
-        await asyncio.sleep(0.2)
-
-
 def topic_partition_count(app: Any, topic: str) -> int | None:
     """The partitions of `topic` in the consumer's last metadata (None: not known to it)."""
     try:
