@@ -53,6 +53,9 @@ $(VENV)/.python-$(PYVER):
 $(VENV)/.installed: $(VENV)/.python-$(PYVER) $(LOCK) setup.cfg pyproject.toml setup.py $(wildcard payflow/stages/*.py) | $(UV)
 	$(PIP) install -q --upgrade pip==26.3
 	$(UV) pip install -q --python $(PY) --require-hashes -r $(LOCK)
+	@# a compiled stage whose source was merged or renamed away would still import: removed
+	@for so in payflow/stages/*.so; do [ -e "$$so" ] || continue; \
+		[ -e "payflow/stages/$$(basename "$$so" | cut -d. -f1).py" ] || rm -f "$$so"; done
 	PYTHONWARNINGS=ignore $(PIP) install -q --no-deps --no-build-isolation -e .  # (setuptools' notes on editable installs)
 	touch $@
 

@@ -11,10 +11,11 @@ under the pipeline agent's task, the raw topic's fetch, the landings the checkpo
 and the landing process; timers, probes and the web server are left out.
 
 A first payment warms the worker up (a partition's first batch loads its caches); the
-second is traced, from the fetch that delivers it to the first offset commit after its
-landing. Printed, two ways: every call and return as they happen (file:function each time
-the file changes), and the first reading, each function once where it is first called (how
-a reader follows the path); for each, the distinct files and the switches between them.
+second is traced from the fetch that delivers it to three ends: its DuckDB row, its
+enriched record, and the first offset commit after its landing. For each end, two ways:
+every call and return as they happen (file:function each time the file changes), and the
+first reading, each function once where it is first called (how a reader follows the
+path); for each, the distinct files and the switches between them.
 
     scripts/stack.sh run --no-bq -- .venv/bin/python scripts/payment_path.py [--show]
     ... scripts/payment_path.py --checkout /path/to/an/older/checkout
@@ -88,6 +89,10 @@ PATH_ROOTS = ("pipeline.py:process_payments", "fetch.py:", "checkpoint.py:", "si
 FIRST = ("fetch.py", "_deliver_routed", "call")
 LANDED = ("checkpoint.py", "Checkpoint._commit", "return")
 LAST = ("commit_offsets.py", "fixed_new_offset", "return")
+# the ends the path is read to: the payment's DuckDB row, its enriched record, its committed offset
+ENDS = (("to its DuckDB row", ("duck.py", "DuckDBWarehouse.land", "return")),
+        ("to its enriched record", ("outputs.py", "KafkaOutputs.send_landed", "return")),
+        ("to its committed offset", None))  # the window's end
 
 
 def on_path(root: str) -> bool:
@@ -229,8 +234,10 @@ def main() -> int:
     traces = args.traces or trace(args.checkout.resolve(), work)
     events = window([json.loads(line) for f in traces.glob("*.jsonl")
                      for line in f.read_text().splitlines() if line.strip()])
-    report("every call and return", switches(events), args.show)
-    report("the first reading (each function once)", first_reading(events), args.show)
+    for end, mark in ENDS:
+        upto = events if mark is None else events[:next(i for i, e in enumerate(events) if at(e, mark)) + 1]
+        report(f"{end}, every call and return", switches(upto), args.show)
+        report(f"{end}, the first reading (each function once)", first_reading(upto), args.show)
     if args.keep:
         print(f"kept: {work}")
     else:

@@ -15,7 +15,7 @@ broker's limits at the worker's start.
 from __future__ import annotations
 
 from payflow.stages import dedup
-from payflow.stages import watermark_log
+from payflow.stages import state
 from payflow.app import app, settings
 from payflow.kafka_security import current as kafka_security
 from payflow.pipeline.assemble import StateTables
@@ -43,7 +43,7 @@ def _table(name: str, help: str, max_value_bytes: int, retention_seconds: float 
 dedup_table = _table("dedup", "transaction_id -> first seen (partition, offset, event_time)",
                      len(dedup.FirstSeen(0, 0, 0).pack()))
 watermark_table = _table("watermarks", "partition -> highest event_time seen",
-                         watermark_log.MAX_ENTRIES * len(watermark_log.WatermarkLog([(0, 0)]).pack()))
+                         state.MAX_ENTRIES * len(state.WatermarkLog([(0, 0)]).pack()))
 # a sender's fraud profile lives for weeks (payflow.stages.fraud.PROFILE_IDLE_S): its changelog too
 sender_table = _table("sender-activity", "sender -> fraud profile (long memory) and last hour", history_value_bound(),
                       retention_seconds=PROFILE_IDLE_S + DAY)

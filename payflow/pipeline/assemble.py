@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-from faust.types import TP
 
 from payflow.compliance.gdpr import load_erased_subjects
 from payflow.kafka_admin import ensure_topics
@@ -24,7 +24,7 @@ from payflow.pipeline.partition_growth import PartitionFollowers
 from payflow.pipeline.runtime import PipelineRuntime
 from payflow.pipeline.sink import WarehouseSink
 from payflow.runtime import internals, landing_fence
-from payflow.runtime.take import ack
+from payflow.runtime.take import ack_by
 from payflow.settings import Settings
 from payflow.stages.batch import BatchProcessor
 from payflow.stages.fraud import FraudConfig
@@ -55,7 +55,7 @@ def new_checkpoint(app: Any, settings: Settings, tables: tuple[Any, ...], proces
     landing_batches = settings.bq_landing_batches if bigquery else settings.landing_batches
     fence = getattr(sink.warehouse, "fence", None)
     return Checkpoint(sink=sink, outputs=outputs, processor=processor, tables=tables,
-                      ack=lambda messages: ack(app.consumer, messages),
+                      ack=partial(ack_by, app),
                       max_pending=settings.batch_size * landing_batches,
                       min_pending=settings.batch_size, target_landing_seconds=settings.target_landing_seconds,
                       min_landing_seconds=settings.bq_min_landing_seconds if bigquery else 0.0,
@@ -114,7 +114,7 @@ def _open(app: Any, settings: Settings, tables: StateTables) -> tuple[BatchProce
         keyring=keyring, dedup_table=tables.dedup, watermark_table=tables.watermarks, sender_table=tables.senders,
         card_table=tables.cards, watermark_seconds=settings.watermark_seconds,
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
-        committed_offset=lambda partition: internals.committed_position(app, TP(raw, partition)),
+        committed_offset=internals.committed_position_of(app, raw),
         erased=load_erased_subjects(keyring, warehouse),  # GDPR: the erasure ledger, before the first batch
         account_kinds=load_account_kinds(settings.fraud_account_kinds_file),
         fraud_config=FraudConfig(high_risk_above=settings.fraud_high_risk_above, small_usd=settings.fraud_small_usd,

@@ -8,8 +8,8 @@ changelogs do not have would fail to log its state, and Faust's assignor, which 
 together only when their partition counts match, would hand a raw partition and its state to
 different workers. `PartitionFollowers` grows them to the raw topic's count at the worker's
 start, when a rebalance brings partitions, and before a batch from a partition they lack is
-processed; the consumer sees the new counts at its next metadata refresh and the group
-rebalances once more, with every topic co-partitioned again.
+processed (payflow.pipeline.runtime); the consumer sees the new counts at its next metadata
+refresh and the group rebalances once more, with every topic co-partitioned again.
 """
 from __future__ import annotations
 
@@ -54,9 +54,3 @@ class PartitionFollowers:
             if count is not None:
                 self.partitions = count
             return count
-
-    async def cover(self, partitions: Iterable[int]) -> None:
-        """Before processing a batch: its raw partitions all exist in the followers."""
-        highest = max(partitions, default=-1)
-        if self.partitions is None or highest >= self.partitions:
-            await self.follow()

@@ -5,6 +5,7 @@ private access sits where the version check (payflow.runtime.seams) fences it.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 
@@ -22,6 +23,15 @@ def committed_position(app: Any, tp: Any) -> int | None:
         return None
 
 
+def committed_position_of(app: Any, topic: str) -> Callable[[int], int | None]:
+    """partition -> `topic`'s committed position there (committed_position)."""
+    return partial(_committed_in, app, topic)
+
+
+def _committed_in(app: Any, topic: str, partition: int) -> int | None:
+    return committed_position(app, (topic, partition))  # a plain tuple finds Faust's TP (a NamedTuple)
+
+
 def kafka_producer(app: Any) -> Any:
     """The aiokafka producer under Faust's (started by Faust; call once the worker runs)."""
     return app.producer._ensure_producer()  # noqa: SLF001
@@ -37,7 +47,7 @@ def topic_partition_count(app: Any, topic: str) -> int | None:
 
 def kafka_producer_of(app: Any) -> Callable[[], Any]:
     """A getter for `kafka_producer(app)`, for code built before Faust starts its producer."""
-    return lambda: kafka_producer(app)
+    return partial(kafka_producer, app)
 
 
 # -- aiokafka --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ garbage collector) and the compiled per-event stages (mypyc, setup.py): which ar
 and that none is stale.
 
 A compiled module shadows its .py (Python imports the extension first), so one built
-before its source last changed would run the old code without a word.
+before its source last changed would run the old code without a word, and one whose source
+is gone (a module merged or renamed) would still import under its old name.
 """
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ def compiled_modules(package_dir: Path = STAGES_DIR) -> dict[str, Path]:
 def refuse_stale(package_dir: Path = STAGES_DIR) -> None:
     for name, extension in compiled_modules(package_dir).items():
         source = package_dir / f"{name}.py"
-        if source.exists() and source.stat().st_mtime > extension.stat().st_mtime + _INSTALL_SLACK_SECONDS:
+        if not source.exists():
+            raise StaleCompiledModule(
+                f"{extension.name} has no source {source.name} (a module merged or renamed since it was compiled): "
+                "run `make install` to compile the stages again (or delete the .so files to run them as Python)")
+        if source.stat().st_mtime > extension.stat().st_mtime + _INSTALL_SLACK_SECONDS:
             raise StaleCompiledModule(
                 f"{source} changed after it was compiled to {extension.name}, which would run instead: "
                 "run `make install` to compile it again (or delete the .so files to run the stages as Python)")

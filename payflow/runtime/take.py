@@ -126,6 +126,11 @@ def ack(consumer: Any, messages: Iterable[Any]) -> None:
             consumer_ack(message)
 
 
+def ack_by(app: Any, messages: Iterable[Any]) -> None:
+    """`ack` on the app's consumer."""
+    ack(app.consumer, messages)
+
+
 async def take_batches(stream: Any, max_: int, within: float, wake: asyncio.Event | None = None,
                        linger: float = 0.02, direct_topic: str | None = None) -> AsyncIterator[list]:
     loop = stream.loop

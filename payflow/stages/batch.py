@@ -26,10 +26,8 @@ from payflow.keys import KeyRing
 from payflow.stages.mask import ErasedSubjects, erased_outcome, mask
 from payflow.stages.redact import masked_remains
 from payflow.models import DedupAudit, EnrichedPayment, MaskedPayment, Rejection, to_us
-from payflow.stages.expiry import ExpiryIndex
-from payflow.stages.state import PartitionedState
+from payflow.stages.state import ExpiryIndex, PartitionedState, WatermarkLog
 from payflow.stages.validation import UNDECODABLE, ValidatedPayment, decode
-from payflow.stages.watermark_log import WatermarkLog
 
 STAGES = ("decode", "mask", "dedup", "fraud")
 LEGACY_CARD_WINDOW_S = 600  # the card table's values (format 2) expire after this

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 import tracemalloc
 
-from payflow.stages.expiry import ExpiryIndex
+from payflow.stages.state import ExpiryIndex
 from tests.fakes import DictState
 
 _VALUE = struct.Struct(">id")  # partition, event time: what the index reads of a stored value

@@ -57,3 +57,11 @@ def test_files_written_together_by_an_install_are_not_stale(tmp_path):
 def test_a_source_changed_after_it_was_compiled_is_refused(tmp_path):
     with pytest.raises(process.StaleCompiledModule, match=r"fraud\.py changed after it was compiled.*make install"):
         process.refuse_stale(_package(tmp_path, source_age=10, extension_age=600))
+
+
+def test_a_compiled_module_whose_source_is_gone_is_refused(tmp_path):
+    # a module merged into another: its old extension would still import under the old name
+    package = _package(tmp_path, source_age=60, extension_age=30)
+    (package / "fraud.py").unlink()
+    with pytest.raises(process.StaleCompiledModule, match=r"has no source fraud\.py.*make install"):
+        process.refuse_stale(package)

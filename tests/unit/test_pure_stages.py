@@ -10,8 +10,8 @@ import sys
 import pytest
 
 STAGES = ["payflow.stages.batch", "payflow.stages.cards", "payflow.stages.currencies", "payflow.stages.dedup",
-          "payflow.stages.expiry", "payflow.stages.fraud", "payflow.stages.mask", "payflow.stages.redact",
-          "payflow.stages.state", "payflow.stages.validation", "payflow.stages.watermark_log"]
+          "payflow.stages.fraud", "payflow.stages.mask", "payflow.stages.redact", "payflow.stages.state",
+          "payflow.stages.validation"]
 FORBIDDEN = ("faust", "mode", "aiokafka", "kafka", "rocksdict", "google", "duckdb", "payflow.settings",
              "payflow.runtime", "payflow.warehouse", "payflow.app")
 # payflow's package checks, at import, that no compiled stage is older than its source

@@ -1,4 +1,4 @@
-"""Replays are judged by the watermark they were first judged by (payflow/stages/watermark_log.py).
+"""Replays are judged by the watermark they were first judged by (payflow/stages/state.py: WatermarkLog).
 
 Found by the SIGKILL fault test: the stall guard sought a partition back ~20,000 events
 (over an hour of event time); the offsets Faust had never delivered, and replays whose
@@ -13,7 +13,7 @@ import pytest
 from payflow.keys import KeyRing
 from payflow.stages.batch import RawItem
 from tests.fakes import dict_processor
-from payflow.stages.watermark_log import MAX_ENTRIES, WatermarkLog
+from payflow.stages.state import MAX_ENTRIES, WatermarkLog
 from tests.unit.cards_fixtures import event
 
 RING = KeyRing.parse("t-1:" + "ab" * 32)
