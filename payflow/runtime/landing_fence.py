@@ -122,7 +122,8 @@ async def read_again(app: Any, messages: list) -> None:
         position = min(position, first[tp])
         if tp not in consumer.assignment():
             continue  # revoked during the awaits above (a seek would raise): its owner reads it
-        await stall_guard.seek_back(consumer, tp, position)  # a fetch in flight for tp is dropped
+        if not await stall_guard.seek_back(consumer, tp, position):  # a fetch in flight for tp is dropped
+            continue  # revoked while the seek reached the consumer: its owner reads it
         commit_offsets.read_from(consumer, tp, position)
         sought[tp] = position
     log.info("stage sink: %d message(s) of the refused landing and after it are read again: %s", len(messages),

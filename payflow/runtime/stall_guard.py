@@ -98,8 +98,12 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
         await seek_back(consumer, tp, offset)
 
 
-async def seek_back(consumer: Any, tp: Any, offset: int) -> None:
-    """Read tp again from `offset`, at or before what was delivered of it."""
+async def seek_back(consumer: Any, tp: Any, offset: int) -> bool:
+    """Read tp again from `offset`, at or before what was delivered of it. False if tp was
+    revoked before the seek reached the consumer (a rebalance): its new owner reads it from
+    the committed offset."""
+    from aiokafka.errors import IllegalStateError
+
     # offsets Faust filed as gaps (never to arrive) will now arrive: forget them, or
     # they would be counted twice when the commit is computed (faust#625's symptom)
     gaps = consumer._gap.get(tp)  # noqa: SLF001
@@ -111,7 +115,13 @@ async def seek_back(consumer: Any, tp: Any, offset: int) -> None:
     forget_acks_from(consumer._acked.get(tp), consumer._acked_index.get(tp), offset)  # noqa: SLF001
     # counted as a seek (payflow.runtime.fetch.seek_noted): what the fetch loop still
     # holds for tp is stale
-    await consumer.seek(tp, offset)
+    try:
+        await consumer.seek(tp, offset)
+    except IllegalStateError:  # aiokafka: "No current assignment for partition"
+        log.info("partition %s[%d] was revoked before it could be read again from %d: its new owner reads it",
+                 tp.topic, tp.partition, offset)
+        return False
+    return True
 
 
 def register(app: Any, raw_topic: str, interval: float = 5.0) -> StallGuard:

@@ -463,6 +463,37 @@ def test_a_partition_revoked_while_read_again_awaits_is_left_to_its_new_owner():
     assert asyncio.run(run()) == [(1, 40)]
 
 
+def test_a_partition_revoked_while_its_seek_reaches_the_consumer_is_left_to_its_new_owner():
+    """The assignment still lists the partition when read_again looks, but the rebalance
+    revokes it before the seek reaches aiokafka, which raises IllegalStateError (an outside
+    fleet test: the worker stopped with exit 70). It is left to its new owner; the others
+    are read again."""
+    import asyncio
+
+    from aiokafka.errors import IllegalStateError
+    from faust.types import TP
+
+    async def run():
+        sought = []
+
+        async def seek(tp, offset):
+            if tp == TP("raw", 2):
+                raise IllegalStateError(f"No current assignment for partition {tp}")
+            sought.append((tp.partition, offset))
+
+        async def call_thread(fn):
+            return {}
+
+        refused = [Message(1, 45), Message(2, 344)]
+        consumer = SimpleNamespace(
+            _unacked_messages=set(), _waiting_for_ack=asyncio.get_running_loop().create_future(), seek=seek,
+            assignment=lambda: {m.tp for m in refused}, _committed_offset={TP("raw", 1): 40, TP("raw", 2): 300},
+            _thread=SimpleNamespace(call_thread=call_thread), _acked={}, _acked_index={}, _gap={})
+        await landing_fence.read_again(SimpleNamespace(consumer=consumer, flow_control=FLOWING), refused)
+        return sought
+    assert asyncio.run(run()) == [(1, 40)]
+
+
 def test_a_landing_past_a_floor_is_refused_once_per_partition_and_then_lands():
     """Two partitions that each begin past their floor (transaction markers before them):
     each is refused once, and the landing of both lands; one partition passing does not
