@@ -206,9 +206,7 @@ class Checkpoint:
             if wait > 0 and len(self.pending.messages) >= self.landing_limit:
                 await asyncio.sleep(wait)  # at the limit: wait out the cadence, then land
                 wait = 0
-            if self.closing:  # the stop began during the wait
-                await self._release_pending()
-            elif wait <= 0:
+            if wait <= 0:
                 self.in_flight, self.pending = self._launch(self.pending), None
                 self._note_buffered()
         if self.in_flight is None or not self.in_flight.task.done():

@@ -413,19 +413,3 @@ async def test_a_graceful_stop_gives_up_on_a_landing_that_does_not_finish_in_tim
     await checkpoint.advance()  # a in flight; the warehouse never answers
     assert await checkpoint.close(timeout=0.1, poll=0.01) is False
     assert parts.acked() == []
-
-
-async def test_a_stop_during_the_landing_cadence_wait_launches_nothing():
-    parts = CheckpointParts()
-    checkpoint = Checkpoint(sink=parts.sink, outputs=parts.outputs, processor=parts.processor, tables=parts.tables,
-                            ack=parts.ack, max_pending=1, min_landing_seconds=0.3, release=parts.release)
-    checkpoint.add(parts.landing("a"))
-    await checkpoint.advance()  # the first lands at once
-    parts.sink.ack(0)
-    await drive(parts, checkpoint.commit_landed())
-    checkpoint.add(parts.landing("b"))  # at the limit, within the interval: advance waits it out
-    waiting = asyncio.ensure_future(checkpoint.advance())
-    await settle()
-    assert await checkpoint.close(timeout=5, poll=0.01) is True
-    await waiting
-    assert ("land", "b") not in parts.journal and ("release", ["b0"]) in parts.journal
