@@ -24,7 +24,7 @@ from payflow.pipeline.partition_growth import PartitionFollowers
 from payflow.pipeline.runtime import PipelineRuntime
 from payflow.pipeline.sink import WarehouseSink
 from payflow.runtime import internals, landing_fence
-from payflow.runtime.take import ack_by, release
+from payflow.runtime.take import ack_by
 from payflow.settings import Settings
 from payflow.stages.batch import BatchProcessor
 from payflow.stages.fraud import FraudConfig
@@ -62,8 +62,7 @@ def new_checkpoint(app: Any, settings: Settings, tables: tuple[Any, ...], proces
                       fault_exit_after_land=settings.fault_exit_after_land,
                       max_buffered_bytes=settings.max_buffered_bytes,
                       read_again=lambda messages: landing_fence.read_again(app, messages),
-                      confirm=fence.still_owner if isinstance(fence, landing_fence.KafkaLandingFence) else None,
-                      release=partial(release, app))
+                      confirm=fence.still_owner if isinstance(fence, landing_fence.KafkaLandingFence) else None)
 
 
 async def start_runtime(app: Any, settings: Settings, tables: StateTables) -> PipelineRuntime:
