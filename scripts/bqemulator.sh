@@ -48,10 +48,12 @@ start() {
   install_spatial_extension
   mkdir -p "$BQ_DIR"
   log "starting bqemulator on 127.0.0.1:$BQ_PORT, log in $LOGFILE"
-  # sitecustomize there serializes the emulator's use of its DuckDB connection (see the file)
-  PYTHONPATH="$ROOT/scripts/bqemulator-site" setsid "$BQ_VENV/bin/bqemulator" start --rest-host 127.0.0.1 --rest-port "$BQ_PORT" \
-      --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" --project "$BQ_PROJECT" \
-      --ephemeral --log-level warning --log-format console \
+  # sitecustomize there serializes the emulator's use of its DuckDB connection (see the file).
+  # Started from its run directory: its DuckDB spills to .tmp/ in its working directory (10 GB
+  # in a long outside test), which was the caller's, often the repository.
+  (cd "$BQ_DIR" && PYTHONPATH="$ROOT/scripts/bqemulator-site" exec setsid "$BQ_VENV/bin/bqemulator" start \
+      --rest-host 127.0.0.1 --rest-port "$BQ_PORT" --grpc-host 127.0.0.1 --grpc-port "$BQ_GRPC_PORT" \
+      --project "$BQ_PROJECT" --ephemeral --log-level warning --log-format console) \
       >"$LOGFILE" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
   for _ in $(seq 1 120); do
