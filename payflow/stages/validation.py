@@ -71,7 +71,7 @@ MAX_EMAIL_LENGTH = 254
 _NOT_FINITE = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
 _REQUIRED = operator.itemgetter(*REQUIRED_STRINGS)
 _CHECKED_FIELDS = TOKENIZED_FIELDS + _REFUSED_FIELDS
-_CHECKED_REQUIRED = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in _CHECKED_FIELDS))
+CHECKED_TEXT_FIELDS = operator.itemgetter(*(f for f in REQUIRED_STRINGS if f in _CHECKED_FIELDS))
 
 
 @dataclass(slots=True)
@@ -152,7 +152,7 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
 
     # one pre-check over all fields (NUL-separated, so no digit run spans two fields);
     # the per-field scan runs only when something card-shaped is there
-    texts = _CHECKED_REQUIRED(doc)
+    texts = CHECKED_TEXT_FIELDS(doc)
     card_like: tuple[str, ...] = ()
     if may_hold_pan("\x00".join((*texts, email) if email is not None else texts)):
         refused = [f for f in _REFUSED_FIELDS if find_pans(doc[f])]
@@ -174,8 +174,8 @@ def _validate(doc: dict[str, Any], now: datetime, max_future: timedelta) -> Vali
     if not _EXPIRY.fullmatch(expiry):
         raise _Reject("invalid_expiry", "card_expiry must be MM/YY")
 
-    amount = _parse_amount(doc["amount"], doc["currency"])
-    event_time = _parse_time(doc["event_time"], now, max_future)
+    amount = parse_amount(doc["amount"], doc["currency"])
+    event_time = parse_event_time(doc["event_time"], now, max_future)
     return ValidatedPayment(
         transaction_id=doc["transaction_id"], event_time=event_time,
         sender_account_id=doc["sender_account_id"], receiver_account_id=doc["receiver_account_id"],
@@ -197,7 +197,7 @@ def _reject_fields(doc: dict[str, Any]) -> None:
     raise _Reject("wrong_type", "must be strings: " + ", ".join(wrong))
 
 
-def _parse_amount(text: str, currency: str) -> Decimal:
+def parse_amount(text: str, currency: str) -> Decimal:
     scale = currencies.minor_units(currency)
     if scale is None:
         raise _Reject("unknown_currency", "currency is not a supported ISO 4217 code")
@@ -218,7 +218,7 @@ def _parse_amount(text: str, currency: str) -> Decimal:
     return amount
 
 
-def _parse_time(text: str, now: datetime, max_future: timedelta) -> datetime:
+def parse_event_time(text: str, now: datetime, max_future: timedelta) -> datetime:
     if RFC3339.fullmatch(text) is None:
         raise _Reject("invalid_event_time", "event_time must be RFC 3339 with a UTC offset")
     if "t" in text or "z" in text:
