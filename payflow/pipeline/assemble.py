@@ -62,7 +62,9 @@ def new_checkpoint(app: Any, settings: Settings, tables: tuple[Any, ...], proces
                       fault_exit_after_land=settings.fault_exit_after_land,
                       max_buffered_bytes=settings.max_buffered_bytes,
                       read_again=lambda messages: landing_fence.read_again(app, messages),
-                      confirm=fence.still_owner if isinstance(fence, landing_fence.KafkaLandingFence) else None)
+                      confirm=fence.still_owner if isinstance(fence, landing_fence.KafkaLandingFence) else None,
+                      accounted_from=partial(landing_fence.accounted_from, app)
+                      if isinstance(fence, landing_fence.KafkaLandingFence) else None)
 
 
 async def start_runtime(app: Any, settings: Settings, tables: StateTables) -> PipelineRuntime:

@@ -125,7 +125,8 @@ class Checkpoint:
                  fault_exit_after_land: int = 0, max_buffered_bytes: int = 64 * 2**20,
                  exit_: Callable[[int], None] = os._exit,
                  read_again: Callable[[list], Awaitable[None]] | None = None,
-                 confirm: Callable[[set], Awaitable[bool]] | None = None):
+                 confirm: Callable[[set], Awaitable[bool]] | None = None,
+                 accounted_from: Callable[[list], dict[tuple[str, int], int]] | None = None):
         self.sink = sink
         self.outputs = outputs
         self.processor = processor
@@ -136,6 +137,9 @@ class Checkpoint:
         # BigQuery with the fence: is this worker still the owner of a landing's partitions
         # (payflow.runtime.landing_fence)? Asked before its state changes and acks (e-g)
         self.confirm = confirm
+        # per (topic, partition): the lowest offset from which a landing's messages, with what
+        # the consumer knows holds no record, leave no offset out (LandingBatch.accounted_from)
+        self.accounted_from = accounted_from
         self.max_pending = max_pending
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
@@ -213,6 +217,8 @@ class Checkpoint:
         started = self.last_launch = time.monotonic()
         landing.batch.partitions = message_partitions(landing.messages)
         landing.batch.starts, landing.batch.ends = message_range(landing.messages)
+        if self.accounted_from is not None:
+            landing.batch.accounted_from = self.accounted_from(landing.messages)
         landing.task = self.sink.start(landing.batch)
 
         def done(task: asyncio.Future) -> None:

@@ -83,7 +83,9 @@ def fixed_new_offset(self, tp) -> Optional[int]:
         end = fetch.skipped_run_end(tp, committed, forget=False)
         return end if end > committed else None
     before = _Snapshot.of(self, tp, key)
-    new_offset = _new_offset_of_acks(self, tp, committed)
+    # offsets stepped over right at the committed position (a transaction marker a seek went
+    # to, before the first record after it) hold nothing: the acked run may start past them
+    new_offset = _new_offset_of_acks(self, tp, fetch.skipped_run_end(tp, committed, forget=False))
     if new_offset is None:
         return None
     # offsets stepped over after a fetch's last record (a transaction marker) never arrive:
@@ -125,6 +127,21 @@ def read_from(consumer: Consumer, tp, offset: int) -> None:
     key = _key(tp)
     consumer._committed_offset[key] = offset  # noqa: SLF001
     _positions[key] = offset
+
+
+# tp -> the log's first offset when this worker last asked (it only grows): no record below it
+# can be read any more
+_log_starts: dict = {}
+
+
+def note_log_start(tp, offset: int) -> None:
+    key = _key(tp)
+    _log_starts[key] = max(offset, _log_starts.get(key, 0))
+
+
+def log_start(tp) -> int:
+    """The log's first offset as last seen here (0 if never asked)."""
+    return _log_starts.get(_key(tp), 0)
 
 
 def _key(tp):
@@ -247,6 +264,7 @@ async def _seek_assignment(self, generation: int) -> None:
         if self.app.consumer_generation_id != generation or tp not in self.assignment():
             return  # a rebalance began meanwhile: its own seek decides
         log.info("%s[%d] has no committed offset: reading it from its first offset %d", tp.topic, tp.partition, offset)
+        note_log_start(tp, offset)
         await self.seek(tp, offset)
         self._committed_offset[tp] = offset  # noqa: SLF001
         _positions[_key(tp)] = offset

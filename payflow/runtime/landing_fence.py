@@ -140,7 +140,59 @@ async def _first_offset(consumer: Any, tp: Any) -> int:
         log.warning("stage sink: the first offset of %s[%d] not read (%r): reading it again from 0",
                     tp.topic, tp.partition, exc)
         return 0
-    return earliest.get(tp) or 0
+    first = earliest.get(tp) or 0
+    from payflow.runtime import commit_offsets
+    commit_offsets.note_log_start(tp, first)
+    return first
+
+
+def accounted_from(app: Any, messages: list) -> dict[tuple[str, int], int]:
+    """Per (topic, partition) of `messages`: the lowest offset L such that every offset from L
+    to the last message is one of the messages, or one the consumer knows holds no record (a
+    gap Faust filed, a run the fetcher stepped over, below the log's first offset): the same
+    knowledge a commit is checked against (commit_offsets). A BigQuery landing may claim
+    its partition's range only from L on (bq_streams): below it, an offset neither delivered
+    nor known empty may still hold a payment, and a range claimed over it would make that
+    payment a replay when it is read again."""
+    from faust.types import TP
+
+    from payflow.runtime import commit_offsets, fetch
+    consumer = app.consumer
+    offsets: dict[Any, set[int]] = {}
+    for message in messages:
+        tp = getattr(message, "tp", None)
+        if tp is not None:
+            offsets.setdefault(tp, set()).add(message.offset)
+    out = {}
+    for tp, present in offsets.items():
+        key = TP(tp.topic, tp.partition)
+        gaps = consumer._gap.get(key)  # noqa: SLF001 - Faust's filed gaps (IntervalTree)
+        runs = fetch._skipped.get(key) or {}  # noqa: SLF001 - offsets the fetcher stepped over
+        committed = commit_offsets.known_position(consumer, key)
+        first_in_log = commit_offsets.log_start(key)
+        low = max(present)
+        while low > 0:
+            below = low - 1
+            if below in present:
+                low = below
+                continue
+            if below < first_in_log:
+                low = 0
+                break
+            ends = [end_begin for end_begin in runs.items() if end_begin[0] <= below < end_begin[1]]
+            if ends:
+                low = min(begin for begin, _ in ends)
+                continue
+            covering = gaps.at(below) if gaps else ()
+            if covering:
+                low = min(i.begin for i in covering)
+                continue
+            if below == committed and gaps and gaps.at(low):
+                low = below  # the broker's first record after a seek came later (as commits count it)
+                continue
+            break
+        out[(tp.topic, tp.partition)] = low
+    return out
 
 
 async def _group_committed(app: Any, tps: list) -> dict:

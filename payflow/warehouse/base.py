@@ -64,6 +64,10 @@ class LandingBatch:
     # last: a BigQuery landing records the range it lands (payflow.warehouse.bq_streams)
     starts: dict[tuple[str, int], int] = field(default_factory=dict)
     ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    # and the lowest offset from which every offset up to the end is one of the batch's
+    # messages or known to hold no record (stepped over by the fetcher, below the log's
+    # start): a BigQuery landing claims its range only from there (missing: its start)
+    accounted_from: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def count(self, table: str) -> int:
         source = self.sources.get(_source_of(table))
@@ -100,7 +104,8 @@ class LandingBatch:
         BigQuery's MERGE inserts every unmatched source row, and DuckDB's fraud and
         masking-audit rows follow what payment_transactions inserted."""
         from payflow.warehouse import schema
-        out = LandingBatch(partitions=self.partitions, starts=self.starts, ends=self.ends)
+        out = LandingBatch(partitions=self.partitions, starts=self.starts, ends=self.ends,
+                           accounted_from=self.accounted_from)
         for name, source in self.sources.items():
             table = PAYMENT_TABLES[0] if name == PAYMENTS else name  # the payment tables share a key
             key_columns = schema.primary_keys()[table]

@@ -229,6 +229,11 @@ class Route:
     async def wait_for_space(self):
         pass
 
+    def drop(self, partitions):
+        kept = [m for m in self.messages if m.tp.partition not in partitions]
+        dropped, self.messages = len(self.messages) - len(kept), kept
+        return dropped
+
 
 async def fetch_while_seeking(consumer: RaceConsumer, seek) -> list:
     """Runs payflow's fetch loop with a fetch in flight, lands `seek` meanwhile, then acks
@@ -537,3 +542,67 @@ async def test_a_run_noted_before_a_seek_does_not_outlive_it(monkeypatch):
     await consumer.seek(RAW, 0)
     assert fetch._skipped.get(RAW, {}) == {}
     assert commit(consumer) == {}
+
+
+# -- a seek, and what a BigQuery landing may claim ------------------------------------------
+async def test_a_seek_drops_what_the_route_holds_of_the_partition(monkeypatch):
+    """The zombie test's loss on BigQuery (952 payments): a refused landing's read_again
+    dropped the buffered messages, then awaited the group's committed offsets while the fetch
+    loop delivered more from the old position (1500 on), then sought back to 0. Those stayed
+    in the buffer: the next batch began at 1500 again, and a gap seen twice was taken for one
+    with no record in it. The seek itself now drops them."""
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    consumer = RaceConsumer(position=1500)
+    route = Route()
+    other = TP(RAW.topic, RAW.partition + 1)
+    route.put_many([Msg(RAW, 1500), Msg(RAW, 1501), Msg(other, 40)])  # delivered before the seek
+    fetch.route(RAW.topic, route)
+    try:
+        await consumer.seek(RAW, 0)
+    finally:
+        fetch.unroute(RAW.topic, route)
+    assert [(m.tp, m.offset) for m in route.messages] == [(other, 40)]  # without the drop: 1500, 1501 kept
+    assert consumer.position == 0
+
+
+async def test_a_marker_before_the_first_record_after_a_seek_is_known_to_hold_no_record(monkeypatch):
+    """read_committed after a seek to a transaction's marker at 6: the fetch from 6 brings 7
+    first. Offset 6 is stepped over (it can never arrive), so commits and a landing's range may
+    pass it; a landing of 7-8 then accounts for everything from the committed 6 on."""
+    from payflow.runtime import landing_fence
+    consumer = ScriptedFetches([([7, 8], 9, True)], position=0)
+    consumer._committed_offset[RAW] = 6
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    await consumer.seek(RAW, 6)
+    assert await run_script(consumer, monkeypatch) == [7, 8]
+    assert fetch._skipped[RAW] == {6: 7}
+    app = SimpleNamespace(consumer=consumer)
+    assert landing_fence.accounted_from(app, [Msg(RAW, 7), Msg(RAW, 8)]) == {(RAW.topic, RAW.partition): 6}
+    assert commit(consumer) == {RAW: 9}
+
+
+def test_a_landing_accounts_for_its_range_only_down_to_an_offset_nobody_vouches_for():
+    """What a BigQuery landing may claim (LandingBatch.accounted_from): its messages, Faust's
+    filed gaps, runs the fetcher stepped over and offsets below the log's first one; a hole
+    in the messages that none of them covers stops the range there."""
+    from payflow.runtime import landing_fence
+    consumer = RaceConsumer()
+    consumer._committed_offset[RAW] = 100
+    app = SimpleNamespace(consumer=consumer)
+    key = (RAW.topic, RAW.partition)
+
+    def low(offsets):
+        return landing_fence.accounted_from(app, [Msg(RAW, o) for o in offsets])[key]
+
+    assert low(range(100, 150)) == 100
+    assert low([*range(100, 120), *range(130, 150)]) == 130  # 120-129: never delivered
+    consumer._gap[RAW].addi(120, 130)  # Faust filed them: a compacted or aborted run
+    assert low([*range(100, 120), *range(130, 150)]) == 100
+    fetch._skipped[RAW] = {95: 100}  # a marker run stepped over right below the batch
+    assert low(range(100, 150)) == 95
+    assert low(range(500, 510)) == 500  # far past the committed offset: nothing vouches for 100-499
+    commit_offsets.note_log_start(RAW, 500)  # retention removed everything before 500
+    try:
+        assert low(range(500, 510)) == 0
+    finally:
+        commit_offsets._log_starts.clear()
