@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from typing import Any, Callable, Mapping
 
@@ -57,6 +58,10 @@ def with_carried_metadata(offsets: Any) -> Any:
             meta = OffsetAndMetadata(meta.offset, carry(meta.offset))
         out[tp] = meta
     return out
+
+
+def _decision_text(text: str, offset: int) -> str:
+    return text
 
 
 class Fenced(Exception):
@@ -412,3 +417,10 @@ class KafkaLandingFence:
                         "its offsets are read again",
                         ", ".join(str(p) for _, p in sorted(seen)), refused)
             raise Fenced(refused)
+        # until the landing has appended (bq_streams then carries its floors), a commit of
+        # Faust's carries the decision itself: a commit of the previous landing's acks that
+        # Faust's own commit had not made yet (one in flight makes Consumer.commit return
+        # without committing) erased the decision, and whoever took the partition over then
+        # found nothing to seal (rows landed twice, a paused worker's appends not fenced)
+        for key in seen:
+            _carried[key] = functools.partial(_decision_text, metadata if isinstance(metadata, str) else metadata[key])

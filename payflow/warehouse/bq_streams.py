@@ -80,7 +80,7 @@ class GroupLanding:
         try:
             held = self.fence.pending(keys)  # Fenced during a rebalance
             floors, read_all = self._floors(held, keys)
-            if not read_all and self._past_a_gap(floors, batch, keys):
+            if self._past_a_gap(floors, batch, keys):
                 return Landed(fenced=True)
             landed, appends, hashes, erasures, now = self.landing.plan(batch, None if read_all else floors)
             writes, decided, decisions = self._writes(topic, appends, floors, held, batch.ends, keys, read_all)

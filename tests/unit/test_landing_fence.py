@@ -511,3 +511,27 @@ def test_a_landing_that_leaves_out_an_offset_past_a_floor_is_refused_every_time(
                                    [p, r])  # 10-11 known to hold no record (a marker run)
     assert not landing._past_a_gap(floors, LandingBatch(starts={p: 10, r: 5}), [p, r])  # at or below: lands
     assert landing._past_a_gap(floors, LandingBatch(starts={p: 10}, accounted_from={p: 40}), [p])  # a hole inside
+
+
+def test_until_the_landing_has_appended_a_commit_of_faust_s_carries_the_decision():
+    """Faust's commit of the previous landing's acks can come after this landing's decision
+    (a commit in flight makes Consumer.commit return without committing, so `pending` did not
+    make it). It moved the offset with empty metadata and erased the decision: the next owner
+    found no streams to seal, landed the range again (rows twice) and a paused worker's
+    appends went on. Until the landing appends, such a commit carries the decision."""
+    import asyncio
+
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    coordinator = Coordinator({TopicPartition("raw", 0): OffsetAndMetadata(40, "")})
+    fence = _fence(coordinator)
+    landing_fence._carried.clear()
+    try:
+        asyncio.run(fence._decide({("raw", 0): 40}, {("raw", 0): "payflow-landing/2 {\"e\":90}"}))
+        faust_s = landing_fence.with_carried_metadata({TopicPartition("raw", 0): OffsetAndMetadata(55, "")})
+        assert faust_s == {TopicPartition("raw", 0): OffsetAndMetadata(55, "payflow-landing/2 {\"e\":90}")}
+        # once the landing appended, bq_streams carries its floors instead (GroupLanding.land)
+        landing_fence.KafkaLandingFence.carry(("raw", 0), lambda offset: "")
+        assert landing_fence.with_carried_metadata({TopicPartition("raw", 0): OffsetAndMetadata(90, "")}) == {
+            TopicPartition("raw", 0): OffsetAndMetadata(90, "")}
+    finally:
+        landing_fence._carried.clear()

@@ -117,8 +117,14 @@ async def test_without_a_route_every_topic_takes_faust_s_path():
     assert consumer.delivered_each == [(RAW, 0), (RAW, 1)]
 
 
-async def test_records_below_the_read_offset_are_dropped_and_a_jump_is_filed_as_a_gap():
+def fetching_from(monkeypatch, positions: dict) -> None:
+    """The fetcher's position per partition when a fetch is asked for (aiokafka's state)."""
+    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: positions.get(tp))
+
+
+async def test_records_below_the_read_offset_are_dropped_and_a_jump_is_filed_as_a_gap(monkeypatch):
     consumer, route = StubConsumer([{RAW: [3, 4, 5, 9]}], read_offsets={RAW: 4}), RecordingRoute()
+    fetching_from(monkeypatch, {RAW: 3})
     await drain(consumer, route)
     assert route.calls == [[(0, 4), (0, 5), (0, 9)]]
     assert consumer.gaps == [(RAW, 6, 9)]
@@ -186,3 +192,53 @@ async def test_a_seek_while_a_fetch_is_outstanding_drops_what_that_fetch_holds()
     await drain(consumer, route)
     assert route.calls == [[(1, 3)]]  # RAW's records were fetched before the seek: read again
     assert consumer._read_offset[RAW] is None
+
+
+async def test_a_seek_of_another_topic_s_partition_mid_delivery_does_not_skip_the_raw_records():
+    """A fetch holds an unrouted partition's records first and the raw partition's after. A
+    seek of the unrouted one while its message is delivered (a rebalance's seek of a partition
+    with nothing committed) stopped the whole fetch: the raw records, already past the
+    fetcher's position, were never delivered, and the next fetch's first record was filed as
+    a gap over them (commits and a landing's range passed them)."""
+    consumer, route = StubConsumer([{OTHER: [4, 5], RAW: [0, 1]}]), RecordingRoute()
+    delivered = consumer.callback
+
+    async def seek_other_meanwhile(message):
+        await delivered(message)
+        fetch.note_seek(OTHER)
+
+    consumer.callback = seek_other_meanwhile
+    await drain(consumer, route)
+    assert consumer.delivered_each == [(OTHER, 4)]  # the rest of OTHER comes from where the seek points
+    assert route.calls == [[(0, 0), (0, 1)]]  # without the fix: [] (RAW skipped)
+
+
+async def test_a_jump_right_after_offset_0_is_filed_as_a_gap(monkeypatch):
+    """Faust's rule `if r_offset` read offset 0 as "nothing read": a jump from 0 (a record at 0,
+    a transaction's marker at 1) was not filed, so offset 1 was accounted for by nothing and
+    a BigQuery landing of a partition with nothing committed was refused for ever."""
+    consumer, route = StubConsumer([{RAW: [0, 2, 3]}]), RecordingRoute()
+    fetching_from(monkeypatch, {RAW: 0})
+    await drain(consumer, route)
+    assert route.calls == [[(0, 0), (0, 2), (0, 3)]]
+    assert consumer.gaps == [(RAW, 1, 2)]
+
+
+async def test_offsets_between_the_read_offset_and_where_the_fetch_read_from_are_no_gap(monkeypatch):
+    """A scale-in/out run on BigQuery lost 24 payments: after a rebalance, with 1595 sought
+    (the read offset 1595), the fetcher read from 1642. Faust filed 1596-1641 as a gap (never
+    to arrive), commits passed them and a landing claimed them. Only what the fetch read (from
+    its position on) is a gap; the rest stops commits until it is read again."""
+    consumer, route = StubConsumer([{RAW: [1642, 1643, 1650]}], read_offsets={RAW: 1595}), RecordingRoute()
+    fetching_from(monkeypatch, {RAW: 1642})
+    await drain(consumer, route)
+    assert route.calls == [[(0, 1642), (0, 1643), (0, 1650)]]
+    assert consumer.gaps == [(RAW, 1644, 1650)]  # Faust's rule: [(RAW, 1596, 1642), (RAW, 1644, 1650)]
+
+
+async def test_with_no_position_known_a_jump_is_no_gap(monkeypatch):
+    consumer, route = StubConsumer([{RAW: [7, 9]}], read_offsets={RAW: 4}), RecordingRoute()
+    fetching_from(monkeypatch, {})
+    await drain(consumer, route)
+    assert route.calls == [[(0, 7), (0, 9)]]
+    assert consumer.gaps == [(RAW, 8, 9)]  # within the fetch: stepped over by the broker
