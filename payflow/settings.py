@@ -75,7 +75,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_FRAUD_SMALL_USD", "10", "fraud scoring: payments under this many USD count as card-testing attempts when several cards are tried"),
     Setting("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", "900", "fraud scoring: travel between two regions' centroids faster than this is impossible travel"),
     Setting("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", "", "JSON object sender_account_id -> account type (payroll, payout, marketplace, billing), read at the worker's start: bulk senders are not judged on velocity, fan-out or absolute amount; empty = none"),
-    Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM; then the worker exits (code 75) and what was in flight is read again at restart"),
+    Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM (the landing in flight gets up to half of it to finish and commit); then the worker exits (code 75) and what was in flight is read again at restart"),
 )
 
 # Settings for the fault tests only: never set in a deployment (the chart, compose and the

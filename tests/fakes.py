@@ -257,10 +257,13 @@ class CheckpointParts:
         return Checkpoint(sink=self.sink, outputs=self.outputs, processor=self.processor, tables=self.tables,
                           ack=self.ack, max_pending=max_pending, fault_exit_after_land=fault_exit_after_land,
                           exit_=lambda code: self.journal.append(("exit", code)), read_again=self.read_again,
-                          confirm=confirm)
+                          confirm=confirm, release=self.release)
 
     async def read_again(self, messages: list) -> None:
         self.journal.append(("read again", [m.name for m in messages]))
+
+    def release(self, messages: list) -> None:
+        self.journal.append(("release", [m.name for m in messages]))
 
     def landing(self, name: str, messages: int = 1, start_watermarks: dict[int, int] | None = None) -> Landing:
         """A processed batch: `messages` messages, one output future still on its way."""

@@ -24,7 +24,7 @@ from payflow.pipeline.partition_growth import PartitionFollowers
 from payflow.pipeline.runtime import PipelineRuntime
 from payflow.pipeline.sink import WarehouseSink
 from payflow.runtime import internals, landing_fence
-from payflow.runtime.take import ack_by
+from payflow.runtime.take import ack_by, release
 from payflow.settings import Settings
 from payflow.stages.batch import BatchProcessor
 from payflow.stages.fraud import FraudConfig
@@ -64,7 +64,8 @@ def new_checkpoint(app: Any, settings: Settings, tables: tuple[Any, ...], proces
                       read_again=lambda messages: landing_fence.read_again(app, messages),
                       confirm=fence.still_owner if isinstance(fence, landing_fence.KafkaLandingFence) else None,
                       accounted_from=partial(landing_fence.accounted_from, app)
-                      if isinstance(fence, landing_fence.KafkaLandingFence) else None)
+                      if isinstance(fence, landing_fence.KafkaLandingFence) else None,
+                      release=partial(release, app))
 
 
 async def start_runtime(app: Any, settings: Settings, tables: StateTables) -> PipelineRuntime:

@@ -126,7 +126,8 @@ class Checkpoint:
                  exit_: Callable[[int], None] = os._exit,
                  read_again: Callable[[list], Awaitable[None]] | None = None,
                  confirm: Callable[[set], Awaitable[bool]] | None = None,
-                 accounted_from: Callable[[list], dict[tuple[str, int], int]] | None = None):
+                 accounted_from: Callable[[list], dict[tuple[str, int], int]] | None = None,
+                 release: Callable[[list], None] | None = None):
         self.sink = sink
         self.outputs = outputs
         self.processor = processor
@@ -140,6 +141,8 @@ class Checkpoint:
         # per (topic, partition): the lowest offset from which a landing's messages, with what
         # the consumer knows holds no record, leave no offset out (LandingBatch.accounted_from)
         self.accounted_from = accounted_from
+        # a stopping worker's processed batches it will not land: no longer pending acks (`close`)
+        self.release = release
         self.max_pending = max_pending
         self.min_pending = min(min_pending, max_pending)
         self.target_landing_seconds = target_landing_seconds
@@ -153,6 +156,8 @@ class Checkpoint:
         self.in_flight: Landing | None = None
         self.landed = asyncio.Event()  # a landing finished: wakes the batch loop (take_batches)
         self.commits = 0
+        self.closing = False  # a graceful stop began: no landing is launched any more (`close`)
+        self._committing = 0  # step 3 running (the landing is no longer `in_flight`)
 
     def add(self, landing: Landing) -> None:
         """Step 1: a processed batch joins what waits for the next landing."""
@@ -198,12 +203,16 @@ class Checkpoint:
             landing, self.in_flight = self.in_flight, None  # the warehouse is behind: wait for it
             await self._commit(landing)
             self._note_buffered()
-        if self.in_flight is None and self.pending is not None:
+        if self.closing:
+            await self._release_pending()
+        elif self.in_flight is None and self.pending is not None:
             wait = self.last_launch + self.min_landing_seconds - time.monotonic()
             if wait > 0 and len(self.pending.messages) >= self.landing_limit:
                 await asyncio.sleep(wait)  # at the limit: wait out the cadence, then land
                 wait = 0
-            if wait <= 0:
+            if self.closing:  # the stop began during the wait
+                await self._release_pending()
+            elif wait <= 0:
                 self.in_flight, self.pending = self._launch(self.pending), None
                 self._note_buffered()
         if self.in_flight is None or not self.in_flight.task.done():
@@ -231,8 +240,46 @@ class Checkpoint:
         landing.task.add_done_callback(done)
         return landing
 
+    async def close(self, timeout: float, poll: float = 0.05) -> bool:
+        """A graceful stop, before the consumer leaves the group: the landing in flight is
+        given up to `timeout` seconds to land and be committed by the batch loop (step 3),
+        so that its offsets are in the consumer's final commit; no other landing is
+        launched, and what is processed but not landed is released, to be read again (the
+        batch loop does both in `advance`). Cut off instead (the consumer's leaving refused
+        its ownership check), a decided BigQuery landing was left for the next owner to
+        seal and land again. True when nothing was left in flight."""
+        self.closing = True
+        deadline = time.monotonic() + timeout
+        while self.in_flight is not None or self._committing or self.pending is not None:
+            task = self.in_flight.task if self.in_flight is not None else None
+            if task is not None and task.done() and (task.cancelled() or task.exception() is not None):
+                return False  # a failed landing: the batch loop stops the worker
+            if time.monotonic() >= deadline:
+                log.warning("stage sink: the landing in flight did not finish within %.0f s of the stop; "
+                            "its messages are read again at the next start", timeout)
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    async def _release_pending(self) -> None:
+        """Closing: the processed batches not launched are not acked; their messages are
+        released (no longer pending acks, which a stop waits for), read again at the next start."""
+        if self.pending is None or self.in_flight is not None or self._committing:
+            return
+        landing, self.pending = self.pending, None
+        self._note_buffered()
+        if self.release is not None:
+            self.release(landing.messages)
+
     async def _commit(self, landing: Landing, taken: list | None = None) -> bool:
         """Step 3 for `landing`; True if the group refused it (nothing committed)."""
+        self._committing += 1
+        try:
+            return await self._commit_landing(landing, taken)
+        finally:
+            self._committing -= 1
+
+    async def _commit_landing(self, landing: Landing, taken: list | None) -> bool:
         waited = time.perf_counter()
         assert landing.task is not None
         landed_rows = await landing.task  # (a) SinkStopped: nothing of this landing is acked

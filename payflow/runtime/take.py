@@ -126,6 +126,15 @@ def ack(consumer: Any, messages: Iterable[Any]) -> None:
             consumer_ack(message)
 
 
+def release(app: Any, messages: Iterable[Any]) -> None:
+    """Messages a stopping worker will not land: no longer pending acks (Faust's stop waits
+    for those), and not acked, so no commit passes them: read again at the next start."""
+    unacked = app.consumer._unacked_messages  # noqa: SLF001 - Faust's pending acks
+    for message in messages:
+        unacked.discard(message)
+    notify(app.consumer._waiting_for_ack)  # noqa: SLF001 - wakes Faust's wait for acks
+
+
 def ack_by(app: Any, messages: Iterable[Any]) -> None:
     """`ack` on the app's consumer."""
     ack(app.consumer, messages)

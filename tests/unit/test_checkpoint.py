@@ -384,3 +384,48 @@ def test_held_bytes_follows_what_a_processed_batch_really_holds():
                       enriched_records(result))
     estimate = held_bytes(landing)
     assert 0.9 * held <= estimate <= 1.6 * held, (estimate / n, held / n)
+
+
+async def test_a_graceful_stop_lets_the_landing_in_flight_commit_and_releases_what_waits():
+    parts = CheckpointParts()
+    parts.outputs.hold = parts.outputs.publisher.hold = False
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()  # a in flight
+    checkpoint.add(parts.landing("b"))  # b processed, waiting for the next landing
+    closing = asyncio.ensure_future(checkpoint.close(timeout=5, poll=0.01))
+    await settle()
+    assert not closing.done()  # a is not landed yet: the stop waits for it
+    parts.outputs.release()
+    parts.sink.ack(0)
+    await drive(parts, checkpoint.commit_landed())  # the batch loop commits a
+    await checkpoint.advance()  # and, closing, launches nothing: b is released
+    assert await closing is True
+    assert parts.acked() == [["a0"]]
+    assert ("release", ["b0"]) in parts.journal and ("land", "b") not in parts.journal
+    assert position(parts, ("ack", ["a0"])) < position(parts, ("release", ["b0"]))
+
+
+async def test_a_graceful_stop_gives_up_on_a_landing_that_does_not_finish_in_time():
+    parts = CheckpointParts()
+    checkpoint = parts.checkpoint()
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()  # a in flight; the warehouse never answers
+    assert await checkpoint.close(timeout=0.1, poll=0.01) is False
+    assert parts.acked() == []
+
+
+async def test_a_stop_during_the_landing_cadence_wait_launches_nothing():
+    parts = CheckpointParts()
+    checkpoint = Checkpoint(sink=parts.sink, outputs=parts.outputs, processor=parts.processor, tables=parts.tables,
+                            ack=parts.ack, max_pending=1, min_landing_seconds=0.3, release=parts.release)
+    checkpoint.add(parts.landing("a"))
+    await checkpoint.advance()  # the first lands at once
+    parts.sink.ack(0)
+    await drive(parts, checkpoint.commit_landed())
+    checkpoint.add(parts.landing("b"))  # at the limit, within the interval: advance waits it out
+    waiting = asyncio.ensure_future(checkpoint.advance())
+    await settle()
+    assert await checkpoint.close(timeout=5, poll=0.01) is True
+    await waiting
+    assert ("land", "b") not in parts.journal and ("release", ["b0"]) in parts.journal
