@@ -43,7 +43,8 @@ from typing import Any
 from payflow import fault
 from payflow.warehouse.base import LANDING_ORDER, LandingBatch, Landed
 from payflow.warehouse.bq_write import (
-    AppendError, Floors, Rows, StorageWriteLanding, _arrow, _chunks, _take, decided_pending_streams, table_of)
+    AppendError, Floors, Rows, StorageWriteLanding, StreamRefused, _arrow, _chunks, _take, decided_pending_streams,
+    table_of)
 
 log = logging.getLogger("payflow.sink")
 
@@ -70,7 +71,7 @@ class GroupLanding:
         # a seal found rows of another landing: the ledger's recent erasures are applied again
         self.erase_meanwhile = False
 
-    def land(self, batch: LandingBatch) -> Landed:
+    def land(self, batch: LandingBatch, again: bool = False) -> Landed:
         from payflow.runtime.landing_fence import Fenced
         keys = sorted(batch.partitions)
         if len({topic for topic, _ in keys}) != 1:
@@ -97,9 +98,17 @@ class GroupLanding:
                 self.landing.append_at(table, entry[0], entry[1], rows)
                 entry[1] += rows.num_rows
                 self.landings_per_stream[entry[0]] = self.landings_per_stream.get(entry[0], 0) + 1
+        except StreamRefused as exc:
+            # this worker no longer knows where its streams stand: decided again, the landing
+            # finds this decision incomplete, seals its streams and opens new ones
+            self._forget(topic, {p for _, p in keys})
+            if again:
+                raise
+            log.info("stage sink: %s; the landing of partition(s) %s is decided again with new streams", exc,
+                     ", ".join(str(p) for _, p in keys))
+            return self.land(batch, again=True)
         except Exception:
-            # this worker no longer knows where its streams stand: the next attempt finds this
-            # decision incomplete, seals its streams and opens new ones
+            # as above, through the sink's retry
             self._forget(topic, {p for _, p in keys})
             raise
         self.completed.update(decisions)

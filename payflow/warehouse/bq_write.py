@@ -374,13 +374,14 @@ class StorageWriteLanding:
             try:
                 for response in self.write.append_rows(iter([request]), retry=None, timeout=self.rpc_timeout):
                     if response.error and response.error.code:
-                        raise AppendError(f"AppendRows to {table} at row offset {offset} refused: "
-                                          f"{response.error.message}")
+                        error = StreamRefused if response.error.code in STREAM_REFUSALS else AppendError
+                        raise error(f"AppendRows to {table} at row offset {offset} refused: {response.error.message}")
                     answered = True
-            except (exceptions.NotFound, exceptions.FailedPrecondition) as exc:
-                # a stream finalized by another worker, or one BigQuery no longer knows: the
-                # landing is tried again, and finds out which (bq_streams)
-                raise AppendError(f"AppendRows to {table} refused: {exc}") from exc
+            except (exceptions.NotFound, exceptions.FailedPrecondition, exceptions.AlreadyExists,
+                    exceptions.OutOfRange) as exc:
+                # a stream finalized by another worker, one BigQuery no longer knows, or a row
+                # offset already written: the landing is decided again, and finds out which
+                raise StreamRefused(f"AppendRows to {table} refused: {exc}") from exc
             if not answered:
                 raise AppendError(f"AppendRows to {table} at row offset {offset}: no answer")
             offset += chunk.num_rows
@@ -452,6 +453,18 @@ def _gone(error: Any) -> bool:
 class AppendError(TransientWarehouseError):
     """The Storage Write API refused rows or a commit. The sink retries the landing whole,
     which is safe: every table skips what an earlier attempt committed."""
+
+
+class StreamRefused(AppendError):
+    """An append refused for the stream's state, not the service's: finalized (sealed by
+    another worker), unknown, or the row offset already written. A worker keeps its streams
+    of a partition it lost, and one that got it back found them sealed by the owner in
+    between: the landing is decided again at once (bq_streams), not retried as an outage."""
+
+
+# google.rpc codes of an AppendRows answer that refuse the stream: NOT_FOUND, ALREADY_EXISTS,
+# FAILED_PRECONDITION, OUT_OF_RANGE
+STREAM_REFUSALS = frozenset({5, 6, 9, 11})
 
 
 def _take(columns: dict[str, list], rows: list[int]) -> dict[str, list]:

@@ -253,3 +253,39 @@ def test_floors_a_takeover_found_survive_a_second_takeover(bq, monkeypatch):
     GroupLanding(storage, group.member("c")).land(a_batch(result))
     assert rows_per_key(bq) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
     assert bq.query("SELECT COUNT(*) AS n FROM payment_transactions_fraud")[0]["n"] == len(valid)
+
+
+def test_a_worker_given_its_partitions_back_after_another_sealed_its_streams_lands_at_once(bq, monkeypatch):
+    """A lands the first third and keeps its streams; B takes the partitions over (sealing the
+    streams A's decision names, A's own) and lands the second third; the partitions come back
+    to A. A's first append goes to a sealed stream: the landing is decided again at once with
+    new streams (before: an AppendError, retried by the sink as a warehouse outage, seen in
+    every scale-in/out campaign run). Every row lands once."""
+    result, valid = processed(count=400)
+    group, batch = owned_by("a", result)
+    end = max(batch.ends.values())
+    a = landing_of(bq, group.member("a"))
+    a.land(below(batch, end // 3))
+    for key in batch.partitions:
+        group.owner[key] = "b"
+    GroupLanding(bq.storage_landing(), group.member("b")).land(below(a_batch(result), 2 * end // 3))
+    for key in batch.partitions:
+        group.owner[key] = "a"
+    storage = type(a.landing)
+    append = storage.append_at
+    refused: list[str] = []
+
+    def recording(self, table, stream, offset, rows):
+        try:
+            return append(self, table, stream, offset, rows)
+        except AppendError as exc:
+            refused.append(type(exc).__name__)
+            raise
+
+    monkeypatch.setattr(storage, "append_at", recording)
+    landed = a.land(a_batch(result))  # no exception: decided again in place
+    monkeypatch.undo()
+    assert refused == ["StreamRefused"], refused  # A's stale stream was refused, once
+    assert 0 < landed["payment_transactions_fraud"] < len(valid)  # the last third
+    assert rows_per_key(bq) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
+    assert bq.query("SELECT COUNT(*) AS n FROM payment_transactions_fraud")[0]["n"] == len(valid)
