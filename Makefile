@@ -24,13 +24,14 @@ UV := $(PAYFLOW_CACHE_DIR)/uv-venv/bin/uv
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 
 .PHONY: test-cluster help install kafka-jars bq-emulator helm up down status \
-        test test-unit chaos demo bench fraud-eval lint lock lock-upgrade clean
+        test test-unit chaos campaign demo bench fraud-eval lint lock lock-upgrade clean
 
 help:
 	@echo "make demo    run the whole pipeline on local Kafka + DuckDB and reconcile (needs Python 3.11-3.13, Java 17+, mvn, a C compiler)"
 	@echo "make test    install everything, start Kafka + BigQuery emulator, run all tests, stop them"
 	@echo "make bench   throughput / latency / memory benchmark (prints a table, writes bench-results.json)"
 	@echo "make fraud-eval   fraud scoring on labelled typology traffic through the real worker (docs/fraud.md)"
+	@echo "make campaign RUNS=3   an outside scale-in/out campaign on BigQuery, checked against its own manifest (~5 min a run)"
 	@echo "make up | down | status   the local stack"
 	@echo "make lock    re-resolve $(LOCK) after a change to setup.cfg (lock-upgrade: newest of everything)"
 	@echo "PYTHON=python3.12 make ...   another Python (own venv .venv-3.12); PAYFLOW_PURE_PYTHON=1 installs uncompiled"
@@ -96,6 +97,12 @@ test-cluster: prereqs-test $(VENV)/.installed kafka-jars
 chaos: export PAYFLOW_TEST_START_RACE_RUNS ?= 20
 chaos: prereqs-test install
 	$(STACK) run -- $(PY) -m pytest -ra -m fault $(PYTEST_ARGS)
+
+# An outside campaign (scripts/campaign): workers joining and SIGTERMed under traffic on the
+# BigQuery emulator, on a second stack of its own; not a test (minutes per run).
+RUNS ?= 3
+campaign: prereqs-test install
+	scripts/campaign/run.sh $(RUNS)
 
 demo: prereqs-demo $(VENV)/.installed kafka-jars
 	$(STACK) run --no-bq -- $(PY) -m payflow.demo
