@@ -184,9 +184,9 @@ def accounted_from(app: Any, messages: list) -> dict[tuple[str, int], int]:
             if below < first_in_log:
                 low = 0
                 break
-            ends = [end_begin for end_begin in runs.items() if end_begin[0] <= below < end_begin[1]]
-            if ends:
-                low = min(begin for begin, _ in ends)
+            stepped_over = [begin for begin, end in runs.items() if begin <= below < end]
+            if stepped_over:
+                low = min(stepped_over)
                 continue
             covering = gaps.at(below) if gaps else ()
             if covering:
