@@ -19,14 +19,7 @@ def luhn_complete(body: str) -> str:
     return body + str((10 - total % 10) % 10)
 
 def luhn_ok(num):
-    s = 0
-    for i, ch in enumerate(reversed(num)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9: d -= 9
-        s += d
-    return s % 10 == 0
+    return luhn_complete(num[:-1]) == num
 
 def ts(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
