@@ -100,15 +100,26 @@ class Worker:
                 self.proc.wait(timeout=30)
         return self.proc.returncode if self.proc else None
 
-    def lag(self) -> int:
+    def lags(self) -> dict[int, int]:
+        """partition -> offsets of the raw topic not committed by the worker's group."""
         from payflow.kafka_admin import group_lag
-        return sum(asyncio.run(group_lag(KAFKA, self.app_id, self.prefix + "payment-events")).values())
+        return asyncio.run(group_lag(KAFKA, self.app_id, self.prefix + "payment-events"))
+
+    def lag(self) -> int:
+        return sum(self.lags().values())
 
     def wait_caught_up(self, timeout: float = 180) -> None:
+        lags: dict[int, int] = {}
+
         def done():
             assert self.alive(), f"worker exited with {self.proc.returncode}; log tail:\n{self.log_tail()}"
-            return self.lag() == 0
-        wait_until(done, timeout, interval=1.0, what="the worker to commit every offset")
+            lags.clear()
+            lags.update(self.lags())
+            return sum(lags.values()) == 0
+        try:
+            wait_until(done, timeout, interval=1.0, what="the worker to commit every offset")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; lag per partition: {lags}") from None
 
     def get(self, path: str) -> tuple[int, bytes]:
         import urllib.error

@@ -35,6 +35,7 @@ here (`_positions`) is used instead, and with none known nothing is committed.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Optional
 
@@ -100,6 +101,23 @@ def fixed_new_offset(self, tp) -> Optional[int]:
                   "read again", key, new_offset, hole, committed)
         return None
     return new_offset
+
+
+def commit_whole(consumer: Consumer) -> "asyncio.Future[bool]":
+    """Faust's `Consumer.commit`, as a task that runs to its end whatever happens to its
+    caller (await it shielded). Faust's commit takes each partition's acked run off its lists
+    when it computes the offset, then awaits the producer's flush and the broker: cancelled in
+    between (the fetcher's stop, a caller's timeout), those acks were forgot and never
+    committed. A graceful stop's final commit then found nothing to commit: the last landing's
+    offsets stayed uncommitted, its BigQuery decision left for the next owner to seal."""
+    commit = asyncio.ensure_future(consumer.commit())
+    commit.add_done_callback(_log_late_failure)
+    return commit
+
+
+def _log_late_failure(commit: "asyncio.Future[bool]") -> None:
+    if not commit.cancelled() and commit.exception() is not None:
+        log.warning("an offset commit failed after its caller stopped waiting: %r", commit.exception())
 
 
 def assignment_sought(app) -> bool:

@@ -230,10 +230,13 @@ def _routed_positions(self: Consumer) -> dict:
 
 
 async def _commit_if_due(self: Consumer) -> None:
+    """Faust's commit every `broker_commit_every` acks, from the fetch loop; the fetcher's stop
+    cancels this loop, so the commit runs whole (commit_offsets.commit_whole)."""
     commit_every = self._commit_every  # noqa: SLF001
     if commit_every is not None and self._n_acked >= commit_every:  # noqa: SLF001
         self._n_acked = 0  # noqa: SLF001
-        await self.commit()
+        from payflow.runtime.commit_offsets import commit_whole
+        await asyncio.shield(commit_whole(self))
 
 
 async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route, generation_id: int,

@@ -352,10 +352,11 @@ class KafkaLandingFence:
     async def _pending(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, str]]:
         if rebalancing(self.app):
             raise Fenced("a rebalance is under way: the landing is read again after it")
+        from payflow.runtime.commit_offsets import commit_whole
         self._check_answered()
         try:
-            # Faust's acked offsets (the previous landing's) first
-            await asyncio.wait_for(self.app.consumer.commit(), GROUP_ANSWER_SECONDS)
+            # Faust's acked offsets (the previous landing's) first; run whole if this times out
+            await asyncio.wait_for(asyncio.shield(commit_whole(self.app.consumer)), GROUP_ANSWER_SECONDS)
             return await committed_offsets(self.app, partitions)
         except asyncio.TimeoutError:
             raise Fenced("the group did not answer in time: the landing is read again") from None

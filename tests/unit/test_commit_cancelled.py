@@ -1,0 +1,92 @@
+"""A commit from the fetch loop cancelled by the fetcher's stop (a graceful stop, SIGTERM).
+
+Faust's commit takes each partition's acked run off its lists when it computes the offset
+(`_new_offset`), then awaits the producer's flush and the broker. The fetch loop commits
+every `broker_commit_every` acks; cancelled in between (the stop cancels the fetcher right
+after the last landing's acks), the commit never reached Faust's committed offsets and its
+acks were gone: the stop's final commit had nothing to commit. Seen in CI: the last
+landing's offsets stayed uncommitted, its BigQuery decision left for the next owner to seal.
+
+Faust's own `Consumer.commit` runs here, with the state it reads; the broker's commit
+(`_commit`) waits until the test lets it answer.
+"""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from faust.transport.consumer import Consumer
+
+from payflow.runtime import fetch
+from tests.unit.test_seek_race import RAW, Msg, RaceConsumer, fresh_runtime_state  # noqa: F401 - fixture
+
+
+class SlowCommitConsumer(RaceConsumer):
+    """The broker's commit answers only once `answer` is set; what it took is `committed`."""
+
+    def __init__(self):
+        super().__init__()
+        self.loop = asyncio.get_running_loop()
+        self._commit_fut = None
+        self.in_transaction = False
+        self.answer = asyncio.Event()
+        self.asked = asyncio.Event()
+        self.committed: dict = {}
+        producer = SimpleNamespace(flush=self._flush)
+        self.app.client_only = False
+        self.app.producer = producer
+        self.app.sensors = SimpleNamespace(on_commit_initiated=lambda consumer: None,
+                                           on_commit_completed=lambda consumer, state: None)
+        self.app.tables = SimpleNamespace(on_commit=lambda offsets: None)
+        self.app.monitor.on_tp_commit = lambda offsets: None
+        self.app._attachments = SimpleNamespace(publish_for_tp_offset=self._no_attachments)
+
+    async def _flush(self):
+        pass
+
+    async def _no_attachments(self, tp, offset):
+        return []
+
+    async def _commit(self, offsets):
+        self.asked.set()
+        await self.answer.wait()
+        self.committed.update(offsets)
+        return True
+
+
+async def test_a_fetch_loop_commit_cancelled_by_the_fetcher_stop_keeps_its_acks_committed():
+    consumer = SlowCommitConsumer()
+    consumer._committed_offset[RAW] = 0
+    for offset in range(10):  # the last landing's acks
+        Consumer.ack(consumer, Msg(RAW, offset))
+    consumer._commit_every, consumer._n_acked = 5, 10
+
+    loop_commit = asyncio.ensure_future(fetch._commit_if_due(consumer))
+    await asyncio.wait_for(consumer.asked.wait(), 5)  # the commit is with the broker
+    loop_commit.cancel()  # the fetcher stops
+    with pytest.raises(asyncio.CancelledError):
+        await loop_commit
+    consumer.answer.set()
+    # the stop's final commit (Faust's wait_empty, then the consumer's own stop)
+    await asyncio.wait_for(Consumer.commit(consumer), 5)
+    await asyncio.wait_for(Consumer.commit(consumer), 5)
+    assert consumer.committed == {RAW: 10}  # cancelled unshielded: {} (acks taken, never committed)
+    assert consumer._committed_offset[RAW] == 10
+
+
+async def test_a_commit_the_landing_fence_stops_waiting_for_still_commits_its_acks():
+    """The BigQuery landing's fence commits Faust's acks before it reads the group, bounded
+    by a timeout (landing_fence, `_pending`): timed out, the commit runs on."""
+    from payflow.runtime.commit_offsets import commit_whole
+    consumer = SlowCommitConsumer()
+    consumer._committed_offset[RAW] = 0
+    for offset in range(10):
+        Consumer.ack(consumer, Msg(RAW, offset))
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(commit_whole(consumer)), 0.05)
+    assert consumer.asked.is_set()
+    consumer.answer.set()
+    await asyncio.wait_for(Consumer.commit(consumer), 5)
+    await asyncio.wait_for(Consumer.commit(consumer), 5)
+    assert consumer.committed == {RAW: 10}
