@@ -408,9 +408,8 @@ def _note_skipped_head(tp: Any, first_offset: int, generation_id: int, fetched_a
     (`accounted_from`) may pass them."""
     key = TP(tp.topic, tp.partition)
     seen = _observed.get(key)
-    if (seen is None or first_offset <= seen[0] or sought_since(tp, fetched_at) or seeking(key)
-            or seen[1:] != (_sought_at.get(key, 0), generation_id)
-            or _delivered_since_seek.get(key, -1) >= seen[0]):
+    if (not _observation_holds(key, seen, generation_id) or first_offset <= seen[0]
+            or sought_since(tp, fetched_at) or _delivered_since_seek.get(key, -1) >= seen[0]):
         return
     _skipped.setdefault(key, {})[seen[0]] = first_offset
     _note_run(tp, seen[0], first_offset, "before a fetch's first record")
@@ -431,6 +430,12 @@ def _note_delivered(tp: Any, offset: int) -> None:
 # position was known delivered: after a fetch delivered whole, after a fetch that brought
 # nothing for tp, or at the end of a seek that left the position where it asked
 _observed: dict = {}
+
+
+def _observation_holds(key: Any, seen: tuple | None, generation_id: int) -> bool:
+    """An observation of the position (`_observed[key]`) still says where the fetcher reads
+    from: no seek of the partition and no rebalance since it was made, none under way."""
+    return seen is not None and seen[1:] == (_sought_at.get(key, 0), generation_id) and not seeking(key)
 
 
 def _observe(self: Consumer, tp: Any, position: int | None, generation_id: int) -> None:
@@ -460,8 +465,7 @@ def _note_skipped_without_records(self: Consumer, records: dict, delivered: set,
         key = TP(tp.topic, tp.partition)
         position = _fetch_position(self, tp)
         seen = _observed.get(key)
-        if (seen is not None and position is not None and position > seen[0]
-                and seen[1:] == (_sought_at.get(key, 0), generation_id) and not seeking(key)):
+        if _observation_holds(key, seen, generation_id) and position is not None and position > seen[0]:
             delivered_up_to = _delivered_since_seek.get(key, -1)
             if delivered_up_to >= seen[0]:
                 # records at or past the observed position were delivered since: the
