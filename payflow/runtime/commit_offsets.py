@@ -31,7 +31,12 @@ hole again. Faust forgets a revoked partition's committed position before its la
 (`wait_empty` in the revocation), which then took any run of acks; the position last known
 here (`_positions`) is used instead, and with none known nothing is committed.
 
-`install()` puts both on Faust's Consumer class once.
+Commits that lose nothing: Faust's commit takes the acked runs off its lists before the
+broker answers, so the commits payflow starts run whole even when their caller is
+cancelled (`commit_whole`), and a revocation commits what is acked before Faust forgets the
+revoked partitions' acks (`commit_before_revocation`).
+
+`install()` puts these on Faust's Consumer class once.
 """
 from __future__ import annotations
 
@@ -49,6 +54,9 @@ from payflow.runtime import fetch, seams
 
 FAUST_NEW_OFFSET = seams.original(Consumer, "_new_offset")  # Faust's own, for the test that shows the loss
 FAUST_PERFORM_SEEK = seams.original(Consumer, "perform_seek")
+FAUST_ON_PARTITIONS_REVOKED = seams.original(Consumer, "on_partitions_revoked")
+# how long a revocation waits for the commit of what is acked before Faust's own handling
+REVOCATION_COMMIT_SECONDS = 5.0
 log = logging.getLogger("payflow.consumer")
 
 
@@ -118,6 +126,30 @@ def commit_whole(consumer: Consumer) -> "asyncio.Future[bool]":
 def _log_late_failure(commit: "asyncio.Future[bool]") -> None:
     if not commit.cancelled() and commit.exception() is not None:
         log.warning("an offset commit failed after its caller stopped waiting: %r", commit.exception())
+
+
+async def commit_before_revocation(self, revoked) -> None:
+    """Consumer.on_partitions_revoked, after a commit of what is acked. Faust's takes the
+    revoked partitions' acks, gaps and committed positions off its lists first and commits
+    after (the app's handler, wait_empty): the acks since the last commit were forgot, and
+    those of the landing in flight, arriving during that wait, were not committed either
+    (the forgot ones missing before them): every rebalance read up to a second of landed
+    payments again, and on BigQuery left the landing's decision for the next owner to seal.
+    Bounded: past REVOCATION_COMMIT_SECONDS the revocation goes on, the commit beside it."""
+    commit = commit_whole(self)
+    try:
+        committed = await asyncio.wait_for(asyncio.shield(commit), REVOCATION_COMMIT_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("the commit before a revocation did not finish within %.0f s; the revocation goes on",
+                    REVOCATION_COMMIT_SECONDS)
+        committed = False
+    if committed:
+        # Faust forgets these next: commits of the acks still to come start from here
+        for tp in revoked:
+            position = self._committed_offset.get(tp)  # noqa: SLF001
+            if position is not None:
+                _positions[_key(tp)] = position
+    await FAUST_ON_PARTITIONS_REVOKED(self, revoked)
 
 
 def assignment_sought(app) -> bool:
@@ -290,7 +322,9 @@ async def _seek_assignment(self, generation: int) -> None:
 
 def install() -> None:
     """Faust's `Consumer._commit_offsets` computes each partition's commit with `_new_offset`;
-    the recovery and rebalance seeks call `perform_seek`."""
+    the recovery and rebalance seeks call `perform_seek`; the consumer thread's rebalance
+    listener calls `on_partitions_revoked`."""
     seams.require(Consumer, "earliest_offsets", "seek", "assignment")
     seams.replace(Consumer, "_new_offset", fixed_new_offset)
     seams.replace(Consumer, "perform_seek", perform_seek_from_start_when_uncommitted)
+    seams.replace(Consumer, "on_partitions_revoked", commit_before_revocation)

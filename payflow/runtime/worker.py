@@ -1,5 +1,6 @@
-"""Two seams in Faust's worker process: committed reads (whose commits carry what a
-BigQuery landing needs kept, landing_fence.with_carried_metadata), and a bounded shutdown.
+"""Seams in Faust's worker process: committed reads (whose commits carry what a BigQuery
+landing needs kept, landing_fence.with_carried_metadata), a bounded shutdown, and a
+rebalance during the stop left to aiokafka (`rebalance_while_stopping_left_to_aiokafka`).
 
 read_committed: Faust's aiokafka driver reads with isolation_level=read_committed only
 under processing_guarantee=exactly_once; otherwise a payment a producer wrote inside a
@@ -79,13 +80,29 @@ def on_sigint_with_watchdog(self: Any) -> None:
     seams.original(faust.worker.Worker, "_on_sigint")(self)
 
 
+def rebalance_while_stopping_left_to_aiokafka(self: Any) -> None:
+    """App._on_rebalance_when_stopped, which Faust calls for a revocation or an assignment
+    that arrives once the app is stopping: it "closed" the aiokafka consumer by running its
+    group coordinator's and client's close on the app's event loop, while both live on the
+    consumer thread's. The coordinator's close fails there (another loop's task) after
+    marking it closing, and the consumer is marked closed, so the real stop later returns at
+    once without leaving the group; the client's close fails requests in flight, and a
+    closing coordinator never looks its group coordinator up again, so the stop's final
+    commit retried for ever (the watchdog's exit 75) while the group waited for a member
+    that would not rejoin. Nothing is done here: Faust's handler still returns at once, and
+    aiokafka's own stop, on its own loop, commits and leaves the group."""
+    return None
+
+
 def install(shutdown_seconds: float) -> None:
     global _shutdown_seconds
     _shutdown_seconds = shutdown_seconds
+    import faust
     import faust.worker
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     seams.replace(AIOKafkaConsumerThread, "_create_worker_consumer", create_read_committed_consumer)
+    seams.replace(faust.App, "_on_rebalance_when_stopped", rebalance_while_stopping_left_to_aiokafka)
     seams.replace(faust.worker.Worker, "_on_sigterm", on_sigterm_with_watchdog)
     seams.replace(faust.worker.Worker, "_on_sigint", on_sigint_with_watchdog)
 

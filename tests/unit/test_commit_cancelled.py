@@ -90,3 +90,31 @@ async def test_a_commit_the_landing_fence_stops_waiting_for_still_commits_its_ac
     await asyncio.wait_for(Consumer.commit(consumer), 5)
     await asyncio.wait_for(Consumer.commit(consumer), 5)
     assert consumer.committed == {RAW: 10}
+
+
+async def test_a_revocation_commits_what_is_acked_before_faust_forgets_it():
+    """Faust's Consumer.on_partitions_revoked takes the revoked partitions' acks and committed
+    positions off its lists, then the app's handler commits (wait_empty) while the landing in
+    flight acks its messages. Run through Faust's own method, behind the seam."""
+    import contextlib
+
+    from payflow.runtime import commit_offsets
+    consumer = SlowCommitConsumer()
+    consumer.answer.set()
+    consumer._committed_offset[RAW] = 0
+    consumer._active_partitions = {RAW}
+    consumer._paused_partitions = set()
+    consumer.app._start_span_from_rebalancing = lambda name: contextlib.nullcontext()
+    for offset in range(10):  # landed and acked since the last commit
+        Consumer.ack(consumer, Msg(RAW, offset))
+
+    async def app_handler(revoked):  # Faust's app: wait_empty, as the landing in flight lands
+        for offset in range(10, 20):
+            Consumer.ack(consumer, Msg(RAW, offset))
+        await Consumer.commit(consumer)
+
+    consumer._on_partitions_revoked = app_handler
+    assert Consumer.on_partitions_revoked is commit_offsets.commit_before_revocation
+    await asyncio.wait_for(Consumer.on_partitions_revoked(consumer, {RAW}), 5)
+    # Faust's own: {} (the first ten forgot, the next ten not committable after them)
+    assert consumer.committed == {RAW: 20}

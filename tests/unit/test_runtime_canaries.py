@@ -231,7 +231,8 @@ def test_every_seam_is_installed_through_replace():
                       (Consumer, "seek"), (ThreadDelegateConsumer, "_seek"),
                       (AIOKafkaConsumerThread, "_create_worker_consumer"),
                       (AIOKafkaConsumerThread, "verify_event_path"),
-                      (faust.worker.Worker, "_on_sigterm"), (faust.worker.Worker, "_on_sigint")]:
+                      (faust.worker.Worker, "_on_sigterm"), (faust.worker.Worker, "_on_sigint"),
+                      (faust.App, "_on_rebalance_when_stopped"), (Consumer, "on_partitions_revoked")]:
         assert seams.installed(cls, name), (cls, name)
         assert seams.original(cls, name) is not getattr(cls, name)
 
@@ -364,6 +365,50 @@ def test_mode_s_signal_installation_registers_the_replaced_handlers():
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             loop.remove_signal_handler(signum)
         loop.close()
+
+
+# -- worker: a rebalance during the stop ----------------------------------------------------------
+async def test_faust_s_rebalance_handlers_during_a_stop_leave_the_consumer_to_aiokafka():
+    """Faust's revocation and assignment handlers, once the app is stopping, call
+    _on_rebalance_when_stopped; Faust's own closes the aiokafka consumer from the app's loop
+    (the stop then never left the group, and its final commit could retry for ever)."""
+    closed = []
+
+    class Stopping:
+        """What Faust's rebalance handlers read of a stopping app."""
+        should_stop = True
+        consumer = SimpleNamespace(close=lambda: closed.append(True))
+        _on_rebalance_when_stopped = faust.App._on_rebalance_when_stopped
+
+    probe = Stopping()
+    await faust.App._on_partitions_revoked(probe, {RAW})  # noqa: SLF001 - Faust's own handlers
+    await faust.App._on_partitions_assigned(probe, {RAW})  # noqa: SLF001
+    assert closed == []
+    assert faust.App._on_rebalance_when_stopped is worker.rebalance_while_stopping_left_to_aiokafka  # noqa: SLF001
+    seams.original(faust.App, "_on_rebalance_when_stopped")(probe)  # Faust's: closes it
+    assert closed == [True]
+
+
+# -- commit_offsets: a revocation commits what is acked first --------------------------------------
+async def test_faust_s_thread_delegate_hands_a_revocation_to_the_commit_first():
+    """The consumer thread's rebalance listener reaches the app's loop through
+    ThreadDelegateConsumer.threadsafe_partitions_revoked, which queues the consumer's
+    on_partitions_revoked (tests/unit/test_commit_cancelled.py runs the replacement)."""
+    from faust.transport.consumer import ThreadDelegateConsumer
+    queued = []
+
+    class MethodQueue:
+        async def call(self, promise, fun, *args):
+            queued.append((getattr(fun, "__func__", fun), args))
+            promise.set_result(None)
+            return promise
+
+    class Delegating:
+        _method_queue = MethodQueue()
+        on_partitions_revoked = Consumer.on_partitions_revoked
+
+    await ThreadDelegateConsumer.threadsafe_partitions_revoked(Delegating(), asyncio.get_running_loop(), {RAW})
+    assert queued == [(commit_offsets.commit_before_revocation, ({RAW},))]
 
 
 # -- commit_offsets: Faust's recovery calls perform_seek ------------------------------------------
