@@ -111,16 +111,16 @@ def fixed_new_offset(self, tp) -> Optional[int]:
     return new_offset
 
 
-def commit_whole(consumer: Consumer) -> "asyncio.Future[bool]":
-    """Faust's `Consumer.commit`, as a task that runs to its end whatever happens to its
-    caller (await it shielded). Faust's commit takes each partition's acked run off its lists
-    when it computes the offset, then awaits the producer's flush and the broker: cancelled in
+async def commit_whole(consumer: Consumer) -> bool:
+    """Faust's `Consumer.commit`, run to its end whatever happens to its caller (a task,
+    awaited shielded). Faust's commit takes each partition's acked run off its lists when it
+    computes the offset, then awaits the producer's flush and the broker: cancelled in
     between (the fetcher's stop, a caller's timeout), those acks were forgot and never
     committed. A graceful stop's final commit then found nothing to commit: the last landing's
     offsets stayed uncommitted, its BigQuery decision left for the next owner to seal."""
     commit = asyncio.ensure_future(consumer.commit())
     commit.add_done_callback(_log_late_failure)
-    return commit
+    return await asyncio.shield(commit)
 
 
 def _log_late_failure(commit: "asyncio.Future[bool]") -> None:
@@ -136,9 +136,8 @@ async def commit_before_revocation(self, revoked) -> None:
     (the forgot ones missing before them): every rebalance read up to a second of landed
     payments again, and on BigQuery left the landing's decision for the next owner to seal.
     Bounded: past REVOCATION_COMMIT_SECONDS the revocation goes on, the commit beside it."""
-    commit = commit_whole(self)
     try:
-        committed = await asyncio.wait_for(asyncio.shield(commit), REVOCATION_COMMIT_SECONDS)
+        committed = await asyncio.wait_for(commit_whole(self), REVOCATION_COMMIT_SECONDS)
     except asyncio.TimeoutError:
         log.warning("the commit before a revocation did not finish within %.0f s; the revocation goes on",
                     REVOCATION_COMMIT_SECONDS)

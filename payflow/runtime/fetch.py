@@ -236,7 +236,7 @@ async def _commit_if_due(self: Consumer) -> None:
     if commit_every is not None and self._n_acked >= commit_every:  # noqa: SLF001
         self._n_acked = 0  # noqa: SLF001
         from payflow.runtime.commit_offsets import commit_whole
-        await asyncio.shield(commit_whole(self))
+        await commit_whole(self)
 
 
 async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route, generation_id: int,

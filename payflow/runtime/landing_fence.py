@@ -356,7 +356,7 @@ class KafkaLandingFence:
         self._check_answered()
         try:
             # Faust's acked offsets (the previous landing's) first; run whole if this times out
-            await asyncio.wait_for(asyncio.shield(commit_whole(self.app.consumer)), GROUP_ANSWER_SECONDS)
+            await asyncio.wait_for(commit_whole(self.app.consumer), GROUP_ANSWER_SECONDS)
             return await committed_offsets(self.app, partitions)
         except asyncio.TimeoutError:
             raise Fenced("the group did not answer in time: the landing is read again") from None
