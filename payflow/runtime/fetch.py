@@ -226,7 +226,7 @@ def _routed_positions(self: Consumer) -> dict:
         assigned = self.assignment()
     except Exception:  # noqa: BLE001 - not started or rebalancing: no position known
         return {}
-    return {tp: _fetch_position(self, tp) for tp in assigned if tp.topic in _routes}
+    return {tp: fetch_position(self, tp) for tp in assigned if tp.topic in _routes}
 
 
 async def _commit_if_due(self: Consumer) -> None:
@@ -272,9 +272,13 @@ async def _deliver_routed(self: Consumer, tp: Any, messages: list, target: Route
         # tracked for acks when the agent takes them (take_batches), as Faust's stream
         # does: tracked here, a message still referenced by this loop after a rebalance
         # cleared the buffer kept the rebalance waiting for its ack forever
-        start += target.put_many(accepted[start:])
+        put = target.put_many(accepted[start:])
+        if put:
+            start += put
+            # noted as they go: while the loop waits for room, what the route holds already
+            # counts as delivered (the stall guard reads it)
+            _note_delivered(tp, accepted[start - 1].offset)
     if start:
-        _note_delivered(tp, accepted[start - 1].offset)
         _move_read_offset(self, tp, read_before, accepted[start - 1].offset, generation_id, fetched_at)
     # True: the whole fetch for tp reached the route, up to its last record, uninterrupted
     return start == len(accepted) and accepted[-1].offset == messages[-1].offset and current()
@@ -307,7 +311,7 @@ async def _seek_again_if_read_past(self: Consumer, tp: Any, generation_id: int) 
     target = _sought_to.get(TP(tp.topic, tp.partition))
     if target is None or self.app.consumer_generation_id != generation_id or tp not in self.assignment():
         return
-    position = _fetch_position(self, tp)
+    position = fetch_position(self, tp)
     if position is not None and position > target:
         await self.seek(tp, target)
 
@@ -360,7 +364,7 @@ async def note_seek_ended(self: Consumer, tps: Any) -> None:
             # take the offsets between for ones stepped over (a three-worker start: 0-980)
             delivered = key in _delivered_since_seek
             target = _sought_to.get(key)
-            at_target = target is not None and _fetch_position(self, tp) == target
+            at_target = target is not None and fetch_position(self, tp) == target
             _observe(self, tp, target if at_target and not delivered else None, self.app.consumer_generation_id)
     for tp in tps:
         key = TP(tp.topic, tp.partition)
@@ -392,7 +396,7 @@ def _note_skipped_tail(self: Consumer, tp: Any, last_offset: int, generation_id:
             or sought_since(tp, fetched_at)):
         _observe(self, tp, None, generation_id)  # the position follows these records: not observed
         return
-    position = _fetch_position(self, tp)
+    position = fetch_position(self, tp)
     if position is not None and position > last_offset + 1:
         _skipped.setdefault(TP(tp.topic, tp.partition), {})[last_offset + 1] = position
         _note_run(tp, last_offset + 1, position, "after a fetch's last record")
@@ -418,6 +422,11 @@ def _note_skipped_head(tp: Any, first_offset: int, generation_id: int, fetched_a
 # tp -> the highest offset delivered since its last seek: an offset delivered is never one the
 # fetcher stepped over, whatever an observation says
 _delivered_since_seek: dict = {}
+
+
+def delivered_up_to(tp: Any) -> int:
+    """The highest offset of tp delivered since its last seek (-1: none)."""
+    return _delivered_since_seek.get(TP(tp.topic, tp.partition), -1)
 
 
 def _note_delivered(tp: Any, offset: int) -> None:
@@ -463,7 +472,7 @@ def _note_skipped_without_records(self: Consumer, records: dict, delivered: set,
         if tp.topic not in _routes or records.get(tp):
             continue
         key = TP(tp.topic, tp.partition)
-        position = _fetch_position(self, tp)
+        position = fetch_position(self, tp)
         seen = _observed.get(key)
         if _observation_holds(key, seen, generation_id) and position is not None and position > seen[0]:
             delivered_up_to = _delivered_since_seek.get(key, -1)
@@ -506,7 +515,7 @@ def skipped_run_end(tp: Any, offset: int, forget: bool = True) -> int:
     return offset
 
 
-def _fetch_position(self: Consumer, tp: Any) -> int | None:
+def fetch_position(self: Consumer, tp: Any) -> int | None:
     """The fetcher's position for tp: the next offset it hands out (aiokafka's subscription
     state, an int read from this thread)."""
     try:

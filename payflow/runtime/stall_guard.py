@@ -9,6 +9,17 @@ start above the committed offset, nothing of the partition is in flight) persist
 the worker seeks the partition back to its committed offset: the missing messages are
 read again, and the ones already processed come back as replays, which dedup passes
 through and the idempotent sink absorbs.
+
+A partition can also stop one short of its end with nothing acked: its last records landed
+and were committed, and the fetcher then stepped over offsets that hold no record (a
+transaction's commit or abort marker, an aborted transaction) without the fetch loop seeing
+it happen (`payflow.runtime.fetch` notes such steps only from positions it observed with
+nothing in between). The commit then waits below the fetcher's position for good: lag 1 on
+a partition that ends in a marker. The guard notices that shape too (nothing acked,
+nothing delivered at or past the committed position, the fetcher's position above it)
+and seeks back: the fetch from the committed position brings no record, and the fetch
+loop notes the run it steps over from a position it observed, so commits reach the end.
+If records are there after all, they are read and land as the rest do.
 """
 from __future__ import annotations
 
@@ -28,29 +39,48 @@ class PartitionAcks:
     committed: int | None   # committed position (the next offset to read), as Faust keeps it
     lowest_acked: int | None
     in_flight: bool         # delivered to the agent and not acked yet
+    # the fetcher's position (the next offset it hands out) and the highest offset delivered
+    # to the pipeline since the partition's last seek (-1: none); None: not known
+    fetch_position: int | None = None
+    delivered_up_to: int = -1
+
+    def hole_at_head(self) -> bool:
+        """Acks start above the committed position: an offset at the head never acked."""
+        return (self.committed is not None and self.lowest_acked is not None
+                and self.lowest_acked > self.committed and not self.in_flight)
+
+    def unreached_tail(self) -> bool:
+        """Everything delivered is committed, and the fetcher reads past the committed
+        position: the offsets between were stepped over without being noted."""
+        return (self.committed is not None and self.lowest_acked is None and not self.in_flight
+                and self.fetch_position is not None and self.fetch_position > self.committed
+                and self.delivered_up_to < self.committed)
 
 
 @dataclass
 class StallGuard:
     patience_seconds: float = 15.0
-    _since: dict[Hashable, tuple[int, float]] = field(default_factory=dict)
+    _since: dict[Hashable, tuple[Hashable, float]] = field(default_factory=dict)
 
     def check(self, partitions: dict[Hashable, PartitionAcks], now: float) -> list[tuple[Hashable, int]]:
         """The partitions to seek back, with the first offset to read again.
 
-        Progress means the lowest acked offset moving; Faust's own gap bookkeeping may
-        creep the committed offset forward meanwhile, which does not count.
+        Progress means the lowest acked offset moving (at the head), or the committed or
+        fetch position moving (at the tail); Faust's own gap bookkeeping may creep the
+        committed offset forward meanwhile, which does not count at the head.
         """
         to_seek = []
         for tp, acks in partitions.items():
-            hole = (acks.committed is not None and acks.lowest_acked is not None
-                    and acks.lowest_acked > acks.committed and not acks.in_flight)
-            if not hole:
+            if acks.hole_at_head():
+                state: Hashable = acks.lowest_acked
+            elif acks.unreached_tail():
+                state = ("tail", acks.committed, acks.fetch_position)
+            else:
                 self._since.pop(tp, None)
                 continue
             seen = self._since.get(tp)
-            if seen is None or seen[0] != acks.lowest_acked:
-                self._since[tp] = (acks.lowest_acked, now)
+            if seen is None or seen[0] != state:
+                self._since[tp] = (state, now)
             elif now - seen[1] >= self.patience_seconds:
                 to_seek.append((tp, acks.committed))
                 self._since.pop(tp, None)
@@ -73,6 +103,8 @@ def forget_acks_from(acked: list[int] | None, acked_index: set[int] | None, offs
 
 def snapshot(consumer: Any, raw_topic: str) -> dict:
     """The raw topic's partitions as the guard judges them, read from Faust's consumer."""
+    from payflow.runtime import fetch
+
     in_flight = {m.tp for m in list(consumer._unacked_messages)}  # noqa: SLF001
     out = {}
     for tp in consumer.assignment():
@@ -80,7 +112,8 @@ def snapshot(consumer: Any, raw_topic: str) -> dict:
             continue
         acked = consumer._acked.get(tp) or []  # noqa: SLF001
         out[tp] = PartitionAcks(consumer._committed_offset.get(tp), min(acked) if acked else None,  # noqa: SLF001
-                                tp in in_flight)
+                                tp in in_flight, fetch.fetch_position(consumer, tp),
+                                fetch.delivered_up_to(tp))
     return out
 
 
@@ -91,9 +124,14 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
     except Exception:  # noqa: BLE001 - consumer not started or rebalancing: look again later
         return
     for tp, offset in guard.check(partitions, time.monotonic()):
-        log.warning("partition %s: offsets from %s were read but never delivered (Faust race, "
-                    "faust-streaming/faust#596); seeking back to %s, the rest comes back as replays",
-                    tp.partition, offset, offset)
+        if partitions[tp].unreached_tail():
+            log.warning("partition %s: commits stopped at %s below the fetcher's position %s with "
+                        "nothing acked; reading it again from %s to account for the offsets between",
+                        tp.partition, offset, partitions[tp].fetch_position, offset)
+        else:
+            log.warning("partition %s: offsets from %s were read but never delivered (Faust race, "
+                        "faust-streaming/faust#596); seeking back to %s, the rest comes back as replays",
+                        tp.partition, offset, offset)
         metrics.STALL_RECOVERIES.inc()
         await seek_back(consumer, tp, offset)
 

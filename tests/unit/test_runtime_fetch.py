@@ -119,7 +119,7 @@ async def test_without_a_route_every_topic_takes_faust_s_path():
 
 def fetching_from(monkeypatch, positions: dict) -> None:
     """The fetcher's position per partition when a fetch is asked for (aiokafka's state)."""
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: positions.get(tp))
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: positions.get(tp))
 
 
 async def test_records_below_the_read_offset_are_dropped_and_a_jump_is_filed_as_a_gap(monkeypatch):

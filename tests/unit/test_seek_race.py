@@ -312,7 +312,7 @@ async def test_a_fetch_made_from_the_sought_position_and_dropped_is_read_again(m
     successor stalled on one partition). The loop seeks it back to the sought offset."""
     consumer = ReadFromTheSoughtPosition(position=26)
     consumer._committed_offset[RAW] = 10
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
     delivered = await fetch_while_seeking(consumer, lambda: consumer.seek(RAW, 10))
     assert delivered == []
     assert consumer.position == 10  # without the second seek: 35, offsets 10-34 never delivered
@@ -342,7 +342,7 @@ async def test_a_fetch_dropped_while_the_seek_to_committed_offsets_is_under_way_
     perform_seek had not yet returned its targets, so nothing sought the partition back, and
     the worker consumed nothing more (offset 503 of one partition, lag 1 for good)."""
     consumer = SlowSeekToCommitted(committed=10, position=10)
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
 
     async def seek():
         await commit_offsets.perform_seek_from_start_when_uncommitted(consumer)
@@ -374,7 +374,7 @@ class ScriptedFetches(RaceConsumer):
 
 async def run_script(consumer: ScriptedFetches, monkeypatch) -> list:
     """The fetch loop over the script; then what it delivered is acked (as a landing does)."""
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
     route = Route()
     fetch.route(RAW.topic, route)
     try:
@@ -396,12 +396,35 @@ async def test_a_marker_fetched_alone_after_the_last_record_is_committed_past(mo
     assert commit(consumer) == {RAW: 7}  # without the note: {RAW: 6}
 
 
+async def test_a_step_over_a_final_marker_that_was_not_noted_is_accounted_for_by_the_stall_guard(monkeypatch):
+    """Whatever makes the fetch loop miss its step over a partition's final marker (CI: the
+    accounted-for test stopped at lag 1 for good, 2 runs in many), the stall guard reads the
+    partition again from the committed position once it is idle there: the fetch from it
+    brings no record, moves the position past the marker, and the commit follows."""
+    from payflow.runtime import stall_guard
+    consumer = ScriptedFetches([([3, 4, 5], 7, True)], position=3)
+    consumer._committed_offset[RAW] = 3
+    assert await run_script(consumer, monkeypatch) == [3, 4, 5]
+    fetch._skipped.clear()  # the step over the marker at 6 went unnoted
+    assert commit(consumer) == {RAW: 6}
+    consumer._committed_offset[RAW] = 6  # as Faust records the commit
+    assert commit(consumer) == {}  # lag 1, for good without the guard
+
+    guard = stall_guard.StallGuard(patience_seconds=0)
+    await stall_guard.unstick_partitions(consumer, RAW.topic, guard)  # first seen idle there
+    await stall_guard.unstick_partitions(consumer, RAW.topic, guard)  # still: read again
+    assert consumer.position == 6
+    consumer.steps, consumer._stopped = [([], 7, True)], asyncio.Event()
+    assert await run_script(consumer, monkeypatch) == []
+    assert commit(consumer) == {RAW: 7}
+
+
 async def test_a_marker_at_the_sought_offset_is_committed_past(monkeypatch):
     """A restart whose committed offset is the marker itself: the first fetch from it brings
     nothing and moves the position past it."""
     consumer = ScriptedFetches([([], 7, True)], position=0)
     consumer._committed_offset[RAW] = 6
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
     await consumer.seek(RAW, 6)  # as the recovery's seek to the committed offsets does
     Consumer.ack(consumer, Msg(RAW, 6 - 1))  # what the last commit before the restart saw
     assert await run_script(consumer, monkeypatch) == []
@@ -519,7 +542,7 @@ class StaleTargetAtAStart(ScriptedFetches):
 async def test_a_seek_that_did_not_move_the_fetcher_leaves_no_observation_at_its_target(monkeypatch):
     consumer = StaleTargetAtAStart([([], 981, True)], position=981)
     consumer._committed_offset[RAW] = 0  # an earlier generation's, kept by Faust (nothing committed now)
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
     route = Route()
     fetch.route(RAW.topic, route)
     try:
@@ -551,7 +574,7 @@ async def test_a_seek_drops_what_the_route_holds_of_the_partition(monkeypatch):
     loop delivered more from the old position (1500 on), then sought back to 0. Those stayed
     in the buffer: the next batch began at 1500 again, and a gap seen twice was taken for one
     with no record in it. The seek itself now drops them."""
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
     consumer = RaceConsumer(position=1500)
     route = Route()
     other = TP(RAW.topic, RAW.partition + 1)
@@ -572,7 +595,7 @@ async def test_a_marker_before_the_first_record_after_a_seek_is_known_to_hold_no
     from payflow.runtime import landing_fence
     consumer = ScriptedFetches([([7, 8], 9, True)], position=0)
     consumer._committed_offset[RAW] = 6
-    monkeypatch.setattr(fetch, "_fetch_position", lambda self, tp: self.position)
+    monkeypatch.setattr(fetch, "fetch_position", lambda self, tp: self.position)
     await consumer.seek(RAW, 6)
     assert await run_script(consumer, monkeypatch) == [7, 8]
     assert fetch._skipped[RAW] == {6: 7}

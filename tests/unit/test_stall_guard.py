@@ -49,6 +49,39 @@ def test_progress_work_in_flight_or_no_hole_is_left_alone():
     assert guard.check({4: PartitionAcks(100, 205, False)}, now=29) == [(4, 100)]
 
 
+def test_commits_stopped_below_the_fetchers_position_with_nothing_acked_are_read_again():
+    # a partition ending in a transaction marker: 0-5 delivered, landed and committed (6),
+    # the fetcher stepped over the marker at 6 to 7 without the step being noted
+    guard = StallGuard(patience_seconds=15)
+    tail = {0: PartitionAcks(committed=6, lowest_acked=None, in_flight=False, fetch_position=7, delivered_up_to=5)}
+    assert guard.check(tail, now=0) == []
+    assert guard.check(tail, now=10) == []
+    assert guard.check(tail, now=16) == [(0, 6)]  # read again from the committed position
+    assert guard.check(tail, now=17) == []
+
+
+def test_a_tail_still_being_delivered_acked_or_landed_is_left_alone():
+    guard = StallGuard(patience_seconds=15)
+    cases = {
+        "caught up": PartitionAcks(7, None, False, fetch_position=7, delivered_up_to=6),
+        "delivered, not yet acked": PartitionAcks(6, None, False, fetch_position=9, delivered_up_to=8),
+        "landing": PartitionAcks(6, None, True, fetch_position=9, delivered_up_to=5),
+        "acked, commit due": PartitionAcks(6, 6, False, fetch_position=7, delivered_up_to=6),
+        "position unknown": PartitionAcks(6, None, False, fetch_position=None, delivered_up_to=5),
+        "nothing committed": PartitionAcks(None, None, False, fetch_position=7, delivered_up_to=-1),
+    }
+    assert guard.check(cases, now=0) == []
+    assert guard.check(cases, now=100) == []
+
+
+def test_a_tail_that_moves_restarts_the_clock():
+    guard = StallGuard(patience_seconds=15)
+    assert guard.check({0: PartitionAcks(6, None, False, 7, 5)}, now=0) == []
+    assert guard.check({0: PartitionAcks(6, None, False, 9, 5)}, now=14) == []  # the fetcher moved on
+    assert guard.check({0: PartitionAcks(6, None, False, 9, 5)}, now=20) == []
+    assert guard.check({0: PartitionAcks(6, None, False, 9, 5)}, now=29) == [(0, 6)]
+
+
 def consumer_state(committed, acked, gaps=()):
     tree = IntervalTree()
     for begin, end in gaps:
