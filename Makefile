@@ -81,9 +81,18 @@ down:
 status:
 	@$(STACK) status
 
-# Unit, integration, end-to-end and fault tests against the real broker and emulator.
+# Unit, integration, end-to-end and fault tests against the real broker and emulator. The unit
+# tests run first, on both cores (pytest-xdist: CPU only, no service); then everything that needs
+# the broker or the emulator, one test at a time (fault tests time what they measure). With
+# PYTEST_ARGS (a path, -k ...), one run with the stack.
+TEST_MARKS = not open_issue and not chaos_only
 test: prereqs-test install
-	$(STACK) run -- $(PY) -m pytest -ra -p no:cacheprovider --durations=25 -m 'not open_issue and not chaos_only' $(PYTEST_ARGS)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(PY) -m pytest -ra -p no:cacheprovider -n 2 --durations=10 -m '$(TEST_MARKS)' tests/unit
+	$(STACK) run -- $(PY) -m pytest -ra -p no:cacheprovider --durations=25 -m '$(TEST_MARKS)' --ignore=tests/unit
+else
+	$(STACK) run -- $(PY) -m pytest -ra -p no:cacheprovider --durations=25 -m '$(TEST_MARKS)' $(PYTEST_ARGS)
+endif
 
 test-unit: prereqs-demo $(VENV)/.installed
 	$(PY) -m pytest -ra tests/unit $(PYTEST_ARGS)

@@ -53,8 +53,8 @@ def assert_reconciled_and_clean(worker: Worker, manifest_path: Path, warehouse=N
 @pytest.mark.parametrize("backend", ["duckdb", "bigquery"])
 def test_worker_sigkilled_three_times_during_a_run(kafka, tmp, request, backend):
     prefix = unique("kill-") + "-"
-    # the emulator lands slower than DuckDB: a shorter run still has every kill mid-stream
-    m = simulate(prefix, tmp / "m.json", count=50_000 if backend == "duckdb" else 20_000, seed=31)
+    # long enough for every kill to land mid-stream (the emulator lands slower than DuckDB)
+    m = simulate(prefix, tmp / "m.json", count=30_000 if backend == "duckdb" else 20_000, seed=31)
     env = {"PAYFLOW_SINK_BATCH_SIZE": "1000"}
     warehouse = dataset = None
     if backend == "bigquery":

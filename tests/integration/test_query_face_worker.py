@@ -70,7 +70,8 @@ def send(worker: Worker, count: int, rate: float | None, seed: int) -> threading
 
 def test_the_query_face_through_a_worker(kafka, tmp: Path):
     prefix = unique("face") + "-"
-    worker = Worker(tmp, prefix=prefix, extra_env={"PAYFLOW_QUERY_TIMEOUT_SECONDS": "60"}).start()
+    # the long read below runs until this bound: long enough to see landings beside it
+    worker = Worker(tmp, prefix=prefix, extra_env={"PAYFLOW_QUERY_TIMEOUT_SECONDS": "25"}).start()
     db_path = Path(worker.warehouse[len("duckdb:///"):])
     try:
         def started() -> bool:
