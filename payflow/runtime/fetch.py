@@ -133,6 +133,7 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
             generation_id = app.consumer_generation_id
             dropped = []
             delivered = set()  # partitions whose records of this fetch all reached their route
+            _holding.update(tp for tp, tp_records in records.items() if tp_records)
             for tp, tp_records in records.items():
                 if sought_since(tp, fetched_at):
                     dropped.append(tp)
@@ -159,7 +160,9 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                                              generation_id, fetched_at, fetched_from.get(tp)):
                         _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id, fetched_at)
                         delivered.add(tp)
+                _holding.discard(tp)
                 await asyncio.sleep(0)
+            _holding.clear()
             _note_skipped_without_records(self, records, delivered, generation_id)
             for tp in dropped:
                 if seeking(tp):
@@ -181,7 +184,17 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
         self.log.exception("Drain messages raised: %r", exc)
         raise
     finally:
+        _holding.clear()
         unset_flag(CONSUMER_FETCHING)
+
+
+# the partitions whose records the fetch loop holds, fetched and not yet delivered or dropped:
+# their fetcher position is past records nobody has yet (the stall guard waits for them)
+_holding: set = set()
+
+
+def holding(tp: Any) -> bool:
+    return tp in _holding
 
 
 _UNKNOWN = -1  # `fetched_from` not given: Faust's rule, any jump is a gap

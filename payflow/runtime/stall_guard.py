@@ -70,6 +70,8 @@ class StallGuard:
         committed offset forward meanwhile, which does not count at the head.
         """
         to_seek = []
+        for tp in [tp for tp in self._since if tp not in partitions]:
+            del self._since[tp]  # revoked: its patience starts again if it comes back
         for tp, acks in partitions.items():
             if acks.hole_at_head():
                 state: Hashable = acks.lowest_acked
@@ -111,8 +113,9 @@ def snapshot(consumer: Any, raw_topic: str) -> dict:
         if tp.topic != raw_topic:
             continue
         acked = consumer._acked.get(tp) or []  # noqa: SLF001
+        # records the fetch loop holds for tp (waiting for room in the route) are in flight too
         out[tp] = PartitionAcks(consumer._committed_offset.get(tp), min(acked) if acked else None,  # noqa: SLF001
-                                tp in in_flight, fetch.fetch_position(consumer, tp),
+                                tp in in_flight or fetch.holding(tp), fetch.fetch_position(consumer, tp),
                                 fetch.delivered_up_to(tp))
     return out
 
@@ -124,6 +127,14 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
     except Exception:  # noqa: BLE001 - consumer not started or rebalancing: look again later
         return
     for tp, offset in guard.check(partitions, time.monotonic()):
+        # each seek awaits the consumer thread: what another partition's verdict saw may have
+        # moved meanwhile (the route freed, records delivered), so it is judged again first
+        try:
+            now = snapshot(consumer, raw_topic).get(tp)
+        except Exception:  # noqa: BLE001 - rebalancing: look again later
+            return
+        if now is None or now.committed != offset or not (now.hole_at_head() or now.unreached_tail()):
+            continue
         if partitions[tp].unreached_tail():
             log.warning("partition %s: commits stopped at %s below the fetcher's position %s with "
                         "nothing acked; reading it again from %s to account for the offsets between",

@@ -162,6 +162,23 @@ async def test_a_full_route_holds_the_loop_until_the_agent_takes_a_batch():
     assert consumer._read_offset[RAW] == 4
 
 
+async def test_partitions_whose_records_the_loop_holds_are_not_idle_for_the_stall_guard():
+    """One fetch for two partitions, the route full after the first: the second's records sit in
+    the loop, its fetcher position past them. The stall guard must not take it for a partition
+    idle below its position (it would seek it back and drop them, every 15 s while the route
+    stays full: an outside review's finding)."""
+    second = TP(RAW.topic, RAW.partition + 1)
+    consumer, route = StubConsumer([{RAW: list(range(5)), second: [100, 101]}]), RecordingRoute(max_=3)
+    task = asyncio.ensure_future(drain(consumer, route))
+    await asyncio.sleep(0.05)
+    assert not task.done() and fetch.holding(second) and fetch.holding(RAW)
+    route.take()
+    await asyncio.sleep(0.05)
+    route.take()
+    await task
+    assert not fetch.holding(second) and not fetch.holding(RAW)
+
+
 async def test_a_rebalance_while_the_loop_waits_drops_the_rest_and_the_buffer_is_cleared():
     flow = FlowControlEvent(initially_suspended=False)
     consumer, route = StubConsumer([{RAW: list(range(5)), RAW1: [0]}], flow=flow), RecordingRoute(max_=3)
