@@ -41,6 +41,10 @@ COMMIT_REFUSED = Counter("payflow_commit_refused_total",
                          "Offset commits refused because they would pass an offset neither acked nor known to be skipped",
                          ["reason"])
 COMMIT_REFUSED.labels(reason="unacked_offset")  # exposed at 0 from the start
+REFERENCE_RECORDS_REJECTED = Counter("payflow_reference_records_rejected_total",
+                                     "Reference records (account types) skipped: no key, or not a JSON object "
+                                     "with account_type, nor a tombstone", ["topic"])
+ACCOUNT_TYPES = Gauge("payflow_account_types", "Senders' account types held from the reference topic (and the seed file)")
 SINK_RETRIES = Counter("payflow_sink_retries_total", "Transient warehouse errors retried")
 SINK_UP = Gauge("payflow_sink_up", "1 while the warehouse sink is healthy: not stopped, and no landing failing or "
                 "hanging longer than PAYFLOW_READY_LANDING_STALL_SECONDS; 0 otherwise")

@@ -74,7 +74,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", "60", "fraud operating point: a payment whose fraud score (0-100, docs/fraud.md) is above this is high risk (is_high_risk); docs/fraud.md has the recall and false-positive rate at each"),
     Setting("PAYFLOW_FRAUD_SMALL_USD", "10", "fraud scoring: payments under this many USD count as card-testing attempts when several cards are tried"),
     Setting("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", "900", "fraud scoring: travel between two regions' centroids faster than this is impossible travel"),
-    Setting("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", "", "JSON object sender_account_id -> account type (payroll, payout, marketplace, billing), read at the worker's start: bulk senders are not judged on velocity, fan-out or absolute amount; empty = none"),
+    Setting("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", "", "JSON object sender_account_id -> account type (payroll, payout, marketplace, billing), read at the worker's start before the compacted topic payflow-account-types (which the worker reads whole and follows; its records win): bulk senders are not judged on velocity, fan-out or absolute amount; empty = none"),
     Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM (the landing in flight gets up to half of it to finish and commit); then the worker exits (code 75) and what was in flight is read again at restart"),
 )
 
@@ -432,6 +432,7 @@ class Topics:
     enriched: str = "payments-enriched"
     dedup_audit: str = "payflow-dedup-audit"
     erasure_requests: str = "payflow-erasure-requests"
+    account_types: str = "payflow-account-types"  # compacted reference data (pipeline/account_types.py)
 
     @classmethod
     def with_prefix(cls, prefix: str) -> "Topics":

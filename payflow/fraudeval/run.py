@@ -56,15 +56,22 @@ def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size:
     return out
 
 
-async def _produce(bootstrap: str, topic: str, partitions: int, events: list[Labelled]) -> None:
+async def _produce(bootstrap: str, topic: str, partitions: int, events: list[Labelled],
+                   types_topic: str = "", account_kinds: dict[str, str] | None = None) -> None:
+    """The labelled payments to `topic`; first, the senders' account types to the compacted
+    reference topic the worker reads them from (as an operator publishes them)."""
     from payflow.kafka_admin import ensure_topics
     from payflow.simulator.producer import make_producer
 
     await ensure_topics(bootstrap, [topic], partitions)
+    if types_topic:
+        await ensure_topics(bootstrap, [types_topic], partitions, configs={types_topic: {"cleanup.policy": "compact"}})
     producer = make_producer(bootstrap)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in messages(events)]
+        futures = [await producer.send(types_topic, orjson.dumps({"account_type": kind}), key=account.encode())
+                   for account, kind in (account_kinds or {}).items()]
+        futures += [await producer.send(topic, value, key=key) for key, value in messages(events)]
         await producer.flush()
         for f in futures:
             await f
@@ -85,10 +92,6 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
     os.environ.setdefault("PAYFLOW_WAREHOUSE", "duckdb:///var/fraudeval/payflow.duckdb")
     os.environ.setdefault("PAYFLOW_DATA_DIR", "var/fraudeval")
     os.environ.setdefault("PAYFLOW_LOG_FORMAT", "json")
-    kinds_path = Path(os.environ["PAYFLOW_DATA_DIR"]) / "account-kinds.json"
-    kinds_path.parent.mkdir(parents=True, exist_ok=True)
-    kinds_path.write_bytes(orjson.dumps(account_kinds))
-    os.environ.setdefault("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", str(kinds_path))
     settings = Settings.from_env()
     db_path = Path(settings.warehouse.path)
     asyncio.run(_reset(settings))
@@ -97,7 +100,8 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
         p.unlink(missing_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"producing {len(events)} labelled payments to {settings.topics.raw}", flush=True)
-    asyncio.run(_produce(settings.kafka_bootstrap, settings.topics.raw, settings.partitions, events))
+    asyncio.run(_produce(settings.kafka_bootstrap, settings.topics.raw, settings.partitions, events,
+                         settings.topics.account_types, account_kinds))
     asyncio.run(rewind_group(settings.kafka_bootstrap, settings.app_id, settings.topics.raw))
     try:
         run_worker_until_caught_up(settings, timeout=1200, interval=3)

@@ -18,6 +18,7 @@ import orjson
 from payflow.compliance.gdpr import load_erased_subjects
 from payflow.kafka_admin import ensure_topics
 from payflow.key_config import key_ring_from_settings
+from payflow.pipeline.account_types import AccountTypes
 from payflow.pipeline.checkpoint import Checkpoint
 from payflow.pipeline.outputs import KafkaOutputs
 from payflow.pipeline.partition_growth import PartitionFollowers
@@ -71,10 +72,16 @@ def new_checkpoint(app: Any, settings: Settings, tables: tuple[Any, ...], proces
 async def start_runtime(app: Any, settings: Settings, tables: StateTables) -> PipelineRuntime:
     """The worker's pipeline: topics ensured, then the blocking opens in a thread."""
     t = settings.topics
-    await ensure_topics(settings.kafka_bootstrap, [t.enriched, t.dlq, t.late, t.dedup_audit], settings.partitions)
+    await ensure_topics(settings.kafka_bootstrap, [t.enriched, t.dlq, t.late, t.dedup_audit, t.account_types],
+                        settings.partitions, configs={t.account_types: {"cleanup.policy": "compact"}})
     followers = partition_followers(app, settings, tables.all)
     await followers.follow()
-    processor, outputs, sink = await asyncio.to_thread(_open, app, settings, tables)
+    # the senders' account types, read whole before the first payment is scored, then followed
+    account_types = AccountTypes(settings.kafka_bootstrap, t.account_types,
+                                 seed=load_account_kinds(settings.fraud_account_kinds_file))
+    await account_types.start()
+    app.on_before_shutdown.connect(lambda sender, **kwargs: account_types.stop(), weak=False)
+    processor, outputs, sink = await asyncio.to_thread(_open, app, settings, tables, account_types.types)
     if settings.bq_landing_fence and getattr(sink.warehouse, "fence", False) is None \
             and settings.processing_guarantee == "at_least_once":
         # BigQuery: a landing is decided by a generation-fenced offset commit (landing_fence);
@@ -105,7 +112,8 @@ def partition_followers(app: Any, settings: Settings, tables: tuple[Any, ...]) -
     return followers
 
 
-def _open(app: Any, settings: Settings, tables: StateTables) -> tuple[BatchProcessor, KafkaOutputs, WarehouseSink]:
+def _open(app: Any, settings: Settings, tables: StateTables,
+          account_kinds: dict[str, str]) -> tuple[BatchProcessor, KafkaOutputs, WarehouseSink]:
     tables.configure_changelog_limits()
     keyring = key_ring_from_settings(settings)
     warehouse = open_warehouse(settings, child_process=True)
@@ -119,7 +127,7 @@ def _open(app: Any, settings: Settings, tables: StateTables) -> tuple[BatchProce
         max_message_bytes=settings.max_message_bytes, max_future_seconds=settings.max_future_seconds,
         committed_offset=internals.committed_position_of(app, raw),
         erased=load_erased_subjects(keyring, warehouse),  # GDPR: the erasure ledger, before the first batch
-        account_kinds=load_account_kinds(settings.fraud_account_kinds_file),
+        account_kinds=account_kinds,  # kept current by AccountTypes
         fraud_config=FraudConfig(high_risk_above=settings.fraud_high_risk_above, small_usd=settings.fraud_small_usd,
                                  travel_max_kmh=settings.fraud_travel_max_kmh))
     return (processor, KafkaOutputs(internals.kafka_producer_of(app), settings.topics),
