@@ -197,6 +197,15 @@ def holding(tp: Any) -> bool:
     return tp in _holding
 
 
+def knowledge(tp: Any) -> str:
+    """What the fetch loop knows of tp's position, for a log line: the last observation
+    (position, seek count, generation), the seek count now, the runs noted as stepped over
+    and the highest offset delivered since the last seek."""
+    key = TP(tp.topic, tp.partition)
+    return (f"observed {_observed.get(key)}, seeks {_sought_at.get(key, 0)}, seeking {seeking(key)}, "
+            f"stepped over {_skipped.get(key, {})}, delivered up to {_delivered_since_seek.get(key, -1)}")
+
+
 _UNKNOWN = -1  # `fetched_from` not given: Faust's rule, any jump is a gap
 
 

@@ -122,6 +122,8 @@ def snapshot(consumer: Any, raw_topic: str) -> dict:
 
 async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -> None:
     """Seek back every raw partition whose commits wait on offsets Faust will never deliver."""
+    from payflow.runtime import fetch
+
     try:
         partitions = snapshot(consumer, raw_topic)
     except Exception:  # noqa: BLE001 - consumer not started or rebalancing: look again later
@@ -136,9 +138,11 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
         if now is None or now.committed != offset or not (now.hole_at_head() or now.unreached_tail()):
             continue
         if partitions[tp].unreached_tail():
+            # what the fetch loop knew is logged: why it missed the step is not known yet
             log.warning("partition %s: commits stopped at %s below the fetcher's position %s with "
-                        "nothing acked; reading it again from %s to account for the offsets between",
-                        tp.partition, offset, partitions[tp].fetch_position, offset)
+                        "nothing acked; reading it again from %s to account for the offsets between "
+                        "(fetch loop: %s)", tp.partition, offset, partitions[tp].fetch_position, offset,
+                        fetch.knowledge(tp))
         else:
             log.warning("partition %s: offsets from %s were read but never delivered (Faust race, "
                         "faust-streaming/faust#596); seeking back to %s, the rest comes back as replays",
