@@ -64,13 +64,14 @@ async def _produce(bootstrap: str, topic: str, partitions: int, events: list[Lab
     from payflow.simulator.producer import make_producer
 
     await ensure_topics(bootstrap, [topic], partitions)
-    if types_topic:
+    kinds = account_kinds if types_topic else {}
+    if kinds:
         await ensure_topics(bootstrap, [types_topic], partitions, configs={types_topic: {"cleanup.policy": "compact"}})
     producer = make_producer(bootstrap)
     await producer.start()
     try:
         futures = [await producer.send(types_topic, orjson.dumps({"account_type": kind}), key=account.encode())
-                   for account, kind in (account_kinds or {}).items()]
+                   for account, kind in kinds.items()]
         futures += [await producer.send(topic, value, key=key) for key, value in messages(events)]
         await producer.flush()
         for f in futures:

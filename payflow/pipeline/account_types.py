@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from payflow import metrics
 from payflow.kafka_security import current as kafka_security

@@ -203,7 +203,7 @@ def knowledge(tp: Any) -> str:
     and the highest offset delivered since the last seek."""
     key = TP(tp.topic, tp.partition)
     return (f"observed {_observed.get(key)}, seeks {_sought_at.get(key, 0)}, seeking {seeking(key)}, "
-            f"stepped over {_skipped.get(key, {})}, delivered up to {_delivered_since_seek.get(key, -1)}")
+            f"stepped over {_skipped.get(key, {})}, delivered up to {delivered_up_to(key)}")
 
 
 _UNKNOWN = -1  # `fetched_from` not given: Faust's rule, any jump is a gap
@@ -497,14 +497,14 @@ def _note_skipped_without_records(self: Consumer, records: dict, delivered: set,
         position = fetch_position(self, tp)
         seen = _observed.get(key)
         if _observation_holds(key, seen, generation_id) and position is not None and position > seen[0]:
-            delivered_up_to = _delivered_since_seek.get(key, -1)
-            if delivered_up_to >= seen[0]:
+            delivered_to = delivered_up_to(key)
+            if delivered_to >= seen[0]:
                 # records at or past the observed position were delivered since: the
                 # observation is stale, and the move is theirs, not a skip (seen in 7 of 20
                 # two-worker starts: 0-732 taken as stepped over, and Faust committed past them)
                 log.warning("%s[%d]: the fetcher's position moved from %d to %d with offset %d delivered "
                             "meanwhile: not taken as stepped over", tp.topic, tp.partition, seen[0], position,
-                            delivered_up_to)
+                            delivered_to)
             else:
                 _skipped.setdefault(key, {})[seen[0]] = position
                 _note_run(tp, seen[0], position, "in a fetch with no record of the partition")

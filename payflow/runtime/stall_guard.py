@@ -137,11 +137,12 @@ async def unstick_partitions(consumer: Any, raw_topic: str, guard: StallGuard) -
             return
         if now is None or now.committed != offset or not (now.hole_at_head() or now.unreached_tail()):
             continue
-        if partitions[tp].unreached_tail():
-            # what the fetch loop knew is logged: why it missed the step is not known yet
+        if now.unreached_tail():
+            # what the fetch loop knew is logged: the case docs/architecture.md names (a start's
+            # seek ending while the first fetch was delivered) or another one
             log.warning("partition %s: commits stopped at %s below the fetcher's position %s with "
                         "nothing acked; reading it again from %s to account for the offsets between "
-                        "(fetch loop: %s)", tp.partition, offset, partitions[tp].fetch_position, offset,
+                        "(fetch loop: %s)", tp.partition, offset, now.fetch_position, offset,
                         fetch.knowledge(tp))
         else:
             log.warning("partition %s: offsets from %s were read but never delivered (Faust race, "
