@@ -59,14 +59,8 @@ def invalid_request_record(detail: str, partition: int, offset: int, now: dateti
 async def erase_state(stream):
     """Any failure but bad input stops the worker (worker.fail_stop): Faust would ack
     the request it failed on, and its state deletes, never logged, would come back."""
-    try:
-        await _erase(stream)
-    except asyncio.CancelledError:
-        if erase_state.should_stop or app.should_stop:
-            raise
-        worker.fail_stop("the erasure agent", asyncio.CancelledError("cancelled outside shutdown"))
-    except Exception as exc:  # noqa: BLE001 - every failure stops the worker
-        worker.fail_stop("the erasure agent", exc)
+    await worker.run_or_fail_stop("the erasure agent", _erase(stream),
+                                  lambda: erase_state.should_stop or app.should_stop)
 
 
 async def _erase(stream) -> None:

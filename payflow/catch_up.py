@@ -1,5 +1,5 @@
 """Running `payflow worker` as a child process until it has committed every offset of the raw
-topic, then stopping it: what the demo and the fraud evaluation do with the real worker."""
+topic (and of any other topics named), then stopping it: what the demo and the fraud evaluation do with the real worker."""
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +23,8 @@ def worker_stdout_log(settings: Settings) -> Path:
     return settings.data_dir / "worker-stdout.log"
 
 
-def run_worker_until_caught_up(settings: Settings, *, timeout: float, interval: float = 2.0) -> float:
+def run_worker_until_caught_up(settings: Settings, *, timeout: float, interval: float = 2.0,
+                               topics: tuple[str, ...] = ()) -> float:
     """Starts the worker (its output in worker_stdout_log), prints the raw topic's
     uncommitted messages every `interval` seconds, stops the worker once there are none.
     Returns the seconds it took; raises CatchUpFailed."""
@@ -36,7 +37,8 @@ def run_worker_until_caught_up(settings: Settings, *, timeout: float, interval: 
         while True:
             if worker.poll() is not None:
                 raise CatchUpFailed(f"the worker exited with {worker.returncode}; see {log_path}")
-            lag = sum(asyncio.run(group_lag(settings.kafka_bootstrap, settings.app_id, settings.topics.raw)).values())
+            lag = sum(sum(asyncio.run(group_lag(settings.kafka_bootstrap, settings.app_id, topic)).values())
+                      for topic in (settings.topics.raw, *topics))
             print(f"  {time.monotonic() - started:5.1f} s  messages not yet committed: {lag}", flush=True)
             if lag == 0:
                 return time.monotonic() - started

@@ -40,7 +40,7 @@ def say(text: str) -> None:
 
 async def _reset(settings: Settings) -> None:
     t = settings.topics
-    names = [t.raw, t.dlq, t.late, t.enriched, t.dedup_audit, t.account_types]
+    names = [t.raw, t.dlq, t.late, t.enriched, t.dedup_audit, t.account_types, t.fraud_labels]
     existing = await list_topics(settings.kafka_bootstrap)
     names += [n for n in existing if n.startswith(settings.app_id + "-")]
     await delete_topics(settings.kafka_bootstrap, names)

@@ -53,3 +53,14 @@ BUFFERED_BYTES = Gauge("payflow_buffered_bytes", "Bytes (estimated) of processed
                        "the landing in flight and what waits for the next (bounded by PAYFLOW_MAX_BUFFERED_BYTES)")
 BUFFER_FULL = Counter("payflow_buffer_full_total", "Times the worker stopped taking batches because "
                       "PAYFLOW_MAX_BUFFERED_BYTES was reached (backpressure until a landing commits)")
+FRAUD_LABELS_LANDED = Counter("payflow_fraud_labels_landed_total",
+                              "Fraud labels (chargebacks, analyst decisions) newly landed in fraud_labels")
+# the fraud labels' verdict on the scoring (view fraud_label_quality, last PAYFLOW_FRAUD_QUALITY_WINDOW_DAYS),
+# set by the worker holding partition 0 of the labels topic; NaN until there is something to divide by
+FRAUD_LABEL_PRECISION = Gauge("payflow_fraud_label_precision",
+                              "Of the labelled payments scored high risk, the share labelled fraud")
+FRAUD_LABEL_RECALL = Gauge("payflow_fraud_label_recall",
+                           "Of the payments labelled fraud, the share scored high risk")
+FRAUD_LABELLED = Gauge("payflow_fraud_labelled_payments", "Labelled payments the two gauges above are computed over")
+for _gauge in (FRAUD_LABEL_PRECISION, FRAUD_LABEL_RECALL):
+    _gauge.set(float("nan"))

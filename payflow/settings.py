@@ -75,6 +75,8 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_FRAUD_SMALL_USD", "10", "fraud scoring: payments under this many USD count as card-testing attempts when several cards are tried"),
     Setting("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", "900", "fraud scoring: travel between two regions' centroids faster than this is impossible travel"),
     Setting("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", "", "JSON object sender_account_id -> account type (payroll, payout, marketplace, billing), read at the worker's start before the compacted topic payflow-account-types (which the worker reads whole and follows; its records win): bulk senders are not judged on velocity, fan-out or absolute amount; empty = none"),
+    Setting("PAYFLOW_FRAUD_QUALITY_REFRESH_SECONDS", "900", "how often the worker holding partition 0 of payflow-fraud-labels reads the view fraud_label_quality (the fraud labels fed back, joined with the scores) into payflow_fraud_label_precision and payflow_fraud_label_recall, the alert's input; 0 = never"),
+    Setting("PAYFLOW_FRAUD_QUALITY_WINDOW_DAYS", "30", "the days of payments (by event date, up to today) those gauges are computed over"),
     Setting("PAYFLOW_SHUTDOWN_SECONDS", "30", "longest graceful stop after SIGTERM (the landing in flight gets up to half of it to finish and commit); then the worker exits (code 75) and what was in flight is read again at restart"),
 )
 
@@ -348,6 +350,8 @@ class Settings:
     duckdb_landing_cache_mb: int = 48
     fraud_high_risk_above: int = 60
     fraud_small_usd: float = 10.0
+    fraud_quality_refresh_seconds: float = 900.0
+    fraud_quality_window_days: int = 30
     fraud_travel_max_kmh: float = 900.0
     fraud_account_kinds_file: str = ""
     bq_landing_fence: bool = True
@@ -408,6 +412,8 @@ class Settings:
             duckdb_landing_cache_mb=_int("PAYFLOW_DUCKDB_LANDING_CACHE_MB", 16, 1 << 20),
             fraud_high_risk_above=_int("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", 0, 100),
             fraud_small_usd=_float("PAYFLOW_FRAUD_SMALL_USD", 0, 1_000_000),
+            fraud_quality_refresh_seconds=_float("PAYFLOW_FRAUD_QUALITY_REFRESH_SECONDS", 0, 7 * 86400),
+            fraud_quality_window_days=_int("PAYFLOW_FRAUD_QUALITY_WINDOW_DAYS", 1, 3660),
             fraud_travel_max_kmh=_float("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", 0, 1_000_000, low_open=True),
             fraud_account_kinds_file=_env("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE").strip(),
             bq_landing_fence=_choice("PAYFLOW_BQ_LANDING_FENCE", ("off", "on")) == "on",
@@ -433,6 +439,7 @@ class Topics:
     dedup_audit: str = "payflow-dedup-audit"
     erasure_requests: str = "payflow-erasure-requests"
     account_types: str = "payflow-account-types"  # compacted reference data (pipeline/account_types.py)
+    fraud_labels: str = "payflow-fraud-labels"  # outcomes fed back: chargebacks, analyst decisions
 
     @classmethod
     def with_prefix(cls, prefix: str) -> "Topics":

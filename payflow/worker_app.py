@@ -11,6 +11,7 @@ from payflow import runtime
 from payflow.app import app, settings
 import payflow.tables.definitions  # noqa: F401 - the state tables first: the agents read them
 import payflow.agents.erasure  # noqa: F401
+import payflow.agents.fraud_labels  # noqa: F401
 import payflow.agents.pipeline  # noqa: F401
 import payflow.web  # noqa: F401
 

@@ -135,3 +135,18 @@ CREATE TABLE IF NOT EXISTS late_events (
 )
 PARTITION BY DATE(received_at)
 CLUSTER BY transaction_id;
+
+-- Fraud outcomes fed back (chargebacks, analyst decisions): one row per record of the labels
+-- topic payflow-fraud-labels (payflow/pipeline/fraud_labels.py), keyed by its position.
+CREATE TABLE IF NOT EXISTS fraud_labels (
+  label_partition INT64 NOT NULL,
+  label_offset INT64 NOT NULL,
+  transaction_id STRING NOT NULL,
+  label STRING NOT NULL,
+  source STRING NOT NULL,
+  labelled_at TIMESTAMP NOT NULL,
+  landed_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (label_partition, label_offset) NOT ENFORCED
+)
+PARTITION BY DATE(labelled_at)
+CLUSTER BY transaction_id;

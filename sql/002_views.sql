@@ -43,3 +43,30 @@ LEFT JOIN (
   SELECT DATE(first_event_time) AS day, COUNT(*) AS duplicates_dropped
   FROM deduplication_audit GROUP BY day
 ) AS d ON p.day = d.day;
+
+-- The fraud labels fed back, the latest per payment (a later decision overrides an earlier
+-- one; a record landed twice counts once).
+CREATE OR REPLACE VIEW fraud_label_latest AS
+SELECT transaction_id, label, source, labelled_at
+FROM (
+  SELECT transaction_id, label, source, labelled_at,
+    ROW_NUMBER() OVER (PARTITION BY transaction_id
+                       ORDER BY labelled_at DESC, label_partition DESC, label_offset DESC) AS nth
+  FROM fraud_labels
+) AS ranked
+WHERE nth = 1;
+
+-- Precision and recall of the scoring against the labels, per day of the payments' event
+-- time: over labelled payments only (a payment nobody labelled is neither).
+CREATE OR REPLACE VIEW fraud_label_quality AS
+SELECT
+  DATE(f.event_time) AS day,
+  COUNT(*) AS labelled_payments,
+  COUNTIF(l.label = 'fraud') AS labelled_fraud,
+  COUNTIF(f.is_high_risk) AS flagged,
+  COUNTIF(f.is_high_risk AND l.label = 'fraud') AS flagged_fraud,
+  ROUND(SAFE_DIVIDE(COUNTIF(f.is_high_risk AND l.label = 'fraud'), COUNTIF(f.is_high_risk)), 4) AS label_precision,
+  ROUND(SAFE_DIVIDE(COUNTIF(f.is_high_risk AND l.label = 'fraud'), COUNTIF(l.label = 'fraud')), 4) AS label_recall
+FROM fraud_label_latest AS l
+JOIN payment_transactions_fraud AS f ON f.transaction_id = l.transaction_id
+GROUP BY day;

@@ -1,6 +1,9 @@
 """`make fraud-eval`: the labelled traffic (payflow.fraudeval.traffic) through the real worker
 into the warehouse (DuckDB), then recall, false-positive rate and precision, overall and per
-scenario, and a threshold table (docs/fraud.md explains the figures).
+scenario, and a threshold table (docs/fraud.md explains the figures). Then the feedback loop
+as a fraud team runs it: an analyst's label on every payment flagged and a chargeback on every
+fraud missed go to the labels topic, the worker lands them, and the view fraud_label_quality
+must give the same precision and recall.
 
     python -m payflow.fraudeval.run                 # real worker, local broker, DuckDB
     python -m payflow.fraudeval.run --direct        # the batch processor in-process (quick)
@@ -116,6 +119,78 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
     return {r["transaction_id"]: (int(r["fraud_score"]), r["risk_flags"] or "") for r in rows}
 
 
+# -- the feedback loop ---------------------------------------------------------------------------
+def feedback_labels(events: list[Labelled], scores: dict[str, tuple[int, str]], threshold: int,
+                    labelled_at: datetime) -> list[tuple[bytes, bytes]]:
+    """The labels a fraud team would feed back: an analyst's decision on every payment
+    flagged high risk (what it was), and a chargeback for every fraud payment not flagged."""
+    out = []
+    for e in events:
+        txn = e.doc["transaction_id"]
+        got = scores.get(txn)
+        if got is None:
+            continue
+        if got[0] > threshold:
+            label, source = ("fraud" if e.fraud else "legitimate"), "analyst"
+        elif e.fraud:
+            label, source = "fraud", "chargeback"
+        else:
+            continue
+        out.append((txn.encode(), orjson.dumps({"transaction_id": txn, "label": label, "source": source,
+                                                "labelled_at": labelled_at.isoformat()})))
+    return out
+
+
+def quality_through_worker(labels: list[tuple[bytes, bytes]]) -> dict:
+    """The labels to the labels topic, the worker run until it committed them, then the
+    precision and recall the warehouse's view fraud_label_quality gives, over every day."""
+    from payflow.catch_up import CatchUpFailed, run_worker_until_caught_up
+    from payflow.kafka_admin import ensure_topics
+    from payflow.settings import Settings
+    from payflow.simulator.producer import make_producer
+    from payflow.warehouse import open_warehouse
+
+    settings = Settings.from_env()
+    topic = settings.topics.fraud_labels
+
+    async def produce() -> None:
+        await ensure_topics(settings.kafka_bootstrap, [topic], settings.partitions)
+        producer = make_producer(settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in labels]
+            await producer.flush()
+            for f in futures:
+                await f
+        finally:
+            await producer.stop()
+
+    print(f"feeding back {len(labels)} labels to {topic}", flush=True)
+    asyncio.run(produce())
+    try:
+        run_worker_until_caught_up(settings, timeout=600, interval=3, topics=(topic,))
+    except CatchUpFailed as exc:
+        raise SystemExit(str(exc)) from None
+    warehouse = open_warehouse(settings)
+    try:
+        return warehouse.query("SELECT SUM(labelled_payments) AS labelled, SUM(labelled_fraud) AS labelled_fraud, "
+                               "SUM(flagged) AS flagged, SUM(flagged_fraud) AS flagged_fraud "
+                               "FROM fraud_label_quality")[0]
+    finally:
+        warehouse.close()
+
+
+def feedback_report(row: dict, own: dict) -> str:
+    flagged, fraud, hits = (int(row.get(k) or 0) for k in ("flagged", "labelled_fraud", "flagged_fraud"))
+    precision, recall = hits / max(1, flagged), hits / max(1, fraud)
+    same = abs(precision - own["precision"]) < 1e-9 and abs(recall - own["recall_all_fraud"]) < 1e-9
+    return (f"feedback loop (labels topic -> fraud_labels -> view fraud_label_quality): {int(row.get('labelled') or 0)} "
+            f"labelled payments, precision {precision:.3f}, recall {recall:.3f} (all fraud): "
+            + ("the same as the evaluation's own figures" if same else
+               f"DIFFERENT from the evaluation's own (precision {own['precision']:.3f}, "
+               f"recall {own['recall_all_fraud']:.3f})"))
+
+
 # -- figures --------------------------------------------------------------------------------
 def figures(events: list[Labelled], scores: dict[str, tuple[int, str]], threshold: int) -> dict:
     """Recall (over detectable fraud, and over all fraud), false-positive rate and precision
@@ -207,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         scores = score_with_worker(events, kinds)
     print(report(events, scores, threshold))
+    if not args.direct:  # the same figures as a fraud team gets them: from labels fed back
+        worker_threshold = Settings.from_env().fraud_high_risk_above
+        labels = feedback_labels(events, scores, worker_threshold, datetime.now(timezone.utc))
+        print(feedback_report(quality_through_worker(labels), figures(events, scores, worker_threshold)))
     return 0
 
 

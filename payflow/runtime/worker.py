@@ -17,12 +17,13 @@ only after their batch landed, so whatever was in flight is read again at the re
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from payflow.runtime import seams
 
@@ -127,6 +128,19 @@ def fail_stop(what: str, exc: BaseException, exit_: Callable[[int], None] = os._
                  "the orchestrator restarts it and it resumes from the last landed batch",
                  what, type(exc).__name__, exc, AGENT_FAILED_EXIT, exc_info=exc)
     _flush_and_exit(AGENT_FAILED_EXIT, exit_)
+
+
+async def run_or_fail_stop(what: str, body: Awaitable[None], stopping: Callable[[], bool]) -> None:
+    """An agent's body, any failure of it a fail_stop: a cancellation too, unless
+    `stopping()` says the worker or the agent is shutting down (then it goes on up)."""
+    try:
+        await body
+    except asyncio.CancelledError:
+        if stopping():
+            raise
+        fail_stop(what, asyncio.CancelledError("cancelled outside shutdown"))
+    except Exception as exc:  # noqa: BLE001 - every failure stops the worker
+        fail_stop(what, exc)
 
 
 def _flush_and_exit(code: int, exit_: Callable[[int], None]) -> None:

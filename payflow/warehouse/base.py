@@ -331,6 +331,11 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt: ...
 
+    def land_labels(self, rows: list[dict[str, Any]]) -> int:
+        """Fraud labels fed back (rows of fraud_labels: payflow.pipeline.fraud_labels), each
+        once per labels-topic position however often it comes; returns how many were new."""
+        raise NotImplementedError(f"the {self.name} warehouse does not land fraud labels")
+
     def erased_subjects(self) -> list[tuple[str, str, str]]:
         """The erasure ledger as (pii_key_id, pii_hash, mode), one per hash of every erasure
         ("" for a key id not recorded): what the worker's mask step checks payments against

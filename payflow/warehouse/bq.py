@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -113,6 +113,24 @@ class BigQueryWarehouse(Warehouse):
         with self._landing_lock:
             return self.storage_landing().land(batch)
 
+    def land_labels(self, rows: list[dict[str, Any]]) -> int:
+        """One MERGE on the labels' topic positions: its ON clause reads the key columns of
+        fraud_labels, a table that grows with the labels fed back, not with payments."""
+        if not rows:
+            return 0
+        cols = schema.tables()["fraud_labels"]
+        names = [c.name for c in cols]
+        source = f"(SELECT {', '.join(f'r.{n} AS {n}' for n in names)} FROM UNNEST(@rows) AS r)"
+        sql = (f"MERGE {self._t('fraud_labels')} AS t USING {source} AS s "
+               f"ON t.label_partition = s.label_partition AND t.label_offset = s.label_offset "
+               f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) VALUES ({', '.join('s.' + n for n in names)})")
+        structs = [bigquery.StructQueryParameter(None, *[
+            bigquery.ScalarQueryParameter(c.name, c.bq_type, row[c.name]) for c in cols]) for row in rows]
+        job = self.client.query(sql, job_config=bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ArrayQueryParameter("rows", "STRUCT", structs)]), retry=self.land_retry)
+        job.result(retry=self.land_retry)
+        return int(job.num_dml_affected_rows or 0)
+
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         import sqlglot
@@ -192,4 +210,6 @@ def _param_type(v: Any) -> str:
         return "NUMERIC"
     if isinstance(v, datetime):
         return "TIMESTAMP"
+    if isinstance(v, date):
+        return "DATE"
     return "STRING"

@@ -452,6 +452,9 @@ class ChildProcessDuckDB(Warehouse):
     def erase(self, pii_hashes: list[tuple[str, str]], mode: str, request_id: str) -> ErasureReceipt:
         return self._run("erase", pii_hashes, mode, request_id)
 
+    def land_labels(self, rows: list[dict[str, Any]]) -> int:
+        return self._run("land_labels", rows)
+
     def string_columns(self) -> dict[str, list[str]]:
         return self._run("string_columns")
 

@@ -1,13 +1,14 @@
 """The embedded DuckDB warehouse (default for `make demo`)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -127,39 +128,46 @@ class DuckDBWarehouse(Warehouse):
 
     def _land(self, batch: LandingBatch) -> Landed:
         inserted = Landed()
-        with self._lock:
-            try:
-                self.con.execute("BEGIN TRANSACTION")
-                # which of the batch's payments the key table took (None: every one): the
-                # tables keyed by it take those rows only
-                taken: list[int] | None = None
-                batch = batch.first_per_key()
-                fault.pause_at("before_write")
-                for table in LANDING_ORDER:
-                    if not batch.count(table):
-                        continue
-                    if len(inserted) == 1:  # one table written, the others not yet
-                        fault.pause_at("between_tables")
-                    columns = batch.columns(table)
-                    rows = _arrow_table(table, columns)
-                    if table == "payment_transactions":
-                        inserted[table], taken = self._land_payments(rows, columns["transaction_id"])
-                        inserted.conflicts, inserted.duplicates = self._record_conflicts(
-                            columns, taken, batch.repeated, batch.copies)
-                        continue
-                    if table in schema.DUCKDB_KEYED_BY_PAYMENT and taken is not None:
-                        rows = rows.take(pa.array(taken, type=pa.int64()))
-                    inserted[table] = self._insert(table, rows, returning=False) if rows.num_rows else 0
-                self.con.execute("COMMIT")
-                self._fit_memory_limit()
-            except (duckdb.TransactionException, duckdb.IOException) as exc:
-                # a conflict, a lock, a full or read-only disk: the sink retries with backoff
-                self._rollback_quietly()
-                raise TransientWarehouseError(f"{type(exc).__name__}: {exc}") from exc
-            except Exception:
-                self._rollback_quietly()
-                raise
+        with self._lock, self._transaction(then=self._fit_memory_limit):
+            # which of the batch's payments the key table took (None: every one): the
+            # tables keyed by it take those rows only
+            taken: list[int] | None = None
+            batch = batch.first_per_key()
+            fault.pause_at("before_write")
+            for table in LANDING_ORDER:
+                if not batch.count(table):
+                    continue
+                if len(inserted) == 1:  # one table written, the others not yet
+                    fault.pause_at("between_tables")
+                columns = batch.columns(table)
+                rows = _arrow_table(table, columns)
+                if table == "payment_transactions":
+                    inserted[table], taken = self._land_payments(rows, columns["transaction_id"])
+                    inserted.conflicts, inserted.duplicates = self._record_conflicts(
+                        columns, taken, batch.repeated, batch.copies)
+                    continue
+                if table in schema.DUCKDB_KEYED_BY_PAYMENT and taken is not None:
+                    rows = rows.take(pa.array(taken, type=pa.int64()))
+                inserted[table] = self._insert(table, rows, returning=False) if rows.num_rows else 0
         return inserted
+
+    @contextlib.contextmanager
+    def _transaction(self, then: Callable[[], None] | None = None) -> Iterator[None]:
+        """One transaction, committed at the end of the block (then `then`) or rolled back; a
+        conflict, a lock, a full or read-only disk become TransientWarehouseError (the caller
+        retries)."""
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+            yield
+            self.con.execute("COMMIT")
+            if then is not None:
+                then()
+        except (duckdb.TransactionException, duckdb.IOException) as exc:
+            self._rollback_quietly()
+            raise TransientWarehouseError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self._rollback_quietly()
+            raise
 
     def _rollback_quietly(self) -> None:
         """End the failed transaction, if one is still open: a COMMIT that failed has ended it
@@ -237,6 +245,14 @@ class DuckDBWarehouse(Warehouse):
             return _count(self.con.execute(sql))
         finally:
             self.con.unregister("landing")
+
+    def land_labels(self, rows: list[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        columns = {c.name: [row[c.name] for row in rows] for c in schema.tables()["fraud_labels"]}
+        with self._lock, self._transaction():  # (BEGIN also ends a result a landing left unread)
+            # insert-or-ignore on the key (label_partition, label_offset)
+            return self._insert("fraud_labels", _arrow_table("fraud_labels", columns), returning=False)
 
     # -- reading -------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

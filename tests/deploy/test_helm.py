@@ -389,14 +389,17 @@ def test_the_audit_scans_what_its_pod_can_reach():
     assert "CronJob" not in docs and docs["StatefulSet"][0]["spec"]["replicas"] == 1
 
 
-def test_alerts_for_internal_errors_and_absent_workers_have_a_runbook():
+def test_alerts_for_internal_errors_absent_workers_and_fraud_precision_have_a_runbook():
     docs = kinds(render(*BASE, "--set", "prometheusRule.enabled=true", "--set", "replicas=3", "--namespace", "pay"))
     rules = {r["alert"]: r for r in docs["PrometheusRule"][0]["spec"]["groups"][0]["rules"]}
     internal, absent = rules["PayflowDlqInternalError"], rules["PayflowWorkerAbsent"]
+    precision = rules["PayflowFraudPrecisionLow"]
     assert 'payflow_dlq_events_total{reason="internal_error"}' in internal["expr"]
     assert 'up{namespace="pay", service="pf-payflow"}' in absent["expr"] and absent["expr"].endswith("< 3")
+    assert "max(payflow_fraud_label_precision) < 0.5" in precision["expr"] and ">= 50" in precision["expr"]
     readme = (CHART / "README.md").read_text()
-    for name, rule in (("PayflowDlqInternalError", internal), ("PayflowWorkerAbsent", absent)):
+    for name, rule in (("PayflowDlqInternalError", internal), ("PayflowWorkerAbsent", absent),
+                       ("PayflowFraudPrecisionLow", precision)):
         assert rule["annotations"]["description"] and rule["annotations"]["summary"]
         anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
         assert anchor == name.lower()
