@@ -58,9 +58,10 @@ async def _land_labels(stream: Any) -> None:
         if not messages:
             continue
         labels, invalid = [], []
+        now = datetime.now(timezone.utc)
         for message in messages:
             try:
-                labels.append(parse_label(message.value, message.partition, message.offset))
+                labels.append(parse_label(message.value, message.partition, message.offset, now))
             except InvalidFraudLabel as exc:
                 log.warning("stage labels: record at partition %d offset %d is not a valid label (%s); sent to "
                             "the DLQ", message.partition, message.offset, exc)
@@ -92,27 +93,35 @@ async def _land(labels: list) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def quality(row: dict[str, Any]) -> tuple[float | None, float | None, int]:
+def quality(row: dict[str, Any]) -> tuple[float | None, float | None, int, int]:
     """Precision and recall of one aggregate of fraud_label_quality (None: nothing to divide
-    by), and how many labelled payments it covers."""
+    by), how many labelled payments it covers and how many of those were flagged."""
     flagged, labelled_fraud = int(row.get("flagged") or 0), int(row.get("labelled_fraud") or 0)
     hits = int(row.get("flagged_fraud") or 0)
     return (hits / flagged if flagged else None, hits / labelled_fraud if labelled_fraud else None,
-            int(row.get("labelled") or 0))
+            int(row.get("labelled") or 0), flagged)
+
+
+def _set_gauges(precision: float | None, recall: float | None, labelled: int, flagged: int) -> None:
+    metrics.FRAUD_LABEL_PRECISION.set(float("nan") if precision is None else precision)
+    metrics.FRAUD_LABEL_RECALL.set(float("nan") if recall is None else recall)
+    metrics.FRAUD_LABELLED.set(labelled)
+    metrics.FRAUD_LABELLED_FLAGGED.set(flagged)
 
 
 async def refresh_quality() -> bool:
     """The gauges from the view, on the one worker holding partition 0 of the labels topic (so
-    a fleet reads the view once per refresh); False when this worker is not that one."""
+    a fleet reads the view once per refresh); False when this worker is not that one, whose
+    gauges are then emptied: a former holder's last figures would otherwise mask (or fake) a
+    precision drop in the alert's max() over the fleet."""
     runtime = app.pipeline_runtime
     if runtime is None or TP(settings.topics.fraud_labels, 0) not in app.consumer.assignment():
+        _set_gauges(None, None, 0, 0)
         return False
-    since = datetime.now(timezone.utc).date() - timedelta(days=settings.fraud_quality_window_days)
-    rows = await asyncio.to_thread(runtime.sink.warehouse.query, QUALITY_SQL, {"since": since})
-    precision, recall, labelled = quality(rows[0] if rows else {})
-    metrics.FRAUD_LABELLED.set(labelled)
-    metrics.FRAUD_LABEL_PRECISION.set(float("nan") if precision is None else precision)
-    metrics.FRAUD_LABEL_RECALL.set(float("nan") if recall is None else recall)
+    # the window: today and the days before it, PAYFLOW_FRAUD_QUALITY_WINDOW_DAYS in all (UTC)
+    since = datetime.now(timezone.utc).date() - timedelta(days=settings.fraud_quality_window_days - 1)
+    rows = await asyncio.to_thread(runtime.sink.warehouse.query_beside_landings, QUALITY_SQL, {"since": since})
+    _set_gauges(*quality(rows[0] if rows else {}))
     return True
 
 

@@ -16,7 +16,7 @@ BQ_STREAMS_CREATED = Counter("payflow_bigquery_write_streams_created_total",
                              "Storage Write API streams created (CreateWriteStream is a quota per project and hour)")
 BQ_APPENDS = Counter("payflow_bigquery_appends_total", "AppendRows requests sent to BigQuery")
 ROWS_LANDED = Counter("payflow_warehouse_rows_landed_total", "Rows newly inserted into the warehouse", ["table"])
-HIGH_RISK = Counter("payflow_high_risk_payments_total", "Payments scored above 60")
+HIGH_RISK = Counter("payflow_high_risk_payments_total", "Payments scored above the operating point (PAYFLOW_FRAUD_HIGH_RISK_ABOVE)")
 SCORED = Counter("payflow_scored_payments_total", "Payments scored by fraud enrichment")
 UNMASKED_PAN = Counter("payflow_unmasked_pan_detections_total",
                        "Card numbers caught by the last-line scrubbers in logs or outputs (must stay 0)")
@@ -62,5 +62,7 @@ FRAUD_LABEL_PRECISION = Gauge("payflow_fraud_label_precision",
 FRAUD_LABEL_RECALL = Gauge("payflow_fraud_label_recall",
                            "Of the payments labelled fraud, the share scored high risk")
 FRAUD_LABELLED = Gauge("payflow_fraud_labelled_payments", "Labelled payments the two gauges above are computed over")
+FRAUD_LABELLED_FLAGGED = Gauge("payflow_fraud_labelled_flagged_payments",
+                               "Of those, the ones scored high risk: what the precision divides by")
 for _gauge in (FRAUD_LABEL_PRECISION, FRAUD_LABEL_RECALL):
     _gauge.set(float("nan"))

@@ -137,7 +137,9 @@ PARTITION BY DATE(received_at)
 CLUSTER BY transaction_id;
 
 -- Fraud outcomes fed back (chargebacks, analyst decisions): one row per record of the labels
--- topic payflow-fraud-labels (payflow/pipeline/fraud_labels.py), keyed by its position.
+-- topic payflow-fraud-labels (payflow/pipeline/fraud_labels.py), keyed by its position and its
+-- content: read again, a record lands once; a topic created anew, whose positions start over,
+-- lands its records beside the old ones instead of taking them for replays.
 CREATE TABLE IF NOT EXISTS fraud_labels (
   label_partition INT64 NOT NULL,
   label_offset INT64 NOT NULL,
@@ -146,7 +148,7 @@ CREATE TABLE IF NOT EXISTS fraud_labels (
   source STRING NOT NULL,
   labelled_at TIMESTAMP NOT NULL,
   landed_at TIMESTAMP NOT NULL,
-  PRIMARY KEY (label_partition, label_offset) NOT ENFORCED
+  PRIMARY KEY (label_partition, label_offset, transaction_id, label, source, labelled_at) NOT ENFORCED
 )
 PARTITION BY DATE(labelled_at)
 CLUSTER BY transaction_id;

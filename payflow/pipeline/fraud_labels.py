@@ -16,7 +16,7 @@ the reason invalid_fraud_label and none of the record's content.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from payflow.stages.validation import MAX_ID_LENGTH, RFC3339
 INVALID_FRAUD_LABEL = "invalid_fraud_label"
 LABELS = ("fraud", "legitimate")
 SOURCES = ("chargeback", "analyst", "customer_report", "issuer_report", "other")
+MAX_AHEAD = timedelta(days=1)  # labelled_at at most this far ahead of the worker's clock
 
 
 class InvalidFraudLabel(ValueError):
@@ -49,8 +50,9 @@ class FraudLabel:
                 "labelled_at": self.labelled_at, "landed_at": landed_at}
 
 
-def parse_label(raw: Any, partition: int, offset: int) -> FraudLabel:
-    """The label a record of the labels topic holds; InvalidFraudLabel for anything else."""
+def parse_label(raw: Any, partition: int, offset: int, now: datetime | None = None) -> FraudLabel:
+    """The label a record of the labels topic holds; InvalidFraudLabel for anything else
+    (with `now`, a label more than MAX_AHEAD ahead of it too)."""
     if not raw or not isinstance(raw, (bytes, bytearray, memoryview, str)):
         raise InvalidFraudLabel("empty message")
     try:
@@ -62,6 +64,8 @@ def parse_label(raw: Any, partition: int, offset: int) -> FraudLabel:
     txn = doc.get("transaction_id")
     if not isinstance(txn, str) or not txn.strip() or len(txn) > MAX_ID_LENGTH:
         raise InvalidFraudLabel(f"transaction_id must be a string of 1 to {MAX_ID_LENGTH} characters")
+    if txn != txn.strip():
+        raise InvalidFraudLabel("transaction_id has leading or trailing white space: no payment's id would match")
     if may_hold_pan(txn):
         # the warehouse never holds card-like digits in an id (masking tokenizes them): the
         # label must name the payment by the id the warehouse shows
@@ -72,7 +76,11 @@ def parse_label(raw: Any, partition: int, offset: int) -> FraudLabel:
     source = doc.get("source")
     if source not in SOURCES:
         raise InvalidFraudLabel(f"source must be one of {', '.join(SOURCES)}")
-    return FraudLabel(txn, label, source, _labelled_at(doc.get("labelled_at")), partition, offset)
+    labelled_at = _labelled_at(doc.get("labelled_at"))
+    if now is not None and labelled_at > now + MAX_AHEAD:
+        # it would stay the latest label of its payment for good
+        raise InvalidFraudLabel(f"labelled_at is more than {MAX_AHEAD} ahead of the worker's clock")
+    return FraudLabel(txn, label, source, labelled_at, partition, offset)
 
 
 def _labelled_at(value: Any) -> datetime:
@@ -85,7 +93,7 @@ def _labelled_at(value: Any) -> datetime:
         text = head + "." + tail[:min(digits, 6)] + tail[digits:]
     try:
         return datetime.fromisoformat(text).astimezone(timezone.utc)
-    except ValueError:
+    except (ValueError, OverflowError):  # a day that does not exist; year 1 or 9999 shifted out of range
         raise InvalidFraudLabel("labelled_at is not a valid time") from None
 
 

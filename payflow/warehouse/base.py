@@ -336,6 +336,11 @@ class Warehouse(abc.ABC):
         once per labels-topic position however often it comes; returns how many were new."""
         raise NotImplementedError(f"the {self.name} warehouse does not land fraud labels")
 
+    def query_beside_landings(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """`query`, for a periodic read that must not hold up the landings (the DuckDB landing
+        process runs it on a cursor and thread of its own, bounded as `payflow query` is)."""
+        return self.query(sql, params)
+
     def erased_subjects(self) -> list[tuple[str, str, str]]:
         """The erasure ledger as (pii_key_id, pii_hash, mode), one per hash of every erasure
         ("" for a key id not recorded): what the worker's mask step checks payments against

@@ -23,11 +23,15 @@ from google.cloud import bigquery
 
 from payflow.settings import grpc_endpoint_beside
 from payflow.warehouse import schema
-from payflow.warehouse.base import ErasureReceipt, LandingBatch, Landed, Warehouse
+from payflow.warehouse.base import ErasureReceipt, LandingBatch, Landed, TransientWarehouseError, Warehouse
 
 
 
 _LAND_RETRY = bigquery.DEFAULT_RETRY.with_deadline(10)
+LABELS_ATTEMPT_SECONDS = 60.0
+# BigQuery's refusals of a DML statement for other DML on the same table (queue full, a
+# concurrent update): a later attempt succeeds
+_DML_CONTENTION = ("Too many DML statements outstanding", "concurrent update", "Could not serialize access")
 
 
 def emulator_ddl(statement: str) -> str:
@@ -114,21 +118,30 @@ class BigQueryWarehouse(Warehouse):
             return self.storage_landing().land(batch)
 
     def land_labels(self, rows: list[dict[str, Any]]) -> int:
-        """One MERGE on the labels' topic positions: its ON clause reads the key columns of
-        fraud_labels, a table that grows with the labels fed back, not with payments."""
+        """One MERGE on the labels' key (topic position and content): its ON clause reads the
+        key columns of fraud_labels, a table that grows with the labels fed back, not with
+        payments. BigQuery queues DML per table and refuses some concurrent ones: those
+        refusals, and an attempt past LABELS_ATTEMPT_SECONDS, are transient (retried)."""
+        from google.api_core.exceptions import BadRequest
         if not rows:
             return 0
         cols = schema.tables()["fraud_labels"]
         names = [c.name for c in cols]
         source = f"(SELECT {', '.join(f'r.{n} AS {n}' for n in names)} FROM UNNEST(@rows) AS r)"
-        sql = (f"MERGE {self._t('fraud_labels')} AS t USING {source} AS s "
-               f"ON t.label_partition = s.label_partition AND t.label_offset = s.label_offset "
+        on = " AND ".join(f"t.{k} = s.{k}" for k in schema.primary_keys()["fraud_labels"])
+        sql = (f"MERGE {self._t('fraud_labels')} AS t USING {source} AS s ON {on} "
                f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) VALUES ({', '.join('s.' + n for n in names)})")
         structs = [bigquery.StructQueryParameter(None, *[
             bigquery.ScalarQueryParameter(c.name, c.bq_type, row[c.name]) for c in cols]) for row in rows]
-        job = self.client.query(sql, job_config=bigquery.QueryJobConfig(
-            query_parameters=[bigquery.ArrayQueryParameter("rows", "STRUCT", structs)]), retry=self.land_retry)
-        job.result(retry=self.land_retry)
+        try:
+            job = self.client.query(sql, job_config=bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ArrayQueryParameter("rows", "STRUCT", structs)]), retry=self.land_retry,
+                timeout=LABELS_ATTEMPT_SECONDS)
+            job.result(retry=self.land_retry, timeout=LABELS_ATTEMPT_SECONDS)
+        except BadRequest as exc:
+            if any(words in str(exc) for words in _DML_CONTENTION):
+                raise TransientWarehouseError(f"BigQuery DML contention on fraud_labels: {exc}") from exc
+            raise
         return int(job.num_dml_affected_rows or 0)
 
     # -- reading -------------------------------------------------------------------------

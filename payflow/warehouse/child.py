@@ -444,6 +444,22 @@ class ChildProcessDuckDB(Warehouse):
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._run("query", sql, params)
 
+    def query_beside_landings(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Through read_page: the landing process's one thread only starts the read and hands
+        out its pages, so a landing waits at most PAGE_WAIT_SECONDS behind it."""
+        from payflow.warehouse.duck_shared import QueryError, loads
+        request: dict[str, Any] = {"sql": sql, "params": params or {}}
+        rows: list[dict[str, Any]] = []
+        while True:
+            status, body = self.read_page(request).result()
+            answer = loads(body)
+            if status != 200:
+                raise QueryError(str(answer.get("error")))
+            rows += answer["rows"]
+            if answer["done"]:
+                return rows
+            request = {"cursor": answer["cursor"]}
+
     def read_page(self, request: dict[str, Any]) -> "Future[tuple[int, bytes]]":
         """A read request from another process (see _read_page), answered by the landing
         process within about PAGE_WAIT_SECONDS; the status and body to relay as they are."""

@@ -396,7 +396,8 @@ def test_alerts_for_internal_errors_absent_workers_and_fraud_precision_have_a_ru
     precision = rules["PayflowFraudPrecisionLow"]
     assert 'payflow_dlq_events_total{reason="internal_error"}' in internal["expr"]
     assert 'up{namespace="pay", service="pf-payflow"}' in absent["expr"] and absent["expr"].endswith("< 3")
-    assert "max(payflow_fraud_label_precision) < 0.5" in precision["expr"] and ">= 50" in precision["expr"]
+    assert "max(payflow_fraud_label_precision) < 0.5" in precision["expr"]
+    assert "max(payflow_fraud_labelled_flagged_payments) >= 50" in precision["expr"]
     readme = (CHART / "README.md").read_text()
     for name, rule in (("PayflowDlqInternalError", internal), ("PayflowWorkerAbsent", absent),
                        ("PayflowFraudPrecisionLow", precision)):

@@ -58,7 +58,7 @@ def test_labels_land_once_per_position_and_give_the_gauges_the_warehouse_gives(k
                    30, what="the quality gauges")
         time.sleep(3)  # refreshed every second: now after every payment and label landed
         gauges = {name: worker.metrics()[(f"payflow_fraud_{name}", ())]
-                  for name in ("label_precision", "label_recall", "labelled_payments")}
+                  for name in ("label_precision", "label_recall", "labelled_payments", "labelled_flagged_payments")}
         assert worker.metrics()[("payflow_fraud_labels_landed_total", ())] == 4
     finally:
         assert worker.stop() == 0, worker.log_tail()
@@ -77,7 +77,7 @@ def test_labels_land_once_per_position_and_give_the_gauges_the_warehouse_gives(k
     hits = sum(1 for t, lab in latest.items() if flagged[t] and lab == "fraud")
     assert gauges == {"label_precision": hits / sum(flagged[t] for t in latest),
                       "label_recall": hits / sum(lab == "fraud" for lab in latest.values()),
-                      "labelled_payments": len(latest)}
+                      "labelled_payments": len(latest), "labelled_flagged_payments": sum(flagged[t] for t in latest)}
 
     rejected = [orjson.loads(m.value) for m in read_topic(dlq)]
     invalid = [r for r in rejected if r["reason"] == "invalid_fraud_label"]
@@ -103,10 +103,13 @@ def test_a_label_lands_once_per_position_on_both_backends(warehouse):
             for i, (t, lab) in enumerate([("t1", "fraud"), ("t2", "legitimate"), ("t1", "legitimate")])]
     assert warehouse.land_labels(rows) == 3
     assert warehouse.land_labels(rows[1:]) == 0
+    # a labels topic created anew: position 0 again, another record: not taken for a replay
+    again = parse_label(_label("t9", "fraud", "chargeback")[1], 2, 0).row(NOW)
+    assert warehouse.land_labels([again]) == 1
     got = warehouse.query("SELECT label_partition, label_offset, transaction_id, label FROM fraud_labels "
                           "ORDER BY label_offset")
-    assert [(r["label_offset"], r["transaction_id"], r["label"]) for r in got] == [
-        (0, "t1", "fraud"), (1, "t2", "legitimate"), (2, "t1", "legitimate")]
+    assert sorted((r["label_offset"], r["transaction_id"], r["label"]) for r in got) == [
+        (0, "t1", "fraud"), (0, "t9", "fraud"), (1, "t2", "legitimate"), (2, "t1", "legitimate")]
     # the views run on both backends (no payment scored: nothing to divide by)
-    assert len(warehouse.query("SELECT * FROM fraud_label_latest")) == 2
-    assert quality(warehouse.query(QUALITY_SQL, {"since": (NOW - timedelta(days=30)).date()})[0]) == (None, None, 0)
+    assert len(warehouse.query("SELECT * FROM fraud_label_latest")) == 3
+    assert quality(warehouse.query(QUALITY_SQL, {"since": (NOW - timedelta(days=30)).date()})[0]) == (None, None, 0, 0)

@@ -131,4 +131,6 @@ def test_partitioning_and_types_in_the_bigquery_ddl():
     assert "PRIMARY KEY (transaction_id) NOT ENFORCED" in ddl
     assert "NUMERIC(38, 9)" in ddl
     duck = " ".join(schema.duckdb_statements())
-    assert "NOT ENFORCED" not in duck and "PARTITION BY" not in duck and "DECIMAL(38, 9)" in duck
+    duck_tables = " ".join(s for s in schema.duckdb_statements() if s.startswith("CREATE TABLE"))
+    # (a view's window function may PARTITION BY; a table has no storage partitioning in DuckDB)
+    assert "NOT ENFORCED" not in duck and "PARTITION BY" not in duck_tables and "DECIMAL(38, 9)" in duck

@@ -41,10 +41,15 @@ def test_a_valid_label_is_read_with_its_position_and_its_time_in_utc():
     (_label(transaction_id="x" * 129), "transaction_id"), (_label(label="maybe"), "label must be"),
     (_label(source="twitter"), "source must be"), (_label(labelled_at="yesterday"), "labelled_at"),
     (_label(labelled_at="2026-12-07T10:00:00"), "labelled_at"), (_label(labelled_at=17), "labelled_at"),
+    (_label(labelled_at="0001-01-01T00:00:00+01:00"), "not a valid time"),  # shifted out of range
+    (_label(labelled_at="9999-12-31T23:59:59-01:00"), "not a valid time"),
+    (_label(labelled_at="2026-02-30T10:00:00Z"), "not a valid time"),
+    (_label(labelled_at="2026-12-09T12:00:01Z"), "ahead of the worker's clock"),
+    (_label(transaction_id=" txn_1"), "white space"),
 ])
 def test_an_invalid_label_is_refused_with_a_reason(raw, words):
     with pytest.raises(InvalidFraudLabel, match=words):
-        parse_label(raw, 0, 0)
+        parse_label(raw, 0, 0, NOW)
 
 
 def test_card_data_in_a_label_never_reaches_the_dlq_record():
@@ -84,10 +89,11 @@ def test_the_view_gives_precision_and_recall_over_the_latest_label_of_each_label
     want_precision = hits / sum(1 for t in latest if flagged[t])
     want_recall = hits / sum(1 for lab in latest.values() if lab == "fraud")
     got = w.query(QUALITY_SQL, {"since": (NOW - timedelta(days=30)).date()})[0]
-    precision, recall, labelled = quality(got)
+    precision, recall, labelled, flagged_labelled = quality(got)
     assert (precision, recall, labelled) == (want_precision, want_recall, len(latest))
+    assert flagged_labelled == sum(1 for t in latest if flagged[t])
     assert (want_precision, want_recall) == (0.5, 0.5)  # the case has a hit, a false alarm and a miss
     by_day = w.query("SELECT label_precision, label_recall FROM fraud_label_quality")
     assert by_day == [{"label_precision": 0.5, "label_recall": 0.5}]
     # a window that ends before the payments' day leaves nothing to divide by
-    assert quality(w.query(QUALITY_SQL, {"since": NOW.date() + timedelta(days=1)})[0]) == (None, None, 0)
+    assert quality(w.query(QUALITY_SQL, {"since": NOW.date() + timedelta(days=1)})[0]) == (None, None, 0, 0)
