@@ -71,7 +71,7 @@ SETTINGS_DOC: tuple[Setting, ...] = (
     Setting("PAYFLOW_MAX_MESSAGE_BYTES", "65536", "raw messages larger than this go to the DLQ as oversized"),
     Setting("PAYFLOW_SQL_DIR", "sql", "the warehouse DDL (BigQuery dialect) the schema is built from; the image sets /app/sql"),
     Setting("PAYFLOW_MAX_FUTURE_SECONDS", "900", "event_time further ahead than this of the record's Kafka timestamp (or the worker's clock, if earlier) goes to the DLQ"),
-    Setting("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", "60", "fraud operating point: a payment whose fraud score (0-100, docs/fraud.md) is above this is high risk (is_high_risk); docs/fraud.md has the recall and false-positive rate at each"),
+    Setting("PAYFLOW_FRAUD_HIGH_RISK_ABOVE", "48", "fraud operating point: a payment whose fraud score (0-100, docs/fraud.md) is above this is high risk (is_high_risk); docs/fraud.md has the recall and false-positive rate at each"),
     Setting("PAYFLOW_FRAUD_SMALL_USD", "10", "fraud scoring: payments under this many USD count as card-testing attempts when several cards are tried"),
     Setting("PAYFLOW_FRAUD_TRAVEL_MAX_KMH", "900", "fraud scoring: travel between two regions' centroids faster than this is impossible travel"),
     Setting("PAYFLOW_FRAUD_ACCOUNT_KINDS_FILE", "", "JSON object sender_account_id -> account type (payroll, payout, marketplace, billing), read at the worker's start before the compacted topic payflow-account-types (which the worker reads whole and follows; its records win): bulk senders are not judged on velocity, fan-out or absolute amount; empty = none"),
@@ -348,7 +348,7 @@ class Settings:
     query_max_rows: int = 1_000_000
     duckdb_memory_limit: str = "256MB"
     duckdb_landing_cache_mb: int = 48
-    fraud_high_risk_above: int = 60
+    fraud_high_risk_above: int = 48
     fraud_small_usd: float = 10.0
     fraud_quality_refresh_seconds: float = 900.0
     fraud_quality_window_days: int = 30

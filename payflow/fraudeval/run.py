@@ -180,15 +180,18 @@ def quality_through_worker(labels: list[tuple[bytes, bytes]]) -> dict:
         warehouse.close()
 
 
-def feedback_report(row: dict, own: dict) -> str:
+def feedback_report(row: dict, own: dict, labels_sent: int) -> tuple[str, bool]:
+    """The view's figures, and whether they are the evaluation's own over every label sent."""
     flagged, fraud, hits = (int(row.get(k) or 0) for k in ("flagged", "labelled_fraud", "flagged_fraud"))
+    labelled = int(row.get("labelled") or 0)
     precision, recall = hits / max(1, flagged), hits / max(1, fraud)
-    same = abs(precision - own["precision"]) < 1e-9 and abs(recall - own["recall_all_fraud"]) < 1e-9
-    return (f"feedback loop (labels topic -> fraud_labels -> view fraud_label_quality): {int(row.get('labelled') or 0)} "
+    same = (labelled == labels_sent > 0 and abs(precision - own["precision"]) < 1e-9
+            and abs(recall - own["recall_all_fraud"]) < 1e-9)
+    return (f"feedback loop (labels topic -> fraud_labels -> view fraud_label_quality): {labelled} of {labels_sent} "
             f"labelled payments, precision {precision:.3f}, recall {recall:.3f} (all fraud): "
             + ("the same as the evaluation's own figures" if same else
-               f"DIFFERENT from the evaluation's own (precision {own['precision']:.3f}, "
-               f"recall {own['recall_all_fraud']:.3f})"))
+               f"NOT the evaluation's own (precision {own['precision']:.3f}, recall {own['recall_all_fraud']:.3f} "
+               f"over {labels_sent} labels)")), same
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -246,7 +249,7 @@ def report(events: list[Labelled], scores: dict[str, tuple[int, str]], threshold
                           tablefmt="github"))
     lines.append("")
     table = []
-    for t in THRESHOLDS:
+    for t in sorted({*THRESHOLDS, threshold}):
         g = figures(events, scores, t)
         worst = max(((g["per_scenario"][s][0] / g["per_scenario"][s][1], s) for s in LEGIT if s in g["per_scenario"]),
                     default=(0.0, "-"))
@@ -285,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.direct:  # the same figures as a fraud team gets them: from labels fed back
         worker_threshold = Settings.from_env().fraud_high_risk_above
         labels = feedback_labels(events, scores, worker_threshold, datetime.now(timezone.utc))
-        print(feedback_report(quality_through_worker(labels), figures(events, scores, worker_threshold)))
+        line, same = feedback_report(quality_through_worker(labels), figures(events, scores, worker_threshold),
+                                     len(labels))
+        print(line)
+        if not same:
+            return 1
     return 0
 
 

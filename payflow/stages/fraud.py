@@ -41,6 +41,9 @@ ESTABLISHED_AGE_S = 86_400.0  # ...over at least this long
 SET_CAPS = (8, 8, 48, 8)  # devices, regions, receivers, cards kept per sender
 DEVICES, REGIONS, RECEIVERS, CARDS = 0, 1, 2, 3
 SCORE_SCALE = 70.0
+# the most an amount alone (familiar device and place) adds up to: score 47, under the default
+# operating point (models.HIGH_RISK_ABOVE): a large purchase is not an alarm by itself
+AMOUNT_ALONE_POINTS = 45.0
 SMALL_USD = 10.0
 TRAVEL_MIN_KM = 1500.0  # region changes nearer than this are IP geolocation noise
 TRAVEL_MAX_KMH = 900.0  # faster than a scheduled flight
@@ -338,7 +341,8 @@ def _amount_signals(ev: _Evidence, p: Profile, keep: list[Recent], pay: _Payment
         ev.add("AMOUNT_VS_BASELINE", amount_points,
                f"amount {usd / typical:.1f}x the sender's typical {typical:.2f} USD ({z:.1f} spreads above)")
     if usd > 1000 and not bulk:
-        ev.add("HIGH_AMOUNT", min(40.0, 60.0 - amount_points, 10.0 * math.log2(usd / 1000)), f"amount {usd:.0f} USD")
+        ev.add("HIGH_AMOUNT", min(40.0, AMOUNT_ALONE_POINTS - amount_points, 10.0 * math.log2(usd / 1000)),
+               f"amount {usd:.0f} USD")
     if typical > 0:
         outsized = sum(1 for e in keep if e[0] <= ts and e[1] > 3.0 * typical)
         if outsized and z > 1.5:
