@@ -113,3 +113,35 @@ def test_a_label_lands_once_per_position_on_both_backends(warehouse):
     # the views run on both backends (no payment scored: nothing to divide by)
     assert len(warehouse.query("SELECT * FROM fraud_label_latest")) == 3
     assert quality(warehouse.query(QUALITY_SQL, {"since": (NOW - timedelta(days=30)).date()})[0]) == (None, None, 0, 0)
+
+
+def test_a_worker_killed_while_labels_land_loses_none_and_doubles_none(kafka, tmp):
+    """SIGKILL while labels stream in (no shutdown, no final commit): after the restart every
+    record the topic holds is in fraud_labels once, whatever had landed or been committed."""
+    prefix = unique("labelkill-") + "-"
+    labels_topic = prefix + "payflow-fraud-labels"
+    n = 3000
+    produce(labels_topic, [_label(f"txn_{i:05d}", "fraud" if i % 3 else "legitimate", "analyst") for i in range(n)],
+            partitions=4)
+    worker = Worker(tmp, prefix=prefix, extra_env={"PAYFLOW_FRAUD_QUALITY_REFRESH_SECONDS": "0"}).start()
+
+    def landed_total() -> float:
+        return worker.metrics().get(("payflow_fraud_labels_landed_total", ()), 0.0)
+
+    try:
+        wait_until(lambda: landed_total() > 0, 90, interval=0.2, what="the first labels landed")
+        worker.kill()
+        uncommitted = sum(asyncio.run(group_lag(KAFKA, worker.app_id, labels_topic)).values())
+        print(f"killed with {uncommitted} of {n} labels uncommitted")
+        worker.start()
+        wait_until(lambda: worker.alive() and sum(asyncio.run(group_lag(KAFKA, worker.app_id, labels_topic)).values()) == 0,
+                   120, what="the labels committed after the restart")
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+    w = DuckDBWarehouse(worker.warehouse[len("duckdb:///"):])
+    try:
+        rows = w.query("SELECT COUNT(*) AS n, COUNT(DISTINCT transaction_id) AS ids, "
+                       "COUNT(DISTINCT label_partition * 100000 + label_offset) AS positions FROM fraud_labels")[0]
+    finally:
+        w.close()
+    assert rows == {"n": n, "ids": n, "positions": n}
