@@ -17,14 +17,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from faust.types import TP
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from payflow import metrics
 from payflow.app import app, settings
 from payflow.kafka_security import current as kafka_security
-from payflow.pipeline.fraud_labels import INVALID_FRAUD_LABEL, InvalidFraudLabel, invalid_label_record, parse_label
+from payflow.pipeline.fraud_labels import (
+    INVALID_FRAUD_LABEL, QUALITY_SQL, InvalidFraudLabel, invalid_label_record, parse_label, quality,
+)
 from payflow.pipeline.outputs import KafkaOutputs
-from payflow.pipeline.sink import is_transient
+from payflow.pipeline.sink import retrying
 from payflow.runtime import internals, worker
 from payflow.runtime.take import ack_by, take_batches
 
@@ -36,13 +37,6 @@ BATCH = 500  # labels landed per warehouse call at most
 fraud_labels = app.topic(settings.topics.fraud_labels, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", partitions=settings.partitions,
                          internal=True, config=kafka_security().topic_config().config)
-
-# the labelled payments' precision and recall, over the last PAYFLOW_FRAUD_QUALITY_WINDOW_DAYS
-QUALITY_SQL = """
-SELECT SUM(labelled_payments) AS labelled, SUM(labelled_fraud) AS labelled_fraud,
-       SUM(flagged) AS flagged, SUM(flagged_fraud) AS flagged_fraud
-FROM fraud_label_quality WHERE day >= @since
-"""
 
 
 @app.agent(fraud_labels, name="land-fraud-labels")
@@ -85,21 +79,10 @@ async def _land(labels: list) -> int:
     warehouse = app.pipeline_runtime.sink.warehouse
     now = datetime.now(timezone.utc)
     rows = [label.row(now) for label in labels]
-    async for attempt in AsyncRetrying(retry=retry_if_exception(is_transient),
-                                       wait=wait_exponential_jitter(initial=0.2, max=10.0),
-                                       stop=stop_after_delay(settings.sink_max_retry_seconds), reraise=True):
+    async for attempt in retrying(settings.sink_max_retry_seconds):
         with attempt:
             return await asyncio.to_thread(warehouse.land_labels, rows)
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def quality(row: dict[str, Any]) -> tuple[float | None, float | None, int, int]:
-    """Precision and recall of one aggregate of fraud_label_quality (None: nothing to divide
-    by), how many labelled payments it covers and how many of those were flagged."""
-    flagged, labelled_fraud = int(row.get("flagged") or 0), int(row.get("labelled_fraud") or 0)
-    hits = int(row.get("flagged_fraud") or 0)
-    return (hits / flagged if flagged else None, hits / labelled_fraud if labelled_fraud else None,
-            int(row.get("labelled") or 0), flagged)
 
 
 def _set_gauges(precision: float | None, recall: float | None, labelled: int, flagged: int) -> None:

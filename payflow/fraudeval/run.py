@@ -18,12 +18,13 @@ import sys
 import time
 import zlib
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import orjson
 
 from payflow.fraudeval.traffic import FRAUD, LEGIT, Labelled, Traffic, messages
+from payflow.pipeline.fraud_labels import QUALITY_SQL, quality
 from payflow.tables.memory import MemoryState
 
 THRESHOLDS = (20, 30, 40, 50, 60, 70, 80, 90)
@@ -59,23 +60,22 @@ def score_in_process(events: list[Labelled], *, partitions: int = 4, batch_size:
     return out
 
 
-async def _produce(bootstrap: str, topic: str, partitions: int, events: list[Labelled],
-                   types_topic: str = "", account_kinds: dict[str, str] | None = None) -> None:
-    """The labelled payments to `topic`; first, the senders' account types to the compacted
-    reference topic the worker reads them from (as an operator publishes them)."""
+async def _produce(bootstrap: str, partitions: int, records: dict[str, list[tuple[bytes, bytes]]],
+                   compacted: tuple[str, ...] = ()) -> None:
+    """Each topic's (key, value) records, topic after topic in `records`' order (the topics
+    created first, those in `compacted` as compacted topics), all acknowledged."""
     from payflow.kafka_admin import ensure_topics
     from payflow.simulator.producer import make_producer
 
-    await ensure_topics(bootstrap, [topic], partitions)
-    kinds = account_kinds if types_topic else {}
-    if kinds:
-        await ensure_topics(bootstrap, [types_topic], partitions, configs={types_topic: {"cleanup.policy": "compact"}})
+    topics = [t for t, batch in records.items() if batch]
+    await ensure_topics(bootstrap, [t for t in topics if t not in compacted], partitions)
+    if [t for t in topics if t in compacted]:
+        await ensure_topics(bootstrap, [t for t in topics if t in compacted], partitions,
+                            configs={t: {"cleanup.policy": "compact"} for t in topics if t in compacted})
     producer = make_producer(bootstrap)
     await producer.start()
     try:
-        futures = [await producer.send(types_topic, orjson.dumps({"account_type": kind}), key=account.encode())
-                   for account, kind in kinds.items()]
-        futures += [await producer.send(topic, value, key=key) for key, value in messages(events)]
+        futures = [await producer.send(t, value, key=key) for t in topics for key, value in records[t]]
         await producer.flush()
         for f in futures:
             await f
@@ -104,8 +104,10 @@ def score_with_worker(events: list[Labelled], account_kinds: dict[str, str]) -> 
         p.unlink(missing_ok=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"producing {len(events)} labelled payments to {settings.topics.raw}", flush=True)
-    asyncio.run(_produce(settings.kafka_bootstrap, settings.topics.raw, settings.partitions, events,
-                         settings.topics.account_types, account_kinds))
+    types = [(account.encode(), orjson.dumps({"account_type": kind})) for account, kind in account_kinds.items()]
+    asyncio.run(_produce(settings.kafka_bootstrap, settings.partitions,
+                         {settings.topics.account_types: types, settings.topics.raw: list(messages(events))},
+                         compacted=(settings.topics.account_types,)))
     asyncio.run(rewind_group(settings.kafka_bootstrap, settings.app_id, settings.topics.raw))
     try:
         run_worker_until_caught_up(settings, timeout=1200, interval=3)
@@ -145,46 +147,29 @@ def quality_through_worker(labels: list[tuple[bytes, bytes]]) -> dict:
     """The labels to the labels topic, the worker run until it committed them, then the
     precision and recall the warehouse's view fraud_label_quality gives, over every day."""
     from payflow.catch_up import CatchUpFailed, run_worker_until_caught_up
-    from payflow.kafka_admin import ensure_topics
     from payflow.settings import Settings
-    from payflow.simulator.producer import make_producer
     from payflow.warehouse import open_warehouse
 
     settings = Settings.from_env()
     topic = settings.topics.fraud_labels
 
-    async def produce() -> None:
-        await ensure_topics(settings.kafka_bootstrap, [topic], settings.partitions)
-        producer = make_producer(settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            futures = [await producer.send(topic, value, key=key) for key, value in labels]
-            await producer.flush()
-            for f in futures:
-                await f
-        finally:
-            await producer.stop()
-
     print(f"feeding back {len(labels)} labels to {topic}", flush=True)
-    asyncio.run(produce())
+    asyncio.run(_produce(settings.kafka_bootstrap, settings.partitions, {topic: labels}))
     try:
         run_worker_until_caught_up(settings, timeout=600, interval=3, topics=(topic,))
     except CatchUpFailed as exc:
         raise SystemExit(str(exc)) from None
     warehouse = open_warehouse(settings)
     try:
-        return warehouse.query("SELECT SUM(labelled_payments) AS labelled, SUM(labelled_fraud) AS labelled_fraud, "
-                               "SUM(flagged) AS flagged, SUM(flagged_fraud) AS flagged_fraud "
-                               "FROM fraud_label_quality")[0]
+        return warehouse.query(QUALITY_SQL, {"since": date(1970, 1, 1)})[0]
     finally:
         warehouse.close()
 
 
 def feedback_report(row: dict, own: dict, labels_sent: int) -> tuple[str, bool]:
     """The view's figures, and whether they are the evaluation's own over every label sent."""
-    flagged, fraud, hits = (int(row.get(k) or 0) for k in ("flagged", "labelled_fraud", "flagged_fraud"))
-    labelled = int(row.get("labelled") or 0)
-    precision, recall = hits / max(1, flagged), hits / max(1, fraud)
+    precision, recall, labelled, _ = quality(row)
+    precision, recall = precision or 0.0, recall or 0.0
     same = (labelled == labels_sent > 0 and abs(precision - own["precision"]) < 1e-9
             and abs(recall - own["recall_all_fraud"]) < 1e-9)
     return (f"feedback loop (labels topic -> fraud_labels -> view fraud_label_quality): {labelled} of {labels_sent} "

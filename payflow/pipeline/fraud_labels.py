@@ -30,6 +30,23 @@ SOURCES = ("chargeback", "analyst", "customer_report", "issuer_report", "other")
 MAX_AHEAD = timedelta(days=1)  # labelled_at at most this far ahead of the worker's clock
 
 
+# the labelled payments' precision and recall over the days from @since (view fraud_label_quality)
+QUALITY_SQL = """
+SELECT SUM(labelled_payments) AS labelled, SUM(labelled_fraud) AS labelled_fraud,
+       SUM(flagged) AS flagged, SUM(flagged_fraud) AS flagged_fraud
+FROM fraud_label_quality WHERE day >= @since
+"""
+
+
+def quality(row: dict[str, Any]) -> tuple[float | None, float | None, int, int]:
+    """Precision and recall of one QUALITY_SQL row (None: nothing to divide by), how many
+    labelled payments it covers and how many of those were flagged."""
+    flagged, labelled_fraud = int(row.get("flagged") or 0), int(row.get("labelled_fraud") or 0)
+    hits = int(row.get("flagged_fraud") or 0)
+    return (hits / flagged if flagged else None, hits / labelled_fraud if labelled_fraud else None,
+            int(row.get("labelled") or 0), flagged)
+
+
 class InvalidFraudLabel(ValueError):
     """What is wrong with a label record, in words that quote none of its content."""
 

@@ -42,6 +42,15 @@ def is_transient(exc: BaseException) -> bool:
         return False
 
 
+def retrying(max_retry_seconds: float, *, initial_backoff: float = 0.2, max_backoff: float = 10.0,
+             before_sleep=None) -> AsyncRetrying:
+    """The warehouse retry policy: transient errors retried with exponential backoff and
+    jitter for up to `max_retry_seconds`, then the last error raised."""
+    return AsyncRetrying(retry=retry_if_exception(is_transient),
+                         wait=wait_exponential_jitter(initial=initial_backoff, max=max_backoff),
+                         stop=stop_after_delay(max_retry_seconds), before_sleep=before_sleep, reraise=True)
+
+
 class SinkStopped(RuntimeError):
     pass
 
@@ -94,13 +103,8 @@ class WarehouseSink:
         self._landings[token] = time.monotonic()
         calls: list[asyncio.Future] = [first_attempt] if first_attempt is not None else []
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_transient),
-                wait=wait_exponential_jitter(initial=self.initial_backoff, max=self.max_backoff),
-                stop=stop_after_delay(self.max_retry_seconds),
-                before_sleep=self._before_retry,
-                reraise=True,
-            ):
+            async for attempt in retrying(self.max_retry_seconds, initial_backoff=self.initial_backoff,
+                                          max_backoff=self.max_backoff, before_sleep=self._before_retry):
                 with attempt:
                     inserted = await self._attempt(batch, calls, fresh=first_attempt is None)
                 first_attempt = None

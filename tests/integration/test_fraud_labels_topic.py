@@ -14,9 +14,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from payflow.agents.fraud_labels import QUALITY_SQL, quality
 from payflow.kafka_admin import group_lag, rewind_group
-from payflow.pipeline.fraud_labels import parse_label
+from payflow.pipeline.fraud_labels import QUALITY_SQL, parse_label, quality
 from payflow.warehouse.duck import DuckDBWarehouse
 from tests.helpers import KAFKA, Worker, produce, read_topic, unique, wait_until
 from tests.integration.test_accounted_for import _payment

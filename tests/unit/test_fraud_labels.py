@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from payflow.agents.fraud_labels import QUALITY_SQL, quality
 from payflow.pipeline.fraud_labels import (
+    QUALITY_SQL, quality,
     INVALID_FRAUD_LABEL, InvalidFraudLabel, invalid_label_record, parse_label,
 )
 from payflow.warehouse.duck import DuckDBWarehouse
