@@ -8,7 +8,8 @@ with an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
 - written with up to three joiners (white space, invisible characters, dash, dot,
   underscore, apostrophe and their Unicode look-alikes) between any two digits, in any
   grouping (4-4-4-4, 4-6-5, 2-4-4-4-2, 4.4.4.4, 4 4-4.4 ...);
-- or across listing gaps (slash, plus, colon, comma, or longer white space: "4111/1111/…",
+- or across listing gaps (any other ASCII punctuation: slash, plus, colon, comma, pipe,
+  semicolon, hash...; or longer white space: "4111/1111/…", "4111|1111|…",
   "4111    1111    …") when written as a card is, in whole groups of four (the last 1 to 4
   digits), 4-6-5 or 4-6-4, the same gap throughout: lists, tables and times of day use
   those gaps too, and any window across them would make most of them card numbers;
@@ -106,7 +107,8 @@ _LENGTHS = _lengths_by_prefix()
 # What may stand between two digits of a written card number. A gap of up to MAX_JOINERS
 # of the JOINERS (white space, invisible characters, dash, dot, underscore, apostrophe and
 # their look-alikes) joins digits anywhere: "4111 1111-1111.1111", "41-1111 1111.1111-11",
-# "1.4111…". A gap with a LISTING mark (slash, plus, colon, comma and their look-alikes) or
+# "1.4111…". A gap with a LISTING mark (any other punctuation: slash, plus, colon, comma, pipe,
+# semicolon... and their look-alikes) or
 # longer white space ("4111/1111/…", "4111,1111,…", "4111    1111    …") is how lists, tables,
 # times and ratios are written too, so digits across such gaps count as one card number only
 # when they are written as one: whole groups of four (the last 1 to 4 digits) or 4-6-5 /
@@ -115,7 +117,11 @@ SPACE_SEPARATORS = (" \t\n\r\v\f\u00a0\u00ad\u1680\u2000\u2001\u2002\u2003\u2004
                     "\u2009\u200a\u200b\u200c\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff")
 JOINING_MARKS = ("-._'\u00b7\u066b\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u2212\u30fb\u30fc"
                  "\uff0d\uff0e\uff3f")
-LISTING_MARKS = "/+:,\u066c\u2044\u2215\u3001\uff0b\uff0c\uff0f\uff1a"
+# every ASCII punctuation mark that is not a joining one ("4111|1111|…", "4111;1111;…",
+# "4111#1111#…"), its fullwidth form, and a few other look-alikes of slash, comma and colon
+_ASCII_LISTING_MARKS = "!\"#$%&()*+,/:;<=>?@[\\]^`{|}~"
+LISTING_MARKS = (_ASCII_LISTING_MARKS + "".join(chr(ord(ch) + 0xFEE0) for ch in _ASCII_LISTING_MARKS)
+                 + "\u066c\u2044\u2215\u2223\u3001")
 JOINERS = SPACE_SEPARATORS + JOINING_MARKS
 SEPARATORS = JOINERS + LISTING_MARKS
 MAX_JOINERS = 3

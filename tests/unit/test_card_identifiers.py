@@ -60,6 +60,13 @@ SPELLINGS = {
     "many spaces and a tab": lambda groups: "       \t ".join(groups),
     "comma and space": lambda groups: ", ".join(groups),
     "fullwidth slash": lambda groups: "\uff0f".join(groups),
+    # an outside attack landed a card number written with pipes in a transaction id
+    "pipe": lambda groups: "|".join(groups),
+    "semicolon": lambda groups: ";".join(groups),
+    "hash": lambda groups: "#".join(groups),
+    "backslash": lambda groups: "\\".join(groups),
+    "tilde and space": lambda groups: "~ ".join(groups),
+    "fullwidth vertical bar": lambda groups: "\uff5c".join(groups),
 }
 
 
