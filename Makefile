@@ -83,13 +83,14 @@ status:
 
 # Unit, integration, end-to-end and fault tests against the real broker and emulator. The unit
 # tests run first, on both cores (pytest-xdist: CPU only, no service); then everything that needs
-# the broker or the emulator, one test at a time (fault tests time what they measure). With
-# PYTEST_ARGS (a path, -k ...), one run with the stack.
+# the broker or the emulator, two at a time (each test has its own topics, group, state and
+# warehouse), and last the tests marked `alone` one at a time: one restarts the shared broker,
+# the others time a bound. With PYTEST_ARGS (a path, -k ...), one run with the stack.
 TEST_MARKS = not open_issue and not chaos_only
 test: prereqs-test install
 ifeq ($(strip $(PYTEST_ARGS)),)
 	$(PY) -m pytest -ra -p no:cacheprovider -n 2 --durations=10 -m '$(TEST_MARKS)' tests/unit
-	$(STACK) run -- $(PY) -m pytest -ra -p no:cacheprovider --durations=25 -m '$(TEST_MARKS)' --ignore=tests/unit
+	$(STACK) run -- bash -c "$(PY) -m pytest -ra -p no:cacheprovider -n 2 --durations=25 -m '($(TEST_MARKS)) and not alone' --ignore=tests/unit && $(PY) -m pytest -ra -p no:cacheprovider --durations=10 -m '($(TEST_MARKS)) and alone' --ignore=tests/unit"
 else
 	$(STACK) run -- $(PY) -m pytest -ra -p no:cacheprovider --durations=25 -m '$(TEST_MARKS)' $(PYTEST_ARGS)
 endif

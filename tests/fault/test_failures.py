@@ -106,6 +106,7 @@ class SilentEndpoint:
         self.sock.close()
 
 
+@pytest.mark.alone
 def test_sigterm_ends_within_its_bound_while_a_landing_hangs(kafka, bq_endpoint, tmp):
     prefix = unique("term-") + "-"
     simulate(prefix, tmp / "m.json", count=6_000, seed=42)

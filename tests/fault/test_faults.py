@@ -89,6 +89,7 @@ def test_worker_sigkilled_three_times_during_a_run(kafka, tmp, request, backend)
             warehouse.close()
 
 
+@pytest.mark.alone
 def test_broker_restarted_mid_run(kafka, tmp):
     prefix = unique("brk-") + "-"
     m = simulate(prefix, tmp / "m.json", count=20_000, seed=32)

@@ -100,6 +100,7 @@ def test_sigterm_mid_landing_finishes_it_and_leaves_nothing_to_seal(kafka, bq_en
         warehouse.close()
 
 
+@pytest.mark.alone
 def test_a_stop_that_meets_a_rebalance_leaves_the_group_at_once(kafka, bq_endpoint, tmp):
     """A stopped mid-landing (SIGSTOP) past its session: B takes its partitions over. A gets
     SIGTERM as it resumes, and its return is a rebalance under way: Faust's handler for a

@@ -49,6 +49,7 @@ def seconds_until(predicate, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.alone
 def test_a_frozen_broker_makes_the_worker_unready_within_15_s_and_ready_again_after(kafka, tmp):
     prefix = unique("frz-") + "-"
     simulate(prefix, tmp / "m.json", count=4_000, seed=61)
@@ -94,6 +95,7 @@ def start_with_frozen_warehouse(tmp, prefix: str, env: dict) -> tuple[Worker, li
     return worker, frozen
 
 
+@pytest.mark.alone
 def test_a_frozen_warehouse_makes_the_worker_unready_within_the_stall_bound_and_ready_again_after(kafka, tmp):
     prefix = unique("wfz-") + "-"
     worker, frozen = start_with_frozen_warehouse(tmp, prefix, {"PAYFLOW_READY_LANDING_STALL_SECONDS": "10"})

@@ -119,6 +119,7 @@ def test_a_reused_id_and_an_aborted_transaction_are_accounted_for_end_to_end(kaf
     assert dlq_topic[0]["source_partition"] == refused_sender_partition
 
 
+@pytest.mark.alone
 def test_readiness_waits_for_the_raw_topic_and_finds_it_within_seconds(kafka, tmp):
     prefix = unique("ready-") + "-"
     worker = Worker(tmp, prefix=prefix).start()
