@@ -8,11 +8,13 @@ with an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
 - written with up to three joiners (white space, invisible characters, dash, dot,
   underscore, apostrophe and their Unicode look-alikes) between any two digits, in any
   grouping (4-4-4-4, 4-6-5, 2-4-4-4-2, 4.4.4.4, 4 4-4.4 ...);
-- or across listing gaps (any other ASCII punctuation: slash, plus, colon, comma, pipe,
-  semicolon, hash...; or longer white space: "4111/1111/…", "4111|1111|…",
-  "4111    1111    …") when written as a card is, in whole groups of four (the last 1 to 4
+- or across listing gaps (up to eight of any other punctuation mark, symbol, control or
+  format character: slash, plus, colon, comma, pipe, semicolon, bullet, Arabic comma, unit
+  separator...; or longer white space: "4111/1111/…", "4111|1111|…", "4111    1111    …") when written as a card is, in whole groups of four (the last 1 to 4
   digits), 4-6-5 or 4-6-4, the same gap throughout: lists, tables and times of day use
-  those gaps too, and any window across them would make most of them card numbers;
+  those gaps too, and any window across them would make most of them card numbers. The
+  groups may also be joined to other digits or to each other by joining gaps
+  ("2026-4111|1111|…", "…|1111-01", "4111-1111|1111-1111"): every listing gap the same;
 - next to any character: a PAN directly after or before other digits ("1.4111…", "…1111.5")
   is found, because every window of a longer digit run that starts at a plausible prefix is
   examined. The price: a long number of another kind (19-digit ids, a float's fraction) can
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Callable
@@ -107,25 +110,42 @@ _LENGTHS = _lengths_by_prefix()
 # What may stand between two digits of a written card number. A gap of up to MAX_JOINERS
 # of the JOINERS (white space, invisible characters, dash, dot, underscore, apostrophe and
 # their look-alikes) joins digits anywhere: "4111 1111-1111.1111", "41-1111 1111.1111-11",
-# "1.4111…". A gap with a LISTING mark (any other punctuation: slash, plus, colon, comma, pipe,
-# semicolon... and their look-alikes) or
+# "1.4111…". A gap with a LISTING mark (any other punctuation, symbol, control or format
+# character: slash, plus, colon, comma, pipe, bullet...) or
 # longer white space ("4111/1111/…", "4111,1111,…", "4111    1111    …") is how lists, tables,
 # times and ratios are written too, so digits across such gaps count as one card number only
 # when they are written as one: whole groups of four (the last 1 to 4 digits) or 4-6-5 /
-# 4-6-4, every gap between them the same (see _listed_windows).
+# 4-6-4, every gap between them the same (see _windows).
 SPACE_SEPARATORS = (" \t\n\r\v\f\u00a0\u00ad\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
                     "\u2009\u200a\u200b\u200c\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff")
+# ... and the combining marks (Unicode Mn, Me: a keycap, an underline, a variation selector
+# written on a digit hold it together with the next one as invisibly as a zero-width space)
 JOINING_MARKS = ("-._'\u00b7\u066b\u2010\u2011\u2012\u2013\u2014\u2015\u2019\u2027\u2212\u30fb\u30fc"
-                 "\uff0d\uff0e\uff3f")
-# every ASCII punctuation mark that is not a joining one ("4111|1111|…", "4111;1111;…",
-# "4111#1111#…"), its fullwidth form, and a few other look-alikes of slash, comma and colon
-_ASCII_LISTING_MARKS = "!\"#$%&()*+,/:;<=>?@[\\]^`{|}~"
-LISTING_MARKS = (_ASCII_LISTING_MARKS + "".join(chr(ord(ch) + 0xFEE0) for ch in _ASCII_LISTING_MARKS)
-                 + "\u066c\u2044\u2215\u2223\u3001")
+                 "\uff0d\uff0e\uff3f"
+                 + "".join(chr(c) for c in range(0x10000) if unicodedata.category(chr(c)) in ("Mn", "Me")))
+
+
+def _listing_marks() -> str:
+    """Every punctuation mark, symbol, control and format character of the Basic
+    Multilingual Plane that is not a joiner: "4111|1111|…", "4111;1111;…", "4111•1111•…",
+    "4111،1111،…", "4111\x1f1111\x1f…" (Unicode categories P*, S*, Cc and Cf)."""
+    joiners = set(SPACE_SEPARATORS + JOINING_MARKS)
+    out = []
+    for code in range(0x10000):
+        ch = chr(code)
+        category = unicodedata.category(ch)
+        if (category[0] in "PS" or category in ("Cc", "Cf")) and ch not in joiners:
+            out.append(ch)
+    return "".join(out)
+
+
+LISTING_MARKS = _listing_marks()
 JOINERS = SPACE_SEPARATORS + JOINING_MARKS
 SEPARATORS = JOINERS + LISTING_MARKS
+SEPARATOR_SET = frozenset(SEPARATORS)  # for one character's membership
+_JOINER_SET = frozenset(JOINERS)
 MAX_JOINERS = 3
-MAX_MARKS = 3
+MAX_MARKS = 8  # "4111....1111....", "4111 - / - 1111 - / - …"
 _SPACES = "[" + re.escape(SPACE_SEPARATORS) + "]"
 _MARKS = "[" + re.escape(JOINING_MARKS + LISTING_MARKS) + "]"
 # any gap: white space, and at most MAX_MARKS marks among it. The two classes are disjoint,
@@ -137,6 +157,8 @@ _RUN = re.compile(r"\d(?:" + _GAP + r"\d){11,}")
 _GROUP = re.compile(r"\d(?:[" + re.escape(JOINERS) + r"]{0," + str(MAX_JOINERS) + r"}\d)*")
 # a run holding a gap that is not a joining one (digits of one run are separated by at most MAX_MARKS + spaces)
 _LISTED = re.compile("[" + re.escape(LISTING_MARKS) + "]|[" + re.escape(JOINERS) + "]{" + str(MAX_JOINERS + 1) + "}")
+# a digit sequence of a run (between any two gaps)
+_DIGITS = re.compile(r"\d+")
 # runs of 12+ digits that masking takes whatever their Luhn check (redact_card_like)
 _JOINED_RUN = re.compile(r"\d(?:[" + re.escape(JOINERS) + r"]{0," + str(MAX_JOINERS) + r"}\d){11,}")
 # the pre-check's regex: 12 digits with any number of separators between (a superset of _RUN)
@@ -233,6 +255,8 @@ def _windows(run: str, digits: str) -> list[tuple[int, int]]:
             first = firsts[k]
             out += [(first + i, first + e) for i, e in _run_windows(digits[first:first + count])]
     for i in range(len(groups) - 1):
+        if counts[i] != 4:  # every card layout starts with a group of four
+            continue
         gap = run[groups[i][1]:groups[i + 1][0]]
         first = firsts[i]
         for j in range(i + 1, len(groups)):
@@ -245,7 +269,48 @@ def _windows(run: str, digits: str) -> list[tuple[int, int]]:
                 window = digits[first:first + length]
                 if _LENGTHS[int(window[:4])] >> length & 1 and luhn_valid(window):
                     out.append((first, first + length))
-    return sorted(out)
+    out += _mixed_gap_windows(run, digits)
+    return sorted(set(out))
+
+
+def _listing_mark(gap: str) -> str | None:
+    """None for a joining gap (MAX_JOINERS joiners at most); else what the listing gap is
+    written with, white space aside ("," for ", " and ","; " " for long white space)."""
+    if len(gap) <= MAX_JOINERS and all(ch in _JOINER_SET for ch in gap):
+        return None
+    marks = "".join(ch for ch in gap if ch not in SPACE_SEPARATORS)
+    return marks or " "
+
+
+def _mixed_gap_windows(run: str, digits: str) -> list[tuple[int, int]]:
+    """Windows of whole digit sequences in a card layout across a listing gap, joining gaps
+    anywhere between them and every listing gap written the same: the groups of a card number
+    joined to other digits ("2026-4253|6600|8229|4841", "4254|6629|8117|6813-01") or in pairs
+    ("4793-7429|9515-9464"), which whole joined groups across listing gaps (_windows) miss."""
+    spans = [m.span() for m in _DIGITS.finditer(run)]
+    counts = [b - a for a, b in spans]
+    firsts = [0, *accumulate(counts)]
+    marks = [_listing_mark(run[spans[k][1]:spans[k + 1][0]]) for k in range(len(spans) - 1)]
+    out: list[tuple[int, int]] = []
+    for i in range(len(spans) - 1):
+        if counts[i] != 4:  # every card layout starts with a group of four
+            continue
+        first = firsts[i]
+        listing: str | None = None
+        for j in range(i + 1, len(spans)):
+            mark = marks[j - 1]
+            if mark is not None:
+                if listing is not None and mark != listing:
+                    break
+                listing = mark
+            length = firsts[j + 1] - first
+            if length > PAN_MAX_DIGITS:
+                break
+            if listing is not None and length >= PAN_MIN_DIGITS and _card_layout(counts[i:j + 1]):
+                window = digits[first:first + length]
+                if _LENGTHS[int(window[:4])] >> length & 1 and luhn_valid(window):
+                    out.append((first, first + length))
+    return out
 
 
 # Identifiers whose structure no card number has by accident, recognised by their own rules:
@@ -309,12 +374,27 @@ def _identifier_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _containment_index(spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """The spans' starts in order, and the furthest end of the spans up to each: a hit is
+    inside one of them when a span starting at or before it reaches its end (a binary search
+    per hit, not a pass over every span)."""
+    ordered = sorted(spans)
+    return [a for a, _ in ordered], list(accumulate((b for _, b in ordered), max))
+
+
+def _contained(hit: PanHit, starts: list[int], reach: list[int]) -> bool:
+    k = bisect_right(starts, hit.start)
+    return k > 0 and reach[k - 1] >= hit.end
+
+
 def _scan(text: str) -> list[tuple[re.Match[str], list[PanHit]]]:
     """Each digit run of text that holds a card number, with its card numbers."""
     if not may_hold_pan(text):
         return []
     found: list[tuple[re.Match[str], list[PanHit]]] = []
     spans: list[tuple[int, int]] | None = None
+    starts: list[int] = []
+    reach: list[int] = []
     for m in _RUN.finditer(text):
         run = m.group()
         digits = _run_digits(run)
@@ -326,8 +406,9 @@ def _scan(text: str) -> list[tuple[re.Match[str], list[PanHit]]]:
         hits = [PanHit(positions[i], positions[e - 1] + 1, digits[i:e]) for i, e in windows]
         if spans is None:
             spans = _identifier_spans(text)
-        if spans:
-            hits = [h for h in hits if not any(a <= h.start and h.end <= b for a, b in spans)]
+            starts, reach = _containment_index(spans)
+        if starts:
+            hits = [h for h in hits if not _contained(h, starts, reach)]
         if hits:
             found.append((m, hits))
     return found

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from payflow.stages.cards import PAN_MIN_DIGITS, SEPARATORS, may_hold_pan, redact_card_like
+from payflow.stages.cards import SEPARATOR_SET, may_hold_pan, redact_card_like
 
 MAX_REMAINS_CHARS = 2048
 MAX_KEY_CHARS = 128
@@ -96,29 +96,32 @@ def remove_personal_text(text: str) -> str:
                              text)
 
 
+def _without_cut_run(text: str) -> str:
+    """text that was cut, without the digit run (digits and separators) at its end, whatever
+    its length: a card number cut short is neither Luhn-valid nor in a card layout any more,
+    so nothing would mask it, and it still holds most of its digits."""
+    end = len(text)
+    while end > 0 and (text[end - 1].isdecimal() or text[end - 1] in SEPARATOR_SET):
+        end -= 1
+    return text[:end]
+
+
 def _mask_remains_text(text: str, limit: int) -> str:
     """text cut to `limit` characters, card data and personal data masked. The cut comes
-    first, so the cost is bounded by the limit whatever the text's length; a digit run the cut
-    leaves shorter than a card number is dropped (its head could be a card number's)."""
+    first, so the cost is bounded by the limit whatever the text's length."""
     if len(text) > limit:
-        text = text[:limit]
-        end = limit
-        digits = 0
-        while end > 0 and digits < PAN_MIN_DIGITS and (text[end - 1].isdecimal() or text[end - 1] in SEPARATORS):
-            digits += text[end - 1].isdecimal()
-            end -= 1
-        if digits < PAN_MIN_DIGITS:
-            text = text[:end]
+        text = _without_cut_run(text[:limit])
     return remove_personal_text(mask_text(text))
 
 
-def masked_remains(value: Any) -> Any:
+def masked_remains(value: Any, max_chars: int = MAX_REMAINS_TOTAL_CHARS) -> Any:
     """What the DLQ keeps of a rejected message (decoded JSON, text or bytes).
 
-    Bounded work whatever the message: at most MAX_REMAINS_TOTAL_CHARS characters of text are
-    masked and kept (each string at most MAX_REMAINS_CHARS, each key MAX_KEY_CHARS), 64 fields
-    an object, 32 items a list, 5 levels; what is past a bound is cut ("…")."""
-    return _remains(value, 0, [MAX_REMAINS_TOTAL_CHARS])
+    Bounded work whatever the message: at most `max_chars` characters of text are masked and
+    kept (each string at most MAX_REMAINS_CHARS, each key MAX_KEY_CHARS), 64 fields an
+    object, 32 items a list, 5 levels; what is past a bound is cut ("…"), and a digit run
+    a cut goes through is dropped."""
+    return _remains(value, 0, [max_chars])
 
 
 def _text(value: str, limit: int, budget: list[int]) -> str:
@@ -131,7 +134,10 @@ def _text(value: str, limit: int, budget: list[int]) -> str:
 
 def _remains(value: Any, depth: int, budget: list[int]) -> Any:
     if isinstance(value, (bytes, bytearray)):
+        cut = len(value) > 4 * MAX_REMAINS_CHARS
         value = bytes(value[:4 * MAX_REMAINS_CHARS]).decode("utf-8", errors="replace")
+        if cut:
+            value = _without_cut_run(value)
     if isinstance(value, str):
         return _text(value, MAX_REMAINS_CHARS, budget)
     if depth > 4 or budget[0] <= 0:

@@ -106,7 +106,7 @@ def decode(raw: bytes | None, *, now: datetime, max_bytes: int = 65536,
         return Rejection("empty_message", "the message has no bytes", remains="")
     if len(raw) > max_bytes:
         return Rejection("oversized_payload", f"the message has {len(raw)} bytes; the limit is {max_bytes}",
-                         remains=masked_remains(raw[:512]))
+                         remains=masked_remains(raw, max_chars=512))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -67,6 +67,22 @@ SPELLINGS = {
     "backslash": lambda groups: "\\".join(groups),
     "tilde and space": lambda groups: "~ ".join(groups),
     "fullwidth vertical bar": lambda groups: "\uff5c".join(groups),
+    # a second outside attack: the groups joined to other digits, or in pairs
+    "pipes after a joined year": lambda groups: "2026-" + "|".join(groups),
+    "pipes before a joined suffix": lambda groups: "|".join(groups) + "-01",
+    "pipes before joined cents": lambda groups: "|".join(groups) + ".00",
+    "joined pairs across a pipe": lambda groups: "-".join(groups[:2]) + "|" + "-".join(groups[2:]),
+    "comma with and without a space": lambda groups: ", ".join(groups[:2]) + "," + ", ".join(groups[2:]),
+    "bullet": lambda groups: "\u2022".join(groups),
+    "arabic comma": lambda groups: "\u060c".join(groups),
+    "ideographic full stop": lambda groups: "\u3002".join(groups),
+    "box drawing bar": lambda groups: "\u2502".join(groups),
+    "unit separator": lambda groups: "\x1f".join(groups),
+    "next line control": lambda groups: "\x85".join(groups),
+    "four dots": lambda groups: "....".join(groups),
+    "four slashes": lambda groups: "////".join(groups),
+    "keycaps": lambda groups: "".join(d + "\ufe0f\u20e3" for d in "".join(groups)),
+    "combining underline": lambda groups: "".join(d + "\u0332" for d in " ".join(groups)),
 }
 
 
@@ -109,6 +125,26 @@ def test_every_spelling_is_caught_by_every_user_of_the_detector(name, pan, shown
     record = logging.LogRecord("payflow", logging.INFO, __file__, 1, "payment %s failed", (text,), None)
     PanScrubber().filter(record)
     assert pan not in digits_of(record.getMessage()) and logs.pan_detections == before + 1
+
+
+@pytest.mark.parametrize("lost", [1, 2, 3])
+def test_a_cut_through_a_card_number_keeps_none_of_it_in_the_dlq(lost):
+    """The DLQ keeps the start of an oversized message and of a long string: a card number
+    the cut goes through is no longer Luhn-valid, and kept 13-15 of its digits (an outside
+    attack)."""
+    pan = issuer_pan(random.Random(lost), "visa", 16)
+    shown = "|".join(grouped(pan))
+    head = shown[:-lost]  # what the cut leaves of it
+    raw = (b'{"note":"' + b"x" * (512 - 9 - len(head)) + shown.encode() + b'","big":"' + b"y" * 70000 + b'"}')
+    oversized = decode(raw, now=NOW)
+    assert isinstance(oversized, Rejection) and oversized.reason == "oversized_payload"
+    assert head in raw[:512].decode()  # the cut falls inside the card number
+    assert pan[:12] not in digits_of(oversized.to_dlq_json(NOW).decode())
+    note = "z" * (2048 - len(head)) + shown + "tail"
+    rejected = decode(orjson.dumps(event(issuer_pan(random.Random(9), "visa", 16), cvv="12", note=note)), now=NOW)
+    assert isinstance(rejected, Rejection)
+    kept = orjson.loads(rejected.to_dlq_json(NOW))["remains"]["note"]
+    assert kept.startswith("zzz") and pan[:12] not in digits_of(kept), kept[-30:]
 
 
 # -- finding 6: identifiers that are not card numbers --------------------------------------

@@ -152,7 +152,7 @@ def test_issue_17_written_forms_are_found_and_never_land():
 
 def test_numbers_that_are_not_card_numbers_are_left_alone():
     for text in ("203.255.255.254", "3.1.2.3", "2026-11-20T10:00:00.000Z", "1732096800123", "125.50",
-                 "4111111111111112", "1111 1111 1111 1111", "4111----1111----1111----1111", "4111x1111x1111x1111",
+                 "4111111111111112", "1111 1111 1111 1111", "4111---------1111---------1111---------1111", "4111x1111x1111x1111",
                  "411111111111", "2026-11-20 10:45:00,123456789"):
         assert not find_pans(text), text
     # up to three marks in a gap, and white space of any length, still join (issue 26: slash,
