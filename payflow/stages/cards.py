@@ -5,16 +5,17 @@ tokens in identifier fields (mask), the DLQ masking (redact), the log scrubber (
 the PCI audit all use it. It finds every Luhn-valid window of 12 to 19 digits that starts
 with an issuer prefix of `ISSUER_RANGES` and has a length that issuer uses,
 
-- written with up to three joiners (white space, invisible characters, dash, dot,
-  underscore, apostrophe and their Unicode look-alikes) between any two digits, in any
-  grouping (4-4-4-4, 4-6-5, 2-4-4-4-2, 4.4.4.4, 4 4-4.4 ...);
+- written with up to three joiners (white space, invisible characters, combining marks,
+  dash, dot, underscore, apostrophe and their Unicode look-alikes) between any two digits,
+  in any grouping (4-4-4-4, 4-6-5, 2-4-4-4-2, 4.4.4.4, 4 4-4.4 ...);
 - or across listing gaps (up to eight of any other punctuation mark, symbol, control or
   format character: slash, plus, colon, comma, pipe, semicolon, bullet, Arabic comma, unit
-  separator...; or longer white space: "4111/1111/…", "4111|1111|…", "4111    1111    …") when written as a card is, in whole groups of four (the last 1 to 4
-  digits), 4-6-5 or 4-6-4, the same gap throughout: lists, tables and times of day use
-  those gaps too, and any window across them would make most of them card numbers. The
-  groups may also be joined to other digits or to each other by joining gaps
-  ("2026-4111|1111|…", "…|1111-01", "4111-1111|1111-1111"): every listing gap the same;
+  separator...; or longer white space: "4111/1111/…", "4111|1111|…", "4111    1111    …")
+  when written as a card is, in whole groups of four (the last 1 to 4 digits), 4-6-5 or
+  4-6-4, the same gap throughout: lists, tables and times of day use those gaps too, and
+  any window across them would make most of them card numbers. The groups may also be
+  joined to other digits or to each other by joining gaps ("2026-4111|1111|…",
+  "…|1111-01", "4111-1111|1111-1111"), every listing gap the same;
 - next to any character: a PAN directly after or before other digits ("1.4111…", "…1111.5")
   is found, because every window of a longer digit run that starts at a plausible prefix is
   examined. The price: a long number of another kind (19-digit ids, a float's fraction) can
