@@ -13,6 +13,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import orjson
+
 from payflow.settings import ROOT, grpc_endpoint_beside
 
 # the stack `make test` started (on PAYFLOW_LOCAL_*_PORT when those move it), or a given one
@@ -162,6 +164,19 @@ def simulate(prefix: str, manifest: Path, *, partitions: int = 4, **options):
     m = asyncio.run(run(SimOptions(**options), bootstrap=KAFKA, topic=prefix + "payment-events", partitions=partitions,
                         manifest_path=manifest, progress=False))
     return m.to_dict()
+
+
+def dlq_records(topic: str) -> list[dict]:
+    """The DLQ topic's records, one per source position. A batch released unacked (a
+    rebalance, a stall guard's seek) is read and rejected again, so the topic may hold a
+    position twice (at least once, docs/architecture.md); both copies must then say the same."""
+    by_position: dict[tuple, dict] = {}
+    for record in read_topic(topic):
+        doc = orjson.loads(record.value)
+        position = (doc.get("source_topic"), doc["source_partition"], doc["source_offset"])
+        first = by_position.setdefault(position, doc)
+        assert (first["reason"], first["detail"]) == (doc["reason"], doc["detail"]), (first, doc)
+    return list(by_position.values())
 
 
 def read_topic(topic: str, limit: int | None = None) -> list:

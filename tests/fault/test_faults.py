@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
-import orjson
 import psutil
 import pytest
 
@@ -22,7 +21,7 @@ from payflow.simulator import malformed
 from payflow.simulator.manifest import load
 from payflow.warehouse.bq import BigQueryWarehouse
 from payflow.warehouse.duck import DuckDBWarehouse
-from tests.helpers import BQ_GRPC, BQ_PROJECT, KAFKA, Worker, list_topics, read_topic, simulate, unique, wait_until
+from tests.helpers import BQ_GRPC, BQ_PROJECT, KAFKA, Worker, dlq_records, list_topics, simulate, unique, wait_until
 from tests.outage_proxy import OutageProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -166,7 +165,7 @@ def test_1500_malformed_messages_of_every_kind_mixed_into_traffic(kafka, tmp):
         assert worker.alive() and worker.starts == 1
     finally:
         assert worker.stop() == 0, worker.log_tail()
-    dlq = [orjson.loads(r.value) for r in read_topic(prefix + "payment-events-dlq")]
+    dlq = dlq_records(prefix + "payment-events-dlq")
     expected = Counter()
     for kind, n in m["malformed"]["by_kind"].items():
         expected[malformed.EXPECTED_REASON[kind]] += n

@@ -21,7 +21,7 @@ from payflow.simulator.generator import EventStream, SimOptions
 from payflow.tables.changelog import unpack_changes
 from payflow.warehouse.duck import DuckDBWarehouse
 from tests import helpers
-from tests.helpers import TEST_HMAC_KEYS, Worker, list_topics, read_topic, unique, wait_until
+from tests.helpers import TEST_HMAC_KEYS, Worker, dlq_records, list_topics, read_topic, unique, wait_until
 from tests.unit.cards_fixtures import event
 
 pytestmark = pytest.mark.integration
@@ -214,7 +214,7 @@ def test_a_malformed_erasure_request_goes_to_the_dlq_and_the_agent_goes_on(kafka
         worker.wait_caught_up(timeout=120)
     finally:
         assert worker.stop() == 0, worker.log_tail()
-    dlq = [orjson.loads(r.value) for r in read_topic(prefix + "payment-events-dlq")]
+    dlq = dlq_records(prefix + "payment-events-dlq")
     invalid = [d for d in dlq if d["reason"] == "invalid_erasure_request"]
     assert len(invalid) == len(bad)
     assert all(d["source_topic"] == prefix + "payflow-erasure-requests" and d["detail"] and not d["remains"]

@@ -9,7 +9,7 @@ import pytest
 
 from payflow.stages.cards import find_pans
 from payflow.simulator import malformed
-from tests.helpers import Worker, list_topics, read_topic, simulate, unique, wait_until
+from tests.helpers import Worker, dlq_records, list_topics, read_topic, simulate, unique, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def test_10k_events_land_exactly_where_they_belong_and_no_topic_holds_a_pan(kafk
     late = [orjson.loads(r.value) for r in read_topic(prefix + "payment-events-late")]
     assert {x["transaction_id"] for x in late} == set(m["late_transaction_ids"])
 
-    dlq = [orjson.loads(r.value) for r in read_topic(prefix + "payment-events-dlq")]
+    dlq = dlq_records(prefix + "payment-events-dlq")
     assert len(dlq) == m["malformed"]["total"]
     expected_reasons = Counter()
     for kind, n in m["malformed"]["by_kind"].items():
