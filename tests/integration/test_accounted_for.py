@@ -16,7 +16,7 @@ from payflow.stages.batch import RawItem
 from tests.fakes import dict_processor
 from payflow.warehouse.base import build_batch
 from payflow.warehouse.duck import DuckDBWarehouse
-from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, produce, read_topic, unique, wait_until
+from tests.helpers import KAFKA, TEST_HMAC_KEYS, Worker, dlq_records, produce, read_topic, unique, wait_until
 from tests.unit.cards_fixtures import event
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def test_a_reused_id_and_an_aborted_transaction_are_accounted_for_end_to_end(kaf
     assert dlq == [("id_conflict", "txn_reused")]
     enriched = [orjson.loads(r.value)["transaction_id"] for r in read_topic(prefix + "payments-enriched")]
     assert sorted(enriched) == sorted(landed)  # the refused copy is not published as valid
-    dlq_topic = [orjson.loads(r.value) for r in read_topic(prefix + "payment-events-dlq")]
+    dlq_topic = dlq_records(prefix + "payment-events-dlq")
     assert [(d["reason"], d["transaction_id"]) for d in dlq_topic] == [("id_conflict", "txn_reused")]
     # which of the two copies landed depends on which partition's batch landed first; the
     # other one is the conflict, with the position it came from
