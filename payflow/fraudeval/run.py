@@ -68,10 +68,10 @@ async def _produce(bootstrap: str, partitions: int, records: dict[str, list[tupl
     from payflow.simulator.producer import make_producer
 
     topics = [t for t, batch in records.items() if batch]
-    await ensure_topics(bootstrap, [t for t in topics if t not in compacted], partitions)
-    if [t for t in topics if t in compacted]:
-        await ensure_topics(bootstrap, [t for t in topics if t in compacted], partitions,
-                            configs={t: {"cleanup.policy": "compact"} for t in topics if t in compacted})
+    plain, compact = [t for t in topics if t not in compacted], [t for t in topics if t in compacted]
+    await ensure_topics(bootstrap, plain, partitions)
+    if compact:
+        await ensure_topics(bootstrap, compact, partitions, configs={t: {"cleanup.policy": "compact"} for t in compact})
     producer = make_producer(bootstrap)
     await producer.start()
     try:

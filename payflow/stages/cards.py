@@ -243,8 +243,11 @@ def _card_layout(counts: list[int]) -> bool:
 
 def _windows(run: str, digits: str) -> list[tuple[int, int]]:
     """(start, end) in `digits` (the run's) of every card number in a digit run: any window
-    inside a group (digits joined by joining gaps), and whole groups across listing gaps
-    written in a card layout, every gap the same."""
+    inside a group (digits joined by joining gaps); whole groups across listing gaps written
+    in a card layout, every gap the same; and whole digit sequences in a card layout, joining
+    gaps anywhere between them and every listing gap written the same (white space aside): a
+    card number's groups joined to other digits ("2026-4253|6600|8229|4841",
+    "4254|6629|8117|6813-01") or in pairs ("4793-7429|9515-9464")."""
     if _LISTED.search(run) is None:
         return _run_windows(digits)
     groups = [m.span() for m in _GROUP.finditer(run)]
@@ -255,22 +258,10 @@ def _windows(run: str, digits: str) -> list[tuple[int, int]]:
         if count >= PAN_MIN_DIGITS:
             first = firsts[k]
             out += [(first + i, first + e) for i, e in _run_windows(digits[first:first + count])]
-    for i in range(len(groups) - 1):
-        if counts[i] != 4:  # every card layout starts with a group of four
-            continue
-        gap = run[groups[i][1]:groups[i + 1][0]]
-        first = firsts[i]
-        for j in range(i + 1, len(groups)):
-            if run[groups[j - 1][1]:groups[j][0]] != gap:
-                break
-            length = firsts[j + 1] - first
-            if length > PAN_MAX_DIGITS:
-                break
-            if length >= PAN_MIN_DIGITS and _card_layout(counts[i:j + 1]):
-                window = digits[first:first + length]
-                if _LENGTHS[int(window[:4])] >> length & 1 and luhn_valid(window):
-                    out.append((first, first + length))
-    out += _mixed_gap_windows(run, digits)
+    out += _layout_windows(digits, counts, [run[groups[k][1]:groups[k + 1][0]] for k in range(len(groups) - 1)])
+    sequences = [m.span() for m in _DIGITS.finditer(run)]
+    out += _layout_windows(digits, [b - a for a, b in sequences],
+                           [_listing_mark(run[sequences[k][1]:sequences[k + 1][0]]) for k in range(len(sequences) - 1)])
     return sorted(set(out))
 
 
@@ -283,27 +274,24 @@ def _listing_mark(gap: str) -> str | None:
     return marks or " "
 
 
-def _mixed_gap_windows(run: str, digits: str) -> list[tuple[int, int]]:
-    """Windows of whole digit sequences in a card layout across a listing gap, joining gaps
-    anywhere between them and every listing gap written the same: the groups of a card number
-    joined to other digits ("2026-4253|6600|8229|4841", "4254|6629|8117|6813-01") or in pairs
-    ("4793-7429|9515-9464"), which whole joined groups across listing gaps (_windows) miss."""
-    spans = [m.span() for m in _DIGITS.finditer(run)]
-    counts = [b - a for a, b in spans]
+def _layout_windows(digits: str, counts: list[int], gaps: list[str | None]) -> list[tuple[int, int]]:
+    """Windows of whole groups (group k has counts[k] digits, gaps[k] follows it: None for a
+    joining gap, which may stand anywhere; else how the gap is written) in a card layout
+    across at least one other gap, every such gap written the same, Luhn-valid at a prefix
+    that uses the window's length."""
     firsts = [0, *accumulate(counts)]
-    marks = [_listing_mark(run[spans[k][1]:spans[k + 1][0]]) for k in range(len(spans) - 1)]
     out: list[tuple[int, int]] = []
-    for i in range(len(spans) - 1):
+    for i in range(len(counts) - 1):
         if counts[i] != 4:  # every card layout starts with a group of four
             continue
         first = firsts[i]
         listing: str | None = None
-        for j in range(i + 1, len(spans)):
-            mark = marks[j - 1]
-            if mark is not None:
-                if listing is not None and mark != listing:
+        for j in range(i + 1, len(counts)):
+            gap = gaps[j - 1]
+            if gap is not None:
+                if listing is not None and gap != listing:
                     break
-                listing = mark
+                listing = gap
             length = firsts[j + 1] - first
             if length > PAN_MAX_DIGITS:
                 break
