@@ -289,3 +289,39 @@ def test_a_worker_given_its_partitions_back_after_another_sealed_its_streams_lan
     assert 0 < landed["payment_transactions_fraud"] < len(valid)  # the last third
     assert rows_per_key(bq) == {t: 0 for t in (*PAYMENT_TABLES, *POSITIONED)}
     assert bq.query("SELECT COUNT(*) AS n FROM payment_transactions_fraud")[0]["n"] == len(valid)
+
+
+def test_a_landing_decided_again_after_a_refused_append_still_records_a_copys_conflict(bq, monkeypatch):
+    """An id at two raw positions in one batch, the first append refused (StreamRefused: the
+    landing is decided again with new streams): the copy not landed is still an id_conflict.
+    The second decision once got the batch already reduced to one row per id, which had
+    forgotten its copies: the copy was in no table and its offset was acked."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from payflow.models import EnrichedPayment
+    from payflow.warehouse.bq_write import StreamRefused
+    result, _ = processed(count=20, seed=13)
+    first = result.enriched[0]
+    copy = EnrichedPayment(replace(first.payment, source_partition=first.payment.source_partition + 4,
+                                   sender_account_id="acct_reusing_the_id"), first.fraud)
+    group, batch = owned_by("a", SimpleNamespace(enriched=[*result.enriched, copy], duplicates=[], rejections=[],
+                                                 late=[], watermarks={}))
+    landing = landing_of(bq, group.member("a"))
+    append = landing.landing.append_at
+    refused: list[str] = []
+
+    def refused_once(*args, **kwargs):
+        if not refused:
+            refused.append("once")
+            raise StreamRefused("refused for the test")
+        return append(*args, **kwargs)
+
+    monkeypatch.setattr(landing.landing, "append_at", refused_once)
+    landed = landing.land(batch)
+    assert refused and landed["payment_transactions"] == len(result.enriched)
+    assert [c[:3] for c in landed.conflicts] == [(first.payment.transaction_id, copy.payment.source_partition,
+                                                   copy.payment.source_offset)]
+    dlq = bq.query("SELECT transaction_id, source_partition FROM dead_letter_events WHERE reason = 'id_conflict'")
+    assert [(r["transaction_id"], r["source_partition"]) for r in dlq] == [
+        (first.payment.transaction_id, copy.payment.source_partition)]
