@@ -102,10 +102,11 @@ class LandingBatch:
         """The batch with each table's key once, from its first row. A key twice in one batch
         (a layer above failed) must land once, and neither backend sees the repeat itself:
         BigQuery's MERGE inserts every unmatched source row, and DuckDB's fraud and
-        masking-audit rows follow what payment_transactions inserted."""
+        masking-audit rows follow what payment_transactions inserted. The copies a pass found
+        stay known to a second pass over its result (a landing decided again)."""
         from payflow.warehouse import schema
         out = LandingBatch(partitions=self.partitions, starts=self.starts, ends=self.ends,
-                           accounted_from=self.accounted_from)
+                           accounted_from=self.accounted_from, repeated=self.repeated, copies=self.copies)
         for name, source in self.sources.items():
             table = PAYMENT_TABLES[0] if name == PAYMENTS else name  # the payment tables share a key
             key_columns = schema.primary_keys()[table]

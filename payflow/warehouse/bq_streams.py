@@ -77,9 +77,7 @@ class GroupLanding:
         if len({topic for topic, _ in keys}) != 1:
             raise ValueError(f"a landing holds the messages of one raw topic, not {sorted({t for t, _ in keys})}")
         topic = keys[0][0]
-        # the whole batch kept for a second decision: its copies of an id (repeated) are known
-        # only to the first first_per_key over it
-        whole, batch = batch, batch.first_per_key()
+        batch = batch.first_per_key()
         try:
             held = self.fence.pending(keys)  # Fenced during a rebalance
             floors, read_all = self._floors(held, keys)
@@ -108,7 +106,7 @@ class GroupLanding:
                 raise
             log.info("stage sink: %s; the landing of partition(s) %s is decided again with new streams", exc,
                      ", ".join(str(p) for _, p in keys))
-            return self.land(whole, again=True)
+            return self.land(batch, again=True)
         except Exception:
             # as above, through the sink's retry
             self._forget(topic, {p for _, p in keys})
