@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import orjson
 
@@ -38,6 +39,16 @@ _COLUMN_IN_SOURCE = {("pii_masking_audit", "masking_timestamp"): "masked_at"}
 
 def _source_of(table: str) -> str:
     return PAYMENTS if table in PAYMENT_TABLES else table
+
+
+def _without_deleted_copies(payments: dict[str, list], ids: list[str], deleted: Collection[str]) -> dict[str, list]:
+    """The payments without those of `deleted` subjects whose id another subject's payment
+    in the batch has too."""
+    kept_ids = {t for t, h in zip(ids, payments["pii_hash"]) if h not in deleted}
+    rows = [i for i, (t, h) in enumerate(zip(ids, payments["pii_hash"])) if h not in deleted or t not in kept_ids]
+    if len(rows) == len(ids):
+        return payments
+    return {column: [values[i] for i in rows] for column, values in payments.items()}
 
 
 @dataclass
@@ -98,12 +109,29 @@ class LandingBatch:
         names = list(columns)
         return [dict(zip(names, values)) for values in zip(*columns.values())]
 
-    def first_per_key(self) -> "LandingBatch":
+    def hashes_of_repeated_ids(self) -> set[str]:
+        """The pii_hashes of the payments whose transaction_id the batch holds more than once
+        (empty in the usual case): whose erasure first_per_key() must know."""
+        payments = self.sources.get(PAYMENTS)
+        if not payments:
+            return set()
+        ids = payments["transaction_id"]
+        if len(set(ids)) == len(ids):
+            return set()
+        counts = Counter(ids)
+        return {h for t, h in zip(ids, payments["pii_hash"]) if counts[t] > 1 and h}
+
+    def first_per_key(self, deleted: Collection[str] = ()) -> "LandingBatch":
         """The batch with each table's key once, from its first row. A key twice in one batch
         (a layer above failed) must land once, and neither backend sees the repeat itself:
         BigQuery's MERGE inserts every unmatched source row, and DuckDB's fraud and
         masking-audit rows follow what payment_transactions inserted. The copies a pass found
-        stay known to a second pass over its result (a landing decided again)."""
+        stay known to a second pass over its result (a landing decided again).
+
+        `deleted`: pii_hashes erased by delete. Their payments never land, so a copy of
+        theirs must not stand in for the payment id: where another subject's payment has the
+        same id, theirs is left out (as an erased payment alone is: not landed, no record)
+        and the other one lands."""
         from payflow.warehouse import schema
         out = LandingBatch(partitions=self.partitions, starts=self.starts, ends=self.ends,
                            accounted_from=self.accounted_from, repeated=self.repeated, copies=self.copies)
@@ -115,6 +143,9 @@ class LandingBatch:
             if len(set(keys)) == len(keys):  # the usual case, at C speed
                 out.sources[name] = source
                 continue
+            if name == PAYMENTS and deleted:
+                source = _without_deleted_copies(source, keys, deleted)
+                keys = source["transaction_id"]
             seen: set = set()
             firsts = [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
             out.sources[name] = {column: [values[i] for i in firsts] for column, values in source.items()}

@@ -77,7 +77,6 @@ class GroupLanding:
         if len({topic for topic, _ in keys}) != 1:
             raise ValueError(f"a landing holds the messages of one raw topic, not {sorted({t for t, _ in keys})}")
         topic = keys[0][0]
-        batch = batch.first_per_key()
         try:
             held = self.fence.pending(keys)  # Fenced during a rebalance
             floors, read_all = self._floors(held, keys)

@@ -93,7 +93,7 @@ class StorageWriteLanding:
                     from payflow.warehouse.bq_streams import GroupLanding
                     self._group = GroupLanding(self, fence)
                 return self._group.land(batch)
-            return self._land_alone(batch.first_per_key())
+            return self._land_alone(batch)
 
     def _land_alone(self, batch: LandingBatch) -> Landed:
         """A landing with no consumer group to decide it (tests, tools, the fence off): what
@@ -113,7 +113,9 @@ class StorageWriteLanding:
     def plan(self, batch: LandingBatch, floors: Floors | None = None
              ) -> tuple[Landed, dict[str, Rows], set[str], dict[str, str], datetime]:
         """What a landing appends: (Landed, table -> its new rows, the batch's
-        pii_hashes, the ledger's erasure modes for them, now).
+        pii_hashes, the ledger's erasure modes for them, now). `batch` as built: one row
+        per key is chosen here, once the ledger's erasures are known (a second decision gets
+        the same batch again).
 
         `floors` None: what each table holds of the batch is read from it (its ids, its raw
         positions). Given: table -> raw partition -> the offset below which that table holds
@@ -138,6 +140,9 @@ class StorageWriteLanding:
             found, positions_in_table, erasures, there, landed_senders = self._lookup(
                 payments, sorted(hashes), {} if floors is not None else positional,
                 PAYMENT_TABLES[:1] if floors is not None else PAYMENT_TABLES)
+        # one row per key, chosen knowing the erasures (base.LandingBatch.first_per_key)
+        batch = batch.first_per_key(deleted={h for h, mode in erasures.items() if mode == "delete"})
+        payments = batch.sources.get("payments")
 
         # conflicts: the batch's payment ids held from another raw position
         conflicts: list[tuple[str, int, int, int, int]] = []

@@ -132,7 +132,8 @@ class DuckDBWarehouse(Warehouse):
             # which of the batch's payments the key table took (None: every one): the
             # tables keyed by it take those rows only
             taken: list[int] | None = None
-            batch = batch.first_per_key()
+            repeated = batch.hashes_of_repeated_ids()
+            batch = batch.first_per_key(deleted=self._deleted(repeated) if repeated else ())
             fault.pause_at("before_write")
             for table in LANDING_ORDER:
                 if not batch.count(table):
@@ -150,6 +151,16 @@ class DuckDBWarehouse(Warehouse):
                     rows = rows.take(pa.array(taken, type=pa.int64()))
                 inserted[table] = self._insert(table, rows, returning=False) if rows.num_rows else 0
         return inserted
+
+    def _deleted(self, hashes: set[str]) -> set[str]:
+        """Which of these subjects the ledger erased by delete."""
+        self.con.register("asked", pa.table({"pii_hash": pa.array(sorted(hashes), type=pa.string())}))
+        try:
+            rows = self.con.execute("SELECT DISTINCT e.pii_hash FROM gdpr_erasures AS e JOIN asked AS a "
+                                    "ON e.pii_hash = a.pii_hash WHERE e.mode = 'delete'").fetchall()
+        finally:
+            self.con.unregister("asked")
+        return {row[0] for row in rows}
 
     @contextlib.contextmanager
     def _transaction(self, then: Callable[[], None] | None = None) -> Iterator[None]:

@@ -325,3 +325,27 @@ def test_a_landing_decided_again_after_a_refused_append_still_records_a_copys_co
     dlq = bq.query("SELECT transaction_id, source_partition FROM dead_letter_events WHERE reason = 'id_conflict'")
     assert [(r["transaction_id"], r["source_partition"]) for r in dlq] == [
         (first.payment.transaction_id, copy.payment.source_partition)]
+
+
+def test_a_group_landing_lands_a_payment_whose_id_an_erased_subjects_copy_has_too(bq):
+    """As test_warehouse's test of an id shared with an erased subject, through the group
+    landing (its decision reads the ledger before it reduces the batch to one row per id)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from payflow.models import EnrichedPayment
+    result, _ = processed(count=20, seed=19)
+    erased = result.enriched[0]
+    other = next(e for e in result.enriched if e.payment.pii_hash != erased.payment.pii_hash)
+    copy = EnrichedPayment(replace(other.payment, transaction_id=erased.payment.transaction_id,
+                                   source_partition=erased.payment.source_partition,
+                                   source_offset=max(e.payment.source_offset for e in result.enriched) + 1),
+                           other.fraud)
+    bq.erase([("k1", erased.payment.pii_hash)], "delete")
+    group, batch = owned_by("a", SimpleNamespace(enriched=[erased, copy], duplicates=[], rejections=[],
+                                                 late=[], watermarks={}))
+    landed = landing_of(bq, group.member("a")).land(batch)
+    assert landed["payment_transactions"] == 1 and landed.conflicts == []
+    rows = bq.query("SELECT transaction_id, sender_account_id FROM payment_transactions")
+    assert [(r["transaction_id"], r["sender_account_id"]) for r in rows] == [
+        (erased.payment.transaction_id, other.payment.sender_account_id)]

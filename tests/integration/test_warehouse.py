@@ -91,6 +91,36 @@ def test_the_key_on_transaction_id_holds_in_every_payment_table_when_a_layer_abo
     assert all(n == 0 for n in again.values()), again
 
 
+def test_a_payment_id_shared_with_an_erased_subjects_payment_in_one_batch_still_lands(warehouse):
+    """Two senders' payments with one transaction_id in one batch, the first of a subject
+    erased by delete: the erased payment must not stand in for the id. It once did: it was
+    kept as the id's one row, then refused as erased, and the other sender's payment was in
+    no table and no DLQ record, its offset acked."""
+    from dataclasses import replace
+
+    from payflow.models import EnrichedPayment
+    result, _ = processed(count=60, seed=17)
+    erased = result.enriched[0]
+    other = next(e for e in result.enriched if e.payment.pii_hash != erased.payment.pii_hash)
+    copy = EnrichedPayment(replace(other.payment, transaction_id=erased.payment.transaction_id,
+                                   source_partition=other.payment.source_partition + 4),
+                           other.fraud)
+    warehouse.erase([("k1", erased.payment.pii_hash)], "delete")
+    landed = warehouse.land(build_batch([erased, copy]))
+    assert landed["payment_transactions"] == landed["payment_transactions_fraud"] == 1, landed
+    assert landed.conflicts == [] and landed.duplicates == []
+    for table in ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit"):
+        rows = warehouse.query(f"SELECT transaction_id, pii_hash FROM {table}")
+        assert [(r["transaction_id"], r["pii_hash"]) for r in rows] == [
+            (erased.payment.transaction_id, other.payment.pii_hash)], table
+    held = warehouse.query("SELECT source_partition, sender_account_id FROM payment_transactions")
+    assert [(r["source_partition"], r["sender_account_id"]) for r in held] == [
+        (copy.payment.source_partition, other.payment.sender_account_id)]
+    # the erased subject's payment left no trace; a replay changes nothing
+    assert warehouse.query("SELECT COUNT(*) AS n FROM dead_letter_events")[0]["n"] == 0
+    assert all(n == 0 for n in warehouse.land(build_batch([erased, copy])).values())
+
+
 def test_a_duckdb_file_from_before_keys_were_dropped_still_lands_once(tmp, monkeypatch):
     """Files written when every payment table had its own key keep it: landing still works
     on them and still inserts nothing twice."""
