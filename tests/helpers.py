@@ -111,17 +111,27 @@ class Worker:
         return sum(self.lags().values())
 
     def wait_caught_up(self, timeout: float = 180) -> None:
+        """Until the worker's group has committed every offset of the raw topic. The test's
+        own lag query can fail while the cluster settles (a broker just restarted: no leader
+        yet); such a Kafka error is "not yet", the last one reported if time runs out."""
+        from aiokafka.errors import KafkaError
         lags: dict[int, int] = {}
+        errors: list[str] = []
 
         def done():
             assert self.alive(), f"worker exited with {self.proc.returncode}; log tail:\n{self.log_tail()}"
             lags.clear()
-            lags.update(self.lags())
-            return sum(lags.values()) == 0
+            try:
+                lags.update(self.lags())
+            except KafkaError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return False
+            return bool(lags) and sum(lags.values()) == 0  # no partition seen is not caught up
         try:
             wait_until(done, timeout, interval=1.0, what="the worker to commit every offset")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; lag per partition: {lags}") from None
+            raise AssertionError(f"{exc}; lag per partition: {lags}; lag queries failed {len(errors)} time(s)"
+                                 f"{', last: ' + errors[-1] if errors else ''}") from None
 
     def get(self, path: str) -> tuple[int, bytes]:
         import urllib.error
