@@ -112,20 +112,33 @@ def erasure_plan(mode: str) -> list[tuple[str, str]]:
 
     delete: the subject's payments, their dedup audit rows and late events go. anonymize: the
     financial facts stay, every link to the person (LINK_COLUMNS) is nulled. Either way the
-    masking audit keeps the fact of masking and shows the erasure, not the person."""
+    masking audit keeps the fact of masking and shows the erasure, not the person.
+
+    A row is the subject's by its pii_hash, not by its transaction_id alone: another sender
+    may have paid with the same id (its copy an id_conflict, or landed after this subject's
+    erasure), and its rows are not this subject's to erase. A dedup audit row is the
+    subject's when its first copy is the subject's landed payment (same id and raw position),
+    so that step runs before the payments go."""
     if mode not in ERASURE_MODES:
         raise ValueError(f"erasure mode must be one of {ERASURE_MODES}")
+    subjects = "transaction_id IN UNNEST(@ids) AND pii_hash IN UNNEST(@hashes)"
     steps = []
-    for table in ("payment_transactions", "payment_transactions_fraud"):
-        steps.append((table, f"DELETE FROM {table} WHERE transaction_id IN UNNEST(@ids)" if mode == "delete" else
-                      f"UPDATE {table} SET {_anonymize(table)} WHERE transaction_id IN UNNEST(@ids)"))
     if mode == "delete":
-        steps.append(("deduplication_audit", "DELETE FROM deduplication_audit WHERE transaction_id IN UNNEST(@ids)"))
+        steps.append(("deduplication_audit",
+                      "DELETE FROM deduplication_audit WHERE transaction_id IN UNNEST(@ids) AND EXISTS ("
+                      "SELECT 1 FROM payment_transactions AS p WHERE p.pii_hash IN UNNEST(@hashes) "
+                      "AND p.transaction_id = deduplication_audit.transaction_id "
+                      "AND p.source_partition = deduplication_audit.first_partition "
+                      "AND p.source_offset = deduplication_audit.first_offset)"))
+    for table in ("payment_transactions", "payment_transactions_fraud"):
+        steps.append((table, f"DELETE FROM {table} WHERE {subjects}" if mode == "delete" else
+                      f"UPDATE {table} SET {_anonymize(table)} WHERE {subjects}"))
+    if mode == "delete":
         steps.append(("late_events", "DELETE FROM late_events WHERE pii_hash IN UNNEST(@hashes)"))
     else:
         steps.append(("late_events", f"UPDATE late_events SET {_anonymize('late_events')} WHERE pii_hash IN UNNEST(@hashes)"))
     steps.append(("pii_masking_audit", f"UPDATE pii_masking_audit SET {_anonymize('pii_masking_audit')} "
-                  "WHERE transaction_id IN UNNEST(@ids)"))
+                  f"WHERE {subjects}"))
     return steps
 
 

@@ -117,3 +117,75 @@ def test_erasure_by_card_after_key_rotation(warehouse, mode):
         check(subject_ids | {"txn_subjectpaymente"}, {**before, "USD": before["USD"] + Decimal("10.25")})
     new_row = warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions WHERE transaction_id = 'txn_subjectpaymente'")
     assert new_row[0]["n"] == (0 if mode == "delete" else 1)
+
+
+def test_a_delete_erasure_leaves_another_senders_rows_of_the_same_transaction_id(warehouse):
+    """Sender D's payment lands; sender S reuses its transaction_id (an id_conflict) and sends
+    that payment twice (the copy is a dedup audit row). Erasing D by delete removes D's rows
+    only: S's duplicate record once went with D's payment, because the erasure picked dedup
+    audit rows by transaction_id alone, and S's payment was then in no table."""
+    ring = KeyRing.parse(TEST_HMAC_KEYS)
+    msgs = [m for m in EventStream(SimOptions(count=60, seed=17, start_time=datetime(2026, 11, 18, 22, 0,
+                                                                                     tzinfo=timezone.utc)))
+            if m.kind == "valid"]
+    d = orjson.loads(msgs[0].value)
+    s = next(doc for doc in map(orjson.loads, (m.value for m in msgs))
+             if doc["sender_account_id"] != d["sender_account_id"] and doc["credit_card"] != d["credit_card"])
+    s["transaction_id"] = d["transaction_id"]
+    bp = dict_processor(keyring=ring, dedup_table={}, watermark_table={}, sender_table={}, card_table={})
+    result = bp.process([RawItem(0, 1, orjson.dumps(d)), RawItem(1, 5, orjson.dumps(s)),
+                         RawItem(1, 6, orjson.dumps(s))])
+    landed = warehouse.land(build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                                        result.watermarks))
+    assert [c[:3] for c in landed.conflicts] == [(d["transaction_id"], 1, 5)]
+    d_hash = next(e.payment.pii_hash for e in result.enriched if e.payment.source_partition == 0)
+    warehouse.erase([("k1", d_hash)], "delete")
+    assert warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions")[0]["n"] == 0
+    dedup = warehouse.query("SELECT first_partition, first_offset, duplicate_partition, duplicate_offset "
+                            "FROM deduplication_audit")
+    assert [(r["first_partition"], r["first_offset"], r["duplicate_partition"], r["duplicate_offset"])
+            for r in dedup] == [(1, 5, 1, 6)]
+    dlq = warehouse.query("SELECT source_partition, source_offset, reason FROM dead_letter_events")
+    assert [(r["source_partition"], r["source_offset"], r["reason"]) for r in dlq] == [(1, 5, "id_conflict")]
+
+
+@pytest.mark.parametrize("mode", ["delete", "anonymize"])
+def test_an_erasure_touches_no_row_of_another_subject_with_the_same_transaction_id(bq_endpoint, mode):
+    """The subject's rows are found by pii_hash, not by transaction_id alone. On BigQuery an
+    id two senders used more than a day of event time apart lands for both (the landing's id
+    lookup reads a day either side, docs/bigquery.md): erasing one sender must leave the
+    other's payment whole. It once deleted or anonymized both."""
+    from payflow.warehouse.bq import BigQueryWarehouse
+    from tests.helpers import BQ_GRPC, BQ_PROJECT, unique
+    ring = KeyRing.parse(TEST_HMAC_KEYS)
+    start = datetime(2026, 11, 18, 22, 0, tzinfo=timezone.utc)
+    msgs = [m for m in EventStream(SimOptions(count=60, seed=23, start_time=start)) if m.kind == "valid"]
+    d = orjson.loads(msgs[0].value)
+    s = next(doc for doc in map(orjson.loads, (m.value for m in msgs))
+             if doc["sender_account_id"] != d["sender_account_id"] and doc["credit_card"] != d["credit_card"])
+    s["transaction_id"] = d["transaction_id"]
+    s["event_time"] = (datetime.fromisoformat(d["event_time"].replace("Z", "+00:00")) + timedelta(days=3)
+                       ).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    warehouse = BigQueryWarehouse(BQ_PROJECT, unique("reuse_"), endpoint=bq_endpoint, grpc_endpoint=BQ_GRPC)
+    warehouse.ensure_schema()
+    try:
+        for partition, doc in ((0, d), (1, s)):
+            bp = dict_processor(keyring=ring, dedup_table={}, watermark_table={}, sender_table={}, card_table={},
+                                now=lambda doc=doc: datetime.fromisoformat(doc["event_time"].replace("Z", "+00:00")))
+            result = bp.process([RawItem(partition, 5, orjson.dumps(doc))])
+            warehouse.land(build_batch(result.enriched))
+            if partition == 0:
+                d_hash = result.enriched[0].payment.pii_hash
+            else:
+                s_hash = result.enriched[0].payment.pii_hash
+        assert warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions")[0]["n"] == 2
+        warehouse.erase([("k1", d_hash)], mode)
+        for table in ("payment_transactions", "payment_transactions_fraud", "pii_masking_audit"):
+            rows = warehouse.query(f"SELECT pii_hash FROM {table} WHERE pii_hash IS NOT NULL")
+            assert [r["pii_hash"] for r in rows] == [s_hash], table
+        assert warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions")[0]["n"] == (
+            1 if mode == "delete" else 2)
+    finally:
+        warehouse.client.delete_dataset(f"{BQ_PROJECT}.{warehouse.dataset}", delete_contents=True,
+                                        not_found_ok=True)
+        warehouse.close()
