@@ -324,6 +324,14 @@ class BatchProcessor:
             return False
         if watermark is None or et_us > watermark:
             self._watermarks[partition] = et_us
+        if verdict is dedup.Verdict.DUPLICATE and first is not None and first.partition == partition \
+                and first.offset > offset:
+            # read again from before the position first seen: this message came first in the
+            # log, and the entry is a later copy that found this one's entry expired (the id
+            # again more than the window later). It is not that copy's duplicate: it passes
+            # as a replay, the entry stays, and the warehouse's key tells which one landed
+            out.replays += 1
+            return True
         if verdict is dedup.Verdict.DUPLICATE and first is not None:  # (a duplicate has a first)
             out.duplicates.append(DedupAudit(
                 transaction_id=payment.transaction_id, first_partition=first.partition,

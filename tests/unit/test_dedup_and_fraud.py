@@ -79,3 +79,45 @@ def test_a_replay_writes_its_dedup_entry_again_unchanged():
                               card_table={}).process(items)
     assert replayed.replays == 1
     assert [k for k, _ in first] == ["txn_replayed"] and dedup_table.writes == first + first
+
+
+def test_a_replay_of_a_landed_payment_is_not_a_duplicate_of_its_later_copy(tmp_path):
+    """An id at offset 0 and again at 80, two hours of event time later: the second copy
+    finds the first one's entry expired and takes the entry. A replay of both (a crash before
+    the commit) once judged offset 0 a duplicate of 80, so position 0 was in
+    payment_transactions and in deduplication_audit: counted twice."""
+    import orjson
+
+    from payflow.keys import KeyRing
+    from payflow.stages.batch import BatchProcessor, RawItem
+    from payflow.tables.memory import MemoryState
+    from payflow.warehouse.base import build_batch
+    from payflow.warehouse.duck import DuckDBWarehouse
+    from tests.unit.cards_fixtures import event
+
+    def pay(txn: str, seconds: int) -> bytes:
+        t = (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        return orjson.dumps(event("4111111111111111", transaction_id=txn, event_time=t, sender_account_id="acct_1"))
+
+    now = T0 + timedelta(hours=5)
+    processor = BatchProcessor(keyring=KeyRing.parse("k1:" + "11" * 32), watermark_seconds=3600,
+                               committed_offset=lambda p: 0, now=lambda: now,
+                               **{t: MemoryState() for t in ("dedup_table", "watermark_table", "sender_table",
+                                                             "card_table")})
+    items = ([RawItem(0, 0, pay("T", 0))] + [RawItem(0, i, pay(f"t{i}", i * 100)) for i in range(1, 80)]
+             + [RawItem(0, 80, pay("T", 7900))])
+    warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    warehouse.ensure_schema()
+    try:
+        for _ in range(2):  # the run, then the replay of the same positions
+            for chunk in (items[:40], items[40:]):
+                result = processor.process(chunk)
+                warehouse.land(build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                                           result.watermarks, now))
+        held = {t: warehouse.query(f"SELECT COUNT(*) AS n FROM {t} WHERE transaction_id = 'T'")[0]["n"]
+                for t in ("payment_transactions", "deduplication_audit")}
+        assert held == {"payment_transactions": 1, "deduplication_audit": 1}
+        audit = warehouse.query("SELECT duplicate_offset, first_offset FROM deduplication_audit")
+        assert [(r["duplicate_offset"], r["first_offset"]) for r in audit] == [(80, 0)]
+    finally:
+        warehouse.close()
