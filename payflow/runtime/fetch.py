@@ -133,7 +133,7 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
             generation_id = app.consumer_generation_id
             dropped = []
             delivered = set()  # partitions whose records of this fetch all reached their route
-            _holding.update(tp for tp, tp_records in records.items() if tp_records)
+            _holding.update((tp, tp_records[0].offset) for tp, tp_records in records.items() if tp_records)
             for tp, tp_records in records.items():
                 if sought_since(tp, fetched_at):
                     dropped.append(tp)
@@ -160,7 +160,7 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
                                              generation_id, fetched_at, fetched_from.get(tp)):
                         _note_skipped_tail(self, tp, tp_records[-1].offset, generation_id, fetched_at)
                         delivered.add(tp)
-                _holding.discard(tp)
+                _holding.pop(tp, None)
                 await asyncio.sleep(0)
             _holding.clear()
             _note_skipped_without_records(self, records, delivered, generation_id)
@@ -188,13 +188,19 @@ async def drain_messages(self: Consumer, fetcher: Any) -> None:
         unset_flag(CONSUMER_FETCHING)
 
 
-# the partitions whose records the fetch loop holds, fetched and not yet delivered or dropped:
-# their fetcher position is past records nobody has yet (the stall guard waits for them)
-_holding: set = set()
+# the partitions whose records the fetch loop holds, fetched and not yet delivered or dropped,
+# with the lowest offset held: their fetcher position is past records nobody has yet (the
+# stall guard waits for them)
+_holding: dict = {}
 
 
 def holding(tp: Any) -> bool:
     return tp in _holding
+
+
+def held_from(tp: Any) -> int | None:
+    """The lowest offset of tp the fetch loop holds (None: none)."""
+    return _holding.get(tp)
 
 
 def knowledge(tp: Any) -> str:

@@ -38,16 +38,21 @@ log = logging.getLogger("payflow.stall_guard")
 class PartitionAcks:
     committed: int | None   # committed position (the next offset to read), as Faust keeps it
     lowest_acked: int | None
-    in_flight: bool         # delivered to the agent and not acked yet
+    in_flight: bool         # delivered to the agent and not acked yet (or held by the fetch loop)
     # the fetcher's position (the next offset it hands out) and the highest offset delivered
     # to the pipeline since the partition's last seek (-1: none); None: not known
     fetch_position: int | None = None
     delivered_up_to: int = -1
+    # the lowest offset in flight, where known (None with in_flight: unknown, any may be)
+    lowest_in_flight: int | None = None
 
     def hole_at_head(self) -> bool:
-        """Acks start above the committed position: an offset at the head never acked."""
-        return (self.committed is not None and self.lowest_acked is not None
-                and self.lowest_acked > self.committed and not self.in_flight)
+        """Acks start above the committed position, and no offset below the lowest ack is in
+        flight: an offset at the head never acked. Messages in flight above the acks (a busy
+        partition always has some) do not hide the hole."""
+        if self.committed is None or self.lowest_acked is None or self.lowest_acked <= self.committed:
+            return False
+        return not self.in_flight or (self.lowest_in_flight is not None and self.lowest_in_flight > self.lowest_acked)
 
     def unreached_tail(self) -> bool:
         """Everything delivered is committed, and the fetcher reads past the committed
@@ -107,16 +112,20 @@ def snapshot(consumer: Any, raw_topic: str) -> dict:
     """The raw topic's partitions as the guard judges them, read from Faust's consumer."""
     from payflow.runtime import fetch
 
-    in_flight = {m.tp for m in list(consumer._unacked_messages)}  # noqa: SLF001
+    in_flight: dict[Any, int] = {}  # tp -> its lowest offset delivered and not acked
+    for m in list(consumer._unacked_messages):  # noqa: SLF001
+        if m.tp not in in_flight or m.offset < in_flight[m.tp]:
+            in_flight[m.tp] = m.offset
     out = {}
     for tp in consumer.assignment():
         if tp.topic != raw_topic:
             continue
         acked = consumer._acked.get(tp) or []  # noqa: SLF001
         # records the fetch loop holds for tp (waiting for room in the route) are in flight too
+        lowest = [o for o in (in_flight.get(tp), fetch.held_from(tp)) if o is not None]
         out[tp] = PartitionAcks(consumer._committed_offset.get(tp), min(acked) if acked else None,  # noqa: SLF001
-                                tp in in_flight or fetch.holding(tp), fetch.fetch_position(consumer, tp),
-                                fetch.delivered_up_to(tp))
+                                bool(lowest), fetch.fetch_position(consumer, tp),
+                                fetch.delivered_up_to(tp), min(lowest) if lowest else None)
     return out
 
 

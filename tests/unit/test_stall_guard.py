@@ -49,6 +49,25 @@ def test_progress_work_in_flight_or_no_hole_is_left_alone():
     assert guard.check({4: PartitionAcks(100, 205, False)}, now=29) == [(4, 100)]
 
 
+def test_a_hole_on_a_busy_partition_is_sought_back_though_later_messages_are_in_flight():
+    """A partition under steady load always has messages in flight: they once hid the hole
+    for good (the patience restarted at every check that saw any), so its commits stopped
+    while everything after the hole landed. Only messages in flight below the lowest ack (the
+    hole's own offsets, on their way) keep the guard waiting."""
+    guard = StallGuard(patience_seconds=15)
+    busy = {0: PartitionAcks(591, 593, in_flight=True, lowest_in_flight=2_000)}
+    assert guard.check(busy, now=0) == []
+    assert guard.check({0: PartitionAcks(591, 593, in_flight=True, lowest_in_flight=4_000)}, now=10) == []
+    assert guard.check({0: PartitionAcks(591, 593, in_flight=True, lowest_in_flight=6_000)}, now=16) == [(0, 591)]
+    # the missing offset is in flight (delivered, not acked yet): no hole
+    on_its_way = {1: PartitionAcks(591, 593, in_flight=True, lowest_in_flight=591)}
+    assert guard.check(on_its_way, now=0) == []
+    assert guard.check(on_its_way, now=100) == []
+    # in flight, where unknown: as before, the guard waits
+    unknown = {2: PartitionAcks(591, 593, in_flight=True)}
+    assert guard.check(unknown, now=0) == [] and guard.check(unknown, now=100) == []
+
+
 def test_commits_stopped_below_the_fetchers_position_with_nothing_acked_are_read_again():
     # a partition ending in a transaction marker: 0-5 delivered, landed and committed (6),
     # the fetcher stepped over the marker at 6 to 7 without the step being noted
