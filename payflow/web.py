@@ -44,8 +44,8 @@ async def health_page(self: web.View, request: web.Request) -> web.Response:
 
 @app.page("/readyz")
 async def ready_page(self: web.View, request: web.Request) -> web.Response:
-    """Ready: the pipeline runs, no landing has failed or hung for longer than
-    PAYFLOW_READY_LANDING_STALL_SECONDS, a broker answered the health probe within
+    """Ready: the pipeline runs, no landing has failed, hung or been refused by the group
+    for longer than PAYFLOW_READY_LANDING_STALL_SECONDS, a broker answered the health probe within
     PAYFLOW_READY_BROKER_SECONDS (a frozen broker too, payflow.runtime.health), and the raw
     topic's partitions are assigned."""
     runtime = app.pipeline_runtime

@@ -69,6 +69,10 @@ class WarehouseSink:
         self.healthy = True
         self.last_ack = time.monotonic()
         self.failure: str | None = None
+        # since when every landing has come back refused by the group (BigQuery's fence: the
+        # decision unanswered or refused), None after one that landed: each returns at once,
+        # so no landing looks stalled while nothing is committed
+        self.refused_since: float | None = None
 
     def start(self, batch: LandingBatch) -> asyncio.Task:
         """Land `batch` in the background, its first attempt handed to a thread right now.
@@ -91,9 +95,16 @@ class WarehouseSink:
             return 0.0
         return max(0.0, (time.monotonic() if now is None else now) - min(self._landings.values()))
 
+    def refused_seconds(self, now: float | None = None) -> float:
+        """How long every landing has been refused by the group (0: the last one landed)."""
+        if self.refused_since is None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.refused_since)
+
     def up(self, stall_seconds: float, now: float | None = None) -> bool:
-        """Not stopped, and no landing failing or hanging for longer than `stall_seconds`."""
-        return self.healthy and self.landing_seconds(now) <= stall_seconds
+        """Not stopped, and no landing failing, hanging or refused for longer than `stall_seconds`."""
+        return (self.healthy and self.landing_seconds(now) <= stall_seconds
+                and self.refused_seconds(now) <= stall_seconds)
 
     async def land(self, batch: LandingBatch, first_attempt: asyncio.Future | None = None) -> dict[str, int]:
         if not self.healthy:
@@ -119,6 +130,11 @@ class WarehouseSink:
             del self._landings[token]
             for call in calls:  # abandoned calls: their late outcome is moot
                 call.add_done_callback(_consume_outcome)
+        if getattr(inserted, "fenced", False):
+            if self.refused_since is None:
+                self.refused_since = time.monotonic()
+        else:
+            self.refused_since = None
         metrics.SINK_FLUSH.observe(time.perf_counter() - started)
         metrics.SINK_BATCH.observe(len(batch))
         for table, n in inserted.items():

@@ -88,3 +88,28 @@ async def test_hung_calls_of_a_landing_are_bounded_and_a_late_answer_lands_it():
     warehouse.release.set()  # the hung calls answer after all: the landing is done
     assert await landing == {}
     assert sink.landing_seconds() == 0 and sink.up(0.5)
+
+
+async def test_landings_refused_by_the_group_for_longer_than_the_stall_bound_make_the_sink_not_up():
+    """BigQuery's fence refuses every landing at once while the group does not answer its
+    decisions: no landing hangs, yet nothing is committed. Readiness once stayed green."""
+    from payflow.warehouse.base import Landed
+
+    class RefusingWarehouse:
+        name = "refusing"
+        refuse = True
+
+        def land(self, batch):
+            return Landed(fenced=self.refuse)
+
+    warehouse = RefusingWarehouse()
+    sink = WarehouseSink(warehouse)
+    assert (await sink.land(LandingBatch())).fenced
+    assert sink.up(30) and sink.up(0.2)  # refused just now
+    await asyncio.sleep(0.3)
+    assert (await sink.land(LandingBatch())).fenced
+    assert 0.3 <= sink.refused_seconds() < 5
+    assert not sink.up(0.2) and sink.up(30)
+    warehouse.refuse = False
+    await sink.land(LandingBatch())
+    assert sink.refused_seconds() == 0 and sink.up(0.2)
