@@ -55,6 +55,7 @@ from payflow.runtime import fetch, seams
 FAUST_NEW_OFFSET = seams.original(Consumer, "_new_offset")  # Faust's own, for the test that shows the loss
 FAUST_PERFORM_SEEK = seams.original(Consumer, "perform_seek")
 FAUST_ON_PARTITIONS_REVOKED = seams.original(Consumer, "on_partitions_revoked")
+FAUST_COMMIT_OFFSETS = seams.original(Consumer, "_commit_offsets")
 # how long a revocation waits for the commit of what is acked before Faust's own handling
 REVOCATION_COMMIT_SECONDS = 5.0
 log = logging.getLogger("payflow.consumer")
@@ -319,11 +320,28 @@ async def _seek_assignment(self, generation: int) -> None:
         _positions[_key(tp)] = offset
 
 
+async def commit_offsets_as_the_broker_holds_them(self, offsets, start_new_transaction: bool = True) -> bool:
+    """Faust's commit, after which its committed positions say what the broker holds: Faust
+    records the offsets it asked for even when the broker refused them (a CommitFailedError
+    "already rebalanced": a zombie, a member expired during a broker restart). The pipeline
+    trims each partition's watermark log to the committed position (payflow.stages.state,
+    WatermarkLog), so the rejoin's replay from the broker's position found no entry and
+    judged late events as on time: one position landed as a late event and as a payment."""
+    before = {tp: self._committed_offset.get(tp) for tp in offsets}  # noqa: SLF001
+    did_commit = await FAUST_COMMIT_OFFSETS(self, offsets, start_new_transaction=start_new_transaction)
+    if not did_commit:
+        for tp, asked in offsets.items():
+            if self._committed_offset.get(tp) == asked:  # noqa: SLF001 - not moved since (a seek)
+                self._committed_offset[tp] = before[tp]  # noqa: SLF001
+    return did_commit
+
+
 def install() -> None:
     """Faust's `Consumer._commit_offsets` computes each partition's commit with `_new_offset`;
     the recovery and rebalance seeks call `perform_seek`; the consumer thread's rebalance
-    listener calls `on_partitions_revoked`."""
+    listener calls `on_partitions_revoked`; every commit goes through `_commit_offsets`."""
     seams.require(Consumer, "earliest_offsets", "seek", "assignment")
     seams.replace(Consumer, "_new_offset", fixed_new_offset)
     seams.replace(Consumer, "perform_seek", perform_seek_from_start_when_uncommitted)
     seams.replace(Consumer, "on_partitions_revoked", commit_before_revocation)
+    seams.replace(Consumer, "_commit_offsets", commit_offsets_as_the_broker_holds_them)

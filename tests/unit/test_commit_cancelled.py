@@ -118,3 +118,31 @@ async def test_a_revocation_commits_what_is_acked_before_faust_forgets_it():
     await asyncio.wait_for(Consumer.on_partitions_revoked(consumer, {RAW}), 5)
     # Faust's own: {} (the first ten forgot, the next ten not committable after them)
     assert consumer.committed == {RAW: 20}
+
+
+async def test_a_commit_the_broker_refused_leaves_the_committed_position_where_the_broker_holds_it():
+    """Faust recorded the offsets it asked for even when the broker refused the commit
+    ("already rebalanced": _commit returns False); the watermark log trimmed to that position
+    then lost what the rejoin's replay from the broker's position needed."""
+    from payflow.runtime import commit_offsets
+
+    class RefusingConsumer(SlowCommitConsumer):
+        async def _commit(self, offsets):
+            return False
+
+    assert Consumer._commit_offsets is commit_offsets.commit_offsets_as_the_broker_holds_them
+    consumer = RefusingConsumer()
+    consumer._active_partitions = {RAW}
+    consumer.assignment = lambda: {RAW}
+    consumer._committed_offset[RAW] = 3
+    for offset in range(3, 10):
+        Consumer.ack(consumer, Msg(RAW, offset))
+    assert await asyncio.wait_for(Consumer.commit(consumer), 5) is False
+    assert consumer._committed_offset[RAW] == 3  # Faust's own: 10
+    consumer_ok = SlowCommitConsumer()
+    consumer_ok.answer.set()
+    consumer_ok._committed_offset[RAW] = 3
+    for offset in range(3, 10):
+        Consumer.ack(consumer_ok, Msg(RAW, offset))
+    assert await asyncio.wait_for(Consumer.commit(consumer_ok), 5) is True
+    assert consumer_ok._committed_offset[RAW] == 10
