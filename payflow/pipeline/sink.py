@@ -55,6 +55,10 @@ class SinkStopped(RuntimeError):
     pass
 
 
+# refusals further apart than this are not one streak (a refused landing is read again at once)
+REFUSAL_STREAK_GAP_SECONDS = 30.0
+
+
 class WarehouseSink:
     def __init__(self, warehouse: Warehouse, *, max_retry_seconds: float = 300.0,
                  initial_backoff: float = 0.2, max_backoff: float = 10.0, attempt_timeout: float = 60.0,
@@ -73,6 +77,7 @@ class WarehouseSink:
         # decision unanswered or refused), None after one that landed: each returns at once,
         # so no landing looks stalled while nothing is committed
         self.refused_since: float | None = None
+        self.last_refused = 0.0  # and the last refusal (monotonic)
 
     def start(self, batch: LandingBatch) -> asyncio.Task:
         """Land `batch` in the background, its first attempt handed to a thread right now.
@@ -102,9 +107,13 @@ class WarehouseSink:
         return max(0.0, (time.monotonic() if now is None else now) - self.refused_since)
 
     def up(self, stall_seconds: float, now: float | None = None) -> bool:
-        """Not stopped, and no landing failing, hanging or refused for longer than `stall_seconds`."""
+        """Not stopped, and no landing failing or hanging for longer than `stall_seconds`, nor
+        every landing refused for longer while refusals go on (one refused landing with none
+        after it, its partitions gone at a rebalance, is no outage)."""
+        now = time.monotonic() if now is None else now
+        refusing = self.refused_since is not None and now - self.last_refused <= stall_seconds
         return (self.healthy and self.landing_seconds(now) <= stall_seconds
-                and self.refused_seconds(now) <= stall_seconds)
+                and not (refusing and self.refused_seconds(now) > stall_seconds))
 
     async def land(self, batch: LandingBatch, first_attempt: asyncio.Future | None = None) -> dict[str, int]:
         if not self.healthy:
@@ -131,8 +140,10 @@ class WarehouseSink:
             for call in calls:  # abandoned calls: their late outcome is moot
                 call.add_done_callback(_consume_outcome)
         if getattr(inserted, "fenced", False):
-            if self.refused_since is None:
-                self.refused_since = time.monotonic()
+            now = time.monotonic()
+            if self.refused_since is None or now - self.last_refused > REFUSAL_STREAK_GAP_SECONDS:
+                self.refused_since = now  # a new streak: the last refusal is long past
+            self.last_refused = now
         else:
             self.refused_since = None
         metrics.SINK_FLUSH.observe(time.perf_counter() - started)

@@ -113,3 +113,23 @@ async def test_landings_refused_by_the_group_for_longer_than_the_stall_bound_mak
     warehouse.refuse = False
     await sink.land(LandingBatch())
     assert sink.refused_seconds() == 0 and sink.up(0.2)
+
+
+async def test_one_refused_landing_with_none_after_it_does_not_keep_the_sink_down():
+    """A landing refused at a rebalance whose partitions went elsewhere: nothing follows it.
+    Readiness once went red 30 s later and stayed red for good."""
+    import time
+
+    from payflow.warehouse.base import Landed
+
+    class RefusingOnce:
+        name = "refusing-once"
+
+        def land(self, batch):
+            return Landed(fenced=True)
+
+    sink = WarehouseSink(RefusingOnce())
+    assert (await sink.land(LandingBatch())).fenced
+    now = time.monotonic()
+    assert sink.up(30, now + 10)
+    assert sink.up(30, now + 31) and sink.up(30, now + 3600)
