@@ -328,11 +328,14 @@ async def commit_offsets_as_the_broker_holds_them(self, offsets, start_new_trans
     WatermarkLog), so the rejoin's replay from the broker's position found no entry and
     judged late events as on time: one position landed as a late event and as a payment."""
     before = {tp: self._committed_offset.get(tp) for tp in offsets}  # noqa: SLF001
+    known = {tp: _positions.get(_key(tp)) for tp in offsets}
     did_commit = await FAUST_COMMIT_OFFSETS(self, offsets, start_new_transaction=start_new_transaction)
     if not did_commit:
-        for tp, asked in offsets.items():
-            if self._committed_offset.get(tp) == asked:  # noqa: SLF001 - not moved since (a seek)
-                self._committed_offset[tp] = before[tp]  # noqa: SLF001
+        # Faust wrote the asked offsets over whatever a seek set meanwhile (read_from, the
+        # assignment's seek: they note it in _positions): the seek's position wins
+        for tp in offsets:
+            sought = _positions.get(_key(tp))
+            self._committed_offset[tp] = sought if sought != known[tp] else before[tp]  # noqa: SLF001
     return did_commit
 
 

@@ -146,3 +146,23 @@ async def test_a_commit_the_broker_refused_leaves_the_committed_position_where_t
         Consumer.ack(consumer_ok, Msg(RAW, offset))
     assert await asyncio.wait_for(Consumer.commit(consumer_ok), 5) is True
     assert consumer_ok._committed_offset[RAW] == 10
+
+
+async def test_a_seek_during_a_refused_commit_keeps_the_position_it_set():
+    """Faust writes the asked offsets after the broker's answer, over what a seek set while
+    the commit was out (read_again's read_from); after a refusal the seek's position wins."""
+    from payflow.runtime import commit_offsets
+
+    class SoughtMeanwhile(SlowCommitConsumer):
+        async def _commit(self, offsets):
+            commit_offsets.read_from(self, RAW, 5)
+            return False
+
+    consumer = SoughtMeanwhile()
+    consumer._active_partitions = {RAW}
+    consumer.assignment = lambda: {RAW}
+    consumer._committed_offset[RAW] = 3
+    for offset in range(3, 10):
+        Consumer.ack(consumer, Msg(RAW, offset))
+    assert await asyncio.wait_for(Consumer.commit(consumer), 5) is False
+    assert consumer._committed_offset[RAW] == 5 == commit_offsets._positions[RAW]
