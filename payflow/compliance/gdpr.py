@@ -106,6 +106,21 @@ def _anonymize(table: str) -> str:
                      if (rule := anonymized(table, c.name)) is not None)
 
 
+# the subject's landed payments, as (id, raw position) joined to a dedup audit row's first copy
+_FIRST_IS_SUBJECTS = ("SELECT 1 FROM payment_transactions AS p WHERE p.pii_hash IN UNNEST(@hashes) "
+                      "AND p.transaction_id = {a}.transaction_id AND p.source_partition = {a}.first_partition "
+                      "AND p.source_offset = {a}.first_offset")
+# a dedup audit row is the subject's when its first copy is the subject's landed payment, or
+# a copy audited as that payment's duplicate (a copy refused by the warehouse, then resent:
+# the resend's first copy is the refused one)
+_SUBJECTS_DEDUP_ROWS = (
+    "DELETE FROM deduplication_audit AS d WHERE d.transaction_id IN UNNEST(@ids) AND ("
+    f"EXISTS ({_FIRST_IS_SUBJECTS.format(a='d')}) "
+    "OR EXISTS (SELECT 1 FROM deduplication_audit AS c WHERE c.transaction_id = d.transaction_id "
+    "AND c.duplicate_partition = d.first_partition AND c.duplicate_offset = d.first_offset "
+    f"AND EXISTS ({_FIRST_IS_SUBJECTS.format(a='c')})))")
+
+
 def erasure_plan(mode: str) -> list[tuple[str, str]]:
     """(table, statement) in order, run after LEDGER_INSERT and SUBJECT_TRANSACTIONS; each
     statement's affected row count is the receipt's count for its table.
@@ -117,19 +132,14 @@ def erasure_plan(mode: str) -> list[tuple[str, str]]:
     A row is the subject's by its pii_hash, not by its transaction_id alone: another sender
     may have paid with the same id (its copy an id_conflict, or landed after this subject's
     erasure), and its rows are not this subject's to erase. A dedup audit row is the
-    subject's when its first copy is the subject's landed payment (same id and raw position),
-    so that step runs before the payments go."""
+    subject's when its first copy is the subject's landed payment (same id and raw position)
+    or a copy audited as its duplicate, so that step runs before the payments go."""
     if mode not in ERASURE_MODES:
         raise ValueError(f"erasure mode must be one of {ERASURE_MODES}")
     subjects = "transaction_id IN UNNEST(@ids) AND pii_hash IN UNNEST(@hashes)"
     steps = []
     if mode == "delete":
-        steps.append(("deduplication_audit",
-                      "DELETE FROM deduplication_audit WHERE transaction_id IN UNNEST(@ids) AND EXISTS ("
-                      "SELECT 1 FROM payment_transactions AS p WHERE p.pii_hash IN UNNEST(@hashes) "
-                      "AND p.transaction_id = deduplication_audit.transaction_id "
-                      "AND p.source_partition = deduplication_audit.first_partition "
-                      "AND p.source_offset = deduplication_audit.first_offset)"))
+        steps.append(("deduplication_audit", _SUBJECTS_DEDUP_ROWS))
     for table in ("payment_transactions", "payment_transactions_fraud"):
         steps.append((table, f"DELETE FROM {table} WHERE {subjects}" if mode == "delete" else
                       f"UPDATE {table} SET {_anonymize(table)} WHERE {subjects}"))

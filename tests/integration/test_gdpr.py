@@ -189,3 +189,37 @@ def test_an_erasure_touches_no_row_of_another_subject_with_the_same_transaction_
         warehouse.client.delete_dataset(f"{BQ_PROJECT}.{warehouse.dataset}", delete_contents=True,
                                         not_found_ok=True)
         warehouse.close()
+
+
+def test_a_delete_erasure_removes_the_subjects_dedup_rows_of_a_refused_and_resent_copy(warehouse):
+    """The subject's id at offset 0, used again two hours later at 80 (the warehouse refuses it
+    as a copy of 0: a dedup audit row) and that payment resent at 81 (the worker's dedup audits
+    it against 80). Erasing the subject removes both audit rows, the second one too, whose first
+    copy is not the landed payment but the refused copy."""
+    from payflow.stages.batch import BatchProcessor
+    from payflow.tables.memory import MemoryState
+
+    t0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+
+    def pay(txn: str, seconds: int) -> bytes:
+        t = (t0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        return orjson.dumps(event("4111111111111111", transaction_id=txn, event_time=t, sender_account_id="acct_1"))
+
+    now = t0 + timedelta(hours=5)
+    processor = BatchProcessor(keyring=KeyRing.parse(TEST_HMAC_KEYS), watermark_seconds=3600,
+                               committed_offset=lambda p: 0, now=lambda: now,
+                               **{t: MemoryState() for t in ("dedup_table", "watermark_table", "sender_table",
+                                                             "card_table")})
+    items = ([RawItem(0, 0, pay("T", 0))] + [RawItem(0, i, pay(f"t{i}", i * 100)) for i in range(1, 80)]
+             + [RawItem(0, 80, pay("T", 7900)), RawItem(0, 81, pay("T", 7900))])
+    subject = None
+    for chunk in (items[:40], items[40:]):
+        result = processor.process(chunk)
+        subject = subject or result.enriched[0].payment.pii_hash
+        warehouse.land(build_batch(result.enriched, result.duplicates, result.rejections, result.late,
+                                   result.watermarks, now))
+    audit = warehouse.query("SELECT first_offset, duplicate_offset FROM deduplication_audit")
+    assert sorted((r["first_offset"], r["duplicate_offset"]) for r in audit) == [(0, 80), (80, 81)]
+    warehouse.erase([("k1", subject)], "delete")
+    assert warehouse.query("SELECT COUNT(*) AS n FROM payment_transactions")[0]["n"] == 0
+    assert warehouse.query("SELECT COUNT(*) AS n FROM deduplication_audit")[0]["n"] == 0
