@@ -68,6 +68,10 @@ class Route(Protocol):
         """Drop what is buffered of these partitions (they are read again); return how many."""
         ...
 
+    def lowest_offset(self, partition: int) -> int | None:
+        """The lowest offset buffered of `partition` (None: none)."""
+        ...
+
 
 _routes: dict[str, Route] = {}
 
@@ -199,8 +203,14 @@ def holding(tp: Any) -> bool:
 
 
 def held_from(tp: Any) -> int | None:
-    """The lowest offset of tp the fetch loop holds (None: none)."""
-    return _holding.get(tp)
+    """The lowest offset of tp fetched and not yet taken by the pipeline: held by the fetch
+    loop or buffered in tp's route (None: none)."""
+    target = _routes.get(tp.topic)
+    buffered = target.lowest_offset(tp.partition) if target is not None else None
+    held = _holding.get(tp)
+    if held is None or buffered is None:
+        return held if buffered is None else buffered
+    return min(held, buffered)
 
 
 def knowledge(tp: Any) -> str:

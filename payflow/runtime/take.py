@@ -96,6 +96,11 @@ class BatchBuffer:
                 self.taken.set()
         return dropped
 
+    def lowest_offset(self, partition: int) -> int | None:
+        """The lowest offset buffered of `partition` (None: none); the stall guard asks."""
+        offsets = [m.offset for m in self.messages if m.tp.partition == partition]
+        return min(offsets) if offsets else None
+
     def take(self) -> list:
         batch, self.messages = self.messages, []
         self.started.clear()

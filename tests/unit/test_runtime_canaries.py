@@ -87,6 +87,10 @@ class Route:
     async def wait_for_space(self):
         pass
 
+    def lowest_offset(self, partition):
+        offsets = [m.offset for m in self.messages if m.tp.partition == partition]
+        return min(offsets) if offsets else None
+
 
 async def test_faust_s_fetcher_drains_through_payflow_s_whole_fetch_delivery():
     app = SimpleNamespace(consumer_generation_id=1, flow_control=SimpleNamespace(is_active=lambda: True),

@@ -234,6 +234,10 @@ class Route:
         dropped, self.messages = len(self.messages) - len(kept), kept
         return dropped
 
+    def lowest_offset(self, partition):
+        offsets = [m.offset for m in self.messages if m.tp.partition == partition]
+        return min(offsets) if offsets else None
+
 
 async def fetch_while_seeking(consumer: RaceConsumer, seek) -> list:
     """Runs payflow's fetch loop with a fetch in flight, lands `seek` meanwhile, then acks

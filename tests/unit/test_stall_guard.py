@@ -247,3 +247,28 @@ async def test_a_seek_back_by_the_guard_is_noted_once_and_ends(monkeypatch):
     assert consumer.position == 10
     assert fetch.sought_since(raw, fetched_at)
     assert not fetch.seeking(raw)
+
+
+def test_messages_buffered_for_the_pipeline_count_as_in_flight_from_their_lowest_offset():
+    """After a seek back, the re-read hole waits in the batch buffer while older landings ack
+    above it: the guard must see it there, or it seeks again and again under a slow landing."""
+    import asyncio
+
+    from payflow.runtime import fetch
+    from payflow.runtime.take import BatchBuffer
+
+    tp = TP("raw", 0)
+    loop = asyncio.new_event_loop()
+    try:
+        buffer = BatchBuffer(100, loop)
+        buffer.put_many([SimpleNamespace(tp=tp, offset=o) for o in (591, 592, 700)])
+        fetch.route("raw", buffer)
+        try:
+            assert fetch.held_from(tp) == 591
+            assert fetch.held_from(TP("raw", 1)) is None
+            acks = PartitionAcks(591, 650, in_flight=True, lowest_in_flight=fetch.held_from(tp))
+            assert not acks.hole_at_head()
+        finally:
+            fetch.unroute("raw", buffer)
+    finally:
+        loop.close()
