@@ -207,10 +207,7 @@ def held_from(tp: Any) -> int | None:
     loop or buffered in tp's route (None: none)."""
     target = _routes.get(tp.topic)
     buffered = target.lowest_offset(tp.partition) if target is not None else None
-    held = _holding.get(tp)
-    if held is None or buffered is None:
-        return held if buffered is None else buffered
-    return min(held, buffered)
+    return min((o for o in (_holding.get(tp), buffered) if o is not None), default=None)
 
 
 def knowledge(tp: Any) -> str:

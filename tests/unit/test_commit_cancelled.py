@@ -120,6 +120,15 @@ async def test_a_revocation_commits_what_is_acked_before_faust_forgets_it():
     assert consumer.committed == {RAW: 20}
 
 
+def acked_from_3_to_9(consumer) -> None:
+    """RAW assigned, committed at 3, offsets 3-9 landed and acked."""
+    consumer._active_partitions = {RAW}
+    consumer.assignment = lambda: {RAW}
+    consumer._committed_offset[RAW] = 3
+    for offset in range(3, 10):
+        Consumer.ack(consumer, Msg(RAW, offset))
+
+
 async def test_a_commit_the_broker_refused_leaves_the_committed_position_where_the_broker_holds_it():
     """Faust recorded the offsets it asked for even when the broker refused the commit
     ("already rebalanced": _commit returns False); the watermark log trimmed to that position
@@ -132,18 +141,12 @@ async def test_a_commit_the_broker_refused_leaves_the_committed_position_where_t
 
     assert Consumer._commit_offsets is commit_offsets.commit_offsets_as_the_broker_holds_them
     consumer = RefusingConsumer()
-    consumer._active_partitions = {RAW}
-    consumer.assignment = lambda: {RAW}
-    consumer._committed_offset[RAW] = 3
-    for offset in range(3, 10):
-        Consumer.ack(consumer, Msg(RAW, offset))
+    acked_from_3_to_9(consumer)
     assert await asyncio.wait_for(Consumer.commit(consumer), 5) is False
     assert consumer._committed_offset[RAW] == 3  # Faust's own: 10
     consumer_ok = SlowCommitConsumer()
     consumer_ok.answer.set()
-    consumer_ok._committed_offset[RAW] = 3
-    for offset in range(3, 10):
-        Consumer.ack(consumer_ok, Msg(RAW, offset))
+    acked_from_3_to_9(consumer_ok)
     assert await asyncio.wait_for(Consumer.commit(consumer_ok), 5) is True
     assert consumer_ok._committed_offset[RAW] == 10
 
@@ -159,10 +162,6 @@ async def test_a_seek_during_a_refused_commit_keeps_the_position_it_set():
             return False
 
     consumer = SoughtMeanwhile()
-    consumer._active_partitions = {RAW}
-    consumer.assignment = lambda: {RAW}
-    consumer._committed_offset[RAW] = 3
-    for offset in range(3, 10):
-        Consumer.ack(consumer, Msg(RAW, offset))
+    acked_from_3_to_9(consumer)
     assert await asyncio.wait_for(Consumer.commit(consumer), 5) is False
     assert consumer._committed_offset[RAW] == 5 == commit_offsets._positions[RAW]
